@@ -1,0 +1,110 @@
+//! `baton run`: find or start a daemon, then exec the program with the shim preloaded.
+
+use std::ffi::OsString;
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The daemon socket a client should use: `$BATON_SOCKET`, else the system daemon's socket if
+/// one is serving, else this user's own socket.
+pub fn find_socket() -> PathBuf {
+    if let Some(p) = std::env::var_os(baton_ipc::control::SOCKET_ENV).filter(|v| !v.is_empty()) {
+        return p.into();
+    }
+    let system = PathBuf::from(baton_ipc::control::DEFAULT_SOCKET);
+    if UnixStream::connect(&system).is_ok() {
+        return system;
+    }
+    user_socket()
+}
+
+/// `$XDG_RUNTIME_DIR/baton/baton.sock`, else `/tmp/baton-UID/baton.sock`.
+fn user_socket() -> PathBuf {
+    match std::env::var_os("XDG_RUNTIME_DIR").filter(|v| !v.is_empty()) {
+        Some(d) => Path::new(&d).join("baton").join("baton.sock"),
+        None => PathBuf::from(format!("/tmp/baton-{}", nix::unistd::getuid())).join("baton.sock"),
+    }
+}
+
+/// A file shipped beside the `baton` executable (or in `../lib/baton/`).
+fn beside_exe(name: &str) -> Result<PathBuf, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("locating the baton executable: {e}"))?;
+    let dir = exe.parent().ok_or("baton executable has no directory")?;
+    for cand in [dir.join(name), dir.join("../lib/baton").join(name)] {
+        if cand.exists() {
+            return Ok(cand.canonicalize().unwrap_or(cand));
+        }
+    }
+    Err(format!("{name} not found beside {} (install Baton's files together)", exe.display()))
+}
+
+fn shim_path() -> Result<PathBuf, String> {
+    match std::env::var_os("BATON_SHIM").filter(|v| !v.is_empty()) {
+        Some(p) => Ok(p.into()),
+        None => beside_exe("libcuda.so.1"),
+    }
+}
+
+/// Starts `batond` in the background for this user and waits until its socket answers.
+fn start_daemon(socket: &Path) -> Result<(), String> {
+    let batond = beside_exe("batond")?;
+    let log_path = socket.with_extension("log");
+    if let Some(dir) = socket.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700)).ok();
+    }
+    let log = std::fs::File::create(&log_path).map_err(|e| format!("creating {}: {e}", log_path.display()))?;
+    let mut cmd = Command::new(&batond);
+    cmd.arg("--socket").arg(socket).arg("--socket-mode").arg("600");
+    cmd.stdin(Stdio::null()).stdout(log.try_clone().map_err(|e| e.to_string())?).stderr(log);
+    // The daemon must load the real driver, never the shim.
+    cmd.env_remove("LD_PRELOAD");
+    // SAFETY: setsid() is async-signal-safe; it detaches the daemon from our session so it
+    // outlives this command and its terminal.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().map_err(|e| format!("starting {}: {e}", batond.display()))?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if UnixStream::connect(socket).is_ok() {
+            eprintln!("baton: started a daemon (pid {}) at {}; its log is {}", child.id(), socket.display(), log_path.display());
+            return Ok(());
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            return Err(format!("the daemon exited ({status}) before it was ready:\n{}", log.trim_end()));
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            return Err(format!("the daemon did not become ready in 30 s; see {}", log_path.display()));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn run(tenant: Option<String>, command: Vec<OsString>) -> Result<(), String> {
+    let shim = shim_path()?;
+    let socket = find_socket();
+    if UnixStream::connect(&socket).is_err() {
+        start_daemon(&socket)?;
+    }
+    let mut preload = OsString::from(&shim);
+    if let Some(old) = std::env::var_os("LD_PRELOAD").filter(|v| !v.is_empty()) {
+        preload.push(":");
+        preload.push(old);
+    }
+    let (prog, args) = command.split_first().ok_or("no command given")?;
+    let mut cmd = Command::new(prog);
+    cmd.args(args).env("LD_PRELOAD", preload).env(baton_ipc::control::SOCKET_ENV, &socket);
+    if let Some(t) = tenant {
+        cmd.env("BATON_TENANT", t);
+    }
+    let err = cmd.exec();
+    Err(format!("running {}: {err}", Path::new(prog).display()))
+}

@@ -1,0 +1,202 @@
+//! The control socket: hello and session set-up, shared-memory file descriptors, module images,
+//! status. Frames are a little-endian `u32` length and a JSON body; file descriptors travel as
+//! `SCM_RIGHTS` with the frame that announces them. Rare, so clarity beats speed here; the hot
+//! path is the ring.
+
+use serde::{Deserialize, Serialize};
+use std::io::{self, IoSlice, IoSliceMut, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+
+/// Protocol version a client states in `Hello`; the daemon refuses others.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Largest JSON frame accepted.
+pub const MAX_FRAME: usize = 16 << 20;
+
+/// Largest module image accepted in one `AttachBlob`.
+pub const MAX_BLOB: u64 = 4 << 30;
+
+/// Environment variable naming the daemon's socket.
+pub const SOCKET_ENV: &str = "BATON_SOCKET";
+/// The socket used when `BATON_SOCKET` is unset.
+pub const DEFAULT_SOCKET: &str = "/run/baton/baton.sock";
+
+/// Where clients look for the daemon: `$BATON_SOCKET`, else the system path.
+pub fn socket_path() -> std::path::PathBuf {
+    std::env::var_os(SOCKET_ENV)
+        .filter(|v| !v.is_empty())
+        .map(Into::into)
+        .unwrap_or_else(|| DEFAULT_SOCKET.into())
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "type")]
+pub enum Request {
+    /// First message of a client. `tenant` and `class` come from the client's environment.
+    Hello { version: u32, pid: u32, tenant: Option<String>, class: Option<String> },
+    /// Followed on the socket by `len` raw bytes (a module image); answered by `Blob`.
+    AttachBlob { len: u64 },
+    /// Pinned host memory: answered by `HostChunk` with the memfd to map at `addr`.
+    AllocHost { len: u64 },
+    FreeHost { addr: u64 },
+    /// Anyone connected may ask; no `Hello` needed.
+    Status,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "type")]
+pub enum Response {
+    /// Sent with the session region's memfd.
+    Welcome { session: u64, driver_version: i32, devices: Vec<DeviceInfo>, region_len: u64 },
+    Blob { id: u64 },
+    /// Sent with the chunk's memfd; the client maps it at exactly `addr`.
+    HostChunk { addr: u64, len: u64 },
+    Ok,
+    Status(StatusReport),
+    /// `code` is the `CUresult` the client should return.
+    Error { code: u32, message: String },
+}
+
+/// What the shim needs to answer device queries locally.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DeviceInfo {
+    pub ordinal: u32,
+    pub name: String,
+    pub uuid: [u8; 16],
+    pub total_mem: u64,
+    pub pci_bus_id: String,
+    /// `(CUdevice_attribute, value)` for every attribute the driver answered.
+    pub attributes: Vec<(i32, i32)>,
+}
+
+impl DeviceInfo {
+    pub fn attribute(&self, attr: i32) -> Option<i32> {
+        self.attributes.iter().find(|(a, _)| *a == attr).map(|&(_, v)| v)
+    }
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct StatusReport {
+    pub daemon_pid: u32,
+    pub executor: String,
+    pub devices: Vec<String>,
+    pub clients: Vec<ClientStatus>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct ClientStatus {
+    pub session: u64,
+    pub pid: u32,
+    pub uid: u32,
+    pub tenant: String,
+    pub memory_bytes: u64,
+    pub commands: u64,
+    pub launches: u64,
+}
+
+fn to_io(e: nix::Error) -> io::Error {
+    io::Error::from_raw_os_error(e as i32)
+}
+
+/// Sends one frame with optional file descriptors.
+pub fn send<T: Serialize>(sock: &UnixStream, msg: &T, fds: &[RawFd]) -> io::Result<()> {
+    let body = serde_json::to_vec(msg).map_err(io::Error::other)?;
+    let len = (body.len() as u32).to_le_bytes();
+    let iov = [IoSlice::new(&len), IoSlice::new(&body)];
+    let cmsg;
+    let cmsgs: &[nix::sys::socket::ControlMessage] = if fds.is_empty() {
+        &[]
+    } else {
+        cmsg = [nix::sys::socket::ControlMessage::ScmRights(fds)];
+        &cmsg
+    };
+    let total = len.len() + body.len();
+    let sent = nix::sys::socket::sendmsg::<()>(
+        sock.as_raw_fd(),
+        &iov,
+        cmsgs,
+        nix::sys::socket::MsgFlags::MSG_NOSIGNAL,
+        None,
+    )
+    .map_err(to_io)?;
+    if sent < total {
+        // The descriptors went with the first part; the rest is plain bytes.
+        let mut rest = Vec::with_capacity(total - sent);
+        rest.extend_from_slice(&len);
+        rest.extend_from_slice(&body);
+        (&*sock).write_all(&rest[sent..])?;
+    }
+    Ok(())
+}
+
+/// Receives one frame and any file descriptors sent with it.
+pub fn recv<T: for<'de> Deserialize<'de>>(sock: &UnixStream) -> io::Result<(T, Vec<OwnedFd>)> {
+    let mut len = [0u8; 4];
+    let mut fds = Vec::new();
+    let mut got = 0;
+    while got < 4 {
+        let mut cspace = nix::cmsg_space!([RawFd; 4]);
+        let mut iov = [IoSliceMut::new(&mut len[got..])];
+        let msg = nix::sys::socket::recvmsg::<()>(
+            sock.as_raw_fd(),
+            &mut iov,
+            Some(&mut cspace),
+            nix::sys::socket::MsgFlags::MSG_CMSG_CLOEXEC,
+        )
+        .map_err(to_io)?;
+        if msg.bytes == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        got += msg.bytes;
+        for c in msg.cmsgs().map_err(to_io)? {
+            if let nix::sys::socket::ControlMessageOwned::ScmRights(raw) = c {
+                for fd in raw {
+                    // SAFETY: SCM_RIGHTS hands us fresh descriptors that nothing else owns.
+                    fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
+                }
+            }
+        }
+    }
+    let n = u32::from_le_bytes(len) as usize;
+    if n > MAX_FRAME {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("frame of {n} bytes is too large")));
+    }
+    let mut body = vec![0u8; n];
+    (&*sock).read_exact(&mut body)?;
+    let msg = serde_json::from_slice(&body).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    Ok((msg, fds))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_and_fds_cross_a_socket_pair() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let file = crate::shm::SharedRegion::create("t", 4096).unwrap();
+        send(&a, &Request::AllocHost { len: 4096 }, &[file.fd().as_raw_fd()]).unwrap();
+        let (m, fds): (Request, _) = recv(&b).unwrap();
+        assert_eq!(m, Request::AllocHost { len: 4096 });
+        assert_eq!(fds.len(), 1);
+        send(&b, &Response::Error { code: 2, message: "no".into() }, &[]).unwrap();
+        let (r, fds): (Response, _) = recv(&a).unwrap();
+        assert!(fds.is_empty());
+        assert_eq!(r, Response::Error { code: 2, message: "no".into() });
+    }
+
+    #[test]
+    fn oversized_frame_is_refused() {
+        let (a, b) = UnixStream::pair().unwrap();
+        (&a).write_all(&(u32::MAX).to_le_bytes()).unwrap();
+        assert!(recv::<Request>(&b).is_err());
+    }
+
+    #[test]
+    fn peer_hang_up_is_eof() {
+        let (a, b) = UnixStream::pair().unwrap();
+        drop(a);
+        assert_eq!(recv::<Request>(&b).unwrap_err().kind(), io::ErrorKind::UnexpectedEof);
+    }
+}

@@ -1,0 +1,472 @@
+//! The real executor: the CUDA driver through cudarc's dynamically loaded `sys` bindings.
+//!
+//! Every `unsafe` block here is a driver call: arguments are either values the session layer
+//! has already validated against its tables or pointers to locals.
+
+use super::{code, Executor, GpuError, GpuResult, LaunchConfig, OccupancyQuery, Raw};
+use baton_ipc::control::DeviceInfo;
+use baton_ipc::protocol::{FunctionInfo, ImageKind, FUNC_ATTRS, OCC_AVAILABLE_DYNAMIC_SMEM, OCC_MAX_ACTIVE_BLOCKS, OCC_MAX_POTENTIAL_BLOCK_SIZE};
+use cudarc::driver::sys;
+use std::ffi::{c_void, CStr};
+use std::ptr::null_mut;
+
+fn check(r: sys::CUresult) -> GpuResult<()> {
+    if r == sys::CUresult::CUDA_SUCCESS {
+        Ok(())
+    } else {
+        Err(GpuError(r as u32))
+    }
+}
+
+struct Device {
+    ctx: sys::CUcontext,
+}
+
+pub struct CudaExecutor {
+    devices: Vec<Device>,
+    infos: Vec<DeviceInfo>,
+    driver_version: i32,
+}
+
+// SAFETY: CUDA contexts may be used from any thread once made current there; the executor only
+// stores the handles.
+unsafe impl Send for CudaExecutor {}
+// SAFETY: as above; the driver API is thread-safe.
+unsafe impl Sync for CudaExecutor {}
+
+/// Why the real driver could not be brought up.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("no NVIDIA driver found (libcuda.so could not be loaded)")]
+    NoDriver,
+    #[error("the libcuda.so that was loaded is Baton's own shim; the daemon must load the real driver (unset LD_PRELOAD/LD_LIBRARY_PATH pointing at the shim)")]
+    LoadedShim,
+    #[error("cuInit failed with CUDA error {0}")]
+    Init(u32),
+    #[error("no CUDA device found")]
+    NoDevice,
+    #[error("CUDA error {0} while opening device {1}")]
+    Device(u32, u32),
+}
+
+type GetAttrFn = unsafe extern "C" fn(*mut i32, i32, i32) -> u32;
+
+impl CudaExecutor {
+    pub fn open() -> Result<CudaExecutor, OpenError> {
+        // SAFETY: probing for the library only dlopens it.
+        if !unsafe { sys::is_culib_present() } {
+            return Err(OpenError::NoDriver);
+        }
+        // SAFETY: the library is present (checked above), so culib() returns it.
+        let lib = unsafe { sys::culib() };
+        // SAFETY: looking a data symbol up only reads the dynamic symbol table.
+        if unsafe { lib.get::<*const u8>(b"baton_shim_marker\0") }.is_ok() {
+            return Err(OpenError::LoadedShim);
+        }
+        // SAFETY: plain driver call.
+        check(unsafe { sys::cuInit(0) }).map_err(|e| OpenError::Init(e.0))?;
+        let mut driver_version = 0;
+        // SAFETY: out-pointer to a local.
+        unsafe { sys::cuDriverGetVersion(&mut driver_version) };
+        let mut count = 0;
+        // SAFETY: out-pointer to a local.
+        check(unsafe { sys::cuDeviceGetCount(&mut count) }).map_err(|e| OpenError::Init(e.0))?;
+        if count <= 0 {
+            return Err(OpenError::NoDevice);
+        }
+        // SAFETY: the symbol has this C signature (enums are ints in the C ABI); looked up once.
+        let get_attr: GetAttrFn = *unsafe { lib.get::<GetAttrFn>(b"cuDeviceGetAttribute\0") }.map_err(|_| OpenError::NoDriver)?;
+        let mut devices = Vec::new();
+        let mut infos = Vec::new();
+        for ordinal in 0..count {
+            let err = |e: GpuError| OpenError::Device(e.0, ordinal as u32);
+            let mut ctx = null_mut();
+            // SAFETY: out-pointer to a local; ordinal < count.
+            check(unsafe { sys::cuDevicePrimaryCtxRetain(&mut ctx, ordinal) }).map_err(err)?;
+            // SAFETY: `ctx` was just retained.
+            check(unsafe { sys::cuCtxSetCurrent(ctx) }).map_err(err)?;
+            infos.push(describe(ordinal, get_attr).map_err(err)?);
+            devices.push(Device { ctx });
+        }
+        Ok(CudaExecutor { devices, infos, driver_version })
+    }
+
+    fn bind(&self, device: u32) -> GpuResult<()> {
+        let d = self.devices.get(device as usize).ok_or(GpuError(code::INVALID_DEVICE))?;
+        thread_local! { static CURRENT: std::cell::Cell<usize> = const { std::cell::Cell::new(0) }; }
+        if CURRENT.with(|c| c.get()) != d.ctx as usize {
+            // SAFETY: `ctx` is a retained primary context.
+            check(unsafe { sys::cuCtxSetCurrent(d.ctx) })?;
+            CURRENT.with(|c| c.set(d.ctx as usize));
+        }
+        Ok(())
+    }
+}
+
+fn describe(ordinal: i32, get_attr: GetAttrFn) -> GpuResult<DeviceInfo> {
+    let mut name = [0 as std::ffi::c_char; 256];
+    // SAFETY: buffer of the stated length.
+    check(unsafe { sys::cuDeviceGetName(name.as_mut_ptr(), name.len() as i32, ordinal) })?;
+    // SAFETY: the driver NUL-terminates within the buffer.
+    let name = unsafe { CStr::from_ptr(name.as_ptr()) }.to_string_lossy().into_owned();
+    let mut uuid = sys::CUuuid { bytes: [0; 16] };
+    // SAFETY: out-pointer to a local.
+    check(unsafe { sys::cuDeviceGetUuid_v2(&mut uuid, ordinal) })?;
+    let mut total = 0usize;
+    // SAFETY: out-pointer to a local.
+    check(unsafe { sys::cuDeviceTotalMem_v2(&mut total, ordinal) })?;
+    let mut bus = [0 as std::ffi::c_char; 64];
+    // SAFETY: buffer of the stated length.
+    check(unsafe { sys::cuDeviceGetPCIBusId(bus.as_mut_ptr(), bus.len() as i32, ordinal) })?;
+    // SAFETY: NUL-terminated by the driver.
+    let pci_bus_id = unsafe { CStr::from_ptr(bus.as_ptr()) }.to_string_lossy().into_owned();
+    let mut attributes = Vec::new();
+    // Ask for every attribute number up to well past CU_DEVICE_ATTRIBUTE_MAX of 13.0; the driver
+    // answers INVALID_VALUE for numbers it does not know, and those are left out.
+    for attr in 1..256 {
+        let mut v = 0;
+        // SAFETY: out-pointer to a local; unknown attribute numbers are an error, not UB, in C.
+        if unsafe { get_attr(&mut v, attr, ordinal) } == 0 {
+            attributes.push((attr, v));
+        }
+    }
+    Ok(DeviceInfo {
+        ordinal: ordinal as u32,
+        name,
+        uuid: uuid.bytes.map(|b| b as u8),
+        total_mem: total as u64,
+        pci_bus_id,
+        attributes,
+    })
+}
+
+fn stream(s: Raw) -> sys::CUstream {
+    s as usize as sys::CUstream
+}
+fn event(e: Raw) -> sys::CUevent {
+    e as usize as sys::CUevent
+}
+fn func(f: Raw) -> sys::CUfunction {
+    f as usize as sys::CUfunction
+}
+
+impl Executor for CudaExecutor {
+    fn name(&self) -> &'static str {
+        "cuda"
+    }
+    fn driver_version(&self) -> i32 {
+        self.driver_version
+    }
+    fn devices(&self) -> &[DeviceInfo] {
+        &self.infos
+    }
+
+    fn mem_alloc(&self, device: u32, bytes: u64) -> GpuResult<u64> {
+        self.bind(device)?;
+        let mut p = 0;
+        // SAFETY: out-pointer to a local.
+        check(unsafe { sys::cuMemAlloc_v2(&mut p, bytes as usize) })?;
+        Ok(p)
+    }
+    fn mem_free(&self, device: u32, ptr: u64) -> GpuResult<()> {
+        self.bind(device)?;
+        // SAFETY: the session only frees addresses it allocated and still owns.
+        check(unsafe { sys::cuMemFree_v2(ptr) })
+    }
+    fn mem_info(&self, device: u32) -> GpuResult<(u64, u64)> {
+        self.bind(device)?;
+        let (mut f, mut t) = (0, 0);
+        // SAFETY: out-pointers to locals.
+        check(unsafe { sys::cuMemGetInfo_v2(&mut f, &mut t) })?;
+        Ok((f as u64, t as u64))
+    }
+
+    fn host_register(&self, ptr: *mut u8, len: usize) -> GpuResult<u64> {
+        self.bind(0)?;
+        let flags = sys::CU_MEMHOSTREGISTER_PORTABLE | sys::CU_MEMHOSTREGISTER_DEVICEMAP;
+        // SAFETY: `ptr..ptr+len` is a live mapping owned by the caller until unregister.
+        check(unsafe { sys::cuMemHostRegister_v2(ptr as *mut c_void, len, flags) })?;
+        let mut d = 0;
+        // SAFETY: `ptr` was just registered with DEVICEMAP.
+        check(unsafe { sys::cuMemHostGetDevicePointer_v2(&mut d, ptr as *mut c_void, 0) })?;
+        Ok(d)
+    }
+    fn host_unregister(&self, ptr: *mut u8) -> GpuResult<()> {
+        self.bind(0)?;
+        // SAFETY: `ptr` was registered by host_register.
+        check(unsafe { sys::cuMemHostUnregister(ptr as *mut c_void) })
+    }
+
+    fn image_load(&self, device: u32, kind: ImageKind, image: &[u8]) -> GpuResult<Raw> {
+        self.bind(device)?;
+        // The driver reads PTX as a C string: make sure one ends inside our copy.
+        let owned: Vec<u8>;
+        let data: &[u8] = if image.ends_with(&[0]) {
+            image
+        } else {
+            owned = image.iter().copied().chain([0]).collect();
+            &owned
+        };
+        let ptr = data.as_ptr() as *const c_void;
+        match kind {
+            ImageKind::Module => {
+                let mut m = null_mut();
+                // SAFETY: `data` outlives the call; the driver validates the image format.
+                check(unsafe { sys::cuModuleLoadData(&mut m, ptr) })?;
+                Ok(m as usize as Raw)
+            }
+            ImageKind::Library => {
+                let mut l = null_mut();
+                // SAFETY: as above; no JIT or library options.
+                check(unsafe { sys::cuLibraryLoadData(&mut l, ptr, null_mut(), null_mut(), 0, null_mut(), null_mut(), 0) })?;
+                Ok(l as usize as Raw)
+            }
+        }
+    }
+    fn image_unload(&self, kind: ImageKind, image: Raw) -> GpuResult<()> {
+        self.bind(0)?;
+        // SAFETY: the session passes only images it loaded and has not unloaded.
+        check(unsafe {
+            match kind {
+                ImageKind::Module => sys::cuModuleUnload(image as usize as sys::CUmodule),
+                ImageKind::Library => sys::cuLibraryUnload(image as usize as sys::CUlibrary),
+            }
+        })
+    }
+    fn get_function(&self, device: u32, kind: ImageKind, image: Raw, name: &CStr) -> GpuResult<(Raw, FunctionInfo)> {
+        self.bind(device)?;
+        let mut f = null_mut();
+        match kind {
+            ImageKind::Module => {
+                // SAFETY: valid module handle (session table) and NUL-terminated name.
+                check(unsafe { sys::cuModuleGetFunction(&mut f, image as usize as sys::CUmodule, name.as_ptr()) })?;
+            }
+            ImageKind::Library => {
+                let mut k = null_mut();
+                // SAFETY: valid library handle and NUL-terminated name.
+                check(unsafe { sys::cuLibraryGetKernel(&mut k, image as usize as sys::CUlibrary, name.as_ptr()) })?;
+                // SAFETY: `k` was just returned by the driver; the device's context is current.
+                check(unsafe { sys::cuKernelGetFunction(&mut f, k) })?;
+            }
+        }
+        let mut info = FunctionInfo::default();
+        for (i, slot) in info.attrs.iter_mut().enumerate().take(FUNC_ATTRS) {
+            let mut v = 0;
+            // SAFETY: i < 16 = CU_FUNC_ATTRIBUTE_MAX, so the value is a valid enum variant.
+            let attr: sys::CUfunction_attribute = unsafe { std::mem::transmute(i as u32) };
+            // SAFETY: out-pointer to a local, valid function.
+            if unsafe { sys::cuFuncGetAttribute(&mut v, attr, f) } == sys::CUresult::CUDA_SUCCESS {
+                *slot = v;
+            }
+        }
+        for i in 0.. {
+            let (mut off, mut size) = (0usize, 0usize);
+            // SAFETY: out-pointers to locals; the driver answers INVALID_VALUE past the last param.
+            if unsafe { sys::cuFuncGetParamInfo(f, i, &mut off, &mut size) } != sys::CUresult::CUDA_SUCCESS {
+                break;
+            }
+            info.params.push((off as u32, size as u32));
+        }
+        Ok((f as usize as Raw, info))
+    }
+    fn get_global(&self, device: u32, kind: ImageKind, image: Raw, name: &CStr) -> GpuResult<(u64, u64)> {
+        self.bind(device)?;
+        let (mut p, mut n) = (0, 0usize);
+        // SAFETY: valid handle, NUL-terminated name, out-pointers to locals.
+        check(unsafe {
+            match kind {
+                ImageKind::Module => sys::cuModuleGetGlobal_v2(&mut p, &mut n, image as usize as sys::CUmodule, name.as_ptr()),
+                ImageKind::Library => sys::cuLibraryGetGlobal(&mut p, &mut n, image as usize as sys::CUlibrary, name.as_ptr()),
+            }
+        })?;
+        Ok((p, n as u64))
+    }
+    fn func_set_attribute(&self, device: u32, f: Raw, attr: i32, value: i32) -> GpuResult<()> {
+        self.bind(device)?;
+        if !(0..FUNC_ATTRS as i32).contains(&attr) {
+            return Err(GpuError(code::INVALID_VALUE));
+        }
+        // SAFETY: attr is in 0..16, a valid enum variant.
+        let a: sys::CUfunction_attribute = unsafe { std::mem::transmute(attr as u32) };
+        // SAFETY: valid function handle.
+        check(unsafe { sys::cuFuncSetAttribute(func(f), a, value) })
+    }
+    fn occupancy(&self, device: u32, f: Raw, q: OccupancyQuery) -> GpuResult<(i64, i64)> {
+        self.bind(device)?;
+        match q.kind {
+            OCC_MAX_ACTIVE_BLOCKS => {
+                let mut n = 0;
+                // SAFETY: out-pointer to a local, valid function.
+                check(unsafe {
+                    sys::cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(&mut n, func(f), q.block_size as i32, q.dynamic_smem as usize, q.flags)
+                })?;
+                Ok((n as i64, 0))
+            }
+            OCC_AVAILABLE_DYNAMIC_SMEM => {
+                let mut n = 0usize;
+                // SAFETY: as above; `block_size_limit` carries numBlocks for this query.
+                check(unsafe { sys::cuOccupancyAvailableDynamicSMemPerBlock(&mut n, func(f), q.block_size_limit as i32, q.block_size as i32) })?;
+                Ok((n as i64, 0))
+            }
+            OCC_MAX_POTENTIAL_BLOCK_SIZE => {
+                let (mut grid, mut block) = (0, 0);
+                // SAFETY: as above; no per-block-size callback (it would have to run in the client).
+                check(unsafe {
+                    sys::cuOccupancyMaxPotentialBlockSizeWithFlags(&mut grid, &mut block, func(f), None, q.dynamic_smem as usize, q.block_size_limit as i32, q.flags)
+                })?;
+                Ok((block as i64, grid as i64))
+            }
+            _ => Err(GpuError(code::INVALID_VALUE)),
+        }
+    }
+
+    fn stream_create(&self, device: u32, priority: i32) -> GpuResult<Raw> {
+        self.bind(device)?;
+        let mut s = null_mut();
+        // SAFETY: out-pointer to a local. CU_STREAM_NON_BLOCKING = 1.
+        check(unsafe { sys::cuStreamCreateWithPriority(&mut s, 1, priority) })?;
+        Ok(s as usize as Raw)
+    }
+    fn stream_destroy(&self, device: u32, s: Raw) -> GpuResult<()> {
+        self.bind(device)?;
+        // SAFETY: the session destroys only streams it created.
+        check(unsafe { sys::cuStreamDestroy_v2(stream(s)) })
+    }
+    fn stream_synchronize(&self, device: u32, s: Raw) -> GpuResult<()> {
+        self.bind(device)?;
+        // SAFETY: valid stream.
+        check(unsafe { sys::cuStreamSynchronize(stream(s)) })
+    }
+    fn stream_priority_range(&self, device: u32) -> GpuResult<(i32, i32)> {
+        self.bind(device)?;
+        let (mut least, mut greatest) = (0, 0);
+        // SAFETY: out-pointers to locals.
+        check(unsafe { sys::cuCtxGetStreamPriorityRange(&mut least, &mut greatest) })?;
+        Ok((least, greatest))
+    }
+
+    fn event_create(&self, device: u32, flags: u32) -> GpuResult<Raw> {
+        self.bind(device)?;
+        let mut e = null_mut();
+        // SAFETY: out-pointer to a local; the driver validates flags.
+        check(unsafe { sys::cuEventCreate(&mut e, flags) })?;
+        Ok(e as usize as Raw)
+    }
+    fn event_destroy(&self, device: u32, e: Raw) -> GpuResult<()> {
+        self.bind(device)?;
+        // SAFETY: valid event owned by the session.
+        check(unsafe { sys::cuEventDestroy_v2(event(e)) })
+    }
+    fn event_record(&self, device: u32, e: Raw, s: Raw) -> GpuResult<()> {
+        self.bind(device)?;
+        // SAFETY: valid event and stream.
+        check(unsafe { sys::cuEventRecord(event(e), stream(s)) })
+    }
+    fn stream_wait_event(&self, device: u32, s: Raw, e: Raw) -> GpuResult<()> {
+        self.bind(device)?;
+        // SAFETY: valid event and stream.
+        check(unsafe { sys::cuStreamWaitEvent(stream(s), event(e), 0) })
+    }
+    fn event_synchronize(&self, device: u32, e: Raw) -> GpuResult<()> {
+        self.bind(device)?;
+        // SAFETY: valid event.
+        check(unsafe { sys::cuEventSynchronize(event(e)) })
+    }
+    fn event_elapsed(&self, device: u32, a: Raw, b: Raw) -> GpuResult<f32> {
+        self.bind(device)?;
+        let mut ms = 0f32;
+        // SAFETY: valid events, out-pointer to a local.
+        check(unsafe { sys::cuEventElapsedTime_v2(&mut ms, event(a), event(b)) })?;
+        Ok(ms)
+    }
+
+    fn write_value(&self, device: u32, s: Raw, addr: u64, value: u64) -> GpuResult<()> {
+        self.bind(device)?;
+        // SAFETY: `addr` is the device address of a registered completion word.
+        check(unsafe { sys::cuStreamWriteValue64_v2(stream(s), addr, value, 0) })
+    }
+
+    fn launch(&self, device: u32, f: Raw, s: Raw, cfg: &LaunchConfig, params: &[u8]) -> GpuResult<()> {
+        self.bind(device)?;
+        let mut size = params.len();
+        // The packed block always travels in the `extra` form: the daemon needs no per-argument
+        // pointers, and the bytes are exactly what the kernel receives.
+        let mut extra = [
+            1usize as *mut c_void, // CU_LAUNCH_PARAM_BUFFER_POINTER
+            params.as_ptr() as *mut c_void,
+            2usize as *mut c_void, // CU_LAUNCH_PARAM_BUFFER_SIZE
+            &mut size as *mut usize as *mut c_void,
+            std::ptr::null_mut(), // CU_LAUNCH_PARAM_END
+        ];
+        let extra_ptr = if params.is_empty() { null_mut() } else { extra.as_mut_ptr() };
+        if !cfg.cooperative && cfg.cluster.iter().all(|&c| c == 0) {
+            // SAFETY: valid function and stream; `extra` and `params` outlive the call.
+            return check(unsafe {
+                sys::cuLaunchKernel(
+                    func(f), cfg.grid[0], cfg.grid[1], cfg.grid[2], cfg.block[0], cfg.block[1], cfg.block[2],
+                    cfg.shared_mem, stream(s), null_mut(), extra_ptr,
+                )
+            });
+        }
+        // SAFETY: an all-zero launch attribute is a valid C value (the union is plain data).
+        let mut attrs: [sys::CUlaunchAttribute; 2] = unsafe { std::mem::zeroed() };
+        let mut n = 0;
+        if cfg.cooperative {
+            attrs[n].id = sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_COOPERATIVE;
+            attrs[n].value.cooperative = 1;
+            n += 1;
+        }
+        if cfg.cluster.iter().any(|&c| c != 0) {
+            attrs[n].id = sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION;
+            attrs[n].value.clusterDim.x = cfg.cluster[0].max(1);
+            attrs[n].value.clusterDim.y = cfg.cluster[1].max(1);
+            attrs[n].value.clusterDim.z = cfg.cluster[2].max(1);
+            n += 1;
+        }
+        let config = sys::CUlaunchConfig {
+            gridDimX: cfg.grid[0],
+            gridDimY: cfg.grid[1],
+            gridDimZ: cfg.grid[2],
+            blockDimX: cfg.block[0],
+            blockDimY: cfg.block[1],
+            blockDimZ: cfg.block[2],
+            sharedMemBytes: cfg.shared_mem,
+            hStream: stream(s),
+            attrs: attrs.as_mut_ptr(),
+            numAttrs: n as u32,
+        };
+        // SAFETY: as for cuLaunchKernel; `config` and `attrs` outlive the call.
+        check(unsafe { sys::cuLaunchKernelEx(&config, func(f), null_mut(), extra_ptr) })
+    }
+    fn memset(&self, device: u32, dst: u64, pitch: u64, value: u32, elem: u32, width: u64, height: u64, s: Raw) -> GpuResult<()> {
+        self.bind(device)?;
+        let (w, h, p, st) = (width as usize, height as usize, pitch as usize, stream(s));
+        // SAFETY: the session checked the range lies in the tenant's allocations.
+        check(unsafe {
+            match (elem, height) {
+                (1, 1) => sys::cuMemsetD8Async(dst, value as u8, w, st),
+                (2, 1) => sys::cuMemsetD16Async(dst, value as u16, w, st),
+                (4, 1) => sys::cuMemsetD32Async(dst, value, w, st),
+                (1, _) => sys::cuMemsetD2D8Async(dst, p, value as u8, w, h, st),
+                (2, _) => sys::cuMemsetD2D16Async(dst, p, value as u16, w, h, st),
+                (4, _) => sys::cuMemsetD2D32Async(dst, p, value, w, h, st),
+                _ => return Err(GpuError(code::INVALID_VALUE)),
+            }
+        })
+    }
+    fn copy_dtod(&self, device: u32, dst: u64, src: u64, len: u64, s: Raw) -> GpuResult<()> {
+        self.bind(device)?;
+        // SAFETY: ranges checked by the session.
+        check(unsafe { sys::cuMemcpyDtoDAsync_v2(dst, src, len as usize, stream(s)) })
+    }
+    fn copy_htod(&self, device: u32, dst: u64, src: *const u8, len: u64, s: Raw) -> GpuResult<()> {
+        self.bind(device)?;
+        // SAFETY: `src` is registered host memory of this process; ranges checked by the session.
+        check(unsafe { sys::cuMemcpyHtoDAsync_v2(dst, src as *const c_void, len as usize, stream(s)) })
+    }
+    fn copy_dtoh(&self, device: u32, dst: *mut u8, src: u64, len: u64, s: Raw) -> GpuResult<()> {
+        self.bind(device)?;
+        // SAFETY: as above.
+        check(unsafe { sys::cuMemcpyDtoHAsync_v2(dst as *mut c_void, src, len as usize, stream(s)) })
+    }
+}

@@ -1,0 +1,116 @@
+//! The executor owns the GPU: one context per device, and every driver call the daemon makes.
+//!
+//! Sessions and the scheduler talk to the [`Executor`] trait only, never to raw driver calls, so
+//! the same daemon runs on a real GPU ([`cuda::CudaExecutor`]) or, in tests without a GPU, on a
+//! simulated one ([`sim::SimExecutor`], a test double that runs a few known kernels on the CPU).
+
+pub mod cuda;
+pub mod sim;
+
+use baton_ipc::control::DeviceInfo;
+use baton_ipc::protocol::{FunctionInfo, ImageKind};
+use std::ffi::CStr;
+
+/// A failed driver call: the non-zero `CUresult` the client should see.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("CUDA error {0}")]
+pub struct GpuError(pub u32);
+
+/// `CUresult` codes the daemon produces itself.
+pub mod code {
+    pub const INVALID_VALUE: u32 = 1;
+    pub const OUT_OF_MEMORY: u32 = 2;
+    pub const NOT_INITIALIZED: u32 = 3;
+    pub const NO_DEVICE: u32 = 100;
+    pub const INVALID_DEVICE: u32 = 101;
+    pub const INVALID_IMAGE: u32 = 200;
+    pub const INVALID_CONTEXT: u32 = 201;
+    pub const INVALID_HANDLE: u32 = 400;
+    pub const NOT_FOUND: u32 = 500;
+    pub const NOT_READY: u32 = 600;
+    pub const ILLEGAL_ADDRESS: u32 = 700;
+    pub const LAUNCH_FAILED: u32 = 719;
+    pub const NOT_SUPPORTED: u32 = 801;
+    pub const UNKNOWN: u32 = 999;
+}
+
+pub type GpuResult<T> = Result<T, GpuError>;
+
+/// An executor-level object (a `CUstream`, `CUevent`, `CUmodule`... as an integer).
+pub type Raw = u64;
+
+/// Geometry and options of one launch; parameters travel separately as the packed block.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LaunchConfig {
+    pub grid: [u32; 3],
+    pub block: [u32; 3],
+    pub cluster: [u32; 3],
+    pub shared_mem: u32,
+    pub cooperative: bool,
+}
+
+/// Which occupancy question (`baton_ipc::protocol::OCC_*`) and its inputs.
+#[derive(Clone, Copy, Debug)]
+pub struct OccupancyQuery {
+    pub kind: u32,
+    pub block_size: u32,
+    pub dynamic_smem: u64,
+    pub flags: u32,
+    pub block_size_limit: u32,
+}
+
+/// Everything the daemon asks of a GPU. Methods taking `device` make that device's context
+/// current on the calling thread first.
+pub trait Executor: Send + Sync + 'static {
+    /// Short name for logs and status ("cuda", "sim").
+    fn name(&self) -> &'static str;
+    fn driver_version(&self) -> i32;
+    fn devices(&self) -> &[DeviceInfo];
+
+    fn mem_alloc(&self, device: u32, bytes: u64) -> GpuResult<u64>;
+    fn mem_free(&self, device: u32, ptr: u64) -> GpuResult<()>;
+    /// (free, total) bytes of the device.
+    fn mem_info(&self, device: u32) -> GpuResult<(u64, u64)>;
+
+    /// Pins host memory of the daemon's address space for DMA and device access; returns the
+    /// device address of `ptr`.
+    fn host_register(&self, ptr: *mut u8, len: usize) -> GpuResult<u64>;
+    fn host_unregister(&self, ptr: *mut u8) -> GpuResult<()>;
+
+    fn image_load(&self, device: u32, kind: ImageKind, image: &[u8]) -> GpuResult<Raw>;
+    fn image_unload(&self, kind: ImageKind, image: Raw) -> GpuResult<()>;
+    fn get_function(&self, device: u32, kind: ImageKind, image: Raw, name: &CStr) -> GpuResult<(Raw, FunctionInfo)>;
+    /// (address, size) of a `__device__` variable.
+    fn get_global(&self, device: u32, kind: ImageKind, image: Raw, name: &CStr) -> GpuResult<(u64, u64)>;
+    fn func_set_attribute(&self, device: u32, func: Raw, attr: i32, value: i32) -> GpuResult<()>;
+    /// Returns (value, second value) — the second is the min grid size of
+    /// `OCC_MAX_POTENTIAL_BLOCK_SIZE`.
+    fn occupancy(&self, device: u32, func: Raw, q: OccupancyQuery) -> GpuResult<(i64, i64)>;
+
+    /// Streams are always created non-blocking: no tenant may ever synchronise with another
+    /// through the legacy stream of the shared context.
+    fn stream_create(&self, device: u32, priority: i32) -> GpuResult<Raw>;
+    fn stream_destroy(&self, device: u32, stream: Raw) -> GpuResult<()>;
+    fn stream_synchronize(&self, device: u32, stream: Raw) -> GpuResult<()>;
+    fn stream_priority_range(&self, device: u32) -> GpuResult<(i32, i32)>;
+
+    fn event_create(&self, device: u32, flags: u32) -> GpuResult<Raw>;
+    fn event_destroy(&self, device: u32, event: Raw) -> GpuResult<()>;
+    fn event_record(&self, device: u32, event: Raw, stream: Raw) -> GpuResult<()>;
+    fn stream_wait_event(&self, device: u32, stream: Raw, event: Raw) -> GpuResult<()>;
+    fn event_synchronize(&self, device: u32, event: Raw) -> GpuResult<()>;
+    fn event_elapsed(&self, device: u32, start: Raw, end: Raw) -> GpuResult<f32>;
+
+    /// Writes `value` to the 8-byte word at device address `addr` (host memory registered by
+    /// [`Executor::host_register`]) once the stream's earlier work is done.
+    fn write_value(&self, device: u32, stream: Raw, addr: u64, value: u64) -> GpuResult<()>;
+
+    /// `params` is the packed parameter block; `params.len()` is its size.
+    fn launch(&self, device: u32, func: Raw, stream: Raw, cfg: &LaunchConfig, params: &[u8]) -> GpuResult<()>;
+    fn memset(&self, device: u32, dst: u64, pitch: u64, value: u32, elem_size: u32, width: u64, height: u64, stream: Raw) -> GpuResult<()>;
+    fn copy_dtod(&self, device: u32, dst: u64, src: u64, len: u64, stream: Raw) -> GpuResult<()>;
+    /// `src` is host memory registered with [`Executor::host_register`].
+    fn copy_htod(&self, device: u32, dst: u64, src: *const u8, len: u64, stream: Raw) -> GpuResult<()>;
+    /// `dst` is host memory registered with [`Executor::host_register`].
+    fn copy_dtoh(&self, device: u32, dst: *mut u8, src: u64, len: u64, stream: Raw) -> GpuResult<()>;
+}

@@ -1,0 +1,426 @@
+//! A simulated GPU for tests on machines without one. **Test double only.**
+//!
+//! Device memory is host memory at fake addresses; every operation runs to completion when it
+//! is issued (so every stream is always idle); kernels come from a small registry of CPU
+//! implementations. A "module image" for the simulator is text:
+//! ```text
+//! //baton-sim
+//! kernel vecAdd 8 8 8 4
+//! ```
+//! naming each kernel and its parameters' sizes (packed with natural alignment).
+
+use super::{code, Executor, GpuError, GpuResult, LaunchConfig, OccupancyQuery, Raw};
+use baton_ipc::control::DeviceInfo;
+use baton_ipc::protocol::{FunctionInfo, ImageKind};
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::CStr;
+use std::sync::Mutex;
+use std::time::Instant;
+
+const DEVICE_BASE: u64 = 0x5000_0000_0000;
+const TOTAL_MEM: u64 = 1 << 30;
+
+pub const SIM_IMAGE_MAGIC: &str = "//baton-sim";
+
+#[derive(Default)]
+struct State {
+    next_addr: u64,
+    used: u64,
+    allocs: BTreeMap<u64, Vec<u8>>,
+    /// Host memory registered by the daemon: start -> len.
+    host: BTreeMap<u64, usize>,
+    next_id: u64,
+    images: HashMap<Raw, Vec<(String, Vec<u32>)>>,
+    funcs: HashMap<Raw, (String, FunctionInfo)>,
+    streams: HashMap<Raw, ()>,
+    events: HashMap<Raw, Option<Instant>>,
+}
+
+pub struct SimExecutor {
+    infos: Vec<DeviceInfo>,
+    state: Mutex<State>,
+}
+
+impl Default for SimExecutor {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SimExecutor {
+    pub fn new() -> SimExecutor {
+        let attributes = vec![
+            (1, 1024),  // MAX_THREADS_PER_BLOCK
+            (2, 1024),  // MAX_BLOCK_DIM_X
+            (3, 1024),
+            (4, 64),
+            (5, 2147483647), // MAX_GRID_DIM_X
+            (6, 65535),
+            (7, 65535),
+            (8, 49152), // MAX_SHARED_MEMORY_PER_BLOCK
+            (10, 32),   // WARP_SIZE
+            (16, 4),    // MULTIPROCESSOR_COUNT
+            (75, 9),    // COMPUTE_CAPABILITY_MAJOR
+            (76, 0),    // COMPUTE_CAPABILITY_MINOR
+            (41, 1),    // UNIFIED_ADDRESSING
+            (19, 1),    // CAN_MAP_HOST_MEMORY
+        ];
+        SimExecutor {
+            infos: vec![DeviceInfo {
+                ordinal: 0,
+                name: "Baton Simulated GPU".into(),
+                uuid: *b"baton-sim-device",
+                total_mem: TOTAL_MEM,
+                pci_bus_id: "0000:00:00.0".into(),
+                attributes,
+            }],
+            state: Mutex::new(State { next_addr: DEVICE_BASE, next_id: 1, ..Default::default() }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn check_device(&self, device: u32) -> GpuResult<()> {
+        if device as usize >= self.infos.len() {
+            return Err(GpuError(code::INVALID_DEVICE));
+        }
+        Ok(())
+    }
+}
+
+impl State {
+    fn id(&mut self) -> Raw {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    /// A mutable view of `len` bytes at simulated device address (or registered host address)
+    /// `addr`, or ILLEGAL_ADDRESS.
+    fn mem(&mut self, addr: u64, len: u64) -> GpuResult<&mut [u8]> {
+        if let Some((&start, buf)) = self.allocs.range_mut(..=addr).next_back() {
+            let off = (addr - start) as usize;
+            if off as u64 + len <= buf.len() as u64 {
+                return Ok(&mut buf[off..off + len as usize]);
+            }
+        }
+        if let Some((&start, &hlen)) = self.host.range(..=addr).next_back() {
+            if addr - start + len <= hlen as u64 {
+                // SAFETY: the range lies inside host memory the daemon registered and keeps
+                // mapped until it unregisters it; the simulator is the only writer while it
+                // holds its lock, as a GPU would be.
+                return Ok(unsafe { std::slice::from_raw_parts_mut(addr as *mut u8, len as usize) });
+            }
+        }
+        Err(GpuError(code::ILLEGAL_ADDRESS))
+    }
+}
+
+fn natural_layout(sizes: &[u32]) -> Vec<(u32, u32)> {
+    let mut off = 0u32;
+    sizes
+        .iter()
+        .map(|&s| {
+            let align = s.clamp(1, 8);
+            off = off.div_ceil(align) * align;
+            let p = (off, s);
+            off += s;
+            p
+        })
+        .collect()
+}
+
+fn parse_image(image: &[u8]) -> GpuResult<Vec<(String, Vec<u32>)>> {
+    let text = std::str::from_utf8(image).map_err(|_| GpuError(code::INVALID_IMAGE))?;
+    let text = text.trim_end_matches('\0');
+    let mut lines = text.lines();
+    if lines.next() != Some(SIM_IMAGE_MAGIC) {
+        return Err(GpuError(code::INVALID_IMAGE));
+    }
+    let mut kernels = Vec::new();
+    for line in lines {
+        let mut words = line.split_whitespace();
+        match words.next() {
+            Some("kernel") => {
+                let name = words.next().ok_or(GpuError(code::INVALID_IMAGE))?.to_string();
+                let sizes = words.map(|w| w.parse::<u32>().map_err(|_| GpuError(code::INVALID_IMAGE))).collect::<GpuResult<Vec<_>>>()?;
+                kernels.push((name, sizes));
+            }
+            None => {}
+            Some(_) => return Err(GpuError(code::INVALID_IMAGE)),
+        }
+    }
+    Ok(kernels)
+}
+
+fn arg<const N: usize>(params: &[u8], layout: &[(u32, u32)], i: usize) -> GpuResult<[u8; N]> {
+    let &(off, size) = layout.get(i).ok_or(GpuError(code::INVALID_VALUE))?;
+    if size as usize != N {
+        return Err(GpuError(code::INVALID_VALUE));
+    }
+    params
+        .get(off as usize..off as usize + N)
+        .and_then(|b| b.try_into().ok())
+        .ok_or(GpuError(code::INVALID_VALUE))
+}
+
+/// Runs one registered CPU kernel.
+fn run_kernel(st: &mut State, name: &str, info: &FunctionInfo, cfg: &LaunchConfig, params: &[u8]) -> GpuResult<()> {
+    let threads = cfg.grid.iter().chain(cfg.block.iter()).map(|&d| d.max(1) as u64).product::<u64>();
+    let l = &info.params;
+    match name {
+        "empty" => Ok(()),
+        "vecAdd" => {
+            let a = u64::from_le_bytes(arg::<8>(params, l, 0)?);
+            let b = u64::from_le_bytes(arg::<8>(params, l, 1)?);
+            let c = u64::from_le_bytes(arg::<8>(params, l, 2)?);
+            let n = i32::from_le_bytes(arg::<4>(params, l, 3)?).max(0) as u64;
+            let n = n.min(threads);
+            let av: Vec<u8> = st.mem(a, n * 4)?.to_vec();
+            let bv: Vec<u8> = st.mem(b, n * 4)?.to_vec();
+            let out = st.mem(c, n * 4)?;
+            for i in 0..n as usize {
+                let x = f32::from_le_bytes(av[i * 4..i * 4 + 4].try_into().unwrap_or_default());
+                let y = f32::from_le_bytes(bv[i * 4..i * 4 + 4].try_into().unwrap_or_default());
+                out[i * 4..i * 4 + 4].copy_from_slice(&(x + y).to_le_bytes());
+            }
+            Ok(())
+        }
+        "fill" => {
+            let p = u64::from_le_bytes(arg::<8>(params, l, 0)?);
+            let v = arg::<4>(params, l, 1)?;
+            let n = (i32::from_le_bytes(arg::<4>(params, l, 2)?).max(0) as u64).min(threads);
+            let out = st.mem(p, n * 4)?;
+            for w in out.chunks_exact_mut(4) {
+                w.copy_from_slice(&v);
+            }
+            Ok(())
+        }
+        "fault" => Err(GpuError(code::ILLEGAL_ADDRESS)),
+        _ => Err(GpuError(code::NOT_FOUND)),
+    }
+}
+
+impl Executor for SimExecutor {
+    fn name(&self) -> &'static str {
+        "sim"
+    }
+    fn driver_version(&self) -> i32 {
+        13000
+    }
+    fn devices(&self) -> &[DeviceInfo] {
+        &self.infos
+    }
+
+    fn mem_alloc(&self, device: u32, bytes: u64) -> GpuResult<u64> {
+        self.check_device(device)?;
+        let mut st = self.lock();
+        if bytes == 0 {
+            return Err(GpuError(code::INVALID_VALUE));
+        }
+        if st.used + bytes > TOTAL_MEM {
+            return Err(GpuError(code::OUT_OF_MEMORY));
+        }
+        let addr = st.next_addr;
+        st.next_addr += bytes.div_ceil(512) * 512 + 512;
+        st.used += bytes;
+        st.allocs.insert(addr, vec![0xAB; bytes as usize]);
+        Ok(addr)
+    }
+    fn mem_free(&self, _device: u32, ptr: u64) -> GpuResult<()> {
+        let mut st = self.lock();
+        let buf = st.allocs.remove(&ptr).ok_or(GpuError(code::INVALID_VALUE))?;
+        st.used -= buf.len() as u64;
+        Ok(())
+    }
+    fn mem_info(&self, device: u32) -> GpuResult<(u64, u64)> {
+        self.check_device(device)?;
+        let st = self.lock();
+        Ok((TOTAL_MEM - st.used, TOTAL_MEM))
+    }
+    fn host_register(&self, ptr: *mut u8, len: usize) -> GpuResult<u64> {
+        self.lock().host.insert(ptr as u64, len);
+        Ok(ptr as u64)
+    }
+    fn host_unregister(&self, ptr: *mut u8) -> GpuResult<()> {
+        self.lock().host.remove(&(ptr as u64)).map(|_| ()).ok_or(GpuError(code::INVALID_VALUE))
+    }
+
+    fn image_load(&self, device: u32, _kind: ImageKind, image: &[u8]) -> GpuResult<Raw> {
+        self.check_device(device)?;
+        let kernels = parse_image(image)?;
+        let mut st = self.lock();
+        let id = st.id();
+        st.images.insert(id, kernels);
+        Ok(id)
+    }
+    fn image_unload(&self, _kind: ImageKind, image: Raw) -> GpuResult<()> {
+        self.lock().images.remove(&image).map(|_| ()).ok_or(GpuError(code::INVALID_HANDLE))
+    }
+    fn get_function(&self, _device: u32, _kind: ImageKind, image: Raw, name: &CStr) -> GpuResult<(Raw, FunctionInfo)> {
+        let mut st = self.lock();
+        let kernels = st.images.get(&image).ok_or(GpuError(code::INVALID_HANDLE))?;
+        let name = name.to_str().map_err(|_| GpuError(code::NOT_FOUND))?;
+        let (_, sizes) = kernels.iter().find(|(n, _)| n == name).ok_or(GpuError(code::NOT_FOUND))?;
+        let mut info = FunctionInfo { params: natural_layout(sizes), ..Default::default() };
+        info.attrs[0] = 1024; // MAX_THREADS_PER_BLOCK
+        info.attrs[4] = 16; // NUM_REGS
+        info.attrs[5] = 90; // PTX_VERSION
+        info.attrs[6] = 90; // BINARY_VERSION
+        info.attrs[8] = 49152; // MAX_DYNAMIC_SHARED_SIZE_BYTES
+        let id = st.id();
+        st.funcs.insert(id, (name.to_string(), info.clone()));
+        Ok((id, info))
+    }
+    fn get_global(&self, _device: u32, _kind: ImageKind, _image: Raw, _name: &CStr) -> GpuResult<(u64, u64)> {
+        Err(GpuError(code::NOT_FOUND))
+    }
+    fn func_set_attribute(&self, _device: u32, func: Raw, attr: i32, value: i32) -> GpuResult<()> {
+        let mut st = self.lock();
+        let (_, info) = st.funcs.get_mut(&func).ok_or(GpuError(code::INVALID_HANDLE))?;
+        let slot = info.attrs.get_mut(attr as usize).ok_or(GpuError(code::INVALID_VALUE))?;
+        *slot = value;
+        Ok(())
+    }
+    fn occupancy(&self, _device: u32, func: Raw, q: OccupancyQuery) -> GpuResult<(i64, i64)> {
+        if !self.lock().funcs.contains_key(&func) {
+            return Err(GpuError(code::INVALID_HANDLE));
+        }
+        let block = q.block_size.max(1) as i64;
+        Ok(match q.kind {
+            0 => ((2048 / block).min(32), 0),
+            1 => (49152, 0),
+            _ => (1024, 4 * 2),
+        })
+    }
+
+    fn stream_create(&self, device: u32, _priority: i32) -> GpuResult<Raw> {
+        self.check_device(device)?;
+        let mut st = self.lock();
+        let id = st.id();
+        st.streams.insert(id, ());
+        Ok(id)
+    }
+    fn stream_destroy(&self, _device: u32, stream: Raw) -> GpuResult<()> {
+        self.lock().streams.remove(&stream).ok_or(GpuError(code::INVALID_HANDLE))
+    }
+    fn stream_synchronize(&self, _device: u32, stream: Raw) -> GpuResult<()> {
+        self.lock().streams.get(&stream).copied().ok_or(GpuError(code::INVALID_HANDLE))
+    }
+    fn stream_priority_range(&self, _device: u32) -> GpuResult<(i32, i32)> {
+        Ok((0, -5))
+    }
+
+    fn event_create(&self, device: u32, _flags: u32) -> GpuResult<Raw> {
+        self.check_device(device)?;
+        let mut st = self.lock();
+        let id = st.id();
+        st.events.insert(id, None);
+        Ok(id)
+    }
+    fn event_destroy(&self, _device: u32, event: Raw) -> GpuResult<()> {
+        self.lock().events.remove(&event).map(|_| ()).ok_or(GpuError(code::INVALID_HANDLE))
+    }
+    fn event_record(&self, _device: u32, event: Raw, _stream: Raw) -> GpuResult<()> {
+        let mut st = self.lock();
+        let e = st.events.get_mut(&event).ok_or(GpuError(code::INVALID_HANDLE))?;
+        *e = Some(Instant::now());
+        Ok(())
+    }
+    fn stream_wait_event(&self, _device: u32, _stream: Raw, event: Raw) -> GpuResult<()> {
+        self.lock().events.get(&event).map(|_| ()).ok_or(GpuError(code::INVALID_HANDLE))
+    }
+    fn event_synchronize(&self, _device: u32, event: Raw) -> GpuResult<()> {
+        self.lock().events.get(&event).map(|_| ()).ok_or(GpuError(code::INVALID_HANDLE))
+    }
+    fn event_elapsed(&self, _device: u32, start: Raw, end: Raw) -> GpuResult<f32> {
+        let st = self.lock();
+        let a = st.events.get(&start).ok_or(GpuError(code::INVALID_HANDLE))?;
+        let b = st.events.get(&end).ok_or(GpuError(code::INVALID_HANDLE))?;
+        match (a, b) {
+            (Some(a), Some(b)) => Ok(b.saturating_duration_since(*a).as_secs_f32() * 1000.0),
+            _ => Err(GpuError(code::NOT_READY)),
+        }
+    }
+
+    fn write_value(&self, _device: u32, _stream: Raw, addr: u64, value: u64) -> GpuResult<()> {
+        let mut st = self.lock();
+        let w = st.mem(addr, 8)?;
+        // A plain byte copy suffices: the reader polls with atomics and the sim holds its lock.
+        w.copy_from_slice(&value.to_le_bytes());
+        Ok(())
+    }
+
+    fn launch(&self, _device: u32, func: Raw, _stream: Raw, cfg: &LaunchConfig, params: &[u8]) -> GpuResult<()> {
+        let mut st = self.lock();
+        let (name, info) = st.funcs.get(&func).cloned().ok_or(GpuError(code::INVALID_HANDLE))?;
+        run_kernel(&mut st, &name, &info, cfg, params)
+    }
+    fn memset(&self, _device: u32, dst: u64, pitch: u64, value: u32, elem: u32, width: u64, height: u64, _stream: Raw) -> GpuResult<()> {
+        let mut st = self.lock();
+        let pattern = &value.to_le_bytes()[..elem as usize];
+        for row in 0..height {
+            let out = st.mem(dst + row * pitch, width * elem as u64)?;
+            for c in out.chunks_exact_mut(elem as usize) {
+                c.copy_from_slice(pattern);
+            }
+        }
+        Ok(())
+    }
+    fn copy_dtod(&self, _device: u32, dst: u64, src: u64, len: u64, _stream: Raw) -> GpuResult<()> {
+        let mut st = self.lock();
+        let tmp = st.mem(src, len)?.to_vec();
+        st.mem(dst, len)?.copy_from_slice(&tmp);
+        Ok(())
+    }
+    fn copy_htod(&self, _device: u32, dst: u64, src: *const u8, len: u64, _stream: Raw) -> GpuResult<()> {
+        let mut st = self.lock();
+        let tmp = st.mem(src as u64, len)?.to_vec();
+        st.mem(dst, len)?.copy_from_slice(&tmp);
+        Ok(())
+    }
+    fn copy_dtoh(&self, _device: u32, dst: *mut u8, src: u64, len: u64, _stream: Raw) -> GpuResult<()> {
+        let mut st = self.lock();
+        let tmp = st.mem(src, len)?.to_vec();
+        st.mem(dst as u64, len)?.copy_from_slice(&tmp);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_is_natural_alignment() {
+        assert_eq!(natural_layout(&[8, 4, 8, 1, 2]), vec![(0, 8), (8, 4), (16, 8), (24, 1), (26, 2)]);
+    }
+
+    #[test]
+    fn vec_add_runs_on_the_cpu() {
+        let sim = SimExecutor::new();
+        let m = sim.image_load(0, ImageKind::Module, b"//baton-sim\nkernel vecAdd 8 8 8 4\n").unwrap();
+        let (f, info) = sim.get_function(0, ImageKind::Module, m, c"vecAdd").unwrap();
+        let n = 100u64;
+        let [a, b, c] = [0; 3].map(|_| sim.mem_alloc(0, n * 4).unwrap());
+        let xs: Vec<u8> = (0..n).flat_map(|i| (i as f32).to_le_bytes()).collect();
+        {
+            let mut st = sim.lock();
+            st.mem(a, n * 4).unwrap().copy_from_slice(&xs);
+            st.mem(b, n * 4).unwrap().copy_from_slice(&xs);
+        }
+        let mut params = vec![0u8; info.params_size()];
+        params[0..8].copy_from_slice(&a.to_le_bytes());
+        params[8..16].copy_from_slice(&b.to_le_bytes());
+        params[16..24].copy_from_slice(&c.to_le_bytes());
+        params[24..28].copy_from_slice(&(n as i32).to_le_bytes());
+        let cfg = LaunchConfig { grid: [1, 1, 1], block: [128, 1, 1], ..Default::default() };
+        sim.launch(0, f, 0, &cfg, &params).unwrap();
+        let out = sim.lock().mem(c, n * 4).unwrap().to_vec();
+        for i in 0..n as usize {
+            assert_eq!(f32::from_le_bytes(out[i * 4..i * 4 + 4].try_into().unwrap()), 2.0 * i as f32);
+        }
+        assert_eq!(sim.launch(0, f, 0, &cfg, &params[..10]), Err(GpuError(code::INVALID_VALUE)));
+    }
+}

@@ -1,0 +1,219 @@
+//! Pinned host memory shared with clients at the same virtual address in both processes.
+//!
+//! `cuMemHostAlloc` memory must be real pinned memory (async copies from it are DMA) and, on a
+//! unified-addressing GPU, its host pointer is also its device pointer: programs pass it to
+//! kernels as is. So the daemon maps each chunk at an address taken from one large reservation
+//! made at start-up far from where either process maps anything, registers it with the driver,
+//! and the client maps the same memfd at the same address.
+
+use crate::executor::Executor;
+use baton_ipc::shm::SharedRegion;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+/// Where the daemon asks for its reservation: far above the usual heap and below the usual
+/// mmap area of x86-64 processes, so the same range is almost always free in clients.
+const HINT: usize = 0x1f00_0000_0000;
+/// Size of the reservation (address space only; nothing is committed).
+const RESERVATION: usize = 1 << 40;
+/// Chunks are whole multiples of this.
+pub const GRANULE: usize = 2 << 20;
+
+/// Reserves `len` bytes of address space (nothing committed), at `hint` if that range is free.
+fn reserve_at(hint: usize, len: usize) -> Result<usize, String> {
+    let size = std::num::NonZeroUsize::new(len).ok_or("empty reservation")?;
+    // SAFETY: without MAP_FIXED the kernel treats `hint` as a hint and never replaces an existing
+    // mapping; an anonymous PROT_NONE mapping commits no memory.
+    let p = unsafe {
+        nix::sys::mman::mmap_anonymous(
+            std::num::NonZeroUsize::new(hint),
+            size,
+            nix::sys::mman::ProtFlags::PROT_NONE,
+            nix::sys::mman::MapFlags::MAP_PRIVATE | nix::sys::mman::MapFlags::MAP_NORESERVE,
+        )
+    }
+    .map_err(|e| format!("reserving {len} bytes of address space: {e}"))?;
+    Ok(p.as_ptr() as usize)
+}
+
+/// Turns `[addr, addr+len)` back into reserved, inaccessible address space in one step, so no
+/// other mapping of this process can slip into the hole a plain munmap would leave.
+///
+/// # Safety
+/// The range must belong to the arena's reservation and nothing may use memory in it.
+unsafe fn rereserve(addr: usize, len: usize) -> Result<(), String> {
+    let size = std::num::NonZeroUsize::new(len).ok_or("empty range")?;
+    // SAFETY: MAP_FIXED replaces only our own range, per the caller's contract.
+    unsafe {
+        nix::sys::mman::mmap_anonymous(
+            std::num::NonZeroUsize::new(addr),
+            size,
+            nix::sys::mman::ProtFlags::PROT_NONE,
+            nix::sys::mman::MapFlags::MAP_PRIVATE | nix::sys::mman::MapFlags::MAP_NORESERVE | nix::sys::mman::MapFlags::MAP_FIXED,
+        )
+    }
+    .map(|_| ())
+    .map_err(|e| format!("re-reserving {len} bytes at {addr:#x}: {e}"))
+}
+
+/// The daemon-wide address reservation, carved into chunks.
+pub struct HostArena {
+    base: usize,
+    len: usize,
+    /// start -> len of free ranges.
+    free: Mutex<BTreeMap<usize, usize>>,
+}
+
+impl HostArena {
+    pub fn reserve() -> Result<Arc<HostArena>, String> {
+        let base = reserve_at(HINT, RESERVATION)?;
+        let mut free = BTreeMap::new();
+        free.insert(base, RESERVATION);
+        Ok(Arc::new(HostArena { base, len: RESERVATION, free: Mutex::new(free) }))
+    }
+
+    pub fn base(&self) -> usize {
+        self.base
+    }
+
+    fn take(&self, len: usize) -> Option<usize> {
+        let mut free = crate::session::lock(&self.free);
+        let (&start, &flen) = free.iter().find(|(_, &l)| l >= len)?;
+        free.remove(&start);
+        if flen > len {
+            free.insert(start + len, flen - len);
+        }
+        Some(start)
+    }
+
+    fn give_back(&self, start: usize, len: usize) {
+        let mut free = crate::session::lock(&self.free);
+        let mut start = start;
+        let mut len = len;
+        if let Some((&prev, &plen)) = free.range(..start).next_back() {
+            if prev + plen == start {
+                free.remove(&prev);
+                start = prev;
+                len += plen;
+            }
+        }
+        if let Some(&nlen) = free.get(&(start + len)) {
+            free.remove(&(start + len));
+            len += nlen;
+        }
+        free.insert(start, len);
+    }
+
+    /// Creates, maps and pins a chunk of at least `len` bytes.
+    pub fn alloc(self: &Arc<Self>, exec: &dyn Executor, len: usize) -> Result<HostChunk, String> {
+        let len = len.max(1).div_ceil(GRANULE) * GRANULE;
+        let addr = self.take(len).ok_or("host memory reservation exhausted")?;
+        let region = (|| {
+            let fresh = SharedRegion::create("baton-host", len).map_err(|e| e.to_string())?;
+            let fd = fresh.fd().try_clone_to_owned().map_err(|e| e.to_string())?;
+            // SAFETY: [addr, addr+len) is a free part of our own reservation, which nothing else
+            // in this process maps into.
+            let region = unsafe { SharedRegion::map_over(fd, len, addr) }.map_err(|e| e.to_string())?;
+            drop(fresh);
+            exec.host_register(region.as_ptr(), len).map_err(|e| format!("registering host memory: {e}"))?;
+            Ok::<_, String>(region)
+        })();
+        match region {
+            Ok(region) => Ok(HostChunk { region: Some(region), arena: self.clone(), addr, len }),
+            Err(e) => {
+                // SAFETY: the range is ours; whatever was mapped there is replaced by a reservation.
+                let _ = unsafe { rereserve(addr, len) };
+                self.give_back(addr, len);
+                Err(e)
+            }
+        }
+    }
+
+    pub fn contains(&self, addr: usize) -> bool {
+        addr >= self.base && addr < self.base + self.len
+    }
+}
+
+/// One pinned chunk. Unregister it ([`HostChunk::release`]) before dropping it.
+pub struct HostChunk {
+    region: Option<SharedRegion>,
+    arena: Arc<HostArena>,
+    pub addr: usize,
+    pub len: usize,
+}
+
+impl HostChunk {
+    pub fn region(&self) -> &SharedRegion {
+        self.region.as_ref().expect("live chunk")
+    }
+
+    /// Unpins the chunk, unmaps it (the range goes back to the reservation).
+    pub fn release(mut self, exec: &dyn Executor) {
+        if let Some(r) = self.region.take() {
+            let _ = exec.host_unregister(r.as_ptr());
+            drop(r);
+            // SAFETY: the range belongs to our reservation and its mapping was just dropped.
+            let _ = unsafe { rereserve(self.addr, self.len) };
+            self.arena.give_back(self.addr, self.len);
+        }
+    }
+}
+
+/// The chunks one session holds.
+#[derive(Default)]
+pub struct HostChunks {
+    chunks: BTreeMap<usize, HostChunk>,
+}
+
+impl HostChunks {
+    pub fn insert(&mut self, c: HostChunk) {
+        self.chunks.insert(c.addr, c);
+    }
+    pub fn remove(&mut self, addr: usize) -> Option<HostChunk> {
+        self.chunks.remove(&addr)
+    }
+    /// Whether `[addr, addr+len)` lies inside one of the session's chunks.
+    pub fn check(&self, addr: u64, len: u64) -> bool {
+        let Ok(a) = usize::try_from(addr) else { return false };
+        let Some((&start, c)) = self.chunks.range(..=a).next_back() else { return false };
+        a.checked_add(len as usize).is_some_and(|end| end <= start + c.len)
+    }
+    pub fn bytes(&self) -> u64 {
+        self.chunks.values().map(|c| c.len as u64).sum()
+    }
+    pub fn release_all(&mut self, exec: &dyn Executor) {
+        for (_, c) in std::mem::take(&mut self.chunks) {
+            c.release(exec);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::executor::sim::SimExecutor;
+
+    #[test]
+    fn chunks_come_from_the_reservation_and_go_back() {
+        let arena = HostArena::reserve().unwrap();
+        let sim = SimExecutor::new();
+        let a = arena.alloc(&sim, 100).unwrap();
+        assert_eq!(a.len, GRANULE);
+        assert!(arena.contains(a.addr));
+        // SAFETY: the chunk is mapped read/write for its whole length.
+        unsafe { a.region().as_ptr().write_bytes(7, a.len) };
+        let b = arena.alloc(&sim, GRANULE + 1).unwrap();
+        assert_eq!(b.len, 2 * GRANULE);
+        let mut set = HostChunks::default();
+        let (aa, ba) = (a.addr, b.addr);
+        set.insert(a);
+        set.insert(b);
+        assert!(set.check(aa as u64 + 10, 100));
+        assert!(!set.check(aa as u64 + GRANULE as u64 - 1, 2));
+        assert!(set.check(ba as u64, 2 * GRANULE as u64));
+        set.release_all(&sim);
+        let c = arena.alloc(&sim, 3 * GRANULE).unwrap();
+        assert_eq!(c.addr, arena.base(), "freed ranges coalesce and are reused");
+        c.release(&sim);
+    }
+}

@@ -1,0 +1,341 @@
+//! Decoding and executing one ring command.
+
+use super::tables::Owner;
+use super::{lock, Session};
+use crate::executor::{code, GpuError, GpuResult, LaunchConfig, OccupancyQuery};
+use baton_ipc::protocol::{self as p, ImageKind, Message, Op, MAX_NAME, MAX_PARAMS, NO_REPLY};
+use baton_ipc::region::{CHUNK_FAILED, CHUNK_FILLED, CHUNK_FREE, REPLY_VALUES};
+use std::ffi::CString;
+use std::sync::atomic::Ordering;
+
+/// What a command answers besides its result code.
+#[derive(Default)]
+struct Answer {
+    values: [u64; REPLY_VALUES],
+    payload: Vec<u8>,
+}
+
+impl Answer {
+    fn value(v: u64) -> Answer {
+        Answer { values: [v, 0, 0, 0], payload: Vec::new() }
+    }
+    fn values(a: u64, b: u64) -> Answer {
+        Answer { values: [a, b, 0, 0], payload: Vec::new() }
+    }
+}
+
+fn invalid() -> GpuError {
+    GpuError(code::INVALID_VALUE)
+}
+
+fn name(tail: &[u8]) -> GpuResult<CString> {
+    if tail.is_empty() || tail.len() > MAX_NAME {
+        return Err(invalid());
+    }
+    CString::new(tail).map_err(|_| invalid())
+}
+
+impl Session {
+    /// Executes one message. Returns `Err` only when the client broke the protocol.
+    pub(super) fn handle(&mut self, buf: &[u8]) -> Result<(), String> {
+        let m = Message::decode(buf).map_err(|e| e.to_string())?;
+        let synchronizing = matches!(m.op, Op::StreamSynchronize | Op::CtxSynchronize | Op::EventSynchronize)
+            || (m.reply != NO_REPLY && matches!(m.op, Op::Memset | Op::CopyDtoD | Op::CopyHtoDPinned | Op::CopyDtoHPinned));
+        let result = self.execute(&m);
+        if m.reply == NO_REPLY {
+            if let Err(e) = result {
+                tracing::debug!(session = self.shared.identity.session, op = ?m.op, err = e.0, "async command failed");
+                self.async_error.get_or_insert(e.0);
+            }
+            return Ok(());
+        }
+        match result {
+            Ok(a) => {
+                let code = match (synchronizing, self.async_error) {
+                    (true, Some(e)) => {
+                        self.async_error = None;
+                        e
+                    }
+                    _ => 0,
+                };
+                self.reply(m.reply, code, a.values, &a.payload);
+            }
+            Err(e) => self.reply(m.reply, e.0, [0; REPLY_VALUES], &[]),
+        }
+        Ok(())
+    }
+
+    fn execute(&mut self, m: &Message<'_>) -> GpuResult<Answer> {
+        let exec = self.exec.clone();
+        let exec = &*exec;
+        let body_err = |_| invalid();
+        match m.op {
+            Op::MemAlloc => {
+                let b: p::MemAlloc = m.body().map_err(body_err)?;
+                if b.bytes == 0 {
+                    return Err(invalid());
+                }
+                let ptr = exec.mem_alloc(b.device, b.bytes)?;
+                self.ranges.insert(ptr, b.bytes, b.device, Owner::Alloc);
+                self.shared.memory_bytes.fetch_add(b.bytes, Ordering::Relaxed);
+                Ok(Answer::value(ptr))
+            }
+            Op::MemFree => {
+                let b: p::MemFree = m.body().map_err(body_err)?;
+                let (len, device) = self.ranges.remove_alloc(b.dptr).ok_or_else(invalid)?;
+                // cuMemFree may not free memory that in-flight work of this tenant still uses;
+                // waiting for this session's own streams keeps other tenants out of it.
+                let _ = self.streams.synchronize_all(exec);
+                self.shared.memory_bytes.fetch_sub(len, Ordering::Relaxed);
+                exec.mem_free(device, b.dptr).map(|_| Answer::default())
+            }
+            Op::MemGetInfo => {
+                let b: p::DeviceOnly = m.body().map_err(body_err)?;
+                let (free, total) = exec.mem_info(b.device)?;
+                Ok(Answer::values(free, total))
+            }
+            Op::LoadModule => {
+                let b: p::LoadModule = m.body().map_err(body_err)?;
+                let kind = ImageKind::from_u32(b.kind).ok_or_else(invalid)?;
+                let image = lock(&self.shared.blobs).remove(&b.blob).ok_or(GpuError(code::INVALID_HANDLE))?;
+                let raw = exec.image_load(b.device, kind, &image)?;
+                Ok(Answer::value(self.images.insert(super::tables::Image { device: b.device, kind, raw })))
+            }
+            Op::UnloadModule => {
+                let b: p::ObjectId = m.body().map_err(body_err)?;
+                let img = self.images.remove(b.id)?;
+                self.funcs.retain(|f| f.image != b.id);
+                self.ranges.remove_globals_of(b.id);
+                exec.image_unload(img.kind, img.raw).map(|_| Answer::default())
+            }
+            Op::GetFunction => {
+                let (b, tail): (p::GetSymbol, _) = m.split().map_err(body_err)?;
+                let n = name(tail)?;
+                let img = self.images.get(b.module)?;
+                let (device, kind, raw) = (img.device, img.kind, img.raw);
+                let (f, info) = exec.get_function(device, kind, raw, &n)?;
+                let mut payload = Vec::new();
+                info.encode(&mut payload);
+                let id = self.funcs.insert(super::tables::Function { device, raw: f, info, image: b.module });
+                Ok(Answer { values: [id, 0, 0, 0], payload })
+            }
+            Op::GetGlobal => {
+                let (b, tail): (p::GetSymbol, _) = m.split().map_err(body_err)?;
+                let n = name(tail)?;
+                let img = self.images.get(b.module)?;
+                let (device, kind, raw) = (img.device, img.kind, img.raw);
+                let (ptr, size) = exec.get_global(device, kind, raw, &n)?;
+                self.ranges.insert(ptr, size, device, Owner::Global(b.module));
+                Ok(Answer::values(ptr, size))
+            }
+            Op::StreamCreate => {
+                let b: p::StreamCreate = m.body().map_err(body_err)?;
+                Ok(Answer::value(self.streams.create(exec, b.device, b.flags, b.priority)?))
+            }
+            Op::StreamDestroy => {
+                let b: p::ObjectId = m.body().map_err(body_err)?;
+                self.streams.destroy(exec, b.id).map(|_| Answer::default())
+            }
+            Op::EventCreate => {
+                let b: p::EventCreate = m.body().map_err(body_err)?;
+                let raw = exec.event_create(b.device, b.flags)?;
+                Ok(Answer::value(self.events.insert(super::tables::Event { device: b.device, raw })))
+            }
+            Op::EventDestroy => {
+                let b: p::ObjectId = m.body().map_err(body_err)?;
+                let e = self.events.remove(b.id)?;
+                exec.event_destroy(e.device, e.raw).map(|_| Answer::default())
+            }
+            Op::EventRecord => {
+                let b: p::EventRecord = m.body().map_err(body_err)?;
+                let e = self.events.get(b.event)?;
+                let (edev, eraw) = (e.device, e.raw);
+                let (device, stream) = self.streams.prepare(exec, b.stream)?;
+                if device != edev {
+                    return Err(GpuError(code::INVALID_HANDLE));
+                }
+                exec.event_record(device, eraw, stream)?;
+                self.write_word(device, stream, b.word, b.seq)?;
+                Ok(Answer::default())
+            }
+            Op::StreamWaitEvent => {
+                let b: p::StreamWaitEvent = m.body().map_err(body_err)?;
+                let e = self.events.get(b.event)?.raw;
+                let (device, stream) = self.streams.prepare(exec, b.stream)?;
+                exec.stream_wait_event(device, stream, e).map(|_| Answer::default())
+            }
+            Op::StreamSynchronize => {
+                let b: p::ObjectId = m.body().map_err(body_err)?;
+                let (device, stream) = self.streams.lookup(exec, b.id)?;
+                exec.stream_synchronize(device, stream).map(|_| Answer::default())
+            }
+            Op::CtxSynchronize => {
+                let _: p::DeviceOnly = m.body().map_err(body_err)?;
+                self.streams.synchronize_all(exec).map(|_| Answer::default())
+            }
+            Op::EventSynchronize => {
+                let b: p::ObjectId = m.body().map_err(body_err)?;
+                let e = self.events.get(b.id)?;
+                exec.event_synchronize(e.device, e.raw).map(|_| Answer::default())
+            }
+            Op::EventElapsedTime => {
+                let b: p::EventPair = m.body().map_err(body_err)?;
+                let (s, e) = (self.events.get(b.start)?, self.events.get(b.end)?);
+                let ms = exec.event_elapsed(s.device, s.raw, e.raw)?;
+                Ok(Answer::value(ms.to_bits() as u64))
+            }
+            Op::StreamMark => {
+                let b: p::StreamMark = m.body().map_err(body_err)?;
+                let (device, stream) = self.streams.lookup(exec, b.stream)?;
+                self.write_word(device, stream, b.word, b.seq)?;
+                Ok(Answer::default())
+            }
+            Op::Launch => {
+                let (b, params): (p::Launch, _) = m.split().map_err(body_err)?;
+                if params.len() != b.params_len as usize || params.len() > MAX_PARAMS {
+                    return Err(invalid());
+                }
+                let f = self.funcs.get(b.func)?;
+                let (fdev, fraw) = (f.device, f.raw);
+                let (device, stream) = self.streams.prepare(exec, b.stream)?;
+                if device != fdev {
+                    return Err(GpuError(code::INVALID_HANDLE));
+                }
+                let cfg = LaunchConfig {
+                    grid: b.grid,
+                    block: b.block,
+                    cluster: b.cluster,
+                    shared_mem: b.shared_mem,
+                    cooperative: b.flags & p::LAUNCH_COOPERATIVE != 0,
+                };
+                self.shared.launches.fetch_add(1, Ordering::Relaxed);
+                exec.launch(device, fraw, stream, &cfg, params)?;
+                Ok(Answer::default())
+            }
+            Op::Memset => {
+                let b: p::Memset = m.body().map_err(body_err)?;
+                if !matches!(b.elem_size, 1 | 2 | 4) || b.height == 0 {
+                    return Err(invalid());
+                }
+                let row = b.width.checked_mul(b.elem_size as u64).ok_or_else(invalid)?;
+                let span = if b.height == 1 {
+                    row
+                } else {
+                    if b.pitch < row {
+                        return Err(invalid());
+                    }
+                    b.pitch.checked_mul(b.height - 1).and_then(|x| x.checked_add(row)).ok_or_else(invalid)?
+                };
+                self.check_device_range(b.dst, span)?;
+                let (device, stream) = self.streams.prepare(exec, b.stream)?;
+                exec.memset(device, b.dst, b.pitch, b.value, b.elem_size, b.width, b.height, stream)?;
+                self.finish_if_sync(m, device, stream)
+            }
+            Op::CopyDtoD => {
+                let b: p::Copy = m.body().map_err(body_err)?;
+                self.check_device_range(b.dst, b.len)?;
+                self.check_device_range(b.src, b.len)?;
+                let (device, stream) = self.streams.prepare(exec, b.stream)?;
+                exec.copy_dtod(device, b.dst, b.src, b.len, stream)?;
+                self.finish_if_sync(m, device, stream)
+            }
+            Op::CopyHtoDPinned => {
+                let b: p::Copy = m.body().map_err(body_err)?;
+                self.check_device_range(b.dst, b.len)?;
+                if !lock(&self.shared.host).check(b.src, b.len) {
+                    return Err(invalid());
+                }
+                let (device, stream) = self.streams.prepare(exec, b.stream)?;
+                exec.copy_htod(device, b.dst, b.src as usize as *const u8, b.len, stream)?;
+                self.finish_if_sync(m, device, stream)
+            }
+            Op::CopyDtoHPinned => {
+                let b: p::Copy = m.body().map_err(body_err)?;
+                self.check_device_range(b.src, b.len)?;
+                if !lock(&self.shared.host).check(b.dst, b.len) {
+                    return Err(invalid());
+                }
+                let (device, stream) = self.streams.prepare(exec, b.stream)?;
+                exec.copy_dtoh(device, b.dst as usize as *mut u8, b.src, b.len, stream)?;
+                self.finish_if_sync(m, device, stream)
+            }
+            Op::CopyHtoDStaged | Op::CopyDtoHStaged => {
+                let b: p::Staged = m.body().map_err(body_err)?;
+                let ptr = self.region.chunk_ptr(b.chunk).ok_or_else(invalid)?;
+                let r = (|| {
+                    if b.len > self.region.chunk_size() as u64 {
+                        return Err(invalid());
+                    }
+                    self.check_device_range(b.device_ptr, b.len)?;
+                    let (device, stream) = self.streams.prepare(exec, b.stream)?;
+                    if m.op == Op::CopyHtoDStaged {
+                        exec.copy_htod(device, b.device_ptr, ptr, b.len, stream)?;
+                    } else {
+                        exec.copy_dtoh(device, ptr, b.device_ptr, b.len, stream)?;
+                    }
+                    // The chunk is reused as soon as it is handed back, so the copy must be done.
+                    exec.stream_synchronize(device, stream)
+                })();
+                let done = match (&r, m.op) {
+                    (Err(_), _) => CHUNK_FAILED,
+                    (Ok(()), Op::CopyHtoDStaged) => CHUNK_FREE,
+                    (Ok(()), _) => CHUNK_FILLED,
+                };
+                if let Some(state) = self.region.chunk_state(b.chunk) {
+                    state.store(done, Ordering::Release);
+                    baton_ipc::futex::wake_all(state);
+                }
+                r.map(|_| Answer::default())
+            }
+            Op::FuncSetAttribute => {
+                let b: p::FuncSetAttribute = m.body().map_err(body_err)?;
+                let f = self.funcs.get_mut(b.func)?;
+                exec.func_set_attribute(f.device, f.raw, b.attr, b.value)?;
+                if let Some(slot) = usize::try_from(b.attr).ok().and_then(|a| f.info.attrs.get_mut(a)) {
+                    *slot = b.value;
+                }
+                Ok(Answer::default())
+            }
+            Op::Occupancy => {
+                let b: p::Occupancy = m.body().map_err(body_err)?;
+                let f = self.funcs.get(b.func)?;
+                let q = OccupancyQuery {
+                    kind: b.kind,
+                    block_size: b.block_size,
+                    dynamic_smem: b.dynamic_smem,
+                    flags: b.flags,
+                    block_size_limit: b.block_size_limit,
+                };
+                let (a, c) = exec.occupancy(f.device, f.raw, q)?;
+                Ok(Answer::values(a as u64, c as u64))
+            }
+        }
+    }
+
+    fn check_device_range(&self, ptr: u64, len: u64) -> GpuResult<u32> {
+        if let Some(d) = self.ranges.check(ptr, len) {
+            return Ok(d);
+        }
+        // Mapped pinned memory: its device address is its host address.
+        if lock(&self.shared.host).check(ptr, len) {
+            return Ok(0);
+        }
+        Err(invalid())
+    }
+
+    fn write_word(&self, device: u32, stream: u64, word: u32, value: u64) -> GpuResult<()> {
+        if self.region.word(word).is_none() {
+            return Err(invalid());
+        }
+        let addr = self.region_dev + self.region.word_offset(word) as u64;
+        self.exec.write_value(device, stream, addr, value)
+    }
+
+    /// For the synchronous form of a copy or memset, waits for it before replying.
+    fn finish_if_sync(&self, m: &Message<'_>, device: u32, stream: u64) -> GpuResult<Answer> {
+        if m.reply != NO_REPLY {
+            self.exec.stream_synchronize(device, stream)?;
+        }
+        Ok(Answer::default())
+    }
+}

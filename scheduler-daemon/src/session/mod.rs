@@ -1,0 +1,195 @@
+//! One session per client process: its shared region, its objects, its accounting, and the
+//! thread that drains its command ring.
+//!
+//! Everything read from the region is untrusted: messages are copied out of the ring before
+//! decoding, every id is looked up in this session's own tables, every device range is checked
+//! against this session's allocations, and every index into the region is bounds-checked by
+//! [`baton_ipc::region::Region`].
+
+mod dispatch;
+pub mod streams;
+pub mod tables;
+
+use crate::executor::Executor;
+use crate::host_memory::HostChunks;
+use baton_ipc::region::{Region, ReplySlot, REPLY_DONE, REPLY_PAYLOAD, REPLY_VALUES};
+use baton_ipc::ring::Consumer;
+use baton_ipc::shm::SharedRegion;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Who a session belongs to.
+#[derive(Clone, Debug)]
+pub struct Identity {
+    pub session: u64,
+    pub pid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub tenant: String,
+}
+
+/// The part of a session the control-socket thread and `status` also touch.
+pub struct Shared {
+    pub identity: Identity,
+    pub closed: AtomicBool,
+    pub blobs: Mutex<HashMap<u64, Vec<u8>>>,
+    next_blob: AtomicU64,
+    pub host: Mutex<HostChunks>,
+    pub memory_bytes: AtomicU64,
+    pub commands: AtomicU64,
+    pub launches: AtomicU64,
+}
+
+impl Shared {
+    pub fn new(identity: Identity) -> Shared {
+        Shared {
+            identity,
+            closed: AtomicBool::new(false),
+            blobs: Mutex::new(HashMap::new()),
+            next_blob: AtomicU64::new(1),
+            host: Mutex::new(HostChunks::default()),
+            memory_bytes: AtomicU64::new(0),
+            commands: AtomicU64::new(0),
+            launches: AtomicU64::new(0),
+        }
+    }
+
+    pub fn add_blob(&self, bytes: Vec<u8>) -> u64 {
+        let id = self.next_blob.fetch_add(1, Ordering::Relaxed);
+        lock(&self.blobs).insert(id, bytes);
+        id
+    }
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The ring-draining side of a session. Lives on its own thread.
+pub struct Session {
+    pub shared: Arc<Shared>,
+    exec: Arc<dyn Executor>,
+    region: Region,
+    /// Keeps the region mapped; dropped last.
+    mapping: SharedRegion,
+    /// Device address of the region's first byte (it is registered with the GPU).
+    region_dev: u64,
+    consumer: Consumer,
+    streams: streams::Streams,
+    images: tables::Table<tables::Image>,
+    funcs: tables::Table<tables::Function>,
+    events: tables::Table<tables::Event>,
+    ranges: tables::Ranges,
+    /// First error of work nobody waited for; reported by the next synchronising call.
+    async_error: Option<u32>,
+}
+
+/// How a session ended.
+#[derive(Debug)]
+pub enum End {
+    /// The client closed its socket or exited.
+    Closed,
+    /// The client broke the protocol; it is dropped.
+    Protocol(String),
+}
+
+impl Session {
+    /// Sets up the region (already initialised by [`Region::init`]) for a new client.
+    pub fn new(shared: Arc<Shared>, exec: Arc<dyn Executor>, mapping: SharedRegion, region: Region, region_dev: u64) -> Result<Session, String> {
+        let (ring, ring_len) = region.ring();
+        // SAFETY: the ring lies inside `mapping`, which the session keeps alive.
+        let consumer = unsafe { Consumer::attach(ring, ring_len) }.map_err(|e| e.to_string())?;
+        Ok(Session {
+            shared,
+            exec,
+            region,
+            mapping,
+            region_dev,
+            consumer,
+            streams: Default::default(),
+            images: Default::default(),
+            funcs: Default::default(),
+            events: Default::default(),
+            ranges: Default::default(),
+            async_error: None,
+        })
+    }
+
+    /// Drains the ring until the client goes away; then frees everything the client held.
+    pub fn run(mut self) -> End {
+        let mut buf = Vec::with_capacity(4096);
+        let end = loop {
+            match self.consumer.try_pop(&mut buf) {
+                Ok(true) => {
+                    self.shared.commands.fetch_add(1, Ordering::Relaxed);
+                    if let Err(e) = self.handle(&buf) {
+                        break End::Protocol(e);
+                    }
+                    continue;
+                }
+                Ok(false) => {}
+                Err(e) => break End::Protocol(format!("ring: {e}")),
+            }
+            if self.shared.closed.load(Ordering::Acquire) {
+                break End::Closed;
+            }
+            // Spin briefly (a launch-bound client sends bursts), then sleep on the doorbell.
+            match self.consumer.wait(Duration::from_micros(50), Duration::from_millis(100)) {
+                Ok(_) => {}
+                Err(e) if self.shared.closed.load(Ordering::Acquire) => {
+                    let _ = e;
+                    break End::Closed;
+                }
+                Err(e) => break End::Protocol(format!("ring: {e}")),
+            }
+        };
+        self.teardown();
+        end
+    }
+
+    /// Frees every resource the client held, in an order the GPU accepts: finish its work, then
+    /// drop streams and events, device memory, images, and last the host memory the GPU may
+    /// have been reading.
+    fn teardown(&mut self) {
+        let exec = &*self.exec;
+        self.streams.teardown(exec);
+        for (_, e) in self.events.drain() {
+            let _ = exec.event_destroy(e.device, e.raw);
+        }
+        for (ptr, device) in self.ranges.drain_owned() {
+            let _ = exec.mem_free(device, ptr);
+        }
+        for (_, i) in self.images.drain() {
+            let _ = exec.image_unload(i.kind, i.raw);
+        }
+        self.funcs.drain().for_each(drop);
+        lock(&self.shared.host).release_all(exec);
+        lock(&self.shared.blobs).clear();
+        let _ = exec.host_unregister(self.mapping.as_ptr());
+        self.shared.memory_bytes.store(0, Ordering::Relaxed);
+    }
+
+    fn reply_slot(&self, i: u32) -> Option<&ReplySlot> {
+        self.region.reply(i)
+    }
+
+    /// Publishes a result in reply slot `i` and wakes the waiting client thread. An invalid
+    /// index is ignored: only the client that sent it can be waiting on it.
+    fn reply(&self, i: u32, result: u32, values: [u64; REPLY_VALUES], payload: &[u8]) {
+        let Some(slot) = self.reply_slot(i) else { return };
+        let n = payload.len().min(REPLY_PAYLOAD);
+        let dst = slot.payload.as_ptr() as *mut u8;
+        // SAFETY: `dst` points to REPLY_PAYLOAD bytes of the mapped slot and n <= REPLY_PAYLOAD.
+        // The client reads them only after seeing REPLY_DONE, published below with Release.
+        unsafe { std::ptr::copy_nonoverlapping(payload.as_ptr(), dst, n) };
+        slot.payload_len.store(n as u32, Ordering::Relaxed);
+        for (v, x) in slot.values.iter().zip(values) {
+            v.store(x, Ordering::Relaxed);
+        }
+        slot.result.store(result, Ordering::Relaxed);
+        slot.state.store(REPLY_DONE, Ordering::Release);
+        baton_ipc::futex::wake_all(&slot.state);
+    }
+}

@@ -1,0 +1,175 @@
+//! A session's streams, and the legacy default stream's semantics rebuilt per tenant.
+//!
+//! In CUDA, work on the legacy stream (`CUstream` 0) waits for all earlier work on the
+//! context's *blocking* streams, and work on a blocking stream waits for earlier legacy work.
+//! In the daemon every tenant shares one context, so letting tenants use the real legacy stream
+//! would make each wait for all the others. Instead each session gets its own non-blocking
+//! stand-in per device, and the daemon adds the implied waits between that session's streams
+//! only, with events: before legacy work, it joins every blocking stream that has run work since
+//! the last join; before blocking-stream work, it joins the legacy stream if legacy work has run
+//! since that stream last waited for it.
+
+use super::tables::Table;
+use crate::executor::{code, Executor, GpuError, GpuResult, Raw};
+use baton_ipc::protocol::LEGACY_STREAM_BASE;
+use std::collections::{BTreeSet, HashMap};
+
+/// `CU_STREAM_NON_BLOCKING`.
+pub const NON_BLOCKING: u32 = 1;
+
+pub struct Stream {
+    pub device: u32,
+    pub raw: Raw,
+    pub blocking: bool,
+    /// Legacy epoch this stream last waited for.
+    seen_epoch: u64,
+    /// Recorded on this stream when legacy work must wait for it.
+    join_event: Option<Raw>,
+}
+
+struct Legacy {
+    raw: Raw,
+    /// Bumped by every legacy operation.
+    epoch: u64,
+    join_event: Raw,
+    /// Blocking streams with work the legacy stream has not yet joined.
+    dirty: BTreeSet<u64>,
+}
+
+#[derive(Default)]
+pub struct Streams {
+    pub table: Table<Stream>,
+    legacy: HashMap<u32, Legacy>,
+}
+
+impl Streams {
+    pub fn create(&mut self, exec: &dyn Executor, device: u32, flags: u32, priority: i32) -> GpuResult<u64> {
+        if flags & !NON_BLOCKING != 0 {
+            return Err(GpuError(code::INVALID_VALUE));
+        }
+        let raw = exec.stream_create(device, priority)?;
+        let epoch = self.legacy.get(&device).map_or(0, |l| l.epoch);
+        Ok(self.table.insert(Stream { device, raw, blocking: flags & NON_BLOCKING == 0, seen_epoch: epoch, join_event: None }))
+    }
+
+    pub fn destroy(&mut self, exec: &dyn Executor, id: u64) -> GpuResult<()> {
+        let s = self.table.remove(id)?;
+        if let Some(l) = self.legacy.get_mut(&s.device) {
+            l.dirty.remove(&id);
+        }
+        if let Some(e) = s.join_event {
+            let _ = exec.event_destroy(s.device, e);
+        }
+        // Like cuStreamDestroy: pending work still completes; the driver handles that.
+        exec.stream_destroy(s.device, s.raw)
+    }
+
+    fn legacy(&mut self, exec: &dyn Executor, device: u32) -> GpuResult<&mut Legacy> {
+        if !self.legacy.contains_key(&device) {
+            if device as usize >= exec.devices().len() {
+                return Err(GpuError(code::INVALID_DEVICE));
+            }
+            let raw = exec.stream_create(device, 0)?;
+            let join_event = match exec.event_create(device, 2 /* CU_EVENT_DISABLE_TIMING */) {
+                Ok(e) => e,
+                Err(e) => {
+                    let _ = exec.stream_destroy(device, raw);
+                    return Err(e);
+                }
+            };
+            self.legacy.insert(device, Legacy { raw, epoch: 0, join_event, dirty: BTreeSet::new() });
+        }
+        Ok(self.legacy.get_mut(&device).expect("inserted above"))
+    }
+
+    /// The device and executor stream for `id`, after adding the waits that the legacy stream's
+    /// semantics require before new work is issued on it.
+    pub fn prepare(&mut self, exec: &dyn Executor, id: u64) -> GpuResult<(u32, Raw)> {
+        if id >= LEGACY_STREAM_BASE {
+            let device = u32::try_from(id - LEGACY_STREAM_BASE).map_err(|_| GpuError(code::INVALID_HANDLE))?;
+            let legacy = self.legacy(exec, device)?;
+            let dirty = std::mem::take(&mut legacy.dirty);
+            let (lraw, ldev) = (legacy.raw, device);
+            legacy.epoch += 1;
+            for sid in dirty {
+                let s = self.table.get_mut(sid)?;
+                let ev = match s.join_event {
+                    Some(e) => e,
+                    None => *s.join_event.insert(exec.event_create(s.device, 2)?),
+                };
+                exec.event_record(s.device, ev, s.raw)?;
+                exec.stream_wait_event(ldev, lraw, ev)?;
+            }
+            return Ok((device, lraw));
+        }
+        let s = self.table.get(id)?;
+        let (device, raw, blocking, seen) = (s.device, s.raw, s.blocking, s.seen_epoch);
+        if !blocking {
+            return Ok((device, raw));
+        }
+        if let Some(l) = self.legacy.get_mut(&device) {
+            if seen < l.epoch {
+                exec.event_record(device, l.join_event, l.raw)?;
+                exec.stream_wait_event(device, raw, l.join_event)?;
+                let epoch = l.epoch;
+                self.table.get_mut(id)?.seen_epoch = epoch;
+            }
+            l.dirty.insert(id);
+        }
+        Ok((device, raw))
+    }
+
+    /// The device and stream for a synchronising call on `id`, without ordering side effects.
+    pub fn lookup(&mut self, exec: &dyn Executor, id: u64) -> GpuResult<(u32, Raw)> {
+        if id >= LEGACY_STREAM_BASE {
+            // Synchronising the legacy stream must also cover blocking streams it would wait for.
+            return self.prepare(exec, id);
+        }
+        let s = self.table.get(id)?;
+        Ok((s.device, s.raw))
+    }
+
+    /// Every executor stream of the session on `device`.
+    pub fn all_on(&self, device: u32) -> Vec<Raw> {
+        let mut v: Vec<Raw> = self.table.values().filter(|s| s.device == device).map(|s| s.raw).collect();
+        if let Some(l) = self.legacy.get(&device) {
+            v.push(l.raw);
+        }
+        v
+    }
+
+    /// Synchronises and destroys everything (session teardown). Errors are ignored: the
+    /// client is gone and nobody can act on them.
+    pub fn teardown(&mut self, exec: &dyn Executor) {
+        for (_, s) in self.table.drain() {
+            let _ = exec.stream_synchronize(s.device, s.raw);
+            if let Some(e) = s.join_event {
+                let _ = exec.event_destroy(s.device, e);
+            }
+            let _ = exec.stream_destroy(s.device, s.raw);
+        }
+        for (device, l) in self.legacy.drain() {
+            let _ = exec.stream_synchronize(device, l.raw);
+            let _ = exec.event_destroy(device, l.join_event);
+            let _ = exec.stream_destroy(device, l.raw);
+        }
+    }
+
+    /// Synchronises every stream of the session (all devices), returning the first error.
+    pub fn synchronize_all(&self, exec: &dyn Executor) -> GpuResult<()> {
+        let mut first = Ok(());
+        for s in self.table.values() {
+            let r = exec.stream_synchronize(s.device, s.raw);
+            if first.is_ok() {
+                first = r;
+            }
+        }
+        for (&device, l) in &self.legacy {
+            let r = exec.stream_synchronize(device, l.raw);
+            if first.is_ok() {
+                first = r;
+            }
+        }
+        first
+    }
+}

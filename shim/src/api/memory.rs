@@ -1,0 +1,420 @@
+//! Device memory, pinned host memory, copies and memsets.
+//!
+//! The shim remembers every device allocation and pinned host allocation it made, so it can
+//! tell what a pointer is (for `cuMemcpy`, address ranges and pointer attributes) without
+//! asking the daemon. Pinned host memory is mapped at the same address in the daemon, so copies
+//! from it are real DMA and its address is also its device address.
+
+use super::context::current_device;
+use super::stream::{resolve, submitted};
+use super::util::{out, ready, ret};
+use crate::client::{lock, Client, StagedCopy};
+use crate::objects::Stream;
+use baton_ipc::control::{Request, Response};
+use baton_ipc::protocol::{Copy, DeviceOnly, MemAlloc, MemFree, Memset, Op};
+use baton_ipc::shm::SharedRegion;
+use cuda_abi::*;
+use std::collections::BTreeMap;
+use std::ffi::{c_uchar, c_uint, c_ushort, c_void};
+use std::sync::Mutex;
+
+/// Known device ranges: start -> (len, device, is an allocation of ours).
+static DEVICE: Mutex<BTreeMap<u64, (u64, u32, bool)>> = Mutex::new(BTreeMap::new());
+
+pub(crate) fn remember_global(ptr: u64, len: u64, device: u32) {
+    lock(&DEVICE).insert(ptr, (len, device, false));
+}
+
+/// The device allocation containing `p`: (start, len, device).
+fn device_range(p: u64) -> Option<(u64, u64, u32)> {
+    let d = lock(&DEVICE);
+    let (&s, &(len, dev, _)) = d.range(..=p).next_back()?;
+    (p < s + len).then_some((s, len, dev))
+}
+
+struct Chunk {
+    _map: SharedRegion,
+    len: usize,
+    /// Free ranges inside the chunk: offset -> len.
+    free: BTreeMap<usize, usize>,
+}
+
+#[derive(Default)]
+struct HostHeap {
+    chunks: BTreeMap<usize, Chunk>,
+    /// Allocation start -> (len, flags).
+    allocs: BTreeMap<usize, (usize, c_uint)>,
+}
+
+static HOST: Mutex<HostHeap> = Mutex::new(HostHeap { chunks: BTreeMap::new(), allocs: BTreeMap::new() });
+
+/// Pinned allocations are page aligned, as the driver's are.
+const HOST_ALIGN: usize = 4096;
+
+impl HostHeap {
+    fn take(&mut self, len: usize) -> Option<usize> {
+        for (&base, c) in self.chunks.iter_mut() {
+            if let Some((&off, &flen)) = c.free.iter().find(|(_, &l)| l >= len) {
+                c.free.remove(&off);
+                if flen > len {
+                    c.free.insert(off + len, flen - len);
+                }
+                return Some(base + off);
+            }
+        }
+        None
+    }
+
+    /// Returns a range to its chunk; gives back the chunk's base if it is now empty.
+    fn give(&mut self, addr: usize, len: usize) -> Option<usize> {
+        let (&base, c) = self.chunks.range_mut(..=addr).next_back()?;
+        let (mut off, mut len) = (addr - base, len);
+        if let Some((&p, &pl)) = c.free.range(..off).next_back() {
+            if p + pl == off {
+                c.free.remove(&p);
+                off = p;
+                len += pl;
+            }
+        }
+        if let Some(&nl) = c.free.get(&(off + len)) {
+            c.free.remove(&(off + len));
+            len += nl;
+        }
+        c.free.insert(off, len);
+        (off == 0 && len == c.len).then_some(base)
+    }
+
+    /// The pinned allocation containing `[p, p+len)`, if any: (start, alloc len, flags).
+    fn find(&self, p: usize, len: usize) -> Option<(usize, usize, c_uint)> {
+        let (&s, &(l, f)) = self.allocs.range(..=p).next_back()?;
+        (p.checked_add(len)? <= s + l).then_some((s, l, f))
+    }
+}
+
+/// Whether `[p, p+len)` is pinned memory Baton handed out.
+pub(crate) fn is_pinned(p: usize, len: usize) -> bool {
+    lock(&HOST).find(p, len.max(1)).is_some()
+}
+
+fn host_alloc(c: &'static Client, size: usize, flags: c_uint) -> Result<*mut c_void, CUresult> {
+    let len = size.max(1).div_ceil(HOST_ALIGN) * HOST_ALIGN;
+    let mut heap = lock(&HOST);
+    let addr = match heap.take(len) {
+        Some(a) => a,
+        None => {
+            let (resp, mut fds) = c.control(&Request::AllocHost { len: len as u64 }, &[])?;
+            let (addr, clen) = match resp {
+                Response::HostChunk { addr, len } => (addr as usize, len as usize),
+                Response::Error { .. } => return Err(CUresult::CUDA_ERROR_OUT_OF_MEMORY),
+                _ => return Err(CUresult::CUDA_ERROR_UNKNOWN),
+            };
+            let fd = fds.pop().ok_or(CUresult::CUDA_ERROR_UNKNOWN)?;
+            let map = match SharedRegion::map(fd, clen, Some(addr)) {
+                Ok(m) => m,
+                Err(e) => {
+                    crate::log::once("cuMemHostAlloc", &format!("could not map pinned memory at the daemon's address ({e})"));
+                    let _ = c.control(&Request::FreeHost { addr: addr as u64 }, &[]);
+                    return Err(CUresult::CUDA_ERROR_OUT_OF_MEMORY);
+                }
+            };
+            let mut free = BTreeMap::new();
+            free.insert(0, clen);
+            heap.chunks.insert(addr, Chunk { _map: map, len: clen, free });
+            heap.take(len).ok_or(CUresult::CUDA_ERROR_OUT_OF_MEMORY)?
+        }
+    };
+    heap.allocs.insert(addr, (len, flags));
+    Ok(addr as *mut c_void)
+}
+
+fn host_free(c: &'static Client, p: *mut c_void) -> Result<(), CUresult> {
+    let mut heap = lock(&HOST);
+    let (len, _) = heap.allocs.remove(&(p as usize)).ok_or(CUresult::CUDA_ERROR_INVALID_VALUE)?;
+    if let Some(base) = heap.give(p as usize, len) {
+        // The GPU may still be reading the chunk: finish this client's work first, as
+        // cuMemFreeHost does, then hand the chunk back.
+        let device = current_device().unwrap_or(0);
+        c.call(Op::CtxSynchronize, &DeviceOnly { device, _pad: 0 }, &[])?;
+        heap.chunks.remove(&base);
+        c.control(&Request::FreeHost { addr: base as u64 }, &[])?;
+    }
+    Ok(())
+}
+
+pub(crate) unsafe fn cuMemAlloc_v2(dptr: *mut CUdeviceptr, bytes: usize) -> CUresult {
+    ret((|| {
+        let c = ready()?;
+        if bytes == 0 {
+            return Err(CUresult::CUDA_ERROR_INVALID_VALUE);
+        }
+        let device = current_device()?;
+        let r = c.call(Op::MemAlloc, &MemAlloc { device, _pad: 0, bytes: bytes as u64 }, &[])?;
+        let p = r.values[0];
+        lock(&DEVICE).insert(p, (bytes as u64, device, true));
+        // SAFETY: forwarded caller contract.
+        unsafe { out(dptr, p) }
+    })())
+}
+
+pub(crate) unsafe fn cuMemFree_v2(dptr: CUdeviceptr) -> CUresult {
+    ret((|| {
+        let c = ready()?;
+        if dptr == 0 {
+            return Ok(());
+        }
+        match lock(&DEVICE).get(&dptr) {
+            Some(&(_, _, true)) => {}
+            _ => return Err(CUresult::CUDA_ERROR_INVALID_VALUE),
+        }
+        c.call(Op::MemFree, &MemFree { dptr }, &[])?;
+        lock(&DEVICE).remove(&dptr);
+        Ok(())
+    })())
+}
+
+pub(crate) unsafe fn cuMemGetInfo_v2(free: *mut usize, total: *mut usize) -> CUresult {
+    ret((|| {
+        let c = ready()?;
+        let device = current_device()?;
+        let r = c.call(Op::MemGetInfo, &DeviceOnly { device, _pad: 0 }, &[])?;
+        // SAFETY: forwarded caller contract.
+        unsafe {
+            out(free, r.values[0] as usize)?;
+            out(total, r.values[1] as usize)
+        }
+    })())
+}
+
+pub(crate) unsafe fn cuMemGetAddressRange_v2(base: *mut CUdeviceptr, size: *mut usize, dptr: CUdeviceptr) -> CUresult {
+    ret((|| {
+        ready()?;
+        let (s, len, _) = device_range(dptr).ok_or(CUresult::CUDA_ERROR_NOT_FOUND)?;
+        // SAFETY: both out-pointers are optional.
+        unsafe {
+            if !base.is_null() {
+                out(base, s)?;
+            }
+            if !size.is_null() {
+                out(size, len as usize)?;
+            }
+        }
+        Ok(())
+    })())
+}
+
+pub(crate) unsafe fn cuMemHostAlloc(pp: *mut *mut c_void, bytes: usize, flags: c_uint) -> CUresult {
+    ret((|| {
+        let c = ready()?;
+        if flags & !(CU_MEMHOSTALLOC_PORTABLE | CU_MEMHOSTALLOC_DEVICEMAP | CU_MEMHOSTALLOC_WRITECOMBINED) != 0 {
+            return Err(CUresult::CUDA_ERROR_INVALID_VALUE);
+        }
+        let p = host_alloc(c, bytes, flags)?;
+        // SAFETY: forwarded caller contract.
+        unsafe { out(pp, p) }
+    })())
+}
+
+pub(crate) unsafe fn cuMemAllocHost_v2(pp: *mut *mut c_void, bytes: usize) -> CUresult {
+    // SAFETY: same contract.
+    unsafe { cuMemHostAlloc(pp, bytes, 0) }
+}
+
+pub(crate) unsafe fn cuMemFreeHost(p: *mut c_void) -> CUresult {
+    ret(ready().and_then(|c| host_free(c, p)))
+}
+
+pub(crate) unsafe fn cuMemHostGetDevicePointer_v2(pdptr: *mut CUdeviceptr, p: *mut c_void, flags: c_uint) -> CUresult {
+    ret((|| {
+        ready()?;
+        if flags != 0 || !is_pinned(p as usize, 1) {
+            return Err(CUresult::CUDA_ERROR_INVALID_VALUE);
+        }
+        // Mapped at the same address in the daemon, on a unified-addressing GPU.
+        // SAFETY: forwarded caller contract.
+        unsafe { out(pdptr, p as u64) }
+    })())
+}
+
+pub(crate) unsafe fn cuMemHostGetFlags(pflags: *mut c_uint, p: *mut c_void) -> CUresult {
+    ret((|| {
+        ready()?;
+        let (_, _, f) = lock(&HOST).find(p as usize, 1).ok_or(CUresult::CUDA_ERROR_INVALID_VALUE)?;
+        // SAFETY: forwarded caller contract.
+        unsafe { out(pflags, f | CU_MEMHOSTALLOC_PORTABLE | CU_MEMHOSTALLOC_DEVICEMAP) }
+    })())
+}
+
+/// What a pointer given to `cuMemcpy` is.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Kind {
+    Device,
+    Pinned,
+    Pageable,
+}
+
+fn kind(p: u64, len: usize) -> Kind {
+    if device_range(p).is_some() {
+        Kind::Device
+    } else if is_pinned(p as usize, len) {
+        Kind::Pinned
+    } else {
+        Kind::Pageable
+    }
+}
+
+/// One copy of `len` bytes on `stream`. `sync` copies return once the data has arrived.
+///
+/// # Safety
+/// Host pointers must be valid for `len` bytes (reads for sources, writes for destinations).
+unsafe fn copy(c: &'static Client, dst: u64, src: u64, len: usize, stream: &'static Stream, sync: bool) -> Result<(), CUresult> {
+    if len == 0 {
+        return Ok(());
+    }
+    let sid = stream.daemon_id()?;
+    let (dk, sk) = (kind(dst, len), kind(src, len));
+    let body = Copy { dst, src, len: len as u64, stream: sid };
+    let send = |op: Op| -> Result<(), CUresult> {
+        submitted(stream);
+        if sync {
+            c.call(op, &body, &[]).map(|_| ())
+        } else {
+            c.post(op, &body, &[])
+        }
+    };
+    match (dk, sk) {
+        (Kind::Device, Kind::Device) => send(Op::CopyDtoD),
+        (Kind::Device, Kind::Pinned) => send(Op::CopyHtoDPinned),
+        (Kind::Pinned, Kind::Device) => send(Op::CopyDtoHPinned),
+        (Kind::Device, Kind::Pageable) => {
+            submitted(stream);
+            // SAFETY: per the contract.
+            let bytes = unsafe { std::slice::from_raw_parts(src as *const u8, len) };
+            c.stage_htod(StagedCopy { device_ptr: dst, stream: sid }, bytes)
+        }
+        (Kind::Pageable, Kind::Device) => {
+            submitted(stream);
+            // SAFETY: per the contract.
+            let bytes = unsafe { std::slice::from_raw_parts_mut(dst as *mut u8, len) };
+            c.stage_dtoh(StagedCopy { device_ptr: src, stream: sid }, bytes)
+        }
+        _ => {
+            // Host to host: the stream's earlier work must be done first, then a plain copy.
+            if sync || dk == Kind::Pinned || sk == Kind::Pinned {
+                c.call(Op::StreamSynchronize, &baton_ipc::protocol::ObjectId { id: sid }, &[])?;
+            }
+            // SAFETY: per the contract; `copy` semantics allow overlap like memmove.
+            unsafe { std::ptr::copy(src as *const u8, dst as *mut u8, len) };
+            Ok(())
+        }
+    }
+}
+
+fn legacy() -> Result<(&'static Client, &'static Stream), CUresult> {
+    let c = ready()?;
+    Ok((c, Stream::legacy(c, current_device()?)?))
+}
+
+pub(crate) unsafe fn cuMemcpyHtoD_v2(dst: CUdeviceptr, src: *const c_void, n: usize) -> CUresult {
+    // SAFETY: forwarded caller contract.
+    ret(legacy().and_then(|(c, s)| unsafe { copy(c, dst, src as u64, n, s, true) }))
+}
+
+pub(crate) unsafe fn cuMemcpyDtoH_v2(dst: *mut c_void, src: CUdeviceptr, n: usize) -> CUresult {
+    // SAFETY: forwarded caller contract.
+    ret(legacy().and_then(|(c, s)| unsafe { copy(c, dst as u64, src, n, s, true) }))
+}
+
+pub(crate) unsafe fn cuMemcpyDtoD_v2(dst: CUdeviceptr, src: CUdeviceptr, n: usize) -> CUresult {
+    // Device-to-device copies are asynchronous with respect to the host, even this form.
+    // SAFETY: no host memory is touched.
+    ret(legacy().and_then(|(c, s)| unsafe { copy(c, dst, src, n, s, false) }))
+}
+
+pub(crate) unsafe fn cuMemcpy(dst: CUdeviceptr, src: CUdeviceptr, n: usize) -> CUresult {
+    ret((|| {
+        let (c, s) = legacy()?;
+        let sync = !(kind(dst, n) == Kind::Device && kind(src, n) == Kind::Device);
+        // SAFETY: forwarded caller contract.
+        unsafe { copy(c, dst, src, n, s, sync) }
+    })())
+}
+
+fn on(stream: CUstream) -> Result<(&'static Client, &'static Stream), CUresult> {
+    let c = ready()?;
+    Ok((c, resolve(c, stream)?))
+}
+
+pub(crate) unsafe fn cuMemcpyHtoDAsync_v2(dst: CUdeviceptr, src: *const c_void, n: usize, stream: CUstream) -> CUresult {
+    // SAFETY: forwarded caller contract.
+    ret(on(stream).and_then(|(c, s)| unsafe { copy(c, dst, src as u64, n, s, false) }))
+}
+
+pub(crate) unsafe fn cuMemcpyDtoHAsync_v2(dst: *mut c_void, src: CUdeviceptr, n: usize, stream: CUstream) -> CUresult {
+    // SAFETY: forwarded caller contract.
+    ret(on(stream).and_then(|(c, s)| unsafe { copy(c, dst as u64, src, n, s, false) }))
+}
+
+pub(crate) unsafe fn cuMemcpyDtoDAsync_v2(dst: CUdeviceptr, src: CUdeviceptr, n: usize, stream: CUstream) -> CUresult {
+    // SAFETY: no host memory is touched.
+    ret(on(stream).and_then(|(c, s)| unsafe { copy(c, dst, src, n, s, false) }))
+}
+
+pub(crate) unsafe fn cuMemcpyAsync(dst: CUdeviceptr, src: CUdeviceptr, n: usize, stream: CUstream) -> CUresult {
+    // SAFETY: forwarded caller contract.
+    ret(on(stream).and_then(|(c, s)| unsafe { copy(c, dst, src, n, s, false) }))
+}
+
+fn memset(dst: u64, pitch: usize, value: u32, elem: u32, width: usize, height: usize, stream: Option<CUstream>) -> Result<(), CUresult> {
+    let (c, s) = match stream {
+        Some(h) => on(h)?,
+        None => legacy()?,
+    };
+    if width == 0 || height == 0 {
+        return Ok(());
+    }
+    let body = Memset { dst, stream: s.daemon_id()?, width: width as u64, height: height as u64, pitch: pitch as u64, value, elem_size: elem };
+    submitted(s);
+    // Memsets of device memory are asynchronous with respect to the host, even the plain forms;
+    // mapped pinned memory is written by the host's view only once the memset is done.
+    if stream.is_none() && kind(dst, width * elem as usize) == Kind::Pinned {
+        return c.call(Op::Memset, &body, &[]).map(|_| ());
+    }
+    c.post(Op::Memset, &body, &[])
+}
+
+pub(crate) unsafe fn cuMemsetD8_v2(dst: CUdeviceptr, v: c_uchar, n: usize) -> CUresult {
+    ret(memset(dst, 0, v as u32, 1, n, 1, None))
+}
+pub(crate) unsafe fn cuMemsetD16_v2(dst: CUdeviceptr, v: c_ushort, n: usize) -> CUresult {
+    ret(memset(dst, 0, v as u32, 2, n, 1, None))
+}
+pub(crate) unsafe fn cuMemsetD32_v2(dst: CUdeviceptr, v: c_uint, n: usize) -> CUresult {
+    ret(memset(dst, 0, v, 4, n, 1, None))
+}
+pub(crate) unsafe fn cuMemsetD8Async(dst: CUdeviceptr, v: c_uchar, n: usize, s: CUstream) -> CUresult {
+    ret(memset(dst, 0, v as u32, 1, n, 1, Some(s)))
+}
+pub(crate) unsafe fn cuMemsetD16Async(dst: CUdeviceptr, v: c_ushort, n: usize, s: CUstream) -> CUresult {
+    ret(memset(dst, 0, v as u32, 2, n, 1, Some(s)))
+}
+pub(crate) unsafe fn cuMemsetD32Async(dst: CUdeviceptr, v: c_uint, n: usize, s: CUstream) -> CUresult {
+    ret(memset(dst, 0, v, 4, n, 1, Some(s)))
+}
+pub(crate) unsafe fn cuMemsetD2D8_v2(dst: CUdeviceptr, pitch: usize, v: c_uchar, w: usize, h: usize) -> CUresult {
+    ret(memset(dst, pitch, v as u32, 1, w, h, None))
+}
+pub(crate) unsafe fn cuMemsetD2D16_v2(dst: CUdeviceptr, pitch: usize, v: c_ushort, w: usize, h: usize) -> CUresult {
+    ret(memset(dst, pitch, v as u32, 2, w, h, None))
+}
+pub(crate) unsafe fn cuMemsetD2D32_v2(dst: CUdeviceptr, pitch: usize, v: c_uint, w: usize, h: usize) -> CUresult {
+    ret(memset(dst, pitch, v, 4, w, h, None))
+}
+pub(crate) unsafe fn cuMemsetD2D8Async(dst: CUdeviceptr, pitch: usize, v: c_uchar, w: usize, h: usize, s: CUstream) -> CUresult {
+    ret(memset(dst, pitch, v as u32, 1, w, h, Some(s)))
+}
+pub(crate) unsafe fn cuMemsetD2D16Async(dst: CUdeviceptr, pitch: usize, v: c_ushort, w: usize, h: usize, s: CUstream) -> CUresult {
+    ret(memset(dst, pitch, v as u32, 2, w, h, Some(s)))
+}
+pub(crate) unsafe fn cuMemsetD2D32Async(dst: CUdeviceptr, pitch: usize, v: c_uint, w: usize, h: usize, s: CUstream) -> CUresult {
+    ret(memset(dst, pitch, v, 4, w, h, Some(s)))
+}

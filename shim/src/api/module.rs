@@ -1,0 +1,281 @@
+//! Modules, libraries, functions and kernels. Images are copied to the daemon, which loads
+//! them into its context and returns each function's attributes and parameter layout; those
+//! are cached here so attribute queries and launches need no round trip.
+
+use super::context::current_device;
+use super::util::{out, ready, ret};
+use crate::client::{lock, Client};
+use crate::objects::{Function, Module};
+use baton_ipc::control::{Request, Response};
+use baton_ipc::protocol::{FunctionInfo, GetSymbol, ImageKind, LoadModule, ObjectId, Op};
+use cuda_abi::*;
+use std::ffi::{c_char, c_int, c_uint, c_void, CStr};
+use std::sync::atomic::Ordering;
+
+/// Sends `image` to the daemon and loads it as `kind` on the current device.
+fn load(c: &'static Client, image: &[u8], kind: ImageKind) -> Result<&'static Module, CUresult> {
+    let device = current_device()?;
+    let blob = match c.control(&Request::AttachBlob { len: image.len() as u64 }, image)?.0 {
+        Response::Blob { id } => id,
+        Response::Error { code, .. } => return Err(CUresult(code)),
+        _ => return Err(CUresult::CUDA_ERROR_UNKNOWN),
+    };
+    let r = c.call(Op::LoadModule, &LoadModule { device, kind: kind as u32, blob }, &[])?;
+    Ok(Module::new(device, r.values[0], kind))
+}
+
+/// # Safety
+/// `image` must point to a complete image (PTX text, cubin, fatbin or fatbin wrapper).
+unsafe fn load_ptr(image: *const c_void, kind: ImageKind) -> Result<&'static Module, CUresult> {
+    let c = ready()?;
+    // SAFETY: per the contract.
+    let p = unsafe { crate::image::unwrap(image as *const u8) };
+    // SAFETY: per the contract.
+    let len = unsafe { crate::image::image_len(p) }.ok_or(CUresult::CUDA_ERROR_INVALID_IMAGE)?;
+    // SAFETY: the image spans `len` readable bytes.
+    load(c, unsafe { std::slice::from_raw_parts(p, len) }, kind)
+}
+
+/// Empties the JIT log buffers a caller passed, since compilation happens in the daemon.
+///
+/// # Safety
+/// `options`/`values` must be arrays of `n` entries as `cuModuleLoadDataEx` documents.
+unsafe fn answer_jit_options(n: c_uint, options: *mut CUjit_option, values: *mut *mut c_void) {
+    if options.is_null() || values.is_null() {
+        return;
+    }
+    for i in 0..n as usize {
+        // SAFETY: i < n entries.
+        let (o, v) = unsafe { (*options.add(i), values.add(i)) };
+        match o {
+            CUjit_option::CU_JIT_INFO_LOG_BUFFER | CUjit_option::CU_JIT_ERROR_LOG_BUFFER => {
+                // SAFETY: the value is the caller's log buffer (possibly null).
+                let buf = unsafe { *v } as *mut u8;
+                if !buf.is_null() {
+                    // SAFETY: a log buffer has room for at least its terminating NUL.
+                    unsafe { buf.write(0) };
+                }
+            }
+            CUjit_option::CU_JIT_INFO_LOG_BUFFER_SIZE_BYTES | CUjit_option::CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES => {
+                // SAFETY: the size option's value slot is in/out: it now says 0 bytes written.
+                unsafe { *v = std::ptr::null_mut() };
+            }
+            _ => {}
+        }
+    }
+}
+
+pub(crate) unsafe fn cuModuleLoadData(module: *mut CUmodule, image: *const c_void) -> CUresult {
+    // SAFETY: forwarded caller contract.
+    ret(unsafe { load_ptr(image, ImageKind::Module) }.and_then(|m| unsafe { out(module, m.handle()) }))
+}
+
+pub(crate) unsafe fn cuModuleLoadDataEx(module: *mut CUmodule, image: *const c_void, n: c_uint, options: *mut CUjit_option, values: *mut *mut c_void) -> CUresult {
+    // SAFETY: forwarded caller contract.
+    unsafe { answer_jit_options(n, options, values) };
+    // SAFETY: forwarded caller contract.
+    unsafe { cuModuleLoadData(module, image) }
+}
+
+pub(crate) unsafe fn cuModuleLoadFatBinary(module: *mut CUmodule, fat: *const c_void) -> CUresult {
+    // SAFETY: forwarded caller contract.
+    unsafe { cuModuleLoadData(module, fat) }
+}
+
+pub(crate) unsafe fn cuModuleLoad(module: *mut CUmodule, fname: *const c_char) -> CUresult {
+    ret((|| {
+        let c = ready()?;
+        if fname.is_null() {
+            return Err(CUresult::CUDA_ERROR_INVALID_VALUE);
+        }
+        // SAFETY: the caller passes a NUL-terminated path.
+        let path = unsafe { CStr::from_ptr(fname) }.to_string_lossy().into_owned();
+        let bytes = std::fs::read(&path).map_err(|_| CUresult::CUDA_ERROR_FILE_NOT_FOUND)?;
+        let m = load(c, &bytes, ImageKind::Module)?;
+        // SAFETY: forwarded caller contract.
+        unsafe { out(module, m.handle()) }
+    })())
+}
+
+fn unload(c: &'static Client, m: &'static Module) -> Result<(), CUresult> {
+    if !m.loaded.swap(false, Ordering::AcqRel) {
+        return Err(CUresult::CUDA_ERROR_INVALID_HANDLE);
+    }
+    c.call(Op::UnloadModule, &ObjectId { id: m.id }, &[]).map(|_| ())
+}
+
+pub(crate) unsafe fn cuModuleUnload(module: CUmodule) -> CUresult {
+    ret(ready().and_then(|c| unload(c, Module::from_handle(module)?)))
+}
+
+/// The function `name` of `m`, asking the daemon the first time.
+///
+/// # Safety
+/// `name` must be null or NUL-terminated.
+unsafe fn function(c: &'static Client, m: &'static Module, name: *const c_char) -> Result<&'static Function, CUresult> {
+    if name.is_null() {
+        return Err(CUresult::CUDA_ERROR_INVALID_VALUE);
+    }
+    if !m.loaded.load(Ordering::Acquire) {
+        return Err(CUresult::CUDA_ERROR_INVALID_HANDLE);
+    }
+    // SAFETY: per the contract.
+    let name = unsafe { CStr::from_ptr(name) };
+    let key = name.to_string_lossy().into_owned();
+    if let Some(f) = lock(&m.functions).get(&key) {
+        return Ok(f);
+    }
+    let r = c.call(Op::GetFunction, &GetSymbol { module: m.id }, name.to_bytes())?;
+    let info = FunctionInfo::decode(&r.payload).ok_or(CUresult::CUDA_ERROR_UNKNOWN)?;
+    let f = Function::new(m, r.values[0], key.clone(), info);
+    Ok(*lock(&m.functions).entry(key).or_insert(f))
+}
+
+pub(crate) unsafe fn cuModuleGetFunction(hfunc: *mut CUfunction, module: CUmodule, name: *const c_char) -> CUresult {
+    ret((|| {
+        let c = ready()?;
+        // SAFETY: forwarded caller contract.
+        let f = unsafe { function(c, Module::from_handle(module)?, name)? };
+        // SAFETY: forwarded caller contract.
+        unsafe { out(hfunc, f.handle()) }
+    })())
+}
+
+/// # Safety
+/// `name` must be null or NUL-terminated.
+unsafe fn global(c: &'static Client, m: &'static Module, name: *const c_char) -> Result<(u64, u64), CUresult> {
+    if name.is_null() {
+        return Err(CUresult::CUDA_ERROR_INVALID_VALUE);
+    }
+    // SAFETY: per the contract.
+    let name = unsafe { CStr::from_ptr(name) };
+    let key = name.to_string_lossy().into_owned();
+    if let Some(g) = lock(&m.globals).get(&key) {
+        return Ok(*g);
+    }
+    let r = c.call(Op::GetGlobal, &GetSymbol { module: m.id }, name.to_bytes())?;
+    let g = (r.values[0], r.values[1]);
+    lock(&m.globals).insert(key, g);
+    crate::api::memory::remember_global(g.0, g.1, m.device);
+    Ok(g)
+}
+
+pub(crate) unsafe fn cuModuleGetGlobal_v2(dptr: *mut CUdeviceptr, bytes: *mut usize, module: CUmodule, name: *const c_char) -> CUresult {
+    ret((|| {
+        let c = ready()?;
+        // SAFETY: forwarded caller contract.
+        let (p, n) = unsafe { global(c, Module::from_handle(module)?, name)? };
+        // SAFETY: both out-pointers are optional.
+        unsafe {
+            if !dptr.is_null() {
+                out(dptr, p)?;
+            }
+            if !bytes.is_null() {
+                out(bytes, n as usize)?;
+            }
+        }
+        Ok(())
+    })())
+}
+
+pub(crate) unsafe fn cuLibraryLoadData(
+    library: *mut CUlibrary,
+    code: *const c_void,
+    jit_options: *mut CUjit_option,
+    jit_values: *mut *mut c_void,
+    n_jit: c_uint,
+    _lib_options: *mut CUlibraryOption,
+    _lib_values: *mut *mut c_void,
+    _n_lib: c_uint,
+) -> CUresult {
+    // SAFETY: forwarded caller contract.
+    unsafe { answer_jit_options(n_jit, jit_options, jit_values) };
+    // SAFETY: forwarded caller contract.
+    ret(unsafe { load_ptr(code, ImageKind::Library) }.and_then(|m| unsafe { out(library, m.handle()) }))
+}
+
+pub(crate) unsafe fn cuLibraryUnload(library: CUlibrary) -> CUresult {
+    ret(ready().and_then(|c| unload(c, Module::from_handle(library)?)))
+}
+
+/// A library's kernel is represented by the same object as its function in the daemon's one
+/// context, so a `CUkernel` may also be passed wherever a `CUfunction` is expected.
+pub(crate) unsafe fn cuLibraryGetKernel(kernel: *mut CUkernel, library: CUlibrary, name: *const c_char) -> CUresult {
+    ret((|| {
+        let c = ready()?;
+        // SAFETY: forwarded caller contract.
+        let f = unsafe { function(c, Module::from_handle(library)?, name)? };
+        // SAFETY: forwarded caller contract.
+        unsafe { out(kernel, f.handle()) }
+    })())
+}
+
+pub(crate) unsafe fn cuKernelGetFunction(func: *mut CUfunction, kernel: CUkernel) -> CUresult {
+    // SAFETY: forwarded caller contract.
+    ret(ready().and_then(|_| Function::from_handle(kernel)).and_then(|f| unsafe { out(func, f.handle()) }))
+}
+
+pub(crate) unsafe fn cuLibraryGetGlobal(dptr: *mut CUdeviceptr, bytes: *mut usize, library: CUlibrary, name: *const c_char) -> CUresult {
+    // SAFETY: same contract; a library is a module object here.
+    unsafe { cuModuleGetGlobal_v2(dptr, bytes, library as CUmodule, name) }
+}
+
+pub(crate) unsafe fn cuFuncGetAttribute(pi: *mut c_int, attrib: CUfunction_attribute, hfunc: CUfunction) -> CUresult {
+    ret((|| {
+        ready()?;
+        let f = Function::from_handle(hfunc)?;
+        let v = f.attr(attrib.0 as usize).ok_or(CUresult::CUDA_ERROR_INVALID_VALUE)?;
+        // SAFETY: forwarded caller contract.
+        unsafe { out(pi, v) }
+    })())
+}
+
+pub(crate) unsafe fn cuFuncSetAttribute(hfunc: CUfunction, attrib: CUfunction_attribute, value: c_int) -> CUresult {
+    ret((|| {
+        let c = ready()?;
+        let f = Function::from_handle(hfunc)?;
+        let body = baton_ipc::protocol::FuncSetAttribute { func: f.id, attr: attrib.0 as i32, value };
+        c.call(Op::FuncSetAttribute, &body, &[])?;
+        if let Some(slot) = lock(&f.info).attrs.get_mut(attrib.0 as usize) {
+            *slot = value;
+        }
+        Ok(())
+    })())
+}
+
+pub(crate) unsafe fn cuKernelGetAttribute(pi: *mut c_int, attrib: CUfunction_attribute, kernel: CUkernel, _dev: CUdevice) -> CUresult {
+    // SAFETY: same contract; kernels and functions are one object.
+    unsafe { cuFuncGetAttribute(pi, attrib, kernel as CUfunction) }
+}
+
+pub(crate) unsafe fn cuKernelSetAttribute(attrib: CUfunction_attribute, value: c_int, kernel: CUkernel, _dev: CUdevice) -> CUresult {
+    // SAFETY: same contract.
+    unsafe { cuFuncSetAttribute(kernel as CUfunction, attrib, value) }
+}
+
+pub(crate) unsafe fn cuFuncGetName(name: *mut *const c_char, hfunc: CUfunction) -> CUresult {
+    ret((|| {
+        ready()?;
+        let f = Function::from_handle(hfunc)?;
+        // Names live as long as the (never freed) function object; keep a C copy beside it.
+        static NAMES: std::sync::Mutex<Vec<(usize, std::ffi::CString)>> = std::sync::Mutex::new(Vec::new());
+        let mut names = lock(&NAMES);
+        let key = f as *const Function as usize;
+        let p = match names.iter().find(|(k, _)| *k == key) {
+            Some((_, s)) => s.as_ptr(),
+            None => {
+                let s = std::ffi::CString::new(f.name.clone()).map_err(|_| CUresult::CUDA_ERROR_UNKNOWN)?;
+                let p = s.as_ptr();
+                names.push((key, s));
+                p
+            }
+        };
+        // SAFETY: forwarded caller contract.
+        unsafe { out(name, p) }
+    })())
+}
+
+pub(crate) unsafe fn cuFuncGetModule(hmod: *mut CUmodule, hfunc: CUfunction) -> CUresult {
+    // SAFETY: forwarded caller contract.
+    ret(ready().and_then(|_| Function::from_handle(hfunc)).and_then(|f| unsafe { out(hmod, f.module.handle()) }))
+}

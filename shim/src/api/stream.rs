@@ -1,0 +1,215 @@
+//! Streams and events. Launches, copies, records and waits are posted to the ring without
+//! waiting; queries are answered from completion words the GPU writes into shared memory.
+
+use super::context::current_device;
+use super::util::{out, ready, ret};
+use crate::client::Client;
+use crate::objects::{Event, Stream};
+use baton_ipc::protocol::{self as p, Op};
+use cuda_abi::*;
+use std::ffi::{c_int, c_uint};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+/// `CU_STREAM_LEGACY` and `CU_STREAM_PER_THREAD` as handle values.
+const STREAM_LEGACY: usize = 1;
+const STREAM_PER_THREAD: usize = 2;
+
+/// The stream object a `CUstream` names. Null, `CU_STREAM_LEGACY` and (for now)
+/// `CU_STREAM_PER_THREAD` name the current device's legacy stream.
+pub(crate) fn resolve(c: &'static Client, h: CUstream) -> Result<&'static Stream, CUresult> {
+    match h as usize {
+        0 | STREAM_LEGACY | STREAM_PER_THREAD => Stream::legacy(c, current_device()?),
+        _ => Stream::from_handle(h),
+    }
+}
+
+/// Counts one more command submitted to `s`.
+pub(crate) fn submitted(s: &Stream) -> u64 {
+    s.submitted.fetch_add(1, Ordering::AcqRel) + 1
+}
+
+pub(crate) unsafe fn cuStreamCreateWithPriority(ph: *mut CUstream, flags: c_uint, priority: c_int) -> CUresult {
+    ret((|| {
+        let c = ready()?;
+        let device = current_device()?;
+        let r = c.call(Op::StreamCreate, &p::StreamCreate { device, flags, priority, _pad: 0 }, &[])?;
+        let s = Stream::new(c, device, r.values[0], flags, priority.clamp(-5, 0))?;
+        // SAFETY: forwarded caller contract.
+        unsafe { out(ph, s.handle()) }
+    })())
+}
+
+pub(crate) unsafe fn cuStreamCreate(ph: *mut CUstream, flags: c_uint) -> CUresult {
+    // SAFETY: same contract, default priority.
+    unsafe { cuStreamCreateWithPriority(ph, flags, 0) }
+}
+
+pub(crate) unsafe fn cuStreamDestroy_v2(h: CUstream) -> CUresult {
+    ret((|| {
+        let c = ready()?;
+        let s = Stream::from_handle(h)?;
+        let id = s.daemon_id()?;
+        c.call(Op::StreamDestroy, &p::ObjectId { id }, &[])?;
+        s.retire(c);
+        Ok(())
+    })())
+}
+
+pub(crate) unsafe fn cuStreamSynchronize(h: CUstream) -> CUresult {
+    ret((|| {
+        let c = ready()?;
+        let s = resolve(c, h)?;
+        c.call(Op::StreamSynchronize, &p::ObjectId { id: s.daemon_id()? }, &[]).map(|_| ())
+    })())
+}
+
+fn query(h: CUstream) -> Result<(), CUresult> {
+    let c = ready()?;
+    let s = resolve(c, h)?;
+    let want = s.submitted.load(Ordering::Acquire);
+    let done = c.region.word(s.word).map_or(0, |w| w.load(Ordering::Acquire));
+    if done >= want {
+        return Ok(());
+    }
+    // Ask the GPU to write the word once the stream gets past everything submitted so far. The
+    // mark is itself a command on the stream, so the value it writes counts it too; one mark
+    // covers every later query until more work is submitted.
+    if s.marked.load(Ordering::Acquire) < want {
+        let seq = submitted(s);
+        c.post(Op::StreamMark, &p::StreamMark { stream: s.daemon_id()?, seq, word: s.word, _pad: 0 }, &[])?;
+        s.marked.fetch_max(seq, Ordering::AcqRel);
+    }
+    Err(CUresult::CUDA_ERROR_NOT_READY)
+}
+
+pub(crate) unsafe fn cuStreamQuery(h: CUstream) -> CUresult {
+    ret(query(h))
+}
+
+pub(crate) unsafe fn cuStreamWaitEvent(h: CUstream, e: CUevent, _flags: c_uint) -> CUresult {
+    ret((|| {
+        let c = ready()?;
+        let s = resolve(c, h)?;
+        let e = Event::from_handle(e)?;
+        if e.recorded.load(Ordering::Acquire) == 0 {
+            // Waiting for an event that was never recorded completes at once.
+            return Ok(());
+        }
+        submitted(s);
+        c.post(Op::StreamWaitEvent, &p::StreamWaitEvent { stream: s.daemon_id()?, event: e.daemon_id()? }, &[])
+    })())
+}
+
+pub(crate) unsafe fn cuStreamGetPriority(h: CUstream, priority: *mut c_int) -> CUresult {
+    // SAFETY: forwarded caller contract.
+    ret(ready().and_then(|c| resolve(c, h)).and_then(|s| unsafe { out(priority, s.priority) }))
+}
+
+pub(crate) unsafe fn cuStreamGetFlags(h: CUstream, flags: *mut c_uint) -> CUresult {
+    // SAFETY: forwarded caller contract.
+    ret(ready().and_then(|c| resolve(c, h)).and_then(|s| unsafe { out(flags, s.flags) }))
+}
+
+pub(crate) unsafe fn cuStreamGetCtx(h: CUstream, pctx: *mut CUcontext) -> CUresult {
+    ret((|| {
+        let c = ready()?;
+        let s = resolve(c, h)?;
+        let (ctx, _) = super::context::primary(c, s.device as CUdevice)?;
+        // SAFETY: forwarded caller contract.
+        unsafe { out(pctx, ctx.handle()) }
+    })())
+}
+
+pub(crate) unsafe fn cuEventCreate(ph: *mut CUevent, flags: c_uint) -> CUresult {
+    ret((|| {
+        let c = ready()?;
+        let device = current_device()?;
+        let r = c.call(Op::EventCreate, &p::EventCreate { device, flags }, &[])?;
+        let e = Event::new(c, device, r.values[0], flags)?;
+        // SAFETY: forwarded caller contract.
+        unsafe { out(ph, e.handle()) }
+    })())
+}
+
+pub(crate) unsafe fn cuEventDestroy_v2(h: CUevent) -> CUresult {
+    ret((|| {
+        let c = ready()?;
+        let e = Event::from_handle(h)?;
+        c.call(Op::EventDestroy, &p::ObjectId { id: e.daemon_id()? }, &[])?;
+        e.retire(c);
+        Ok(())
+    })())
+}
+
+/// Record values come from one process-wide counter, so a word's values only ever grow.
+static RECORDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+pub(crate) unsafe fn cuEventRecord(h: CUevent, stream: CUstream) -> CUresult {
+    ret((|| {
+        let c = ready()?;
+        let e = Event::from_handle(h)?;
+        let s = resolve(c, stream)?;
+        let seq = RECORDS.fetch_add(1, Ordering::Relaxed) + 1;
+        submitted(s);
+        c.post(Op::EventRecord, &p::EventRecord { event: e.daemon_id()?, stream: s.daemon_id()?, seq, word: e.word, _pad: 0 }, &[])?;
+        e.recorded.store(seq, Ordering::Release);
+        Ok(())
+    })())
+}
+
+pub(crate) unsafe fn cuEventRecordWithFlags(h: CUevent, stream: CUstream, _flags: c_uint) -> CUresult {
+    // SAFETY: same contract; the only flag (CU_EVENT_RECORD_EXTERNAL) matters to graphs only.
+    unsafe { cuEventRecord(h, stream) }
+}
+
+pub(crate) unsafe fn cuEventQuery(h: CUevent) -> CUresult {
+    ret((|| {
+        let c = ready()?;
+        let e = Event::from_handle(h)?;
+        e.daemon_id()?;
+        if e.complete(c) {
+            Ok(())
+        } else {
+            Err(CUresult::CUDA_ERROR_NOT_READY)
+        }
+    })())
+}
+
+pub(crate) unsafe fn cuEventSynchronize(h: CUevent) -> CUresult {
+    ret((|| {
+        let c = ready()?;
+        let e = Event::from_handle(h)?;
+        let id = e.daemon_id()?;
+        // The record is usually reached within microseconds: watch the word first.
+        let until = Instant::now() + Duration::from_micros(50);
+        while Instant::now() < until {
+            if e.complete(c) {
+                return Ok(());
+            }
+            std::hint::spin_loop();
+        }
+        c.call(Op::EventSynchronize, &p::ObjectId { id }, &[]).map(|_| ())
+    })())
+}
+
+pub(crate) unsafe fn cuEventElapsedTime_v2(ms: *mut f32, start: CUevent, end: CUevent) -> CUresult {
+    ret((|| {
+        let c = ready()?;
+        let (a, b) = (Event::from_handle(start)?, Event::from_handle(end)?);
+        if a.recorded.load(Ordering::Acquire) == 0 || b.recorded.load(Ordering::Acquire) == 0 {
+            return Err(CUresult::CUDA_ERROR_INVALID_HANDLE);
+        }
+        if !a.complete(c) || !b.complete(c) {
+            return Err(CUresult::CUDA_ERROR_NOT_READY);
+        }
+        let r = c.call(Op::EventElapsedTime, &p::EventPair { start: a.daemon_id()?, end: b.daemon_id()? }, &[])?;
+        // SAFETY: forwarded caller contract.
+        unsafe { out(ms, f32::from_bits(r.values[0] as u32)) }
+    })())
+}
+
+pub(crate) unsafe fn cuEventElapsedTime(ms: *mut f32, start: CUevent, end: CUevent) -> CUresult {
+    // SAFETY: same contract.
+    unsafe { cuEventElapsedTime_v2(ms, start, end) }
+}

@@ -1,0 +1,21 @@
+//! The boundary between C callers and the shim's Rust code.
+
+use cuda_abi::CUresult;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+/// Runs one driver entry point; a panic becomes `CUDA_ERROR_UNKNOWN` instead of unwinding into C.
+pub(crate) fn guard(name: &'static str, f: impl FnOnce() -> CUresult) -> CUresult {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(_) => {
+            crate::log::once(name, "panicked inside the shim");
+            CUresult::CUDA_ERROR_UNKNOWN
+        }
+    }
+}
+
+/// The answer of every entry point Baton does not implement yet.
+pub(crate) fn not_supported(name: &'static str) -> CUresult {
+    crate::log::once(name, "is not supported by Baton yet");
+    CUresult::CUDA_ERROR_NOT_SUPPORTED
+}

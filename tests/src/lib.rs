@@ -1,0 +1,1 @@
+//! Shared helpers for Baton's end-to-end tests.
