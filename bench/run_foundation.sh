@@ -105,6 +105,11 @@ run_mode() {
     finish_mode "$mode" "$rc" "$(($(date +%s) - start))"
 }
 
+# One untimed pass first: the first process after a build runs measurably
+# slower (pageable copies by up to ~30%), which would bias the native column.
+say "== warm-up (results discarded)"
+run_mode warmup natively "$(timeout_for "$MODE_TIMEOUT")"
+
 say "== native"
 run_mode native natively "$(timeout_for "$MODE_TIMEOUT")"
 

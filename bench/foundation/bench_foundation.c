@@ -130,9 +130,9 @@ static void bench_copies(void)
         const char *label;
         int warm, reps;
     } sizes[] = {
-        {4096, "4KiB", 50, 2000},
-        {1u << 20, "1MiB", 10, 200},
-        {256u << 20, "256MiB", 2, 10},
+        {4096, "4KiB", 100, 2000},
+        {1u << 20, "1MiB", 20, 500},
+        {256u << 20, "256MiB", 5, 20},
     };
     const size_t max_bytes = 256u << 20;
     void *pageable = malloc(max_bytes), *pinned = NULL;

@@ -40,10 +40,12 @@ fn beside_exe(name: &str) -> Result<PathBuf, String> {
     Err(format!("{name} not found beside {} (install Baton's files together)", exe.display()))
 }
 
+/// The shim: `$BATON_SHIM`, else `libcuda.so.1` beside `baton` (an installed tree), else
+/// `libcuda.so` (the name cargo gives the build output; its SONAME is still `libcuda.so.1`).
 fn shim_path() -> Result<PathBuf, String> {
     match std::env::var_os("BATON_SHIM").filter(|v| !v.is_empty()) {
         Some(p) => Ok(p.into()),
-        None => beside_exe("libcuda.so.1"),
+        None => beside_exe("libcuda.so.1").or_else(|e| beside_exe("libcuda.so").map_err(|_| e)),
     }
 }
 

@@ -18,6 +18,9 @@ fn model<F: Fn() + Sync + Send + 'static>(f: F) {
     if b.preemption_bound.is_none() {
         b.preemption_bound = Some(2);
     }
+    if let Ok(n) = std::env::var("LOOM_MAX_BRANCHES") {
+        b.max_branches = n.parse().unwrap();
+    }
     b.check(f);
 }
 

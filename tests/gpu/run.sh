@@ -20,6 +20,15 @@
 #     (NVIDIA's driver-API samples come in this way: their sources and the
 #     recipe that builds them stay in the ignored .carry folder, never in
 #     the repository.) Without build.sh the samples row is "skip".
+#     .carry/samples as prepared from NVIDIA/cuda-samples (commit c94ff366):
+#       build.sh, SOURCE.txt, LICENSE
+#       Common/{helper_cuda_drvapi.h,helper_functions.h,helper_string.h,
+#               helper_image.h,helper_timer.h,exception.h,drvapi_error_string.h}
+#       vectorAddDrv/{vectorAddDrv.cpp,vectorAdd_kernel.cu}
+#       matrixMulDrv/{matrixMulDrv.cpp,matrixMul.h,matrixMul_kernel.cu}
+#       deviceQueryDrv/deviceQueryDrv.cpp
+#     (Common/ from the repository's Common/, the others from
+#     Samples/0_Introduction/<name>/ and Samples/1_Utilities/deviceQueryDrv/.)
 #
 # Other environment:
 #   BATON_COMMIT        commit recorded in results-meta.json when git has none

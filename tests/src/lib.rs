@@ -1,1 +1,181 @@
-//! Shared helpers for Baton's end-to-end tests.
+//! Shared helpers for Baton's end-to-end tests: the driver API as the shim exports it (this
+//! crate links the shim, so its `cu*` symbols are this binary's), and daemons on the simulated
+//! executor, in-process or as the real `batond` binary.
+
+// Link the shim: its exported driver entry points become this binary's.
+extern crate cuda as _;
+
+pub use cuda_abi::*;
+use std::ffi::{c_char, c_int, c_uint, c_void};
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+#[allow(non_snake_case)]
+extern "C" {
+    pub fn cuInit(flags: c_uint) -> CUresult;
+    pub fn cuDriverGetVersion(v: *mut c_int) -> CUresult;
+    pub fn cuDeviceGetCount(n: *mut c_int) -> CUresult;
+    pub fn cuDeviceGet(d: *mut CUdevice, ordinal: c_int) -> CUresult;
+    pub fn cuDeviceGetName(name: *mut c_char, len: c_int, d: CUdevice) -> CUresult;
+    pub fn cuDeviceGetAttribute(v: *mut c_int, a: CUdevice_attribute, d: CUdevice) -> CUresult;
+    pub fn cuDevicePrimaryCtxRetain(ctx: *mut CUcontext, d: CUdevice) -> CUresult;
+    pub fn cuCtxSetCurrent(ctx: CUcontext) -> CUresult;
+    pub fn cuCtxSynchronize() -> CUresult;
+    pub fn cuModuleLoadData(m: *mut CUmodule, image: *const c_void) -> CUresult;
+    pub fn cuModuleGetFunction(f: *mut CUfunction, m: CUmodule, name: *const c_char) -> CUresult;
+    pub fn cuModuleUnload(m: CUmodule) -> CUresult;
+    pub fn cuFuncGetAttribute(v: *mut c_int, a: CUfunction_attribute, f: CUfunction) -> CUresult;
+    pub fn cuMemAlloc_v2(p: *mut CUdeviceptr, n: usize) -> CUresult;
+    pub fn cuMemFree_v2(p: CUdeviceptr) -> CUresult;
+    pub fn cuMemGetInfo_v2(free: *mut usize, total: *mut usize) -> CUresult;
+    pub fn cuMemGetAddressRange_v2(base: *mut CUdeviceptr, size: *mut usize, p: CUdeviceptr) -> CUresult;
+    pub fn cuMemHostAlloc(p: *mut *mut c_void, n: usize, flags: c_uint) -> CUresult;
+    pub fn cuMemFreeHost(p: *mut c_void) -> CUresult;
+    pub fn cuMemHostGetDevicePointer_v2(d: *mut CUdeviceptr, p: *mut c_void, flags: c_uint) -> CUresult;
+    pub fn cuMemcpyHtoD_v2(d: CUdeviceptr, s: *const c_void, n: usize) -> CUresult;
+    pub fn cuMemcpyDtoH_v2(d: *mut c_void, s: CUdeviceptr, n: usize) -> CUresult;
+    pub fn cuMemcpyDtoD_v2(d: CUdeviceptr, s: CUdeviceptr, n: usize) -> CUresult;
+    pub fn cuMemcpyHtoDAsync_v2(d: CUdeviceptr, s: *const c_void, n: usize, st: CUstream) -> CUresult;
+    pub fn cuMemcpyDtoHAsync_v2(d: *mut c_void, s: CUdeviceptr, n: usize, st: CUstream) -> CUresult;
+    pub fn cuMemcpy(d: CUdeviceptr, s: CUdeviceptr, n: usize) -> CUresult;
+    pub fn cuMemsetD32_v2(d: CUdeviceptr, v: c_uint, n: usize) -> CUresult;
+    pub fn cuMemsetD8Async(d: CUdeviceptr, v: u8, n: usize, st: CUstream) -> CUresult;
+    pub fn cuStreamCreate(s: *mut CUstream, flags: c_uint) -> CUresult;
+    pub fn cuStreamDestroy_v2(s: CUstream) -> CUresult;
+    pub fn cuStreamSynchronize(s: CUstream) -> CUresult;
+    pub fn cuStreamQuery(s: CUstream) -> CUresult;
+    pub fn cuStreamWaitEvent(s: CUstream, e: CUevent, flags: c_uint) -> CUresult;
+    pub fn cuEventCreate(e: *mut CUevent, flags: c_uint) -> CUresult;
+    pub fn cuEventDestroy_v2(e: CUevent) -> CUresult;
+    pub fn cuEventRecord(e: CUevent, s: CUstream) -> CUresult;
+    pub fn cuEventQuery(e: CUevent) -> CUresult;
+    pub fn cuEventSynchronize(e: CUevent) -> CUresult;
+    pub fn cuEventElapsedTime_v2(ms: *mut f32, a: CUevent, b: CUevent) -> CUresult;
+    pub fn cuLaunchKernel(
+        f: CUfunction,
+        gx: c_uint,
+        gy: c_uint,
+        gz: c_uint,
+        bx: c_uint,
+        by: c_uint,
+        bz: c_uint,
+        shared: c_uint,
+        s: CUstream,
+        params: *mut *mut c_void,
+        extra: *mut *mut c_void,
+    ) -> CUresult;
+    pub fn cuLaunchKernelEx(cfg: *const CUlaunchConfig, f: CUfunction, params: *mut *mut c_void, extra: *mut *mut c_void) -> CUresult;
+    pub fn cuGetErrorName(e: CUresult, s: *mut *const c_char) -> CUresult;
+    pub fn cuGetErrorString(e: CUresult, s: *mut *const c_char) -> CUresult;
+    pub fn cuGraphCreate(g: *mut CUgraph, flags: c_uint) -> CUresult;
+}
+
+/// Panics with the call and its error name unless `r` is `CUDA_SUCCESS`.
+#[track_caller]
+pub fn check(r: CUresult, what: &str) {
+    if r != CUresult::CUDA_SUCCESS {
+        let name = r.name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        panic!("{what} failed: {} ({name})", r.0);
+    }
+}
+
+/// Runs `$call` and panics with its text unless it succeeds.
+#[macro_export]
+macro_rules! cu {
+    ($call:expr) => {
+        $crate::check(
+            // SAFETY: the test passes arguments as the driver API documents them.
+            unsafe { $call },
+            stringify!($call),
+        )
+    };
+}
+
+/// The simulated executor's module image with the test kernels.
+pub const SIM_IMAGE: &[u8] = b"//baton-sim\nkernel vecAdd 8 8 8 4\nkernel fill 8 4 4\nkernel empty\nkernel fault\n\0";
+
+/// A daemon on the simulated executor running inside this test process, started once, and
+/// `BATON_SOCKET` pointing clients (this process's shim) at it.
+pub fn in_process_daemon() -> PathBuf {
+    static SOCKET: OnceLock<PathBuf> = OnceLock::new();
+    SOCKET
+        .get_or_init(|| {
+            let dir = std::env::temp_dir().join(format!("baton-e2e-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let path = dir.join("baton.sock");
+            let _ = std::fs::remove_file(&path);
+            let arena = baton_daemon::host_memory::HostArena::reserve().expect("reserve");
+            let exec = std::sync::Arc::new(baton_daemon::executor::sim::SimExecutor::new());
+            let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+            let daemon = baton_daemon::server::Daemon::new(exec, arena);
+            std::thread::spawn(move || daemon.serve(listener));
+            std::env::set_var(baton_ipc::control::SOCKET_ENV, &path);
+            path
+        })
+        .clone()
+}
+
+/// Initialises the driver against the in-process daemon and makes device 0's primary context
+/// current on the calling thread.
+pub fn init_thread() {
+    in_process_daemon();
+    cu!(cuInit(0));
+    let mut ctx = std::ptr::null_mut();
+    cu!(cuDevicePrimaryCtxRetain(&mut ctx, 0));
+    cu!(cuCtxSetCurrent(ctx));
+}
+
+/// A built binary of this workspace (`batond`, `baton`) next to the test executable's folder.
+pub fn workspace_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap();
+    let p = dir.join(name);
+    assert!(p.exists(), "{} not built: run `cargo build --workspace` first", p.display());
+    p
+}
+
+/// Loads the simulator's test kernels: (module, vecAdd, fill, empty).
+pub fn load_kernels() -> (CUmodule, CUfunction, CUfunction, CUfunction) {
+    let mut m = std::ptr::null_mut();
+    cu!(cuModuleLoadData(&mut m, SIM_IMAGE.as_ptr() as *const std::ffi::c_void));
+    let (mut add, mut fill, mut empty) = (std::ptr::null_mut(), std::ptr::null_mut(), std::ptr::null_mut());
+    cu!(cuModuleGetFunction(&mut add, m, c"vecAdd".as_ptr()));
+    cu!(cuModuleGetFunction(&mut fill, m, c"fill".as_ptr()));
+    cu!(cuModuleGetFunction(&mut empty, m, c"empty".as_ptr()));
+    (m, add, fill, empty)
+}
+
+/// `n` deterministic, non-zero floats.
+pub fn floats(n: usize, seed: u32) -> Vec<f32> {
+    let mut x = seed.wrapping_mul(2654435761) | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            (x % 10_000) as f32 / 7.0 + 1.0
+        })
+        .collect()
+}
+
+/// Launches vecAdd over `n` elements.
+///
+/// # Safety
+/// `f` must be vecAdd and the buffers `n` floats long.
+pub unsafe fn launch_vec_add(f: CUfunction, a: CUdeviceptr, b: CUdeviceptr, c: CUdeviceptr, n: i32, s: CUstream) -> CUresult {
+    let (mut a, mut b, mut c, mut n) = (a, b, c, n);
+    let mut params = [&mut a as *mut _ as *mut std::ffi::c_void, &mut b as *mut _ as *mut std::ffi::c_void, &mut c as *mut _ as *mut std::ffi::c_void, &mut n as *mut _ as *mut std::ffi::c_void];
+    let blocks = (n as u32).div_ceil(256);
+    // SAFETY: the parameters match vecAdd's four arguments.
+    unsafe { cuLaunchKernel(f, blocks, 1, 1, 256, 1, 1, 0, s, params.as_mut_ptr(), std::ptr::null_mut()) }
+}
+
+
+/// In a child process: initialise against the daemon named by `BATON_SOCKET` and make device
+/// 0's primary context current.
+pub fn init_client() {
+    cu!(cuInit(0));
+    let mut ctx = std::ptr::null_mut();
+    cu!(cuDevicePrimaryCtxRetain(&mut ctx, 0));
+    cu!(cuCtxSetCurrent(ctx));
+}

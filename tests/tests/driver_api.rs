@@ -1,0 +1,154 @@
+//! The driver API through the shim, the ring and the daemon, on the simulated executor.
+
+use baton_tests::*;
+use std::ffi::{c_void, CStr};
+use std::ptr::null_mut;
+
+#[test]
+fn device_queries_are_answered() {
+    init_thread();
+    let mut n = 0;
+    cu!(cuDeviceGetCount(&mut n));
+    assert_eq!(n, 1);
+    let mut name = [0 as std::ffi::c_char; 64];
+    cu!(cuDeviceGetName(name.as_mut_ptr(), 64, 0));
+    // SAFETY: NUL-terminated by the shim.
+    assert_eq!(unsafe { CStr::from_ptr(name.as_ptr()) }.to_str().unwrap(), "Baton Simulated GPU");
+    let mut warp = 0;
+    cu!(cuDeviceGetAttribute(&mut warp, CUdevice_attribute::CU_DEVICE_ATTRIBUTE_WARP_SIZE, 0));
+    assert_eq!(warp, 32);
+    let mut v = 0;
+    cu!(cuDriverGetVersion(&mut v));
+    assert_eq!(v, 13000);
+    let mut d = 0;
+    // SAFETY: plain call with an out-pointer.
+    assert_eq!(unsafe { cuDeviceGet(&mut d, 7) }, CUresult::CUDA_ERROR_INVALID_DEVICE);
+    let mut s = std::ptr::null();
+    cu!(cuGetErrorString(CUresult::CUDA_ERROR_OUT_OF_MEMORY, &mut s));
+    // SAFETY: static string from the shim.
+    assert_eq!(unsafe { CStr::from_ptr(s) }, c"out of memory");
+    cu!(cuGetErrorName(CUresult::CUDA_ERROR_INVALID_VALUE, &mut s));
+    // SAFETY: static string from the shim.
+    assert_eq!(unsafe { CStr::from_ptr(s) }, c"CUDA_ERROR_INVALID_VALUE");
+}
+
+#[test]
+fn unimplemented_entry_points_say_not_supported() {
+    init_thread();
+    let mut g = null_mut();
+    // SAFETY: out-pointer to a local.
+    assert_eq!(unsafe { cuGraphCreate(&mut g, 0) }, CUresult::CUDA_ERROR_NOT_SUPPORTED);
+}
+
+#[test]
+fn vec_add_with_pageable_copies_larger_than_the_staging_area() {
+    init_thread();
+    let (m, add, _, _) = load_kernels();
+    // 6 Mi floats = 24 MiB per buffer: more than the 4 x 4 MiB staging chunks.
+    let n = 6 << 20;
+    let (x, y) = (floats(n, 1), floats(n, 2));
+    let [a, b, c] = [0; 3].map(|_| {
+        let mut p = 0;
+        cu!(cuMemAlloc_v2(&mut p, n * 4));
+        p
+    });
+    cu!(cuMemcpyHtoD_v2(a, x.as_ptr() as *const c_void, n * 4));
+    cu!(cuMemcpyHtoD_v2(b, y.as_ptr() as *const c_void, n * 4));
+    cu!(launch_vec_add(add, a, b, c, n as i32, null_mut()));
+    let mut out = vec![f32::NAN; n];
+    cu!(cuMemcpyDtoH_v2(out.as_mut_ptr() as *mut c_void, c, n * 4));
+    for i in 0..n {
+        assert_eq!(out[i], x[i] + y[i], "element {i}");
+    }
+    let (mut base, mut size) = (0, 0);
+    cu!(cuMemGetAddressRange_v2(&mut base, &mut size, c + 100));
+    assert_eq!((base, size), (c, n * 4));
+    for p in [a, b, c] {
+        cu!(cuMemFree_v2(p));
+    }
+    // SAFETY: plain call.
+    assert_eq!(unsafe { cuMemFree_v2(a) }, CUresult::CUDA_ERROR_INVALID_VALUE, "double free is refused");
+    cu!(cuModuleUnload(m));
+}
+
+#[test]
+fn launch_errors_surface_at_the_next_synchronisation() {
+    init_thread();
+    let mut m = null_mut();
+    cu!(cuModuleLoadData(&mut m, SIM_IMAGE.as_ptr() as *const c_void));
+    let mut fault = null_mut();
+    cu!(cuModuleGetFunction(&mut fault, m, c"fault".as_ptr()));
+    let mut s = null_mut();
+    cu!(cuStreamCreate(&mut s, 1));
+    cu!(cuLaunchKernel(fault, 1, 1, 1, 1, 1, 1, 0, s, null_mut(), null_mut()));
+    // SAFETY: valid stream.
+    assert_eq!(unsafe { cuStreamSynchronize(s) }, CUresult::CUDA_ERROR_ILLEGAL_ADDRESS);
+    // Invalid geometry is refused at once, without a round trip.
+    // SAFETY: valid function, no parameters.
+    assert_eq!(unsafe { cuLaunchKernel(fault, 0, 1, 1, 1, 1, 1, 0, s, null_mut(), null_mut()) }, CUresult::CUDA_ERROR_INVALID_VALUE);
+    cu!(cuStreamDestroy_v2(s));
+    let mut missing = null_mut();
+    // SAFETY: valid module, NUL-terminated name.
+    assert_eq!(unsafe { cuModuleGetFunction(&mut missing, m, c"nope".as_ptr()) }, CUresult::CUDA_ERROR_NOT_FOUND);
+}
+
+#[test]
+fn eight_threads_launch_at_once() {
+    init_thread();
+    let (_m, add, _, _) = load_kernels();
+    let add = add as usize;
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            std::thread::spawn(move || {
+                init_thread();
+                let n = 1000 + t * 17;
+                let mut s = null_mut();
+                cu!(cuStreamCreate(&mut s, 1));
+                let (x, y) = (floats(n, 10 + t as u32), floats(n, 20 + t as u32));
+                let [a, b, c] = [0; 3].map(|_| {
+                    let mut p = 0;
+                    cu!(cuMemAlloc_v2(&mut p, n * 4));
+                    p
+                });
+                cu!(cuMemcpyHtoD_v2(a, x.as_ptr() as *const c_void, n * 4));
+                cu!(cuMemcpyHtoD_v2(b, y.as_ptr() as *const c_void, n * 4));
+                for _ in 0..500 {
+                    cu!(launch_vec_add(add as CUfunction, a, b, c, n as i32, s));
+                }
+                cu!(cuStreamSynchronize(s));
+                let mut out = vec![0f32; n];
+                cu!(cuMemcpyDtoH_v2(out.as_mut_ptr() as *mut c_void, c, n * 4));
+                assert!(out.iter().zip(x.iter().zip(&y)).all(|(o, (a, b))| *o == a + b));
+                cu!(cuStreamDestroy_v2(s));
+                for p in [a, b, c] {
+                    cu!(cuMemFree_v2(p));
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+}
+
+#[test]
+fn launch_ex_and_extra_params() {
+    init_thread();
+    let (_m, _, fill, _) = load_kernels();
+    let n = 300usize;
+    let mut d = 0;
+    cu!(cuMemAlloc_v2(&mut d, n * 4));
+    // The `extra` form: a packed buffer laid out as the function's parameters.
+    let mut buf = [0u8; 16];
+    buf[0..8].copy_from_slice(&d.to_le_bytes());
+    buf[8..12].copy_from_slice(&7u32.to_le_bytes());
+    buf[12..16].copy_from_slice(&(n as i32).to_le_bytes());
+    let mut size = buf.len();
+    let mut extra = [1usize as *mut c_void, buf.as_mut_ptr() as *mut c_void, 2usize as *mut c_void, &mut size as *mut usize as *mut c_void, null_mut()];
+    let cfg = CUlaunchConfig { gridDimX: 2, gridDimY: 1, gridDimZ: 1, blockDimX: 256, blockDimY: 1, blockDimZ: 1, ..Default::default() };
+    cu!(cuLaunchKernelEx(&cfg, fill, null_mut(), extra.as_mut_ptr()));
+    let mut out = vec![0u32; n];
+    cu!(cuMemcpyDtoH_v2(out.as_mut_ptr() as *mut c_void, d, n * 4));
+    assert!(out.iter().all(|&w| w == 7));
+    cu!(cuMemFree_v2(d));
+}

@@ -1,0 +1,404 @@
+//! Whole-process behaviour: the real `batond` (simulated executor) with clients in child
+//! processes, which re-run this test binary with one `#[ignore]`d client function selected.
+
+use baton_ipc::control::{self, Request, Response, StatusReport};
+use baton_tests::*;
+use std::ffi::c_void;
+use std::io::{BufRead, BufReader};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::ptr::null_mut;
+use std::time::{Duration, Instant};
+
+struct Daemon {
+    child: Child,
+    socket: PathBuf,
+    _dir: TempDir,
+}
+
+struct TempDir(PathBuf);
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        let d = std::env::temp_dir().join(format!("baton-{tag}-{}-{:?}", std::process::id(), Instant::now()));
+        let d = PathBuf::from(d.to_string_lossy().replace(['{', '}', ' ', ':', ','], ""));
+        std::fs::create_dir_all(&d).unwrap();
+        TempDir(d)
+    }
+}
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl Daemon {
+    fn start(tag: &str) -> Daemon {
+        let dir = TempDir::new(tag);
+        let socket = dir.0.join("baton.sock");
+        let child = Command::new(workspace_bin("batond"))
+            .args(["--executor", "sim", "--socket"])
+            .arg(&socket)
+            .env_remove("LD_PRELOAD")
+            .env_remove("LD_LIBRARY_PATH")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while UnixStream::connect(&socket).is_err() {
+            assert!(Instant::now() < deadline, "daemon did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Daemon { child, socket, _dir: dir }
+    }
+
+    fn status(&self) -> StatusReport {
+        let c = UnixStream::connect(&self.socket).unwrap();
+        control::send(&c, &Request::Status, &[]).unwrap();
+        match control::recv::<Response>(&c).unwrap().0 {
+            Response::Status(r) => r,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    /// Waits until `pred` holds for the daemon's status.
+    fn wait_status(&self, what: &str, pred: impl Fn(&StatusReport) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let s = self.status();
+            if pred(&s) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for: {what}; status {s:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts this test binary as a child running only the ignored test `name`.
+fn client(name: &str, socket: &Path) -> Command {
+    let mut c = Command::new(std::env::current_exe().unwrap());
+    c.args(["--exact", name, "--ignored", "--nocapture", "--test-threads=1"]).env(control::SOCKET_ENV, socket).env("BATON_CHILD", "1");
+    c
+}
+
+fn run_client(name: &str, socket: &Path) {
+    let out = client(name, socket).output().unwrap();
+    assert!(out.status.success(), "client {name} failed:\n{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+}
+
+/// Reads a child's output until it says READY.
+fn wait_ready(out: &mut impl BufRead) {
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        assert!(out.read_line(&mut line).unwrap() > 0, "child exited before READY: {seen}");
+        if line.contains("READY") {
+            return;
+        }
+        seen.push_str(&line);
+    }
+}
+
+fn is_child() -> bool {
+    std::env::var_os("BATON_CHILD").is_some()
+}
+
+#[test]
+fn pinned_memory_across_processes() {
+    let d = Daemon::start("pinned");
+    run_client("client_pinned", &d.socket);
+    d.wait_status("the client's session to end", |s| s.clients.is_empty());
+}
+
+#[test]
+#[ignore = "run in a child process"]
+fn client_pinned() {
+    if !is_child() {
+        return;
+    }
+    init_client();
+    let (_m, add, fill, _) = load_kernels();
+    let n = 4096usize;
+    let mut host: *mut c_void = null_mut();
+    cu!(cuMemHostAlloc(&mut host, n * 4 * 3, 2 /* DEVICEMAP */));
+    // SAFETY: the allocation holds 3n floats.
+    let h = unsafe { std::slice::from_raw_parts_mut(host as *mut f32, 3 * n) };
+    let (x, y) = (floats(n, 3), floats(n, 4));
+    h[..n].copy_from_slice(&x);
+    h[n..2 * n].copy_from_slice(&y);
+    h[2 * n..].fill(f32::NAN);
+    let [a, b, c] = [0; 3].map(|_| {
+        let mut p = 0;
+        cu!(cuMemAlloc_v2(&mut p, n * 4));
+        p
+    });
+    let (mut s1, mut s2) = (null_mut(), null_mut());
+    cu!(cuStreamCreate(&mut s1, 1));
+    cu!(cuStreamCreate(&mut s2, 1));
+    let (mut e0, mut e1) = (null_mut(), null_mut());
+    cu!(cuEventCreate(&mut e0, 0));
+    cu!(cuEventCreate(&mut e1, 0));
+    // SAFETY: never recorded.
+    assert_eq!(unsafe { cuEventQuery(e1) }, CUresult::CUDA_SUCCESS, "an event never recorded is complete");
+    cu!(cuEventRecord(e0, s1));
+    cu!(cuMemcpyHtoDAsync_v2(a, host, n * 4, s1));
+    // SAFETY: pointer arithmetic inside the allocation.
+    cu!(cuMemcpyHtoDAsync_v2(b, (host as *mut f32).add(n) as *const c_void, n * 4, s1));
+    cu!(launch_vec_add(add, a, b, c, n as i32, s1));
+    cu!(cuEventRecord(e1, s1));
+    cu!(cuStreamWaitEvent(s2, e1, 0));
+    // SAFETY: as above.
+    cu!(cuMemcpyDtoHAsync_v2((host as *mut f32).add(2 * n) as *mut c_void, c, n * 4, s2));
+    cu!(cuStreamSynchronize(s2));
+    for i in 0..n {
+        assert_eq!(h[2 * n + i], x[i] + y[i]);
+    }
+    cu!(cuEventSynchronize(e1));
+    cu!(cuEventQuery(e1));
+    let mut ms = -1.0f32;
+    cu!(cuEventElapsedTime_v2(&mut ms, e0, e1));
+    assert!(ms >= 0.0);
+    // A stream whose work is done reports ready after at most a few queries.
+    let mut tries = 0;
+    loop {
+        // SAFETY: valid stream.
+        match unsafe { cuStreamQuery(s1) } {
+            CUresult::CUDA_SUCCESS => break,
+            CUresult::CUDA_ERROR_NOT_READY if tries < 1000 => tries += 1,
+            other => panic!("cuStreamQuery: {}", other.0),
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+
+    // Kernels write mapped pinned memory through its device pointer.
+    let mut dp = 0;
+    cu!(cuMemHostGetDevicePointer_v2(&mut dp, host, 0));
+    let (mut p, mut v, mut cnt) = (dp, 0xC0FFEEu32, n as i32);
+    let mut params = [&mut p as *mut _ as *mut c_void, &mut v as *mut _ as *mut c_void, &mut cnt as *mut _ as *mut c_void];
+    cu!(cuLaunchKernel(fill, 16, 1, 1, 256, 1, 1, 0, s1, params.as_mut_ptr(), null_mut()));
+    cu!(cuStreamSynchronize(s1));
+    // SAFETY: the allocation starts with n u32s.
+    assert!(unsafe { std::slice::from_raw_parts(host as *const u32, n) }.iter().all(|&w| w == 0xC0FFEE));
+
+    // Memsets and device-to-device copies.
+    cu!(cuMemsetD32_v2(a, 0x01020304, n));
+    cu!(cuMemsetD8Async(b, 0xAB, 10, s2));
+    cu!(cuMemcpyDtoD_v2(c, a, n * 4));
+    let mut back = vec![0u32; n];
+    cu!(cuMemcpyDtoH_v2(back.as_mut_ptr() as *mut c_void, c, n * 4));
+    assert!(back.iter().all(|&w| w == 0x01020304));
+    let mut bytes = [0u8; 12];
+    cu!(cuStreamSynchronize(s2));
+    cu!(cuMemcpyDtoH_v2(bytes.as_mut_ptr() as *mut c_void, b, 12));
+    assert_eq!(&bytes[..10], &[0xAB; 10]);
+    assert_ne!(&bytes[10..], &[0xAB; 2]);
+    // Unified copies tell pinned, pageable and device memory apart.
+    let mut page = vec![0u32; n];
+    cu!(cuMemcpy(page.as_mut_ptr() as u64, c, n * 4));
+    assert!(page.iter().all(|&w| w == 0x01020304));
+
+    for s in [s1, s2] {
+        cu!(cuStreamDestroy_v2(s));
+    }
+    for e in [e0, e1] {
+        cu!(cuEventDestroy_v2(e));
+    }
+    for d in [a, b, c] {
+        cu!(cuMemFree_v2(d));
+    }
+    cu!(cuMemFreeHost(host));
+    // SAFETY: already freed.
+    assert_eq!(unsafe { cuMemFreeHost(host) }, CUresult::CUDA_ERROR_INVALID_VALUE);
+}
+
+#[test]
+fn killed_client_has_everything_freed() {
+    let d = Daemon::start("kill");
+    let mut child = client("client_hold_memory", &d.socket).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    wait_ready(&mut BufReader::new(child.stdout.take().unwrap()));
+    d.wait_status("the client to hold memory", |s| s.clients.len() == 1 && s.clients[0].memory_bytes >= 64 << 20);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    d.wait_status("the killed client's session to be freed", |s| s.clients.is_empty());
+    // The daemon goes on serving new clients.
+    run_client("client_smoke", &d.socket);
+}
+
+#[test]
+#[ignore = "run in a child process"]
+fn client_hold_memory() {
+    if !is_child() {
+        return;
+    }
+    init_client();
+    let (_m, _, fill, _) = load_kernels();
+    let mut p = 0;
+    cu!(cuMemAlloc_v2(&mut p, 64 << 20));
+    let mut host = null_mut();
+    cu!(cuMemHostAlloc(&mut host, 1 << 20, 0));
+    println!("READY");
+    // Keep the GPU busy until killed.
+    loop {
+        let (mut d, mut v, mut n) = (p, 1u32, 1024i32);
+        let mut params = [&mut d as *mut _ as *mut c_void, &mut v as *mut _ as *mut c_void, &mut n as *mut _ as *mut c_void];
+        cu!(cuLaunchKernel(fill, 4, 1, 1, 256, 1, 1, 0, null_mut(), params.as_mut_ptr(), null_mut()));
+        cu!(cuMemcpyHtoD_v2(p, host, 4096));
+    }
+}
+
+#[test]
+#[ignore = "run in a child process"]
+fn client_smoke() {
+    if !is_child() {
+        return;
+    }
+    init_client();
+    let (_m, add, _, _) = load_kernels();
+    let n = 1000;
+    let (x, y) = (floats(n, 5), floats(n, 6));
+    let [a, b, c] = [0; 3].map(|_| {
+        let mut p = 0;
+        cu!(cuMemAlloc_v2(&mut p, n * 4));
+        p
+    });
+    cu!(cuMemcpyHtoD_v2(a, x.as_ptr() as *const c_void, n * 4));
+    cu!(cuMemcpyHtoD_v2(b, y.as_ptr() as *const c_void, n * 4));
+    cu!(launch_vec_add(add, a, b, c, n as i32, null_mut()));
+    let mut out = vec![0f32; n];
+    cu!(cuMemcpyDtoH_v2(out.as_mut_ptr() as *mut c_void, c, n * 4));
+    assert!(out.iter().zip(x.iter().zip(&y)).all(|(o, (a, b))| *o == a + b));
+}
+
+#[test]
+fn dead_daemon_gives_errors_not_hangs() {
+    let mut d = Daemon::start("dead");
+    let mut child = client("client_outlive_daemon", &d.socket).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    wait_ready(&mut out);
+    d.child.kill().unwrap();
+    d.child.wait().unwrap();
+    drop(child.stdin.take());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "client hung after the daemon died");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(status.success(), "client failed: {rest}\n{err}");
+    assert!(err.contains("lost the connection to the Baton daemon"), "stderr: {err}");
+}
+
+#[test]
+#[ignore = "run in a child process"]
+fn client_outlive_daemon() {
+    if !is_child() {
+        return;
+    }
+    init_client();
+    let mut p = 0;
+    cu!(cuMemAlloc_v2(&mut p, 4096));
+    println!("READY");
+    // Wait for the parent to kill the daemon (it closes our stdin afterwards).
+    let mut s = String::new();
+    let _ = std::io::stdin().read_line(&mut s);
+    let start = Instant::now();
+    // SAFETY: plain calls; each must fail rather than hang.
+    let r = unsafe { cuCtxSynchronize() };
+    assert_ne!(r, CUresult::CUDA_SUCCESS);
+    let mut q = 0;
+    // SAFETY: as above.
+    let r2 = unsafe { cuMemAlloc_v2(&mut q, 4096) };
+    assert_eq!(r2, CUresult::CUDA_ERROR_DEVICE_UNAVAILABLE);
+    assert!(start.elapsed() < Duration::from_secs(5));
+}
+
+#[test]
+fn no_daemon_fails_the_first_call_with_one_line() {
+    let out = client("client_no_daemon", Path::new("/nonexistent/baton.sock")).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{}\n{err}", String::from_utf8_lossy(&out.stdout));
+    let ours: Vec<_> = err.lines().filter(|l| l.starts_with("baton:")).collect();
+    assert_eq!(ours.len(), 1, "stderr: {err}");
+    assert!(ours[0].contains("cannot reach the Baton daemon"), "{}", ours[0]);
+}
+
+#[test]
+#[ignore = "run in a child process"]
+fn client_no_daemon() {
+    if !is_child() {
+        return;
+    }
+    // SAFETY: plain calls.
+    unsafe {
+        assert_eq!(cuInit(0), CUresult::CUDA_ERROR_NO_DEVICE);
+        assert_eq!(cuInit(0), CUresult::CUDA_ERROR_NO_DEVICE);
+        let mut n = 0;
+        assert_eq!(cuDeviceGetCount(&mut n), CUresult::CUDA_ERROR_NOT_INITIALIZED);
+    }
+}
+
+#[test]
+fn many_clients_at_once() {
+    let d = Daemon::start("many");
+    let children: Vec<_> = (0..16).map(|_| client("client_smoke", &d.socket).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap()).collect();
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    d.wait_status("all sessions to end", |s| s.clients.is_empty());
+}
+
+fn has_nvidia_driver() -> bool {
+    Path::new("/dev/nvidiactl").exists()
+}
+
+#[test]
+fn without_a_driver_batond_and_baton_run_say_so() {
+    if has_nvidia_driver() {
+        return;
+    }
+    let dir = TempDir::new("nodriver");
+    let out = Command::new(workspace_bin("batond")).arg("--socket").arg(dir.0.join("s.sock")).env_remove("LD_PRELOAD").env_remove("LD_LIBRARY_PATH").output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no NVIDIA driver found"), "batond said: {err}");
+
+    let out = Command::new(workspace_bin("baton"))
+        .args(["run", "--", "true"])
+        .env(control::SOCKET_ENV, dir.0.join("run.sock"))
+        .env_remove("LD_LIBRARY_PATH")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no NVIDIA driver found"), "baton run said: {err}");
+}
+
+#[test]
+fn baton_status_lists_clients() {
+    let d = Daemon::start("status");
+    let mut child = client("client_hold_memory", &d.socket).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    wait_ready(&mut BufReader::new(child.stdout.take().unwrap()));
+    let out = Command::new(workspace_bin("baton")).args(["status", "--socket"]).arg(&d.socket).output().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("Baton Simulated GPU"), "{text}");
+    assert!(text.contains(&child.id().to_string()), "status should list the client's pid {}: {text}", child.id());
+}
