@@ -132,6 +132,12 @@ impl ImageKind {
     }
 }
 
+/// `LoadModule::jit` bit: compile with `CU_JIT_LOG_VERBOSE`.
+pub const JIT_VERBOSE: u32 = 1;
+
+/// Answered with values `[module id (0 on failure), CUresult of the load, info log length,
+/// error log length]` and the payload `info log ++ error log`, so a failed load still brings
+/// back the compiler's error log; the reply's own result is always success.
 #[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
 #[repr(C)]
 pub struct LoadModule {
@@ -140,7 +146,13 @@ pub struct LoadModule {
     pub kind: u32,
     /// Blob id returned by the control socket's `AttachBlob`.
     pub blob: u64,
+    /// `JIT_*` bits.
+    pub jit: u32,
+    pub _pad: u32,
 }
+
+/// Bytes of each JIT log the daemon collects.
+pub const JIT_LOG_BYTES: usize = 3072;
 
 /// Followed by the symbol name (no NUL).
 #[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]

@@ -114,7 +114,7 @@ mod tests {
     fn ptx_is_sized_by_its_nul() {
         let ptx = b".version 8.0\n.target sm_90\n\0garbage";
         // SAFETY: NUL-terminated buffer.
-        assert_eq!(unsafe { image_len(ptx.as_ptr()) }, Some(27));
+        assert_eq!(unsafe { image_len(ptx.as_ptr()) }, Some(28));
     }
 
     #[test]

@@ -3,9 +3,9 @@
 //! Every `unsafe` block here is a driver call: arguments are either values the session layer
 //! has already validated against its tables or pointers to locals.
 
-use super::{code, Executor, GpuError, GpuResult, LaunchConfig, OccupancyQuery, Raw};
+use super::{code, Executor, GpuError, GpuResult, JitLogs, LaunchConfig, OccupancyQuery, Raw};
 use baton_ipc::control::DeviceInfo;
-use baton_ipc::protocol::{FunctionInfo, ImageKind, FUNC_ATTRS, OCC_AVAILABLE_DYNAMIC_SMEM, OCC_MAX_ACTIVE_BLOCKS, OCC_MAX_POTENTIAL_BLOCK_SIZE};
+use baton_ipc::protocol::{FunctionInfo, ImageKind, FUNC_ATTRS, JIT_LOG_BYTES, OCC_AVAILABLE_DYNAMIC_SMEM, OCC_MAX_ACTIVE_BLOCKS, OCC_MAX_POTENTIAL_BLOCK_SIZE};
 use cudarc::driver::sys;
 use std::ffi::{c_void, CStr};
 use std::ptr::null_mut;
@@ -197,8 +197,10 @@ impl Executor for CudaExecutor {
         check(unsafe { sys::cuMemHostUnregister(ptr as *mut c_void) })
     }
 
-    fn image_load(&self, device: u32, kind: ImageKind, image: &[u8]) -> GpuResult<Raw> {
-        self.bind(device)?;
+    fn image_load(&self, device: u32, kind: ImageKind, image: &[u8], verbose: bool) -> (GpuResult<Raw>, JitLogs) {
+        if let Err(e) = self.bind(device) {
+            return (Err(e), JitLogs::default());
+        }
         // The driver reads PTX as a C string: make sure one ends inside our copy.
         let owned: Vec<u8>;
         let data: &[u8] = if image.ends_with(&[0]) {
@@ -208,20 +210,46 @@ impl Executor for CudaExecutor {
             &owned
         };
         let ptr = data.as_ptr() as *const c_void;
-        match kind {
+        let mut info = vec![0u8; JIT_LOG_BYTES];
+        let mut error = vec![0u8; JIT_LOG_BYTES];
+        let mut options = [
+            sys::CUjit_option::CU_JIT_INFO_LOG_BUFFER,
+            sys::CUjit_option::CU_JIT_INFO_LOG_BUFFER_SIZE_BYTES,
+            sys::CUjit_option::CU_JIT_ERROR_LOG_BUFFER,
+            sys::CUjit_option::CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES,
+            sys::CUjit_option::CU_JIT_LOG_VERBOSE,
+        ];
+        let mut values = [
+            info.as_mut_ptr() as *mut c_void,
+            JIT_LOG_BYTES as *mut c_void,
+            error.as_mut_ptr() as *mut c_void,
+            JIT_LOG_BYTES as *mut c_void,
+            verbose as usize as *mut c_void,
+        ];
+        let n = options.len() as u32;
+        let r = match kind {
             ImageKind::Module => {
                 let mut m = null_mut();
-                // SAFETY: `data` outlives the call; the driver validates the image format.
-                check(unsafe { sys::cuModuleLoadData(&mut m, ptr) })?;
-                Ok(m as usize as Raw)
+                // SAFETY: `data`, the log buffers and the option arrays outlive the call; the
+                // driver validates the image format.
+                check(unsafe { sys::cuModuleLoadDataEx(&mut m, ptr, n, options.as_mut_ptr(), values.as_mut_ptr()) }).map(|_| m as usize as Raw)
             }
             ImageKind::Library => {
                 let mut l = null_mut();
-                // SAFETY: as above; no JIT or library options.
-                check(unsafe { sys::cuLibraryLoadData(&mut l, ptr, null_mut(), null_mut(), 0, null_mut(), null_mut(), 0) })?;
-                Ok(l as usize as Raw)
+                // SAFETY: as above; no library options.
+                check(unsafe { sys::cuLibraryLoadData(&mut l, ptr, options.as_mut_ptr(), values.as_mut_ptr(), n, null_mut(), null_mut(), 0) })
+                    .map(|_| l as usize as Raw)
             }
-        }
+        };
+        let used = |buf: &mut Vec<u8>, v: *mut c_void| {
+            // The size options now hold the bytes written, NUL included.
+            let n = (v as usize).min(JIT_LOG_BYTES);
+            let n = buf[..n].iter().position(|&b| b == 0).unwrap_or(n);
+            buf.truncate(n);
+        };
+        used(&mut info, values[1]);
+        used(&mut error, values[3]);
+        (r, JitLogs { info, error })
     }
     fn image_unload(&self, kind: ImageKind, image: Raw) -> GpuResult<()> {
         self.bind(0)?;

@@ -49,6 +49,13 @@ pub struct LaunchConfig {
     pub cooperative: bool,
 }
 
+/// What the JIT compiler said while loading an image.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct JitLogs {
+    pub info: Vec<u8>,
+    pub error: Vec<u8>,
+}
+
 /// Which occupancy question (`baton_ipc::protocol::OCC_*`) and its inputs.
 #[derive(Clone, Copy, Debug)]
 pub struct OccupancyQuery {
@@ -77,7 +84,8 @@ pub trait Executor: Send + Sync + 'static {
     fn host_register(&self, ptr: *mut u8, len: usize) -> GpuResult<u64>;
     fn host_unregister(&self, ptr: *mut u8) -> GpuResult<()>;
 
-    fn image_load(&self, device: u32, kind: ImageKind, image: &[u8]) -> GpuResult<Raw>;
+    /// Loads an image; the JIT's info and error logs come back whether or not it loads.
+    fn image_load(&self, device: u32, kind: ImageKind, image: &[u8], verbose: bool) -> (GpuResult<Raw>, JitLogs);
     fn image_unload(&self, kind: ImageKind, image: Raw) -> GpuResult<()>;
     fn get_function(&self, device: u32, kind: ImageKind, image: Raw, name: &CStr) -> GpuResult<(Raw, FunctionInfo)>;
     /// (address, size) of a `__device__` variable.

@@ -9,7 +9,7 @@
 //! ```
 //! naming each kernel and its parameters' sizes (packed with natural alignment).
 
-use super::{code, Executor, GpuError, GpuResult, LaunchConfig, OccupancyQuery, Raw};
+use super::{code, Executor, GpuError, GpuResult, JitLogs, LaunchConfig, OccupancyQuery, Raw};
 use baton_ipc::control::DeviceInfo;
 use baton_ipc::protocol::{FunctionInfo, ImageKind};
 use std::collections::{BTreeMap, HashMap};
@@ -247,13 +247,18 @@ impl Executor for SimExecutor {
         self.lock().host.remove(&(ptr as u64)).map(|_| ()).ok_or(GpuError(code::INVALID_VALUE))
     }
 
-    fn image_load(&self, device: u32, _kind: ImageKind, image: &[u8]) -> GpuResult<Raw> {
-        self.check_device(device)?;
-        let kernels = parse_image(image)?;
-        let mut st = self.lock();
-        let id = st.id();
-        st.images.insert(id, kernels);
-        Ok(id)
+    fn image_load(&self, device: u32, _kind: ImageKind, image: &[u8], verbose: bool) -> (GpuResult<Raw>, JitLogs) {
+        let r = self.check_device(device).and_then(|_| parse_image(image));
+        match r {
+            Ok(kernels) => {
+                let info = if verbose { format!("sim: loaded {} kernels", kernels.len()).into_bytes() } else { Vec::new() };
+                let mut st = self.lock();
+                let id = st.id();
+                st.images.insert(id, kernels);
+                (Ok(id), JitLogs { info, error: Vec::new() })
+            }
+            Err(e) => (Err(e), JitLogs { info: Vec::new(), error: b"sim: not a simulator image".to_vec() }),
+        }
     }
     fn image_unload(&self, _kind: ImageKind, image: Raw) -> GpuResult<()> {
         self.lock().images.remove(&image).map(|_| ()).ok_or(GpuError(code::INVALID_HANDLE))
@@ -400,7 +405,7 @@ mod tests {
     #[test]
     fn vec_add_runs_on_the_cpu() {
         let sim = SimExecutor::new();
-        let m = sim.image_load(0, ImageKind::Module, b"//baton-sim\nkernel vecAdd 8 8 8 4\n").unwrap();
+        let m = sim.image_load(0, ImageKind::Module, b"//baton-sim\nkernel vecAdd 8 8 8 4\n", false).0.unwrap();
         let (f, info) = sim.get_function(0, ImageKind::Module, m, c"vecAdd").unwrap();
         let n = 100u64;
         let [a, b, c] = [0; 3].map(|_| sim.mem_alloc(0, n * 4).unwrap());

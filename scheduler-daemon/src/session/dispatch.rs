@@ -98,8 +98,14 @@ impl Session {
                 let b: p::LoadModule = m.body().map_err(body_err)?;
                 let kind = ImageKind::from_u32(b.kind).ok_or_else(invalid)?;
                 let image = lock(&self.shared.blobs).remove(&b.blob).ok_or(GpuError(code::INVALID_HANDLE))?;
-                let raw = exec.image_load(b.device, kind, &image)?;
-                Ok(Answer::value(self.images.insert(super::tables::Image { device: b.device, kind, raw })))
+                let (r, logs) = exec.image_load(b.device, kind, &image, b.jit & p::JIT_VERBOSE != 0);
+                let (id, result) = match r {
+                    Ok(raw) => (self.images.insert(super::tables::Image { device: b.device, kind, raw }), 0),
+                    Err(e) => (0, e.0),
+                };
+                let mut payload = logs.info;
+                payload.extend_from_slice(&logs.error);
+                Ok(Answer { values: [id, result as u64, (payload.len() - logs.error.len()) as u64, logs.error.len() as u64], payload })
             }
             Op::UnloadModule => {
                 let b: p::ObjectId = m.body().map_err(body_err)?;

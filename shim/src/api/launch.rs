@@ -93,6 +93,12 @@ unsafe fn launch(f: CUfunction, g: Geometry, stream: CUstream, params: *mut *mut
             return Err(CUresult::CUDA_ERROR_INVALID_VALUE);
         }
     }
+    // Dynamic shared memory past the function's opt-in limit fails at launch, as in the driver.
+    if let Some(max) = f.attr(CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES.0 as usize) {
+        if max >= 0 && g.shared_mem as i64 > max as i64 {
+            return Err(CUresult::CUDA_ERROR_INVALID_VALUE);
+        }
+    }
     let s = resolve(c, stream)?;
     if s.device != f.device {
         return Err(CUresult::CUDA_ERROR_INVALID_HANDLE);

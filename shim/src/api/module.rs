@@ -7,74 +7,109 @@ use super::util::{out, ready, ret};
 use crate::client::{lock, Client};
 use crate::objects::{Function, Module};
 use baton_ipc::control::{Request, Response};
-use baton_ipc::protocol::{FunctionInfo, GetSymbol, ImageKind, LoadModule, ObjectId, Op};
+use baton_ipc::protocol::{FunctionInfo, GetSymbol, ImageKind, LoadModule, ObjectId, Op, JIT_VERBOSE};
 use cuda_abi::*;
 use std::ffi::{c_char, c_int, c_uint, c_void, CStr};
 use std::sync::atomic::Ordering;
 
+/// The JIT options of a load: where the caller wants the compiler's logs.
+struct Jit {
+    options: *mut CUjit_option,
+    values: *mut *mut c_void,
+    n: usize,
+    verbose: bool,
+}
+
+impl Jit {
+    const NONE: Jit = Jit { options: std::ptr::null_mut(), values: std::ptr::null_mut(), n: 0, verbose: false };
+
+    /// # Safety
+    /// `options`/`values` must be null or arrays of `n` entries, as `cuModuleLoadDataEx` takes.
+    unsafe fn new(n: c_uint, options: *mut CUjit_option, values: *mut *mut c_void) -> Jit {
+        if options.is_null() || values.is_null() {
+            return Jit::NONE;
+        }
+        let mut j = Jit { options, values, n: n as usize, verbose: false };
+        for i in 0..j.n {
+            // SAFETY: i < n entries.
+            if unsafe { *options.add(i) } == CUjit_option::CU_JIT_LOG_VERBOSE {
+                // SAFETY: as above.
+                j.verbose = unsafe { *values.add(i) } as usize != 0;
+            }
+        }
+        j
+    }
+
+    /// Copies the daemon's logs into the caller's buffers and sets the size options to the
+    /// bytes written (NUL included), as the driver does.
+    ///
+    /// # Safety
+    /// As for [`Jit::new`]; each log buffer holds as many bytes as its size option says.
+    unsafe fn deliver(&self, info: &[u8], error: &[u8]) {
+        let find = |want: CUjit_option| (0..self.n).find(|&i| unsafe { *self.options.add(i) } == want);
+        for (buf_opt, size_opt, log) in [
+            (CUjit_option::CU_JIT_INFO_LOG_BUFFER, CUjit_option::CU_JIT_INFO_LOG_BUFFER_SIZE_BYTES, info),
+            (CUjit_option::CU_JIT_ERROR_LOG_BUFFER, CUjit_option::CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES, error),
+        ] {
+            let (Some(b), Some(sz)) = (find(buf_opt), find(size_opt)) else { continue };
+            // SAFETY: both indices are < n.
+            let (buf, cap) = unsafe { (*self.values.add(b) as *mut u8, *self.values.add(sz) as usize) };
+            if buf.is_null() || cap == 0 {
+                continue;
+            }
+            let n = log.len().min(cap - 1);
+            // SAFETY: the caller's buffer holds `cap > n` bytes.
+            unsafe {
+                std::ptr::copy_nonoverlapping(log.as_ptr(), buf, n);
+                buf.add(n).write(0);
+                *self.values.add(sz) = (n + 1) as *mut c_void;
+            }
+        }
+    }
+}
+
 /// Sends `image` to the daemon and loads it as `kind` on the current device.
-fn load(c: &'static Client, image: &[u8], kind: ImageKind) -> Result<&'static Module, CUresult> {
+fn load(c: &'static Client, image: &[u8], kind: ImageKind, jit: &Jit) -> Result<&'static Module, CUresult> {
     let device = current_device()?;
     let blob = match c.control(&Request::AttachBlob { len: image.len() as u64 }, image)?.0 {
         Response::Blob { id } => id,
         Response::Error { code, .. } => return Err(CUresult(code)),
         _ => return Err(CUresult::CUDA_ERROR_UNKNOWN),
     };
-    let r = c.call(Op::LoadModule, &LoadModule { device, kind: kind as u32, blob }, &[])?;
-    Ok(Module::new(device, r.values[0], kind))
+    let flags = if jit.verbose { JIT_VERBOSE } else { 0 };
+    let r = c.call(Op::LoadModule, &LoadModule { device, kind: kind as u32, blob, jit: flags, _pad: 0 }, &[])?;
+    let info_len = (r.values[2] as usize).min(r.payload.len());
+    let (info, error) = r.payload.split_at(info_len);
+    // SAFETY: the caller's JIT options were validated by `Jit::new`'s contract.
+    unsafe { jit.deliver(info, error) };
+    match r.values[1] as u32 {
+        0 => Ok(Module::new(device, r.values[0], kind)),
+        e => Err(CUresult(e)),
+    }
 }
 
 /// # Safety
 /// `image` must point to a complete image (PTX text, cubin, fatbin or fatbin wrapper).
-unsafe fn load_ptr(image: *const c_void, kind: ImageKind) -> Result<&'static Module, CUresult> {
+unsafe fn load_ptr(image: *const c_void, kind: ImageKind, jit: &Jit) -> Result<&'static Module, CUresult> {
     let c = ready()?;
     // SAFETY: per the contract.
     let p = unsafe { crate::image::unwrap(image as *const u8) };
     // SAFETY: per the contract.
     let len = unsafe { crate::image::image_len(p) }.ok_or(CUresult::CUDA_ERROR_INVALID_IMAGE)?;
     // SAFETY: the image spans `len` readable bytes.
-    load(c, unsafe { std::slice::from_raw_parts(p, len) }, kind)
-}
-
-/// Empties the JIT log buffers a caller passed, since compilation happens in the daemon.
-///
-/// # Safety
-/// `options`/`values` must be arrays of `n` entries as `cuModuleLoadDataEx` documents.
-unsafe fn answer_jit_options(n: c_uint, options: *mut CUjit_option, values: *mut *mut c_void) {
-    if options.is_null() || values.is_null() {
-        return;
-    }
-    for i in 0..n as usize {
-        // SAFETY: i < n entries.
-        let (o, v) = unsafe { (*options.add(i), values.add(i)) };
-        match o {
-            CUjit_option::CU_JIT_INFO_LOG_BUFFER | CUjit_option::CU_JIT_ERROR_LOG_BUFFER => {
-                // SAFETY: the value is the caller's log buffer (possibly null).
-                let buf = unsafe { *v } as *mut u8;
-                if !buf.is_null() {
-                    // SAFETY: a log buffer has room for at least its terminating NUL.
-                    unsafe { buf.write(0) };
-                }
-            }
-            CUjit_option::CU_JIT_INFO_LOG_BUFFER_SIZE_BYTES | CUjit_option::CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES => {
-                // SAFETY: the size option's value slot is in/out: it now says 0 bytes written.
-                unsafe { *v = std::ptr::null_mut() };
-            }
-            _ => {}
-        }
-    }
+    load(c, unsafe { std::slice::from_raw_parts(p, len) }, kind, jit)
 }
 
 pub(crate) unsafe fn cuModuleLoadData(module: *mut CUmodule, image: *const c_void) -> CUresult {
     // SAFETY: forwarded caller contract.
-    ret(unsafe { load_ptr(image, ImageKind::Module) }.and_then(|m| unsafe { out(module, m.handle()) }))
+    ret(unsafe { load_ptr(image, ImageKind::Module, &Jit::NONE) }.and_then(|m| unsafe { out(module, m.handle()) }))
 }
 
 pub(crate) unsafe fn cuModuleLoadDataEx(module: *mut CUmodule, image: *const c_void, n: c_uint, options: *mut CUjit_option, values: *mut *mut c_void) -> CUresult {
     // SAFETY: forwarded caller contract.
-    unsafe { answer_jit_options(n, options, values) };
+    let jit = unsafe { Jit::new(n, options, values) };
     // SAFETY: forwarded caller contract.
-    unsafe { cuModuleLoadData(module, image) }
+    ret(unsafe { load_ptr(image, ImageKind::Module, &jit) }.and_then(|m| unsafe { out(module, m.handle()) }))
 }
 
 pub(crate) unsafe fn cuModuleLoadFatBinary(module: *mut CUmodule, fat: *const c_void) -> CUresult {
@@ -91,7 +126,7 @@ pub(crate) unsafe fn cuModuleLoad(module: *mut CUmodule, fname: *const c_char) -
         // SAFETY: the caller passes a NUL-terminated path.
         let path = unsafe { CStr::from_ptr(fname) }.to_string_lossy().into_owned();
         let bytes = std::fs::read(&path).map_err(|_| CUresult::CUDA_ERROR_FILE_NOT_FOUND)?;
-        let m = load(c, &bytes, ImageKind::Module)?;
+        let m = load(c, &bytes, ImageKind::Module, &Jit::NONE)?;
         // SAFETY: forwarded caller contract.
         unsafe { out(module, m.handle()) }
     })())
@@ -189,9 +224,9 @@ pub(crate) unsafe fn cuLibraryLoadData(
     _n_lib: c_uint,
 ) -> CUresult {
     // SAFETY: forwarded caller contract.
-    unsafe { answer_jit_options(n_jit, jit_options, jit_values) };
+    let jit = unsafe { Jit::new(n_jit, jit_options, jit_values) };
     // SAFETY: forwarded caller contract.
-    ret(unsafe { load_ptr(code, ImageKind::Library) }.and_then(|m| unsafe { out(library, m.handle()) }))
+    ret(unsafe { load_ptr(code, ImageKind::Library, &jit) }.and_then(|m| unsafe { out(library, m.handle()) }))
 }
 
 pub(crate) unsafe fn cuLibraryUnload(library: CUlibrary) -> CUresult {
