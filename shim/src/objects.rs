@@ -61,6 +61,10 @@ pub struct Stream {
     pub submitted: AtomicU64,
     /// Highest `submitted` value a completion mark was requested for.
     pub marked: AtomicU64,
+    /// Submission clock (see `api::stream`) of the last command submitted to the stream.
+    pub last_clock: AtomicU64,
+    /// Submission clock at the start of the last successful synchronisation of the stream.
+    pub synced_clock: AtomicU64,
     pub word: u32,
     pub flags: u32,
     pub priority: i32,
@@ -74,6 +78,8 @@ pub struct Event {
     pub id: AtomicU64,
     /// Value the completion word takes once the last record is reached (0: never recorded).
     pub recorded: AtomicU64,
+    /// The last record value a successful `cuEventSynchronize` saw complete.
+    pub synced: AtomicU64,
     pub word: u32,
     pub flags: u32,
 }
@@ -135,6 +141,8 @@ impl Stream {
             id: AtomicU64::new(legacy_stream(device)),
             submitted: AtomicU64::new(0),
             marked: AtomicU64::new(0),
+            last_clock: AtomicU64::new(0),
+            synced_clock: AtomicU64::new(0),
             word,
             flags: 0,
             priority: 0,
@@ -151,6 +159,8 @@ impl Stream {
             id: AtomicU64::new(id),
             submitted: AtomicU64::new(0),
             marked: AtomicU64::new(0),
+            last_clock: AtomicU64::new(0),
+            synced_clock: AtomicU64::new(0),
             word,
             flags,
             priority,
@@ -183,7 +193,7 @@ impl Stream {
 impl Event {
     pub fn new(c: &Client, device: u32, id: u64, flags: u32) -> Result<&'static Event, CUresult> {
         let word = c.words.alloc(&c.region).ok_or(CUresult::CUDA_ERROR_OUT_OF_MEMORY)?;
-        let fresh = Event { magic: EVENT_MAGIC, device, id: AtomicU64::new(id), recorded: AtomicU64::new(0), word, flags };
+        let fresh = Event { magic: EVENT_MAGIC, device, id: AtomicU64::new(id), recorded: AtomicU64::new(0), synced: AtomicU64::new(0), word, flags };
         Ok(match client::lock(&EVENT_POOL).pop() {
             Some(e) => {
                 // SAFETY: as for streams.
@@ -210,7 +220,7 @@ impl Event {
     /// Whether the last record has been reached (true if never recorded).
     pub fn complete(&self, c: &Client) -> bool {
         let want = self.recorded.load(Ordering::Acquire);
-        want == 0 || c.region.word(self.word).is_some_and(|w| w.load(Ordering::Acquire) >= want)
+        want == 0 || self.synced.load(Ordering::Acquire) >= want || c.region.word(self.word).is_some_and(|w| w.load(Ordering::Acquire) >= want)
     }
 }
 

@@ -152,3 +152,25 @@ fn launch_ex_and_extra_params() {
     assert!(out.iter().all(|&w| w == 7));
     cu!(cuMemFree_v2(d));
 }
+
+#[test]
+fn queries_after_synchronisation_report_idle_at_once() {
+    init_thread();
+    let (_m, _, _, empty) = load_kernels();
+    let mut s = null_mut();
+    cu!(cuStreamCreate(&mut s, 1));
+    let mut e = null_mut();
+    cu!(cuEventCreate(&mut e, 0));
+    cu!(cuLaunchKernel(empty, 1, 1, 1, 32, 1, 1, 0, s, null_mut(), null_mut()));
+    cu!(cuStreamSynchronize(s));
+    cu!(cuStreamQuery(s));
+    cu!(cuLaunchKernel(empty, 1, 1, 1, 32, 1, 1, 0, s, null_mut(), null_mut()));
+    cu!(cuEventRecord(e, s));
+    cu!(cuEventSynchronize(e));
+    cu!(cuEventQuery(e));
+    cu!(cuLaunchKernel(empty, 1, 1, 1, 32, 1, 1, 0, s, null_mut(), null_mut()));
+    cu!(cuCtxSynchronize());
+    cu!(cuStreamQuery(s));
+    cu!(cuStreamDestroy_v2(s));
+    cu!(cuEventDestroy_v2(e));
+}

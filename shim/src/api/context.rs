@@ -173,7 +173,10 @@ pub(crate) unsafe fn cuCtxSynchronize() -> CUresult {
     ret((|| {
         let c = ready()?;
         let device = current_device()?;
-        c.call(Op::CtxSynchronize, &DeviceOnly { device, _pad: 0 }, &[]).map(|_| ())
+        let at = super::stream::clock();
+        c.call(Op::CtxSynchronize, &DeviceOnly { device, _pad: 0 }, &[])?;
+        super::stream::ctx_synced(device, at);
+        Ok(())
     })())
 }
 

@@ -8,7 +8,8 @@ use crate::objects::{Event, Stream};
 use baton_ipc::protocol::{self as p, Op};
 use cuda_abi::*;
 use std::ffi::{c_int, c_uint};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// `CU_STREAM_LEGACY` and `CU_STREAM_PER_THREAD` as handle values.
@@ -24,9 +25,39 @@ pub(crate) fn resolve(c: &'static Client, h: CUstream) -> Result<&'static Stream
     }
 }
 
+/// The submission clock: ticks once per command submitted to any stream of the process, so
+/// "synchronised after the last submission" is one comparison.
+static CLOCK: AtomicU64 = AtomicU64::new(0);
+
+/// Per device, the clock at the start of the last successful context synchronisation.
+static CTX_SYNCED: Mutex<Vec<u64>> = Mutex::new(Vec::new());
+
 /// Counts one more command submitted to `s`.
 pub(crate) fn submitted(s: &Stream) -> u64 {
+    s.last_clock.store(CLOCK.fetch_add(1, Ordering::AcqRel) + 1, Ordering::Release);
     s.submitted.fetch_add(1, Ordering::AcqRel) + 1
+}
+
+/// The clock value to record before a synchronising call.
+pub(crate) fn clock() -> u64 {
+    CLOCK.load(Ordering::Acquire)
+}
+
+/// Records that everything submitted on `device` before `at` is complete.
+pub(crate) fn ctx_synced(device: u32, at: u64) {
+    let mut v = crate::client::lock(&CTX_SYNCED);
+    if v.len() <= device as usize {
+        v.resize(device as usize + 1, 0);
+    }
+    v[device as usize] = v[device as usize].max(at);
+}
+
+/// Whether `s` has no work in flight, as far as the client can tell without asking.
+fn idle(c: &Client, s: &Stream) -> bool {
+    let last = s.last_clock.load(Ordering::Acquire);
+    let ctx = crate::client::lock(&CTX_SYNCED).get(s.device as usize).copied().unwrap_or(0);
+    last <= s.synced_clock.load(Ordering::Acquire).max(ctx)
+        || c.region.word(s.word).map_or(0, |w| w.load(Ordering::Acquire)) >= s.submitted.load(Ordering::Acquire)
 }
 
 pub(crate) unsafe fn cuStreamCreateWithPriority(ph: *mut CUstream, flags: c_uint, priority: c_int) -> CUresult {
@@ -60,18 +91,20 @@ pub(crate) unsafe fn cuStreamSynchronize(h: CUstream) -> CUresult {
     ret((|| {
         let c = ready()?;
         let s = resolve(c, h)?;
-        c.call(Op::StreamSynchronize, &p::ObjectId { id: s.daemon_id()? }, &[]).map(|_| ())
+        let at = clock();
+        c.call(Op::StreamSynchronize, &p::ObjectId { id: s.daemon_id()? }, &[])?;
+        s.synced_clock.fetch_max(at, Ordering::AcqRel);
+        Ok(())
     })())
 }
 
 fn query(h: CUstream) -> Result<(), CUresult> {
     let c = ready()?;
     let s = resolve(c, h)?;
-    let want = s.submitted.load(Ordering::Acquire);
-    let done = c.region.word(s.word).map_or(0, |w| w.load(Ordering::Acquire));
-    if done >= want {
+    if idle(c, s) {
         return Ok(());
     }
+    let want = s.submitted.load(Ordering::Acquire);
     // Ask the GPU to write the word once the stream gets past everything submitted so far. The
     // mark is itself a command on the stream, so the value it writes counts it too; one mark
     // covers every later query until more work is submitted.
@@ -189,7 +222,10 @@ pub(crate) unsafe fn cuEventSynchronize(h: CUevent) -> CUresult {
             }
             std::hint::spin_loop();
         }
-        c.call(Op::EventSynchronize, &p::ObjectId { id }, &[]).map(|_| ())
+        let want = e.recorded.load(Ordering::Acquire);
+        c.call(Op::EventSynchronize, &p::ObjectId { id }, &[])?;
+        e.synced.fetch_max(want, Ordering::AcqRel);
+        Ok(())
     })())
 }
 

@@ -21,10 +21,16 @@ impl Client {
     /// Waits until chunk `i` is no longer with the daemon; returns its state.
     fn settle(&self, i: u32) -> Result<u32, CUresult> {
         let state = self.region.chunk_state(i).ok_or(CUresult::CUDA_ERROR_UNKNOWN)?;
+        // Small copies come back within microseconds: spin briefly before sleeping.
+        let spin_until = std::time::Instant::now() + Duration::from_micros(20);
         loop {
             let s = state.load(Ordering::Acquire);
             if s != CHUNK_DAEMON {
                 return Ok(s);
+            }
+            if std::time::Instant::now() < spin_until {
+                std::hint::spin_loop();
+                continue;
             }
             baton_ipc::futex::wait(state, CHUNK_DAEMON, Some(Duration::from_millis(50)));
             if state.load(Ordering::Acquire) == CHUNK_DAEMON && !self.alive() {
