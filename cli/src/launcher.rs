@@ -37,7 +37,10 @@ fn beside_exe(name: &str) -> Result<PathBuf, String> {
             return Ok(cand.canonicalize().unwrap_or(cand));
         }
     }
-    Err(format!("{name} not found beside {} (install Baton's files together)", exe.display()))
+    Err(format!(
+        "{name} not found beside {} (install Baton's files together)",
+        exe.display()
+    ))
 }
 
 /// The shim: `$BATON_SHIM`, else `libcuda.so.1` beside `baton` (an installed tree), else
@@ -57,10 +60,16 @@ fn start_daemon(socket: &Path) -> Result<(), String> {
         std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
         std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700)).ok();
     }
-    let log = std::fs::File::create(&log_path).map_err(|e| format!("creating {}: {e}", log_path.display()))?;
+    let log = std::fs::File::create(&log_path)
+        .map_err(|e| format!("creating {}: {e}", log_path.display()))?;
     let mut cmd = Command::new(&batond);
-    cmd.arg("--socket").arg(socket).arg("--socket-mode").arg("600");
-    cmd.stdin(Stdio::null()).stdout(log.try_clone().map_err(|e| e.to_string())?).stderr(log);
+    cmd.arg("--socket")
+        .arg(socket)
+        .arg("--socket-mode")
+        .arg("600");
+    cmd.stdin(Stdio::null())
+        .stdout(log.try_clone().map_err(|e| e.to_string())?)
+        .stderr(log);
     // The daemon must load the real driver, never the shim.
     cmd.env_remove("LD_PRELOAD");
     // SAFETY: setsid() is async-signal-safe; it detaches the daemon from our session so it
@@ -71,20 +80,33 @@ fn start_daemon(socket: &Path) -> Result<(), String> {
             Ok(())
         });
     }
-    let mut child = cmd.spawn().map_err(|e| format!("starting {}: {e}", batond.display()))?;
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("starting {}: {e}", batond.display()))?;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if UnixStream::connect(socket).is_ok() {
-            eprintln!("baton: started a daemon (pid {}) at {}; its log is {}", child.id(), socket.display(), log_path.display());
+            eprintln!(
+                "baton: started a daemon (pid {}) at {}; its log is {}",
+                child.id(),
+                socket.display(),
+                log_path.display()
+            );
             return Ok(());
         }
         if let Ok(Some(status)) = child.try_wait() {
             let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-            return Err(format!("the daemon exited ({status}) before it was ready:\n{}", log.trim_end()));
+            return Err(format!(
+                "the daemon exited ({status}) before it was ready:\n{}",
+                log.trim_end()
+            ));
         }
         if Instant::now() > deadline {
             let _ = child.kill();
-            return Err(format!("the daemon did not become ready in 30 s; see {}", log_path.display()));
+            return Err(format!(
+                "the daemon did not become ready in 30 s; see {}",
+                log_path.display()
+            ));
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -103,7 +125,9 @@ pub fn run(tenant: Option<String>, command: Vec<OsString>) -> Result<(), String>
     }
     let (prog, args) = command.split_first().ok_or("no command given")?;
     let mut cmd = Command::new(prog);
-    cmd.args(args).env("LD_PRELOAD", preload).env(baton_ipc::control::SOCKET_ENV, &socket);
+    cmd.args(args)
+        .env("LD_PRELOAD", preload)
+        .env(baton_ipc::control::SOCKET_ENV, &socket);
     if let Some(t) = tenant {
         cmd.env("BATON_TENANT", t);
     }

@@ -6,18 +6,38 @@ use std::path::PathBuf;
 
 pub fn show(socket: Option<PathBuf>, json: bool) -> Result<(), String> {
     let path = socket.unwrap_or_else(crate::launcher::find_socket);
-    let conn = UnixStream::connect(&path).map_err(|e| format!("no daemon at {} ({e}); start one with `baton daemon`", path.display()))?;
+    let conn = UnixStream::connect(&path).map_err(|e| {
+        format!(
+            "no daemon at {} ({e}); start one with `baton daemon`",
+            path.display()
+        )
+    })?;
     control::send(&conn, &Request::Status, &[]).map_err(|e| e.to_string())?;
-    let report = match control::recv::<Response>(&conn).map_err(|e| e.to_string())?.0 {
+    let report = match control::recv::<Response>(&conn)
+        .map_err(|e| e.to_string())?
+        .0
+    {
         Response::Status(r) => r,
         other => return Err(format!("unexpected answer from the daemon: {other:?}")),
     };
     if json {
-        println!("{}", serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?
+        );
         return Ok(());
     }
-    println!("daemon pid {} on {} ({}), socket {}", report.daemon_pid, report.devices.join(", "), report.executor, path.display());
-    println!("{:>7} {:>8} {:>6} {:<16} {:>12} {:>10} {:>10}", "SESSION", "PID", "UID", "TENANT", "MEMORY", "COMMANDS", "LAUNCHES");
+    println!(
+        "daemon pid {} on {} ({}), socket {}",
+        report.daemon_pid,
+        report.devices.join(", "),
+        report.executor,
+        path.display()
+    );
+    println!(
+        "{:>7} {:>8} {:>6} {:<16} {:>12} {:>10} {:>10}",
+        "SESSION", "PID", "UID", "TENANT", "MEMORY", "COMMANDS", "LAUNCHES"
+    );
     for c in &report.clients {
         println!(
             "{:>7} {:>8} {:>6} {:<16} {:>12} {:>10} {:>10}",

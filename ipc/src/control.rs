@@ -34,12 +34,23 @@ pub fn socket_path() -> std::path::PathBuf {
 #[serde(tag = "type")]
 pub enum Request {
     /// First message of a client. `tenant` and `class` come from the client's environment.
-    Hello { version: u32, pid: u32, tenant: Option<String>, class: Option<String> },
+    Hello {
+        version: u32,
+        pid: u32,
+        tenant: Option<String>,
+        class: Option<String>,
+    },
     /// Followed on the socket by `len` raw bytes (a module image); answered by `Blob`.
-    AttachBlob { len: u64 },
+    AttachBlob {
+        len: u64,
+    },
     /// Pinned host memory: answered by `HostChunk` with the memfd to map at `addr`.
-    AllocHost { len: u64 },
-    FreeHost { addr: u64 },
+    AllocHost {
+        len: u64,
+    },
+    FreeHost {
+        addr: u64,
+    },
     /// Anyone connected may ask; no `Hello` needed.
     Status,
 }
@@ -48,14 +59,27 @@ pub enum Request {
 #[serde(tag = "type")]
 pub enum Response {
     /// Sent with the session region's memfd.
-    Welcome { session: u64, driver_version: i32, devices: Vec<DeviceInfo>, region_len: u64 },
-    Blob { id: u64 },
+    Welcome {
+        session: u64,
+        driver_version: i32,
+        devices: Vec<DeviceInfo>,
+        region_len: u64,
+    },
+    Blob {
+        id: u64,
+    },
     /// Sent with the chunk's memfd; the client maps it at exactly `addr`.
-    HostChunk { addr: u64, len: u64 },
+    HostChunk {
+        addr: u64,
+        len: u64,
+    },
     Ok,
     Status(StatusReport),
     /// `code` is the `CUresult` the client should return.
-    Error { code: u32, message: String },
+    Error {
+        code: u32,
+        message: String,
+    },
 }
 
 /// What the shim needs to answer device queries locally.
@@ -72,7 +96,10 @@ pub struct DeviceInfo {
 
 impl DeviceInfo {
     pub fn attribute(&self, attr: i32) -> Option<i32> {
-        self.attributes.iter().find(|(a, _)| *a == attr).map(|&(_, v)| v)
+        self.attributes
+            .iter()
+            .find(|(a, _)| *a == attr)
+            .map(|&(_, v)| v)
     }
 }
 
@@ -160,11 +187,15 @@ pub fn recv<T: for<'de> Deserialize<'de>>(sock: &UnixStream) -> io::Result<(T, V
     }
     let n = u32::from_le_bytes(len) as usize;
     if n > MAX_FRAME {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("frame of {n} bytes is too large")));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("frame of {n} bytes is too large"),
+        ));
     }
     let mut body = vec![0u8; n];
     (&*sock).read_exact(&mut body)?;
-    let msg = serde_json::from_slice(&body).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    let msg =
+        serde_json::from_slice(&body).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
     Ok((msg, fds))
 }
 
@@ -176,14 +207,33 @@ mod tests {
     fn frames_and_fds_cross_a_socket_pair() {
         let (a, b) = UnixStream::pair().unwrap();
         let file = crate::shm::SharedRegion::create("t", 4096).unwrap();
-        send(&a, &Request::AllocHost { len: 4096 }, &[file.fd().as_raw_fd()]).unwrap();
+        send(
+            &a,
+            &Request::AllocHost { len: 4096 },
+            &[file.fd().as_raw_fd()],
+        )
+        .unwrap();
         let (m, fds): (Request, _) = recv(&b).unwrap();
         assert_eq!(m, Request::AllocHost { len: 4096 });
         assert_eq!(fds.len(), 1);
-        send(&b, &Response::Error { code: 2, message: "no".into() }, &[]).unwrap();
+        send(
+            &b,
+            &Response::Error {
+                code: 2,
+                message: "no".into(),
+            },
+            &[],
+        )
+        .unwrap();
         let (r, fds): (Response, _) = recv(&a).unwrap();
         assert!(fds.is_empty());
-        assert_eq!(r, Response::Error { code: 2, message: "no".into() });
+        assert_eq!(
+            r,
+            Response::Error {
+                code: 2,
+                message: "no".into()
+            }
+        );
     }
 
     #[test]
@@ -197,6 +247,9 @@ mod tests {
     fn peer_hang_up_is_eof() {
         let (a, b) = UnixStream::pair().unwrap();
         drop(a);
-        assert_eq!(recv::<Request>(&b).unwrap_err().kind(), io::ErrorKind::UnexpectedEof);
+        assert_eq!(
+            recv::<Request>(&b).unwrap_err().kind(),
+            io::ErrorKind::UnexpectedEof
+        );
     }
 }

@@ -9,9 +9,9 @@
 //! usual pattern is an *eventcount*: read the word, re-check the condition, then wait for the
 //! word to change from the value read; the waker changes the word before calling [`wake`].
 //!
-//! Under `cfg(loom)` the syscall is replaced by a model: [`wait`] yields until the word differs
-//! from `expected` (timeouts are ignored, so a lost wake-up shows up as a model that never
-//! finishes) and [`wake`] does nothing.
+//! Under `cfg(loom)` the syscall is replaced by a model: [`wait`] compares the word under a
+//! model-wide lock and parks until a [`wake`] on the same word dequeues it. Timeouts are ignored,
+//! so a lost wake-up shows up as a deadlock that loom reports.
 
 use std::time::Duration;
 
@@ -92,23 +92,55 @@ pub fn wake(word: &AtomicU32, n: u32) -> usize {
     usize::try_from(rc).unwrap_or(0)
 }
 
-/// Loom model of `FUTEX_WAIT`: yields until the word changes. Timeouts are ignored on purpose.
+/// Loom model of `FUTEX_WAIT`: the word is compared under a model-wide lock (as the kernel does
+/// under its hash-bucket lock) and the thread parks until a [`wake`] on the same word removes it
+/// from the queue. Timeouts are ignored on purpose: a lost wake-up becomes a loom deadlock.
 #[cfg(loom)]
 pub fn wait(word: &AtomicU32, expected: u32, _timeout: Option<Duration>) -> WaitResult {
     use std::sync::atomic::Ordering;
-    if word.load(Ordering::Relaxed) != expected {
-        return WaitResult::ValueChanged;
+    let key = word as *const AtomicU32 as usize;
+    let me = loom::thread::current().id();
+    {
+        let mut queue = model::QUEUE.lock().unwrap();
+        if word.load(Ordering::Relaxed) != expected {
+            return WaitResult::ValueChanged;
+        }
+        queue.push((key, loom::thread::current()));
     }
-    while word.load(Ordering::Relaxed) == expected {
-        loom::thread::yield_now();
+    loop {
+        loom::thread::park();
+        let queue = model::QUEUE.lock().unwrap();
+        if !queue.iter().any(|(k, t)| *k == key && t.id() == me) {
+            return WaitResult::Woken;
+        }
     }
-    WaitResult::Woken
 }
 
-/// Loom model of `FUTEX_WAKE`: waiters poll, so there is nothing to do.
+/// Loom model of `FUTEX_WAKE`: dequeues and unparks up to `n` waiters on `word`.
 #[cfg(loom)]
-pub fn wake(_word: &AtomicU32, _n: u32) -> usize {
-    0
+pub fn wake(word: &AtomicU32, n: u32) -> usize {
+    let key = word as *const AtomicU32 as usize;
+    let mut queue = model::QUEUE.lock().unwrap();
+    let mut woken = 0;
+    let mut i = 0;
+    while i < queue.len() && woken < n as usize {
+        if queue[i].0 == key {
+            queue.remove(i).1.unpark();
+            woken += 1;
+        } else {
+            i += 1;
+        }
+    }
+    woken
+}
+
+#[cfg(loom)]
+mod model {
+    loom::lazy_static! {
+        /// Waiters of the current model execution: (word address, thread).
+        pub(super) static ref QUEUE: loom::sync::Mutex<Vec<(usize, loom::thread::Thread)>> =
+            loom::sync::Mutex::new(Vec::new());
+    }
 }
 
 /// Wakes every waiter blocked in [`wait`] on `word`; returns how many were woken.
@@ -133,7 +165,10 @@ mod tests {
     fn times_out() {
         let w = AtomicU32::new(0);
         let t = Instant::now();
-        assert_eq!(wait(&w, 0, Some(Duration::from_millis(20))), WaitResult::TimedOut);
+        assert_eq!(
+            wait(&w, 0, Some(Duration::from_millis(20))),
+            WaitResult::TimedOut
+        );
         assert!(t.elapsed() >= Duration::from_millis(15));
     }
 

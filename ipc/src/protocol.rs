@@ -306,7 +306,11 @@ pub struct FunctionInfo {
 impl FunctionInfo {
     /// Bytes of the packed parameter block.
     pub fn params_size(&self) -> usize {
-        self.params.iter().map(|&(o, s)| o as usize + s as usize).max().unwrap_or(0)
+        self.params
+            .iter()
+            .map(|&(o, s)| o as usize + s as usize)
+            .max()
+            .unwrap_or(0)
     }
 
     pub fn encode(&self, out: &mut Vec<u8>) {
@@ -348,10 +352,23 @@ impl Reader<'_> {
 }
 
 /// Builds one message: header, body, tail.
-pub fn encode<B: IntoBytes + Immutable>(op: Op, reply: u32, body: &B, tail: &[u8], out: &mut Vec<u8>) {
+pub fn encode<B: IntoBytes + Immutable>(
+    op: Op,
+    reply: u32,
+    body: &B,
+    tail: &[u8],
+    out: &mut Vec<u8>,
+) {
     debug_assert_eq!(op.body_size(), core::mem::size_of::<B>());
     out.clear();
-    out.extend_from_slice(Header { op: op as u16, _pad: 0, reply }.as_bytes());
+    out.extend_from_slice(
+        Header {
+            op: op as u16,
+            _pad: 0,
+            reply,
+        }
+        .as_bytes(),
+    );
     out.extend_from_slice(body.as_bytes());
     out.extend_from_slice(tail);
 }
@@ -382,13 +399,23 @@ impl<'a> Message<'a> {
         let (h, rest) = Header::read_from_prefix(bytes).map_err(|_| DecodeError::Short)?;
         let op = Op::from_u16(h.op).ok_or(DecodeError::UnknownOp(h.op))?;
         if rest.len() < op.body_size() {
-            return Err(DecodeError::Body { op, got: rest.len(), need: op.body_size() });
+            return Err(DecodeError::Body {
+                op,
+                got: rest.len(),
+                need: op.body_size(),
+            });
         }
-        Ok(Message { op, reply: h.reply, body: rest })
+        Ok(Message {
+            op,
+            reply: h.reply,
+            body: rest,
+        })
     }
 
     /// The fixed body and the tail after it. `B` must be the body type of `self.op`.
-    pub fn split<B: FromBytes + KnownLayout + Immutable>(&self) -> Result<(B, &'a [u8]), DecodeError> {
+    pub fn split<B: FromBytes + KnownLayout + Immutable>(
+        &self,
+    ) -> Result<(B, &'a [u8]), DecodeError> {
         let (b, tail) = B::read_from_prefix(self.body).map_err(|_| DecodeError::Body {
             op: self.op,
             got: self.body.len(),
@@ -433,14 +460,26 @@ mod tests {
     #[test]
     fn short_and_unknown_messages_are_errors() {
         assert_eq!(Message::decode(&[1, 0]).unwrap_err(), DecodeError::Short);
-        assert_eq!(Message::decode(&[0xff, 0xff, 0, 0, 0, 0, 0, 0]).unwrap_err(), DecodeError::UnknownOp(0xffff));
+        assert_eq!(
+            Message::decode(&[0xff, 0xff, 0, 0, 0, 0, 0, 0]).unwrap_err(),
+            DecodeError::UnknownOp(0xffff)
+        );
         let e = Message::decode(&[1, 0, 0, 0, 0, 0, 0, 0, 1]).unwrap_err();
-        assert!(matches!(e, DecodeError::Body { op: Op::MemAlloc, .. }));
+        assert!(matches!(
+            e,
+            DecodeError::Body {
+                op: Op::MemAlloc,
+                ..
+            }
+        ));
     }
 
     #[test]
     fn function_info_round_trips() {
-        let fi = FunctionInfo { attrs: [3; FUNC_ATTRS], params: vec![(0, 8), (8, 4), (16, 300)] };
+        let fi = FunctionInfo {
+            attrs: [3; FUNC_ATTRS],
+            params: vec![(0, 8), (8, 4), (16, 300)],
+        };
         let mut b = Vec::new();
         fi.encode(&mut b);
         assert_eq!(FunctionInfo::decode(&b).unwrap(), fi);

@@ -130,7 +130,16 @@ impl Layout {
         let chunk_states = round_up(words + p.words as usize * 8, PAGE);
         let staging = round_up(chunk_states + p.chunks as usize * 4, PAGE);
         let total = staging + p.chunks as usize * p.chunk_size as usize;
-        Some(Layout { params: p, ring, ring_len, replies, words, chunk_states, staging, total })
+        Some(Layout {
+            params: p,
+            ring,
+            ring_len,
+            replies,
+            words,
+            chunk_states,
+            staging,
+            total,
+        })
     }
 }
 
@@ -165,7 +174,10 @@ impl Region {
     pub unsafe fn init(base: *mut u8, len: usize, p: Params) -> Result<Region, RegionError> {
         let layout = Layout::new(p).ok_or(RegionError::BadHeader)?;
         if len < layout.total {
-            return Err(RegionError::TooSmall { got: len, need: layout.total });
+            return Err(RegionError::TooSmall {
+                got: len,
+                need: layout.total,
+            });
         }
         let h = RegionHeader {
             magic: REGION_MAGIC,
@@ -193,7 +205,10 @@ impl Region {
     /// `Region` lives.
     pub unsafe fn attach(base: *mut u8, len: usize) -> Result<Region, RegionError> {
         if len < HEADER_SIZE {
-            return Err(RegionError::TooSmall { got: len, need: HEADER_SIZE });
+            return Err(RegionError::TooSmall {
+                got: len,
+                need: HEADER_SIZE,
+            });
         }
         // SAFETY: at least HEADER_SIZE bytes are readable at the page-aligned `base`.
         let h = unsafe { (base as *const RegionHeader).read_volatile() };
@@ -209,7 +224,10 @@ impl Region {
         };
         let layout = Layout::new(p).ok_or(RegionError::BadHeader)?;
         if len < layout.total {
-            return Err(RegionError::TooSmall { got: len, need: layout.total });
+            return Err(RegionError::TooSmall {
+                got: len,
+                need: layout.total,
+            });
         }
         Ok(Region { base, layout })
     }
@@ -225,7 +243,10 @@ impl Region {
     /// Pointer and length of the command ring.
     pub fn ring(&self) -> (*mut u8, usize) {
         // SAFETY: the ring lies inside the mapping (checked by `Layout::new` and the length check).
-        (unsafe { self.base.add(self.layout.ring) }, self.layout.ring_len)
+        (
+            unsafe { self.base.add(self.layout.ring) },
+            self.layout.ring_len,
+        )
     }
 
     /// Reply slot `i`, or `None` when `i` is out of range (an untrusted index).
@@ -235,7 +256,9 @@ impl Region {
         }
         // SAFETY: `i` is in range, slots are REPLY_SIZE bytes from an 8-aligned offset, and a
         // `ReplySlot` of atomics and bytes has no invalid bit patterns.
-        Some(unsafe { &*(self.base.add(self.layout.replies + i as usize * REPLY_SIZE) as *const ReplySlot) })
+        Some(unsafe {
+            &*(self.base.add(self.layout.replies + i as usize * REPLY_SIZE) as *const ReplySlot)
+        })
     }
 
     /// Completion word `i`, or `None` when out of range.
@@ -258,7 +281,9 @@ impl Region {
             return None;
         }
         // SAFETY: in range and 4-aligned (page-aligned start).
-        Some(unsafe { &*(self.base.add(self.layout.chunk_states + i as usize * 4) as *const AtomicU32) })
+        Some(unsafe {
+            &*(self.base.add(self.layout.chunk_states + i as usize * 4) as *const AtomicU32)
+        })
     }
 
     /// Start of staging chunk `i` (each `chunk_size` bytes), or `None` when out of range.
@@ -267,7 +292,10 @@ impl Region {
             return None;
         }
         // SAFETY: in range: the staging area holds `chunks * chunk_size` bytes.
-        Some(unsafe { self.base.add(self.layout.staging + i as usize * self.layout.params.chunk_size as usize) })
+        Some(unsafe {
+            self.base
+                .add(self.layout.staging + i as usize * self.layout.params.chunk_size as usize)
+        })
     }
 
     pub fn chunk_size(&self) -> usize {

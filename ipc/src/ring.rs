@@ -405,7 +405,10 @@ impl Ring {
             return Err(RingError::Misaligned);
         }
         if len < HEADER_SIZE {
-            return Err(RingError::TooSmall { need: HEADER_SIZE, have: len });
+            return Err(RingError::TooSmall {
+                need: HEADER_SIZE,
+                have: len,
+            });
         }
         let header = std::ptr::NonNull::new(mem.cast::<Header>()).ok_or(RingError::Misaligned)?;
         // SAFETY: non-null, aligned, at least HEADER_SIZE readable bytes (checked above), live per
@@ -512,8 +515,14 @@ pub fn loom_ring(capacity: u32) -> Result<(Producer, Consumer), RingError> {
             capacity: AtomicU32::new(capacity),
             _pad: [0; 11],
         },
-        tail: PosLine { pos: AtomicU64::new(0), _pad: [0; 14] },
-        head: PosLine { pos: AtomicU64::new(0), _pad: [0; 14] },
+        tail: PosLine {
+            pos: AtomicU64::new(0),
+            _pad: [0; 14],
+        },
+        head: PosLine {
+            pos: AtomicU64::new(0),
+            _pad: [0; 14],
+        },
         consumer: ConsumerLine {
             consumer_sleeping: AtomicU32::new(0),
             doorbell: AtomicU32::new(0),
@@ -524,7 +533,10 @@ pub fn loom_ring(capacity: u32) -> Result<(Producer, Consumer), RingError> {
             space: AtomicU32::new(0),
             _pad: [0; 14],
         },
-        closed: ClosedLine { closed: AtomicU32::new(0), _pad: [0; 15] },
+        closed: ClosedLine {
+            closed: AtomicU32::new(0),
+            _pad: [0; 15],
+        },
     });
     let slots: Box<[Slot]> = (0..u64::from(capacity))
         .map(|i| Slot {
@@ -541,9 +553,15 @@ pub fn loom_ring(capacity: u32) -> Result<(Producer, Consumer), RingError> {
         mask: u64::from(capacity) - 1,
         _owner: Some(Arc::clone(mem) as Arc<dyn std::any::Any + Send + Sync>),
     };
-    let producer = Producer { max_message: RingLayout::max_message(capacity), ring: make(&mem) };
-    let consumer =
-        Consumer { max_message: RingLayout::max_message(capacity), head: 0, ring: make(&mem) };
+    let producer = Producer {
+        max_message: RingLayout::max_message(capacity),
+        ring: make(&mem),
+    };
+    let consumer = Consumer {
+        max_message: RingLayout::max_message(capacity),
+        head: 0,
+        ring: make(&mem),
+    };
     Ok((producer, consumer))
 }
 
@@ -570,7 +588,9 @@ unsafe impl Sync for Producer {}
 
 impl std::fmt::Debug for Producer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Producer").field("capacity", &self.ring.capacity).finish_non_exhaustive()
+        f.debug_struct("Producer")
+            .field("capacity", &self.ring.capacity)
+            .finish_non_exhaustive()
     }
 }
 
@@ -586,7 +606,10 @@ impl Producer {
     pub unsafe fn attach(mem: *mut u8, len: usize) -> Result<Producer, RingError> {
         // SAFETY: forwarded from the caller's contract.
         let ring = unsafe { Ring::attach(mem, len) }?;
-        Ok(Producer { max_message: RingLayout::max_message(ring.capacity), ring })
+        Ok(Producer {
+            max_message: RingLayout::max_message(ring.capacity),
+            ring,
+        })
     }
 
     /// Loom build: unavailable (panics); use [`loom_ring`].
@@ -616,7 +639,10 @@ impl Producer {
     pub fn push(&self, msg: &[u8], alive: &dyn Fn() -> bool) -> Result<u64, RingError> {
         let len = msg.len();
         if len == 0 || len > self.max_message {
-            return Err(RingError::MessageSize { len, max: self.max_message });
+            return Err(RingError::MessageSize {
+                len,
+                max: self.max_message,
+            });
         }
         if self.ring.is_closed() {
             return Err(RingError::Closed);
@@ -721,7 +747,10 @@ impl Producer {
             let p = start.wrapping_add(j);
             self.ring.slot(p).seq.store(p.wrapping_add(1), Release);
         }
-        self.ring.slot(start).seq.store(start.wrapping_add(1), Release);
+        self.ring
+            .slot(start)
+            .seq
+            .store(start.wrapping_add(1), Release);
     }
 
     /// Eventcount waker for the consumer's doorbell (sleeper side: `Consumer::wait`).
@@ -765,7 +794,11 @@ enum Peek {
     /// Nothing (or not all of it) published yet.
     NotReady,
     /// A complete message: its length, slot count and first payload (already copied).
-    Ready { len: usize, k: u64, first: [u8; SLOT_PAYLOAD] },
+    Ready {
+        len: usize,
+        k: u64,
+        first: [u8; SLOT_PAYLOAD],
+    },
 }
 
 impl Consumer {
@@ -781,7 +814,11 @@ impl Consumer {
         // SAFETY: forwarded from the caller's contract.
         let ring = unsafe { Ring::attach(mem, len) }?;
         let head = ring.header().head.pos.load(Acquire);
-        Ok(Consumer { max_message: RingLayout::max_message(ring.capacity), head, ring })
+        Ok(Consumer {
+            max_message: RingLayout::max_message(ring.capacity),
+            head,
+            ring,
+        })
     }
 
     /// [`init`] followed by [`Consumer::attach`].
@@ -938,7 +975,9 @@ impl Consumer {
             return Ok(Peek::NotReady);
         }
         if seq != h.wrapping_add(1) {
-            return Err(RingError::Corrupt("first slot has an impossible sequence number"));
+            return Err(RingError::Corrupt(
+                "first slot has an impossible sequence number",
+            ));
         }
         let first = first_slot.payload.load();
         let len = u32::from_le_bytes([first[0], first[1], first[2], first[3]]) as usize;
@@ -956,7 +995,9 @@ impl Consumer {
                 return Ok(Peek::NotReady);
             }
             if seq != p.wrapping_add(1) {
-                return Err(RingError::Corrupt("continuation slot has an impossible sequence number"));
+                return Err(RingError::Corrupt(
+                    "continuation slot has an impossible sequence number",
+                ));
             }
         }
         Ok(Peek::Ready { len, k, first })
@@ -1001,7 +1042,12 @@ mod tests {
         }
         fn with_bytes(bytes: usize) -> Mem {
             let n = bytes.div_ceil(SLOT_SIZE);
-            Mem((0..n).map(|_| Slot { seq: AtomicU64::new(0), payload: Payload(Default::default()) }).collect())
+            Mem((0..n)
+                .map(|_| Slot {
+                    seq: AtomicU64::new(0),
+                    payload: Payload(Default::default()),
+                })
+                .collect())
         }
         fn ptr(&mut self) -> *mut u8 {
             self.0.as_mut_ptr().cast()
@@ -1047,20 +1093,29 @@ mod tests {
         assert_eq!(RingLayout::slots_for(117), 2);
         assert_eq!(RingLayout::slots_for(236), 2);
         assert_eq!(RingLayout::slots_for(237), 3);
-        assert_eq!(RingLayout::slots_for(usize::MAX), usize::MAX / SLOT_PAYLOAD + 1);
+        assert_eq!(
+            RingLayout::slots_for(usize::MAX),
+            usize::MAX / SLOT_PAYLOAD + 1
+        );
     }
 
     #[test]
     fn init_validation() {
         let mut m = Mem::new(8);
         let (p, l) = (m.ptr(), m.len());
-        // SAFETY (all calls below): `m` is live and `l` bytes long; bad arguments are rejected
+        // SAFETY: (all calls below) `m` is live and `l` bytes long; bad arguments are rejected
         // before any access.
         unsafe {
             assert_eq!(init(p, l, 0), Err(RingError::BadCapacity(0)));
             assert_eq!(init(p, l, 1), Err(RingError::BadCapacity(1)));
             assert_eq!(init(p, l, 6), Err(RingError::BadCapacity(6)));
-            assert_eq!(init(p, l, 16), Err(RingError::TooSmall { need: RingLayout::bytes(16), have: l }));
+            assert_eq!(
+                init(p, l, 16),
+                Err(RingError::TooSmall {
+                    need: RingLayout::bytes(16),
+                    have: l
+                })
+            );
             assert_eq!(init(p.add(4), l - 8, 4), Err(RingError::Misaligned));
             assert_eq!(init(std::ptr::null_mut(), l, 4), Err(RingError::Misaligned));
             assert_eq!(init(p, l, 8), Ok(()));
@@ -1080,8 +1135,20 @@ mod tests {
         unsafe { init(p, l, 8) }.unwrap();
         assert_eq!(attach(l), Ok(()));
         assert_eq!(attach_c(l), Ok(()));
-        assert_eq!(attach(100), Err(RingError::TooSmall { need: HEADER_SIZE, have: 100 }));
-        assert_eq!(attach(l - 1), Err(RingError::TooSmall { need: l, have: l - 1 }));
+        assert_eq!(
+            attach(100),
+            Err(RingError::TooSmall {
+                need: HEADER_SIZE,
+                have: 100
+            })
+        );
+        assert_eq!(
+            attach(l - 1),
+            Err(RingError::TooSmall {
+                need: l,
+                have: l - 1
+            })
+        );
 
         m.u32_at(8).store(2, Relaxed);
         assert_eq!(attach(l), Err(RingError::BadVersion(2)));
@@ -1094,7 +1161,13 @@ mod tests {
             assert_eq!(attach_c(l), Err(RingError::BadCapacity(bad)));
         }
         m.u32_at(16).store(16, Relaxed);
-        assert_eq!(attach(l), Err(RingError::TooSmall { need: RingLayout::bytes(16), have: l }));
+        assert_eq!(
+            attach(l),
+            Err(RingError::TooSmall {
+                need: RingLayout::bytes(16),
+                have: l
+            })
+        );
         m.u32_at(16).store(8, Relaxed);
         m.u64_at(0).store(!RING_MAGIC, Relaxed);
         assert_eq!(attach(l), Err(RingError::BadMagic(!RING_MAGIC)));
@@ -1103,8 +1176,14 @@ mod tests {
     #[test]
     fn message_size_limits() {
         let (_m, p, mut c) = pair(4);
-        assert_eq!(p.push(&[], YES), Err(RingError::MessageSize { len: 0, max: 236 }));
-        assert_eq!(p.push(&[0; 237], YES), Err(RingError::MessageSize { len: 237, max: 236 }));
+        assert_eq!(
+            p.push(&[], YES),
+            Err(RingError::MessageSize { len: 0, max: 236 })
+        );
+        assert_eq!(
+            p.push(&[0; 237], YES),
+            Err(RingError::MessageSize { len: 237, max: 236 })
+        );
         assert_eq!(p.push(&[7; 236], YES), Ok(0));
         assert_eq!(p.push(&[8; 1], YES), Ok(2));
         let mut out = vec![1, 2, 3];
@@ -1157,14 +1236,20 @@ mod tests {
         assert_eq!(c.try_pop(&mut out), Ok(true));
         assert_eq!(out, b"last words");
         assert_eq!(c.try_pop(&mut out), Ok(false));
-        assert_eq!(c.wait(Duration::ZERO, Duration::from_secs(5)), Err(RingError::Closed));
+        assert_eq!(
+            c.wait(Duration::ZERO, Duration::from_secs(5)),
+            Err(RingError::Closed)
+        );
     }
 
     #[test]
     fn wait_times_out_when_empty() {
         let (_m, _p, mut c) = pair(4);
         let t = std::time::Instant::now();
-        assert_eq!(c.wait(Duration::from_millis(1), Duration::from_millis(20)), Ok(false));
+        assert_eq!(
+            c.wait(Duration::from_millis(1), Duration::from_millis(20)),
+            Ok(false)
+        );
         assert!(t.elapsed() >= Duration::from_millis(15));
         assert_eq!(c.wait(Duration::ZERO, Duration::ZERO), Ok(false));
     }
@@ -1191,7 +1276,10 @@ mod tests {
         p.push(b"x", YES).unwrap();
         m.u64_at(HEADER_SIZE).store(7, Relaxed);
         assert!(matches!(c.try_pop(&mut out), Err(RingError::Corrupt(_))));
-        assert!(matches!(c.wait(Duration::ZERO, Duration::ZERO), Err(RingError::Corrupt(_))));
+        assert!(matches!(
+            c.wait(Duration::ZERO, Duration::ZERO),
+            Err(RingError::Corrupt(_))
+        ));
     }
 
     #[test]
@@ -1199,9 +1287,13 @@ mod tests {
         for bad_len in [0u32, 237, 100_000, u32::MAX] {
             let (m, p, mut c) = pair(4);
             p.push(b"abc", YES).unwrap();
-            m.u32_at(HEADER_SIZE + 8).store(u32::from_le(bad_len), Relaxed);
+            m.u32_at(HEADER_SIZE + 8)
+                .store(u32::from_le(bad_len), Relaxed);
             let mut out = Vec::new();
-            assert!(matches!(c.try_pop(&mut out), Err(RingError::Corrupt(_))), "{bad_len}");
+            assert!(
+                matches!(c.try_pop(&mut out), Err(RingError::Corrupt(_))),
+                "{bad_len}"
+            );
         }
     }
 

@@ -81,7 +81,10 @@ pub enum ShmError {
 }
 
 fn sys(op: &'static str) -> impl FnOnce(Errno) -> ShmError {
-    move |e| ShmError::Sys { op, source: std::io::Error::from(e) }
+    move |e| ShmError::Sys {
+        op,
+        source: std::io::Error::from(e),
+    }
 }
 
 /// The system page size.
@@ -154,7 +157,11 @@ impl SharedRegion {
             )
         }
         .map_err(sys("mmap"))?;
-        Ok(Self { ptr: ptr.cast(), len, fd })
+        Ok(Self {
+            ptr: ptr.cast(),
+            len,
+            fd,
+        })
     }
 
     /// Maps `len` bytes of a memory file received from a peer.
@@ -176,12 +183,21 @@ impl SharedRegion {
         // SAFETY: without MAP_FIXED the kernel never replaces an existing mapping (with
         // MAP_FIXED_NOREPLACE it fails with EEXIST instead); the file holds at least `len` bytes.
         let res = unsafe {
-            mmap(hint, size, ProtFlags::PROT_READ | ProtFlags::PROT_WRITE, flags, &fd, 0)
+            mmap(
+                hint,
+                size,
+                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+                flags,
+                &fd,
+                0,
+            )
         };
         let ptr = match res {
             Ok(p) => p,
             Err(Errno::EEXIST) => {
-                return Err(ShmError::AddressInUse { addr: at.unwrap_or(0) })
+                return Err(ShmError::AddressInUse {
+                    addr: at.unwrap_or(0),
+                })
             }
             Err(e) => return Err(sys("mmap")(e)),
         };
@@ -193,7 +209,11 @@ impl SharedRegion {
                 return Err(ShmError::AddressMismatch { want, got });
             }
         }
-        Ok(Self { ptr: ptr.cast(), len, fd })
+        Ok(Self {
+            ptr: ptr.cast(),
+            len,
+            fd,
+        })
     }
 
     /// Maps `len` bytes of `fd` at exactly `addr` with `MAP_FIXED`, replacing whatever is mapped
@@ -222,7 +242,11 @@ impl SharedRegion {
             )
         }
         .map_err(sys("mmap"))?;
-        Ok(Self { ptr: ptr.cast(), len, fd })
+        Ok(Self {
+            ptr: ptr.cast(),
+            len,
+            fd,
+        })
     }
 
     /// Start of the mapping.
@@ -326,16 +350,31 @@ mod tests {
 
     #[test]
     fn bad_arguments() {
-        assert!(matches!(SharedRegion::create("x", 0), Err(ShmError::ZeroLength)));
-        assert!(matches!(SharedRegion::create("a\0b", 10), Err(ShmError::BadName)));
+        assert!(matches!(
+            SharedRegion::create("x", 0),
+            Err(ShmError::ZeroLength)
+        ));
+        assert!(matches!(
+            SharedRegion::create("a\0b", 10),
+            Err(ShmError::BadName)
+        ));
         let a = SharedRegion::create("baton-test", 4096).unwrap();
         let fd = || a.fd().try_clone_to_owned().unwrap();
         assert!(matches!(
             SharedRegion::map(fd(), 8192, None),
-            Err(ShmError::FileTooSmall { file_len: 4096, want: 8192 })
+            Err(ShmError::FileTooSmall {
+                file_len: 4096,
+                want: 8192
+            })
         ));
-        assert!(matches!(SharedRegion::map(fd(), 4096, Some(123)), Err(ShmError::Misaligned { .. })));
-        assert!(matches!(SharedRegion::map(fd(), 0, None), Err(ShmError::ZeroLength)));
+        assert!(matches!(
+            SharedRegion::map(fd(), 4096, Some(123)),
+            Err(ShmError::Misaligned { .. })
+        ));
+        assert!(matches!(
+            SharedRegion::map(fd(), 0, None),
+            Err(ShmError::ZeroLength)
+        ));
     }
 
     #[test]
@@ -350,7 +389,10 @@ mod tests {
         // Mapping again at the same place must refuse, not clobber.
         let err = SharedRegion::map(a.fd().try_clone_to_owned().unwrap(), 4096, Some(addr));
         assert!(
-            matches!(err, Err(ShmError::AddressInUse { .. }) | Err(ShmError::AddressMismatch { .. })),
+            matches!(
+                err,
+                Err(ShmError::AddressInUse { .. }) | Err(ShmError::AddressMismatch { .. })
+            ),
             "{err:?}"
         );
     }
@@ -367,7 +409,10 @@ mod tests {
         assert_eq!(b.as_ptr() as usize, base + ps);
         // SAFETY: both are live mappings of the same 4096-byte file; atomics are valid for any bytes.
         let (wa, wb) = unsafe {
-            (&*(a.as_ptr() as *const AtomicU32), &*(b.as_ptr() as *const AtomicU32))
+            (
+                &*(a.as_ptr() as *const AtomicU32),
+                &*(b.as_ptr() as *const AtomicU32),
+            )
         };
         wa.store(77, Ordering::SeqCst);
         assert_eq!(wb.load(Ordering::SeqCst), 77);

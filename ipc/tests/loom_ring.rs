@@ -25,7 +25,9 @@ fn model<F: Fn() + Sync + Send + 'static>(f: F) {
 }
 
 fn msg(tag: u8, len: usize) -> Vec<u8> {
-    (0..len).map(|i| tag.wrapping_mul(31).wrapping_add(i as u8)).collect()
+    (0..len)
+        .map(|i| tag.wrapping_mul(31).wrapping_add(i as u8))
+        .collect()
 }
 
 const ALIVE: &dyn Fn() -> bool = &|| true;

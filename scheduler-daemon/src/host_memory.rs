@@ -49,7 +49,9 @@ unsafe fn rereserve(addr: usize, len: usize) -> Result<(), String> {
             std::num::NonZeroUsize::new(addr),
             size,
             nix::sys::mman::ProtFlags::PROT_NONE,
-            nix::sys::mman::MapFlags::MAP_PRIVATE | nix::sys::mman::MapFlags::MAP_NORESERVE | nix::sys::mman::MapFlags::MAP_FIXED,
+            nix::sys::mman::MapFlags::MAP_PRIVATE
+                | nix::sys::mman::MapFlags::MAP_NORESERVE
+                | nix::sys::mman::MapFlags::MAP_FIXED,
         )
     }
     .map(|_| ())
@@ -69,7 +71,11 @@ impl HostArena {
         let base = reserve_at(HINT, RESERVATION)?;
         let mut free = BTreeMap::new();
         free.insert(base, RESERVATION);
-        Ok(Arc::new(HostArena { base, len: RESERVATION, free: Mutex::new(free) }))
+        Ok(Arc::new(HostArena {
+            base,
+            len: RESERVATION,
+            free: Mutex::new(free),
+        }))
     }
 
     pub fn base(&self) -> usize {
@@ -113,13 +119,20 @@ impl HostArena {
             let fd = fresh.fd().try_clone_to_owned().map_err(|e| e.to_string())?;
             // SAFETY: [addr, addr+len) is a free part of our own reservation, which nothing else
             // in this process maps into.
-            let region = unsafe { SharedRegion::map_over(fd, len, addr) }.map_err(|e| e.to_string())?;
+            let region =
+                unsafe { SharedRegion::map_over(fd, len, addr) }.map_err(|e| e.to_string())?;
             drop(fresh);
-            exec.host_register(region.as_ptr(), len).map_err(|e| format!("registering host memory: {e}"))?;
+            exec.host_register(region.as_ptr(), len)
+                .map_err(|e| format!("registering host memory: {e}"))?;
             Ok::<_, String>(region)
         })();
         match region {
-            Ok(region) => Ok(HostChunk { region: Some(region), arena: self.clone(), addr, len }),
+            Ok(region) => Ok(HostChunk {
+                region: Some(region),
+                arena: self.clone(),
+                addr,
+                len,
+            }),
             Err(e) => {
                 // SAFETY: the range is ours; whatever was mapped there is replaced by a reservation.
                 let _ = unsafe { rereserve(addr, len) };
@@ -174,9 +187,14 @@ impl HostChunks {
     }
     /// Whether `[addr, addr+len)` lies inside one of the session's chunks.
     pub fn check(&self, addr: u64, len: u64) -> bool {
-        let Ok(a) = usize::try_from(addr) else { return false };
-        let Some((&start, c)) = self.chunks.range(..=a).next_back() else { return false };
-        a.checked_add(len as usize).is_some_and(|end| end <= start + c.len)
+        let Ok(a) = usize::try_from(addr) else {
+            return false;
+        };
+        let Some((&start, c)) = self.chunks.range(..=a).next_back() else {
+            return false;
+        };
+        a.checked_add(len as usize)
+            .is_some_and(|end| end <= start + c.len)
     }
     pub fn bytes(&self) -> u64 {
         self.chunks.values().map(|c| c.len as u64).sum()

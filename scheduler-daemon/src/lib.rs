@@ -52,8 +52,11 @@ fn parse_mode(s: &str) -> Result<u32, String> {
 
 /// Sets up stderr logging (`BATON_LOG` filters, e.g. `BATON_LOG=debug`).
 pub fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("BATON_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BATON_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Text => b.try_init(),
         LogFormat::Json => b.json().try_init(),
@@ -69,27 +72,36 @@ fn bind(path: &Path, mode: u32) -> Result<UnixListener, String> {
         if UnixStream::connect(path).is_ok() {
             return Err(format!("a daemon is already serving {}", path.display()));
         }
-        std::fs::remove_file(path).map_err(|e| format!("removing stale socket {}: {e}", path.display()))?;
+        std::fs::remove_file(path)
+            .map_err(|e| format!("removing stale socket {}: {e}", path.display()))?;
     }
     let l = UnixListener::bind(path).map_err(|e| format!("binding {}: {e}", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(|e| format!("chmod {}: {e}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| format!("chmod {}: {e}", path.display()))?;
     Ok(l)
 }
 
 /// Opens the GPU (or simulator) and the socket, then serves clients until SIGINT/SIGTERM.
 /// Returns an error message for the user when it cannot start.
 pub fn run(opts: &Options) -> Result<(), String> {
-    let path = opts.socket.clone().unwrap_or_else(baton_ipc::control::socket_path);
+    let path = opts
+        .socket
+        .clone()
+        .unwrap_or_else(baton_ipc::control::socket_path);
     // Block the stop signals in every thread; one thread waits for them and exits cleanly.
     let mut stop = nix::sys::signal::SigSet::empty();
     stop.add(nix::sys::signal::Signal::SIGINT);
     stop.add(nix::sys::signal::Signal::SIGTERM);
-    stop.thread_block().map_err(|e| format!("blocking signals: {e}"))?;
+    stop.thread_block()
+        .map_err(|e| format!("blocking signals: {e}"))?;
 
     // Reserve the pinned-memory address range before the driver maps anything.
-    let arena = host_memory::HostArena::reserve().map_err(|e| format!("reserving host address space: {e}"))?;
+    let arena = host_memory::HostArena::reserve()
+        .map_err(|e| format!("reserving host address space: {e}"))?;
     let exec: Arc<dyn Executor> = match opts.executor {
-        ExecutorKind::Cuda => Arc::new(executor::cuda::CudaExecutor::open().map_err(|e| e.to_string())?),
+        ExecutorKind::Cuda => {
+            Arc::new(executor::cuda::CudaExecutor::open().map_err(|e| e.to_string())?)
+        }
         ExecutorKind::Sim => Arc::new(executor::sim::SimExecutor::new()),
     };
     let listener = bind(&path, opts.socket_mode)?;
@@ -107,5 +119,7 @@ pub fn run(opts: &Options) -> Result<(), String> {
             std::process::exit(0);
         })
         .map_err(|e| e.to_string())?;
-    daemon.serve(listener).map_err(|e| format!("accepting clients: {e}"))
+    daemon
+        .serve(listener)
+        .map_err(|e| format!("accepting clients: {e}"))
 }

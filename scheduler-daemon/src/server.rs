@@ -4,7 +4,9 @@
 use crate::executor::Executor;
 use crate::host_memory::HostArena;
 use crate::session::{lock, Identity, Session, Shared};
-use baton_ipc::control::{self, ClientStatus, Request, Response, StatusReport, MAX_BLOB, PROTOCOL_VERSION};
+use baton_ipc::control::{
+    self, ClientStatus, Request, Response, StatusReport, MAX_BLOB, PROTOCOL_VERSION,
+};
 use baton_ipc::region::{Layout, Params, Region};
 use baton_ipc::shm::SharedRegion;
 use std::collections::HashMap;
@@ -25,7 +27,13 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn new(exec: Arc<dyn Executor>, arena: Arc<HostArena>) -> Arc<Daemon> {
-        Arc::new(Daemon { exec, arena, params: Params::DEFAULT, sessions: Mutex::new(HashMap::new()), next_session: AtomicU64::new(1) })
+        Arc::new(Daemon {
+            exec,
+            arena,
+            params: Params::DEFAULT,
+            sessions: Mutex::new(HashMap::new()),
+            next_session: AtomicU64::new(1),
+        })
     }
 
     pub fn status(&self) -> StatusReport {
@@ -59,7 +67,9 @@ impl Daemon {
                 Err(e) => return Err(e),
             };
             let d = self.clone();
-            std::thread::Builder::new().name("baton-conn".into()).spawn(move || d.connection(conn))?;
+            std::thread::Builder::new()
+                .name("baton-conn".into())
+                .spawn(move || d.connection(conn))?;
         }
         Ok(())
     }
@@ -73,9 +83,16 @@ impl Daemon {
             Request::Status => {
                 let _ = control::send(&conn, &Response::Status(self.status()), &[]);
             }
-            Request::Hello { version, pid, tenant, class: _ } => {
+            Request::Hello {
+                version,
+                pid,
+                tenant,
+                class: _,
+            } => {
                 if version != PROTOCOL_VERSION {
-                    let message = format!("client speaks protocol {version}, daemon speaks {PROTOCOL_VERSION}: use the shim and daemon of one Baton release");
+                    let message = format!(
+                        "client speaks protocol {version}, daemon speaks {PROTOCOL_VERSION}: use the shim and daemon of one Baton release"
+                    );
                     let _ = control::send(&conn, &Response::Error { code: 999, message }, &[]);
                     return;
                 }
@@ -90,25 +107,55 @@ impl Daemon {
         }
     }
 
-    fn client(self: &Arc<Self>, conn: UnixStream, claimed_pid: u32, tenant: Option<String>) -> io::Result<()> {
-        let cred = nix::sys::socket::getsockopt(&conn, nix::sys::socket::sockopt::PeerCredentials).map_err(|e| io::Error::from_raw_os_error(e as i32))?;
+    fn client(
+        self: &Arc<Self>,
+        conn: UnixStream,
+        claimed_pid: u32,
+        tenant: Option<String>,
+    ) -> io::Result<()> {
+        let cred = nix::sys::socket::getsockopt(&conn, nix::sys::socket::sockopt::PeerCredentials)
+            .map_err(|e| io::Error::from_raw_os_error(e as i32))?;
         let (pid, uid, gid) = (cred.pid() as u32, cred.uid(), cred.gid());
         if pid != claimed_pid {
-            tracing::debug!(pid, claimed_pid, "client's stated pid differs from SO_PEERCRED; using the kernel's");
+            tracing::debug!(
+                pid,
+                claimed_pid,
+                "client's stated pid differs from SO_PEERCRED; using the kernel's"
+            );
         }
         let session_id = self.next_session.fetch_add(1, Ordering::Relaxed);
         let tenant = tenant.unwrap_or_else(|| format!("uid:{uid}"));
-        let identity = Identity { session: session_id, pid, uid, gid, tenant };
+        let identity = Identity {
+            session: session_id,
+            pid,
+            uid,
+            gid,
+            tenant,
+        };
         let shared = Arc::new(Shared::new(identity.clone()));
 
         let layout = Layout::new(self.params).expect("default region parameters are valid");
         let setup = (|| -> Result<(Session, OwnedFd), String> {
-            let mapping = SharedRegion::create("baton-session", layout.total).map_err(|e| e.to_string())?;
+            let mapping =
+                SharedRegion::create("baton-session", layout.total).map_err(|e| e.to_string())?;
             // SAFETY: a fresh zeroed mapping of `layout.total` bytes, kept alive by the session.
-            let region = unsafe { Region::init(mapping.as_ptr(), mapping.len(), self.params) }.map_err(|e| e.to_string())?;
-            let region_dev = self.exec.host_register(mapping.as_ptr(), mapping.len()).map_err(|e| format!("registering the session region: {e}"))?;
-            let fd = mapping.fd().try_clone_to_owned().map_err(|e| e.to_string())?;
-            let session = Session::new(shared.clone(), self.exec.clone(), mapping, region, region_dev)?;
+            let region = unsafe { Region::init(mapping.as_ptr(), mapping.len(), self.params) }
+                .map_err(|e| e.to_string())?;
+            let region_dev = self
+                .exec
+                .host_register(mapping.as_ptr(), mapping.len())
+                .map_err(|e| format!("registering the session region: {e}"))?;
+            let fd = mapping
+                .fd()
+                .try_clone_to_owned()
+                .map_err(|e| e.to_string())?;
+            let session = Session::new(
+                shared.clone(),
+                self.exec.clone(),
+                mapping,
+                region,
+                region_dev,
+            )?;
             Ok((session, fd))
         })();
         let (session, region_fd) = match setup {
@@ -121,11 +168,13 @@ impl Daemon {
         lock(&self.sessions).insert(session_id, shared.clone());
         tracing::info!(session = session_id, pid, uid, tenant = %identity.tenant, "client connected");
         let d = self.clone();
-        std::thread::Builder::new().name(format!("baton-session-{session_id}")).spawn(move || {
-            let end = session.run();
-            lock(&d.sessions).remove(&session_id);
-            tracing::info!(session = session_id, pid, how = ?end, "client session ended; its resources are freed");
-        })?;
+        std::thread::Builder::new()
+            .name(format!("baton-session-{session_id}"))
+            .spawn(move || {
+                let end = session.run();
+                lock(&d.sessions).remove(&session_id);
+                tracing::info!(session = session_id, pid, how = ?end, "client session ended; its resources are freed");
+            })?;
 
         let welcome = Response::Welcome {
             session: session_id,
@@ -153,12 +202,24 @@ impl Daemon {
                 Request::AttachBlob { len } => {
                     if len > MAX_BLOB {
                         // Its bytes would follow; the stream cannot be resynchronised.
-                        let _ = control::send(conn, &Response::Error { code: 1, message: format!("image of {len} bytes is too large") }, &[]);
+                        let _ = control::send(
+                            conn,
+                            &Response::Error {
+                                code: 1,
+                                message: format!("image of {len} bytes is too large"),
+                            },
+                            &[],
+                        );
                         return;
                     }
                     let mut bytes = Vec::new();
-                    match (&*conn).take(len).read_to_end(&mut bytes) {
-                        Ok(n) if n as u64 == len => (Response::Blob { id: shared.add_blob(bytes) }, None),
+                    match conn.take(len).read_to_end(&mut bytes) {
+                        Ok(n) if n as u64 == len => (
+                            Response::Blob {
+                                id: shared.add_blob(bytes),
+                            },
+                            None,
+                        ),
                         _ => return,
                     }
                 }
@@ -167,7 +228,13 @@ impl Daemon {
                         let (addr, clen) = (chunk.addr, chunk.len);
                         let fd = chunk.region().fd().try_clone_to_owned().ok();
                         lock(&shared.host).insert(chunk);
-                        (Response::HostChunk { addr: addr as u64, len: clen as u64 }, fd)
+                        (
+                            Response::HostChunk {
+                                addr: addr as u64,
+                                len: clen as u64,
+                            },
+                            fd,
+                        )
                     }
                     Err(message) => (Response::Error { code: 2, message }, None),
                 },
@@ -176,10 +243,22 @@ impl Daemon {
                         chunk.release(&*self.exec);
                         (Response::Ok, None)
                     }
-                    None => (Response::Error { code: 1, message: format!("no pinned chunk at {addr:#x}") }, None),
+                    None => (
+                        Response::Error {
+                            code: 1,
+                            message: format!("no pinned chunk at {addr:#x}"),
+                        },
+                        None,
+                    ),
                 },
                 Request::Status => (Response::Status(self.status()), None),
-                Request::Hello { .. } => (Response::Error { code: 1, message: "already connected".into() }, None),
+                Request::Hello { .. } => (
+                    Response::Error {
+                        code: 1,
+                        message: "already connected".into(),
+                    },
+                    None,
+                ),
             };
             let fds: Vec<i32> = fd.iter().map(|f| f.as_raw_fd()).collect();
             if control::send(conn, &resp, &fds).is_err() {

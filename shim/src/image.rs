@@ -35,8 +35,11 @@ pub(crate) unsafe fn image_len(p: *const u8) -> Option<usize> {
     match u32::from_le_bytes(head4) {
         FATBIN_MAGIC => {
             // SAFETY: a fatbin header is 16 bytes: magic, version, header size, body size.
-            let header = u16::from_le_bytes(unsafe { read::<2>(p, 6) }) as usize;
-            let body = u64::from_le_bytes(unsafe { read::<8>(p, 8) }) as usize;
+            let (header, body) = unsafe { (read::<2>(p, 6), read::<8>(p, 8)) };
+            let (header, body) = (
+                u16::from_le_bytes(header) as usize,
+                u64::from_le_bytes(body) as usize,
+            );
             header.checked_add(body)
         }
         WRAPPER_MAGIC => {
@@ -46,7 +49,12 @@ pub(crate) unsafe fn image_len(p: *const u8) -> Option<usize> {
             unsafe { image_len(data) }
         }
         // SAFETY: text images are NUL-terminated; include the NUL.
-        _ => Some(unsafe { std::ffi::CStr::from_ptr(p as *const std::ffi::c_char) }.to_bytes().len() + 1),
+        _ => Some(
+            unsafe { std::ffi::CStr::from_ptr(p as *const std::ffi::c_char) }
+                .to_bytes()
+                .len()
+                + 1,
+        ),
     }
 }
 
@@ -100,7 +108,12 @@ unsafe fn elf_len(p: *const u8) -> Option<usize> {
     for i in 0..phnum {
         let ph = phoff + i * phentsize;
         // SAFETY: program headers lie inside the file.
-        let (off, filesz) = unsafe { (u64::from_le_bytes(read::<8>(p, ph + 8)) as usize, u64::from_le_bytes(read::<8>(p, ph + 0x20)) as usize) };
+        let (off, filesz) = unsafe {
+            (
+                u64::from_le_bytes(read::<8>(p, ph + 8)) as usize,
+                u64::from_le_bytes(read::<8>(p, ph + 0x20)) as usize,
+            )
+        };
         end = end.max(off.checked_add(filesz)?);
     }
     Some(end)
@@ -119,7 +132,7 @@ mod tests {
 
     #[test]
     fn fatbin_is_sized_by_its_header() {
-        let mut f = vec![0u8; 16 + 100];
+        let mut f = [0u8; 16 + 100];
         f[0..4].copy_from_slice(&FATBIN_MAGIC.to_le_bytes());
         f[4..6].copy_from_slice(&1u16.to_le_bytes());
         f[6..8].copy_from_slice(&16u16.to_le_bytes());
@@ -128,7 +141,11 @@ mod tests {
         assert_eq!(unsafe { image_len(f.as_ptr()) }, Some(116));
         let wrapper: [u64; 3] = [(1u64 << 32) | WRAPPER_MAGIC as u64, f.as_ptr() as u64, 0];
         // SAFETY: a wrapper pointing at the fatbin above.
-        assert_eq!(unsafe { image_len(wrapper.as_ptr() as *const u8) }, Some(116));
+        assert_eq!(
+            // SAFETY: a wrapper pointing at the fatbin above.
+            unsafe { image_len(wrapper.as_ptr() as *const u8) },
+            Some(116)
+        );
         // SAFETY: as above.
         assert_eq!(unsafe { unwrap(wrapper.as_ptr() as *const u8) }, f.as_ptr());
     }

@@ -17,4 +17,5 @@ mod objects;
 
 /// Marks this library as Baton's shim, so the daemon can refuse to load it as the real driver.
 #[cfg_attr(not(test), no_mangle)]
+#[allow(non_upper_case_globals)] // a C symbol name, looked up by the daemon
 pub static baton_shim_marker: u8 = 1;

@@ -39,7 +39,9 @@ macro_rules! handle_conversions {
                 // SAFETY: handles of this kind are addresses of leaked `$t`s; a foreign pointer
                 // is the caller's bug, as with the real driver, and is caught by the magic check
                 // when it points to readable memory.
-                match unsafe { magic_of(p) } {
+                let magic = unsafe { magic_of(p) };
+                match magic {
+                    // SAFETY: the magic says `p` is one of our leaked, never-freed objects.
                     Some(m) if m == $magic => Ok(unsafe { &*p }),
                     _ => Err($err),
                 }
@@ -134,7 +136,10 @@ impl Stream {
         if let Some(s) = l.iter().find(|s| s.device == device) {
             return Ok(s);
         }
-        let word = c.words.alloc(&c.region).ok_or(CUresult::CUDA_ERROR_OUT_OF_MEMORY)?;
+        let word = c
+            .words
+            .alloc(&c.region)
+            .ok_or(CUresult::CUDA_ERROR_OUT_OF_MEMORY)?;
         let s = Box::leak(Box::new(Stream {
             magic: STREAM_MAGIC,
             device,
@@ -151,8 +156,17 @@ impl Stream {
         Ok(s)
     }
 
-    pub fn new(c: &Client, device: u32, id: u64, flags: u32, priority: i32) -> Result<&'static Stream, CUresult> {
-        let word = c.words.alloc(&c.region).ok_or(CUresult::CUDA_ERROR_OUT_OF_MEMORY)?;
+    pub fn new(
+        c: &Client,
+        device: u32,
+        id: u64,
+        flags: u32,
+        priority: i32,
+    ) -> Result<&'static Stream, CUresult> {
+        let word = c
+            .words
+            .alloc(&c.region)
+            .ok_or(CUresult::CUDA_ERROR_OUT_OF_MEMORY)?;
         let fresh = Stream {
             magic: STREAM_MAGIC,
             device,
@@ -178,7 +192,8 @@ impl Stream {
 
     pub fn retire(&'static self, c: &Client) {
         self.id.store(0, Ordering::Release);
-        c.words.release(&c.region, self.word, self.marked.load(Ordering::Relaxed));
+        c.words
+            .release(&c.region, self.word, self.marked.load(Ordering::Relaxed));
         client::lock(&STREAM_POOL).push(self);
     }
 
@@ -192,8 +207,19 @@ impl Stream {
 
 impl Event {
     pub fn new(c: &Client, device: u32, id: u64, flags: u32) -> Result<&'static Event, CUresult> {
-        let word = c.words.alloc(&c.region).ok_or(CUresult::CUDA_ERROR_OUT_OF_MEMORY)?;
-        let fresh = Event { magic: EVENT_MAGIC, device, id: AtomicU64::new(id), recorded: AtomicU64::new(0), synced: AtomicU64::new(0), word, flags };
+        let word = c
+            .words
+            .alloc(&c.region)
+            .ok_or(CUresult::CUDA_ERROR_OUT_OF_MEMORY)?;
+        let fresh = Event {
+            magic: EVENT_MAGIC,
+            device,
+            id: AtomicU64::new(id),
+            recorded: AtomicU64::new(0),
+            synced: AtomicU64::new(0),
+            word,
+            flags,
+        };
         Ok(match client::lock(&EVENT_POOL).pop() {
             Some(e) => {
                 // SAFETY: as for streams.
@@ -206,7 +232,8 @@ impl Event {
 
     pub fn retire(&'static self, c: &Client) {
         self.id.store(0, Ordering::Release);
-        c.words.release(&c.region, self.word, self.recorded.load(Ordering::Relaxed));
+        c.words
+            .release(&c.region, self.word, self.recorded.load(Ordering::Relaxed));
         client::lock(&EVENT_POOL).push(self);
     }
 
@@ -220,7 +247,11 @@ impl Event {
     /// Whether the last record has been reached (true if never recorded).
     pub fn complete(&self, c: &Client) -> bool {
         let want = self.recorded.load(Ordering::Acquire);
-        want == 0 || self.synced.load(Ordering::Acquire) >= want || c.region.word(self.word).is_some_and(|w| w.load(Ordering::Acquire) >= want)
+        want == 0
+            || self.synced.load(Ordering::Acquire) >= want
+            || c.region
+                .word(self.word)
+                .is_some_and(|w| w.load(Ordering::Acquire) >= want)
     }
 }
 
@@ -239,7 +270,12 @@ impl Module {
 }
 
 impl Function {
-    pub fn new(module: &'static Module, id: u64, name: String, info: FunctionInfo) -> &'static Function {
+    pub fn new(
+        module: &'static Module,
+        id: u64,
+        name: String,
+        info: FunctionInfo,
+    ) -> &'static Function {
         Box::leak(Box::new(Function {
             magic: FUNC_MAGIC,
             device: module.device,

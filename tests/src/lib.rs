@@ -28,15 +28,29 @@ extern "C" {
     pub fn cuMemAlloc_v2(p: *mut CUdeviceptr, n: usize) -> CUresult;
     pub fn cuMemFree_v2(p: CUdeviceptr) -> CUresult;
     pub fn cuMemGetInfo_v2(free: *mut usize, total: *mut usize) -> CUresult;
-    pub fn cuMemGetAddressRange_v2(base: *mut CUdeviceptr, size: *mut usize, p: CUdeviceptr) -> CUresult;
+    pub fn cuMemGetAddressRange_v2(
+        base: *mut CUdeviceptr,
+        size: *mut usize,
+        p: CUdeviceptr,
+    ) -> CUresult;
     pub fn cuMemHostAlloc(p: *mut *mut c_void, n: usize, flags: c_uint) -> CUresult;
     pub fn cuMemFreeHost(p: *mut c_void) -> CUresult;
-    pub fn cuMemHostGetDevicePointer_v2(d: *mut CUdeviceptr, p: *mut c_void, flags: c_uint) -> CUresult;
+    pub fn cuMemHostGetDevicePointer_v2(
+        d: *mut CUdeviceptr,
+        p: *mut c_void,
+        flags: c_uint,
+    ) -> CUresult;
     pub fn cuMemcpyHtoD_v2(d: CUdeviceptr, s: *const c_void, n: usize) -> CUresult;
     pub fn cuMemcpyDtoH_v2(d: *mut c_void, s: CUdeviceptr, n: usize) -> CUresult;
     pub fn cuMemcpyDtoD_v2(d: CUdeviceptr, s: CUdeviceptr, n: usize) -> CUresult;
-    pub fn cuMemcpyHtoDAsync_v2(d: CUdeviceptr, s: *const c_void, n: usize, st: CUstream) -> CUresult;
-    pub fn cuMemcpyDtoHAsync_v2(d: *mut c_void, s: CUdeviceptr, n: usize, st: CUstream) -> CUresult;
+    pub fn cuMemcpyHtoDAsync_v2(
+        d: CUdeviceptr,
+        s: *const c_void,
+        n: usize,
+        st: CUstream,
+    ) -> CUresult;
+    pub fn cuMemcpyDtoHAsync_v2(d: *mut c_void, s: CUdeviceptr, n: usize, st: CUstream)
+        -> CUresult;
     pub fn cuMemcpy(d: CUdeviceptr, s: CUdeviceptr, n: usize) -> CUresult;
     pub fn cuMemsetD32_v2(d: CUdeviceptr, v: c_uint, n: usize) -> CUresult;
     pub fn cuMemsetD8Async(d: CUdeviceptr, v: u8, n: usize, st: CUstream) -> CUresult;
@@ -64,7 +78,12 @@ extern "C" {
         params: *mut *mut c_void,
         extra: *mut *mut c_void,
     ) -> CUresult;
-    pub fn cuLaunchKernelEx(cfg: *const CUlaunchConfig, f: CUfunction, params: *mut *mut c_void, extra: *mut *mut c_void) -> CUresult;
+    pub fn cuLaunchKernelEx(
+        cfg: *const CUlaunchConfig,
+        f: CUfunction,
+        params: *mut *mut c_void,
+        extra: *mut *mut c_void,
+    ) -> CUresult;
     pub fn cuGetErrorName(e: CUresult, s: *mut *const c_char) -> CUresult;
     pub fn cuGetErrorString(e: CUresult, s: *mut *const c_char) -> CUresult;
     pub fn cuGraphCreate(g: *mut CUgraph, flags: c_uint) -> CUresult;
@@ -74,7 +93,10 @@ extern "C" {
 #[track_caller]
 pub fn check(r: CUresult, what: &str) {
     if r != CUresult::CUDA_SUCCESS {
-        let name = r.name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = r
+            .name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         panic!("{what} failed: {} ({name})", r.0);
     }
 }
@@ -82,17 +104,17 @@ pub fn check(r: CUresult, what: &str) {
 /// Runs `$call` and panics with its text unless it succeeds.
 #[macro_export]
 macro_rules! cu {
-    ($call:expr) => {
-        $crate::check(
-            // SAFETY: the test passes arguments as the driver API documents them.
-            unsafe { $call },
-            stringify!($call),
-        )
-    };
+    ($call:expr) => {{
+        // SAFETY: the test passes arguments as the driver API documents them.
+        #[allow(clippy::macro_metavars_in_unsafe)]
+        let r = unsafe { $call };
+        $crate::check(r, stringify!($call))
+    }};
 }
 
 /// The simulated executor's module image with the test kernels.
-pub const SIM_IMAGE: &[u8] = b"//baton-sim\nkernel vecAdd 8 8 8 4\nkernel fill 8 4 4\nkernel empty\nkernel fault\n\0";
+pub const SIM_IMAGE: &[u8] =
+    b"//baton-sim\nkernel vecAdd 8 8 8 4\nkernel fill 8 4 4\nkernel empty\nkernel fault\n\0";
 
 /// A daemon on the simulated executor running inside this test process, started once, and
 /// `BATON_SOCKET` pointing clients (this process's shim) at it.
@@ -130,15 +152,26 @@ pub fn workspace_bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let dir = exe.parent().unwrap().parent().unwrap();
     let p = dir.join(name);
-    assert!(p.exists(), "{} not built: run `cargo build --workspace` first", p.display());
+    assert!(
+        p.exists(),
+        "{} not built: run `cargo build --workspace` first",
+        p.display()
+    );
     p
 }
 
 /// Loads the simulator's test kernels: (module, vecAdd, fill, empty).
 pub fn load_kernels() -> (CUmodule, CUfunction, CUfunction, CUfunction) {
     let mut m = std::ptr::null_mut();
-    cu!(cuModuleLoadData(&mut m, SIM_IMAGE.as_ptr() as *const std::ffi::c_void));
-    let (mut add, mut fill, mut empty) = (std::ptr::null_mut(), std::ptr::null_mut(), std::ptr::null_mut());
+    cu!(cuModuleLoadData(
+        &mut m,
+        SIM_IMAGE.as_ptr() as *const std::ffi::c_void
+    ));
+    let (mut add, mut fill, mut empty) = (
+        std::ptr::null_mut(),
+        std::ptr::null_mut(),
+        std::ptr::null_mut(),
+    );
     cu!(cuModuleGetFunction(&mut add, m, c"vecAdd".as_ptr()));
     cu!(cuModuleGetFunction(&mut fill, m, c"fill".as_ptr()));
     cu!(cuModuleGetFunction(&mut empty, m, c"empty".as_ptr()));
@@ -162,14 +195,39 @@ pub fn floats(n: usize, seed: u32) -> Vec<f32> {
 ///
 /// # Safety
 /// `f` must be vecAdd and the buffers `n` floats long.
-pub unsafe fn launch_vec_add(f: CUfunction, a: CUdeviceptr, b: CUdeviceptr, c: CUdeviceptr, n: i32, s: CUstream) -> CUresult {
+pub unsafe fn launch_vec_add(
+    f: CUfunction,
+    a: CUdeviceptr,
+    b: CUdeviceptr,
+    c: CUdeviceptr,
+    n: i32,
+    s: CUstream,
+) -> CUresult {
     let (mut a, mut b, mut c, mut n) = (a, b, c, n);
-    let mut params = [&mut a as *mut _ as *mut std::ffi::c_void, &mut b as *mut _ as *mut std::ffi::c_void, &mut c as *mut _ as *mut std::ffi::c_void, &mut n as *mut _ as *mut std::ffi::c_void];
+    let mut params = [
+        &mut a as *mut _ as *mut std::ffi::c_void,
+        &mut b as *mut _ as *mut std::ffi::c_void,
+        &mut c as *mut _ as *mut std::ffi::c_void,
+        &mut n as *mut _ as *mut std::ffi::c_void,
+    ];
     let blocks = (n as u32).div_ceil(256);
     // SAFETY: the parameters match vecAdd's four arguments.
-    unsafe { cuLaunchKernel(f, blocks, 1, 1, 256, 1, 1, 0, s, params.as_mut_ptr(), std::ptr::null_mut()) }
+    unsafe {
+        cuLaunchKernel(
+            f,
+            blocks,
+            1,
+            1,
+            256,
+            1,
+            1,
+            0,
+            s,
+            params.as_mut_ptr(),
+            std::ptr::null_mut(),
+        )
+    }
 }
-
 
 /// In a child process: initialise against the daemon named by `BATON_SOCKET` and make device
 /// 0's primary context current.

@@ -13,16 +13,28 @@ fn device_queries_are_answered() {
     let mut name = [0 as std::ffi::c_char; 64];
     cu!(cuDeviceGetName(name.as_mut_ptr(), 64, 0));
     // SAFETY: NUL-terminated by the shim.
-    assert_eq!(unsafe { CStr::from_ptr(name.as_ptr()) }.to_str().unwrap(), "Baton Simulated GPU");
+    assert_eq!(
+        // SAFETY: NUL-terminated by the shim.
+        unsafe { CStr::from_ptr(name.as_ptr()) }.to_str().unwrap(),
+        "Baton Simulated GPU"
+    );
     let mut warp = 0;
-    cu!(cuDeviceGetAttribute(&mut warp, CUdevice_attribute::CU_DEVICE_ATTRIBUTE_WARP_SIZE, 0));
+    cu!(cuDeviceGetAttribute(
+        &mut warp,
+        CUdevice_attribute::CU_DEVICE_ATTRIBUTE_WARP_SIZE,
+        0
+    ));
     assert_eq!(warp, 32);
     let mut v = 0;
     cu!(cuDriverGetVersion(&mut v));
     assert_eq!(v, 13000);
     let mut d = 0;
     // SAFETY: plain call with an out-pointer.
-    assert_eq!(unsafe { cuDeviceGet(&mut d, 7) }, CUresult::CUDA_ERROR_INVALID_DEVICE);
+    assert_eq!(
+        // SAFETY: plain call with an out-pointer.
+        unsafe { cuDeviceGet(&mut d, 7) },
+        CUresult::CUDA_ERROR_INVALID_DEVICE
+    );
     let mut s = std::ptr::null();
     cu!(cuGetErrorString(CUresult::CUDA_ERROR_OUT_OF_MEMORY, &mut s));
     // SAFETY: static string from the shim.
@@ -37,7 +49,11 @@ fn unimplemented_entry_points_say_not_supported() {
     init_thread();
     let mut g = null_mut();
     // SAFETY: out-pointer to a local.
-    assert_eq!(unsafe { cuGraphCreate(&mut g, 0) }, CUresult::CUDA_ERROR_NOT_SUPPORTED);
+    assert_eq!(
+        // SAFETY: out-pointer to a local.
+        unsafe { cuGraphCreate(&mut g, 0) },
+        CUresult::CUDA_ERROR_NOT_SUPPORTED
+    );
 }
 
 #[test]
@@ -67,7 +83,12 @@ fn vec_add_with_pageable_copies_larger_than_the_staging_area() {
         cu!(cuMemFree_v2(p));
     }
     // SAFETY: plain call.
-    assert_eq!(unsafe { cuMemFree_v2(a) }, CUresult::CUDA_ERROR_INVALID_VALUE, "double free is refused");
+    assert_eq!(
+        // SAFETY: plain call.
+        unsafe { cuMemFree_v2(a) },
+        CUresult::CUDA_ERROR_INVALID_VALUE,
+        "double free is refused"
+    );
     cu!(cuModuleUnload(m));
 }
 
@@ -75,21 +96,48 @@ fn vec_add_with_pageable_copies_larger_than_the_staging_area() {
 fn launch_errors_surface_at_the_next_synchronisation() {
     init_thread();
     let mut m = null_mut();
-    cu!(cuModuleLoadData(&mut m, SIM_IMAGE.as_ptr() as *const c_void));
+    cu!(cuModuleLoadData(
+        &mut m,
+        SIM_IMAGE.as_ptr() as *const c_void
+    ));
     let mut fault = null_mut();
     cu!(cuModuleGetFunction(&mut fault, m, c"fault".as_ptr()));
     let mut s = null_mut();
     cu!(cuStreamCreate(&mut s, 1));
-    cu!(cuLaunchKernel(fault, 1, 1, 1, 1, 1, 1, 0, s, null_mut(), null_mut()));
+    cu!(cuLaunchKernel(
+        fault,
+        1,
+        1,
+        1,
+        1,
+        1,
+        1,
+        0,
+        s,
+        null_mut(),
+        null_mut()
+    ));
     // SAFETY: valid stream.
-    assert_eq!(unsafe { cuStreamSynchronize(s) }, CUresult::CUDA_ERROR_ILLEGAL_ADDRESS);
+    assert_eq!(
+        // SAFETY: valid stream.
+        unsafe { cuStreamSynchronize(s) },
+        CUresult::CUDA_ERROR_ILLEGAL_ADDRESS
+    );
     // Invalid geometry is refused at once, without a round trip.
     // SAFETY: valid function, no parameters.
-    assert_eq!(unsafe { cuLaunchKernel(fault, 0, 1, 1, 1, 1, 1, 0, s, null_mut(), null_mut()) }, CUresult::CUDA_ERROR_INVALID_VALUE);
+    assert_eq!(
+        // SAFETY: valid function, no parameters.
+        unsafe { cuLaunchKernel(fault, 0, 1, 1, 1, 1, 1, 0, s, null_mut(), null_mut()) },
+        CUresult::CUDA_ERROR_INVALID_VALUE
+    );
     cu!(cuStreamDestroy_v2(s));
     let mut missing = null_mut();
     // SAFETY: valid module, NUL-terminated name.
-    assert_eq!(unsafe { cuModuleGetFunction(&mut missing, m, c"nope".as_ptr()) }, CUresult::CUDA_ERROR_NOT_FOUND);
+    assert_eq!(
+        // SAFETY: valid module, NUL-terminated name.
+        unsafe { cuModuleGetFunction(&mut missing, m, c"nope".as_ptr()) },
+        CUresult::CUDA_ERROR_NOT_FOUND
+    );
 }
 
 #[test]
@@ -118,7 +166,10 @@ fn eight_threads_launch_at_once() {
                 cu!(cuStreamSynchronize(s));
                 let mut out = vec![0f32; n];
                 cu!(cuMemcpyDtoH_v2(out.as_mut_ptr() as *mut c_void, c, n * 4));
-                assert!(out.iter().zip(x.iter().zip(&y)).all(|(o, (a, b))| *o == a + b));
+                assert!(out
+                    .iter()
+                    .zip(x.iter().zip(&y))
+                    .all(|(o, (a, b))| *o == a + b));
                 cu!(cuStreamDestroy_v2(s));
                 for p in [a, b, c] {
                     cu!(cuMemFree_v2(p));
@@ -144,8 +195,22 @@ fn launch_ex_and_extra_params() {
     buf[8..12].copy_from_slice(&7u32.to_le_bytes());
     buf[12..16].copy_from_slice(&(n as i32).to_le_bytes());
     let mut size = buf.len();
-    let mut extra = [1usize as *mut c_void, buf.as_mut_ptr() as *mut c_void, 2usize as *mut c_void, &mut size as *mut usize as *mut c_void, null_mut()];
-    let cfg = CUlaunchConfig { gridDimX: 2, gridDimY: 1, gridDimZ: 1, blockDimX: 256, blockDimY: 1, blockDimZ: 1, ..Default::default() };
+    let mut extra = [
+        std::ptr::without_provenance_mut::<c_void>(1),
+        buf.as_mut_ptr() as *mut c_void,
+        std::ptr::without_provenance_mut::<c_void>(2),
+        &mut size as *mut usize as *mut c_void,
+        null_mut(),
+    ];
+    let cfg = CUlaunchConfig {
+        gridDimX: 2,
+        gridDimY: 1,
+        gridDimZ: 1,
+        blockDimX: 256,
+        blockDimY: 1,
+        blockDimZ: 1,
+        ..Default::default()
+    };
     cu!(cuLaunchKernelEx(&cfg, fill, null_mut(), extra.as_mut_ptr()));
     let mut out = vec![0u32; n];
     cu!(cuMemcpyDtoH_v2(out.as_mut_ptr() as *mut c_void, d, n * 4));
@@ -161,14 +226,50 @@ fn queries_after_synchronisation_report_idle_at_once() {
     cu!(cuStreamCreate(&mut s, 1));
     let mut e = null_mut();
     cu!(cuEventCreate(&mut e, 0));
-    cu!(cuLaunchKernel(empty, 1, 1, 1, 32, 1, 1, 0, s, null_mut(), null_mut()));
+    cu!(cuLaunchKernel(
+        empty,
+        1,
+        1,
+        1,
+        32,
+        1,
+        1,
+        0,
+        s,
+        null_mut(),
+        null_mut()
+    ));
     cu!(cuStreamSynchronize(s));
     cu!(cuStreamQuery(s));
-    cu!(cuLaunchKernel(empty, 1, 1, 1, 32, 1, 1, 0, s, null_mut(), null_mut()));
+    cu!(cuLaunchKernel(
+        empty,
+        1,
+        1,
+        1,
+        32,
+        1,
+        1,
+        0,
+        s,
+        null_mut(),
+        null_mut()
+    ));
     cu!(cuEventRecord(e, s));
     cu!(cuEventSynchronize(e));
     cu!(cuEventQuery(e));
-    cu!(cuLaunchKernel(empty, 1, 1, 1, 32, 1, 1, 0, s, null_mut(), null_mut()));
+    cu!(cuLaunchKernel(
+        empty,
+        1,
+        1,
+        1,
+        32,
+        1,
+        1,
+        0,
+        s,
+        null_mut(),
+        null_mut()
+    ));
     cu!(cuCtxSynchronize());
     cu!(cuStreamQuery(s));
     cu!(cuStreamDestroy_v2(s));

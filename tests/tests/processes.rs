@@ -20,7 +20,11 @@ struct Daemon {
 struct TempDir(PathBuf);
 impl TempDir {
     fn new(tag: &str) -> TempDir {
-        let d = std::env::temp_dir().join(format!("baton-{tag}-{}-{:?}", std::process::id(), Instant::now()));
+        let d = std::env::temp_dir().join(format!(
+            "baton-{tag}-{}-{:?}",
+            std::process::id(),
+            Instant::now()
+        ));
         let d = PathBuf::from(d.to_string_lossy().replace(['{', '}', ' ', ':', ','], ""));
         std::fs::create_dir_all(&d).unwrap();
         TempDir(d)
@@ -50,7 +54,11 @@ impl Daemon {
             assert!(Instant::now() < deadline, "daemon did not start");
             std::thread::sleep(Duration::from_millis(20));
         }
-        Daemon { child, socket, _dir: dir }
+        Daemon {
+            child,
+            socket,
+            _dir: dir,
+        }
     }
 
     fn status(&self) -> StatusReport {
@@ -70,7 +78,10 @@ impl Daemon {
             if pred(&s) {
                 return;
             }
-            assert!(Instant::now() < deadline, "timed out waiting for: {what}; status {s:?}");
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for: {what}; status {s:?}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -86,13 +97,26 @@ impl Drop for Daemon {
 /// Starts this test binary as a child running only the ignored test `name`.
 fn client(name: &str, socket: &Path) -> Command {
     let mut c = Command::new(std::env::current_exe().unwrap());
-    c.args(["--exact", name, "--ignored", "--nocapture", "--test-threads=1"]).env(control::SOCKET_ENV, socket).env("BATON_CHILD", "1");
+    c.args([
+        "--exact",
+        name,
+        "--ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env(control::SOCKET_ENV, socket)
+    .env("BATON_CHILD", "1");
     c
 }
 
 fn run_client(name: &str, socket: &Path) {
     let out = client(name, socket).output().unwrap();
-    assert!(out.status.success(), "client {name} failed:\n{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "client {name} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Reads a child's output until it says READY.
@@ -100,7 +124,10 @@ fn wait_ready(out: &mut impl BufRead) {
     let mut seen = String::new();
     loop {
         let mut line = String::new();
-        assert!(out.read_line(&mut line).unwrap() > 0, "child exited before READY: {seen}");
+        assert!(
+            out.read_line(&mut line).unwrap() > 0,
+            "child exited before READY: {seen}"
+        );
         if line.contains("READY") {
             return;
         }
@@ -148,16 +175,31 @@ fn client_pinned() {
     cu!(cuEventCreate(&mut e0, 0));
     cu!(cuEventCreate(&mut e1, 0));
     // SAFETY: never recorded.
-    assert_eq!(unsafe { cuEventQuery(e1) }, CUresult::CUDA_SUCCESS, "an event never recorded is complete");
+    assert_eq!(
+        // SAFETY: never recorded.
+        unsafe { cuEventQuery(e1) },
+        CUresult::CUDA_SUCCESS,
+        "an event never recorded is complete"
+    );
     cu!(cuEventRecord(e0, s1));
     cu!(cuMemcpyHtoDAsync_v2(a, host, n * 4, s1));
     // SAFETY: pointer arithmetic inside the allocation.
-    cu!(cuMemcpyHtoDAsync_v2(b, (host as *mut f32).add(n) as *const c_void, n * 4, s1));
+    cu!(cuMemcpyHtoDAsync_v2(
+        b,
+        (host as *mut f32).add(n) as *const c_void,
+        n * 4,
+        s1
+    ));
     cu!(launch_vec_add(add, a, b, c, n as i32, s1));
     cu!(cuEventRecord(e1, s1));
     cu!(cuStreamWaitEvent(s2, e1, 0));
     // SAFETY: as above.
-    cu!(cuMemcpyDtoHAsync_v2((host as *mut f32).add(2 * n) as *mut c_void, c, n * 4, s2));
+    cu!(cuMemcpyDtoHAsync_v2(
+        (host as *mut f32).add(2 * n) as *mut c_void,
+        c,
+        n * 4,
+        s2
+    ));
     cu!(cuStreamSynchronize(s2));
     for i in 0..n {
         assert_eq!(h[2 * n + i], x[i] + y[i]);
@@ -183,11 +225,29 @@ fn client_pinned() {
     let mut dp = 0;
     cu!(cuMemHostGetDevicePointer_v2(&mut dp, host, 0));
     let (mut p, mut v, mut cnt) = (dp, 0xC0FFEEu32, n as i32);
-    let mut params = [&mut p as *mut _ as *mut c_void, &mut v as *mut _ as *mut c_void, &mut cnt as *mut _ as *mut c_void];
-    cu!(cuLaunchKernel(fill, 16, 1, 1, 256, 1, 1, 0, s1, params.as_mut_ptr(), null_mut()));
+    let mut params = [
+        &mut p as *mut _ as *mut c_void,
+        &mut v as *mut _ as *mut c_void,
+        &mut cnt as *mut _ as *mut c_void,
+    ];
+    cu!(cuLaunchKernel(
+        fill,
+        16,
+        1,
+        1,
+        256,
+        1,
+        1,
+        0,
+        s1,
+        params.as_mut_ptr(),
+        null_mut()
+    ));
     cu!(cuStreamSynchronize(s1));
     // SAFETY: the allocation starts with n u32s.
-    assert!(unsafe { std::slice::from_raw_parts(host as *const u32, n) }.iter().all(|&w| w == 0xC0FFEE));
+    assert!(unsafe { std::slice::from_raw_parts(host as *const u32, n) }
+        .iter()
+        .all(|&w| w == 0xC0FFEE));
 
     // Memsets and device-to-device copies.
     cu!(cuMemsetD32_v2(a, 0x01020304, n));
@@ -217,18 +277,30 @@ fn client_pinned() {
     }
     cu!(cuMemFreeHost(host));
     // SAFETY: already freed.
-    assert_eq!(unsafe { cuMemFreeHost(host) }, CUresult::CUDA_ERROR_INVALID_VALUE);
+    assert_eq!(
+        // SAFETY: already freed.
+        unsafe { cuMemFreeHost(host) },
+        CUresult::CUDA_ERROR_INVALID_VALUE
+    );
 }
 
 #[test]
 fn killed_client_has_everything_freed() {
     let d = Daemon::start("kill");
-    let mut child = client("client_hold_memory", &d.socket).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    let mut child = client("client_hold_memory", &d.socket)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     wait_ready(&mut BufReader::new(child.stdout.take().unwrap()));
-    d.wait_status("the client to hold memory", |s| s.clients.len() == 1 && s.clients[0].memory_bytes >= 64 << 20);
+    d.wait_status("the client to hold memory", |s| {
+        s.clients.len() == 1 && s.clients[0].memory_bytes >= 64 << 20
+    });
     child.kill().unwrap();
     child.wait().unwrap();
-    d.wait_status("the killed client's session to be freed", |s| s.clients.is_empty());
+    d.wait_status("the killed client's session to be freed", |s| {
+        s.clients.is_empty()
+    });
     // The daemon goes on serving new clients.
     run_client("client_smoke", &d.socket);
 }
@@ -249,8 +321,24 @@ fn client_hold_memory() {
     // Keep the GPU busy until killed.
     loop {
         let (mut d, mut v, mut n) = (p, 1u32, 1024i32);
-        let mut params = [&mut d as *mut _ as *mut c_void, &mut v as *mut _ as *mut c_void, &mut n as *mut _ as *mut c_void];
-        cu!(cuLaunchKernel(fill, 4, 1, 1, 256, 1, 1, 0, null_mut(), params.as_mut_ptr(), null_mut()));
+        let mut params = [
+            &mut d as *mut _ as *mut c_void,
+            &mut v as *mut _ as *mut c_void,
+            &mut n as *mut _ as *mut c_void,
+        ];
+        cu!(cuLaunchKernel(
+            fill,
+            4,
+            1,
+            1,
+            256,
+            1,
+            1,
+            0,
+            null_mut(),
+            params.as_mut_ptr(),
+            null_mut()
+        ));
         cu!(cuMemcpyHtoD_v2(p, host, 4096));
     }
 }
@@ -275,13 +363,21 @@ fn client_smoke() {
     cu!(launch_vec_add(add, a, b, c, n as i32, null_mut()));
     let mut out = vec![0f32; n];
     cu!(cuMemcpyDtoH_v2(out.as_mut_ptr() as *mut c_void, c, n * 4));
-    assert!(out.iter().zip(x.iter().zip(&y)).all(|(o, (a, b))| *o == a + b));
+    assert!(out
+        .iter()
+        .zip(x.iter().zip(&y))
+        .all(|(o, (a, b))| *o == a + b));
 }
 
 #[test]
 fn dead_daemon_gives_errors_not_hangs() {
     let mut d = Daemon::start("dead");
-    let mut child = client("client_outlive_daemon", &d.socket).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut child = client("client_outlive_daemon", &d.socket)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let mut out = BufReader::new(child.stdout.take().unwrap());
     wait_ready(&mut out);
     d.child.kill().unwrap();
@@ -292,7 +388,10 @@ fn dead_daemon_gives_errors_not_hangs() {
         if let Some(s) = child.try_wait().unwrap() {
             break s;
         }
-        assert!(Instant::now() < deadline, "client hung after the daemon died");
+        assert!(
+            Instant::now() < deadline,
+            "client hung after the daemon died"
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
     let mut rest = String::new();
@@ -300,7 +399,10 @@ fn dead_daemon_gives_errors_not_hangs() {
     let mut err = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
     assert!(status.success(), "client failed: {rest}\n{err}");
-    assert!(err.contains("lost the connection to the Baton daemon"), "stderr: {err}");
+    assert!(
+        err.contains("lost the connection to the Baton daemon"),
+        "stderr: {err}"
+    );
 }
 
 #[test]
@@ -329,12 +431,22 @@ fn client_outlive_daemon() {
 
 #[test]
 fn no_daemon_fails_the_first_call_with_one_line() {
-    let out = client("client_no_daemon", Path::new("/nonexistent/baton.sock")).output().unwrap();
+    let out = client("client_no_daemon", Path::new("/nonexistent/baton.sock"))
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{}\n{err}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.status.success(),
+        "{}\n{err}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     let ours: Vec<_> = err.lines().filter(|l| l.starts_with("baton:")).collect();
     assert_eq!(ours.len(), 1, "stderr: {err}");
-    assert!(ours[0].contains("cannot reach the Baton daemon"), "{}", ours[0]);
+    assert!(
+        ours[0].contains("cannot reach the Baton daemon"),
+        "{}",
+        ours[0]
+    );
 }
 
 #[test]
@@ -348,17 +460,32 @@ fn client_no_daemon() {
         assert_eq!(cuInit(0), CUresult::CUDA_ERROR_NO_DEVICE);
         assert_eq!(cuInit(0), CUresult::CUDA_ERROR_NO_DEVICE);
         let mut n = 0;
-        assert_eq!(cuDeviceGetCount(&mut n), CUresult::CUDA_ERROR_NOT_INITIALIZED);
+        assert_eq!(
+            cuDeviceGetCount(&mut n),
+            CUresult::CUDA_ERROR_NOT_INITIALIZED
+        );
     }
 }
 
 #[test]
 fn many_clients_at_once() {
     let d = Daemon::start("many");
-    let children: Vec<_> = (0..16).map(|_| client("client_smoke", &d.socket).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap()).collect();
+    let children: Vec<_> = (0..16)
+        .map(|_| {
+            client("client_smoke", &d.socket)
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
     for c in children {
         let out = c.wait_with_output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     d.wait_status("all sessions to end", |s| s.clients.is_empty());
 }
@@ -373,7 +500,13 @@ fn without_a_driver_batond_and_baton_run_say_so() {
         return;
     }
     let dir = TempDir::new("nodriver");
-    let out = Command::new(workspace_bin("batond")).arg("--socket").arg(dir.0.join("s.sock")).env_remove("LD_PRELOAD").env_remove("LD_LIBRARY_PATH").output().unwrap();
+    let out = Command::new(workspace_bin("batond"))
+        .arg("--socket")
+        .arg(dir.0.join("s.sock"))
+        .env_remove("LD_PRELOAD")
+        .env_remove("LD_LIBRARY_PATH")
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no NVIDIA driver found"), "batond said: {err}");
@@ -386,19 +519,34 @@ fn without_a_driver_batond_and_baton_run_say_so() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("no NVIDIA driver found"), "baton run said: {err}");
+    assert!(
+        err.contains("no NVIDIA driver found"),
+        "baton run said: {err}"
+    );
 }
 
 #[test]
 fn baton_status_lists_clients() {
     let d = Daemon::start("status");
-    let mut child = client("client_hold_memory", &d.socket).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    let mut child = client("client_hold_memory", &d.socket)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     wait_ready(&mut BufReader::new(child.stdout.take().unwrap()));
-    let out = Command::new(workspace_bin("baton")).args(["status", "--socket"]).arg(&d.socket).output().unwrap();
+    let out = Command::new(workspace_bin("baton"))
+        .args(["status", "--socket"])
+        .arg(&d.socket)
+        .output()
+        .unwrap();
     child.kill().unwrap();
     child.wait().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
     assert!(text.contains("Baton Simulated GPU"), "{text}");
-    assert!(text.contains(&child.id().to_string()), "status should list the client's pid {}: {text}", child.id());
+    assert!(
+        text.contains(&child.id().to_string()),
+        "status should list the client's pid {}: {text}",
+        child.id()
+    );
 }

@@ -5,7 +5,10 @@
 
 use super::{code, Executor, GpuError, GpuResult, JitLogs, LaunchConfig, OccupancyQuery, Raw};
 use baton_ipc::control::DeviceInfo;
-use baton_ipc::protocol::{FunctionInfo, ImageKind, FUNC_ATTRS, JIT_LOG_BYTES, OCC_AVAILABLE_DYNAMIC_SMEM, OCC_MAX_ACTIVE_BLOCKS, OCC_MAX_POTENTIAL_BLOCK_SIZE};
+use baton_ipc::protocol::{
+    FunctionInfo, ImageKind, FUNC_ATTRS, JIT_LOG_BYTES, OCC_AVAILABLE_DYNAMIC_SMEM,
+    OCC_MAX_ACTIVE_BLOCKS, OCC_MAX_POTENTIAL_BLOCK_SIZE,
+};
 use cudarc::driver::sys;
 use std::ffi::{c_void, CStr};
 use std::ptr::null_mut;
@@ -75,7 +78,8 @@ impl CudaExecutor {
             return Err(OpenError::NoDevice);
         }
         // SAFETY: the symbol has this C signature (enums are ints in the C ABI); looked up once.
-        let get_attr: GetAttrFn = *unsafe { lib.get::<GetAttrFn>(b"cuDeviceGetAttribute\0") }.map_err(|_| OpenError::NoDriver)?;
+        let get_attr: GetAttrFn = *unsafe { lib.get::<GetAttrFn>(b"cuDeviceGetAttribute\0") }
+            .map_err(|_| OpenError::NoDriver)?;
         let mut devices = Vec::new();
         let mut infos = Vec::new();
         for ordinal in 0..count {
@@ -88,11 +92,18 @@ impl CudaExecutor {
             infos.push(describe(ordinal, get_attr).map_err(err)?);
             devices.push(Device { ctx });
         }
-        Ok(CudaExecutor { devices, infos, driver_version })
+        Ok(CudaExecutor {
+            devices,
+            infos,
+            driver_version,
+        })
     }
 
     fn bind(&self, device: u32) -> GpuResult<()> {
-        let d = self.devices.get(device as usize).ok_or(GpuError(code::INVALID_DEVICE))?;
+        let d = self
+            .devices
+            .get(device as usize)
+            .ok_or(GpuError(code::INVALID_DEVICE))?;
         thread_local! { static CURRENT: std::cell::Cell<usize> = const { std::cell::Cell::new(0) }; }
         if CURRENT.with(|c| c.get()) != d.ctx as usize {
             // SAFETY: `ctx` is a retained primary context.
@@ -108,7 +119,9 @@ fn describe(ordinal: i32, get_attr: GetAttrFn) -> GpuResult<DeviceInfo> {
     // SAFETY: buffer of the stated length.
     check(unsafe { sys::cuDeviceGetName(name.as_mut_ptr(), name.len() as i32, ordinal) })?;
     // SAFETY: the driver NUL-terminates within the buffer.
-    let name = unsafe { CStr::from_ptr(name.as_ptr()) }.to_string_lossy().into_owned();
+    let name = unsafe { CStr::from_ptr(name.as_ptr()) }
+        .to_string_lossy()
+        .into_owned();
     let mut uuid = sys::CUuuid { bytes: [0; 16] };
     // SAFETY: out-pointer to a local.
     check(unsafe { sys::cuDeviceGetUuid_v2(&mut uuid, ordinal) })?;
@@ -119,7 +132,9 @@ fn describe(ordinal: i32, get_attr: GetAttrFn) -> GpuResult<DeviceInfo> {
     // SAFETY: buffer of the stated length.
     check(unsafe { sys::cuDeviceGetPCIBusId(bus.as_mut_ptr(), bus.len() as i32, ordinal) })?;
     // SAFETY: NUL-terminated by the driver.
-    let pci_bus_id = unsafe { CStr::from_ptr(bus.as_ptr()) }.to_string_lossy().into_owned();
+    let pci_bus_id = unsafe { CStr::from_ptr(bus.as_ptr()) }
+        .to_string_lossy()
+        .into_owned();
     let mut attributes = Vec::new();
     // Ask for every attribute number up to well past CU_DEVICE_ATTRIBUTE_MAX of 13.0; the driver
     // answers INVALID_VALUE for numbers it does not know, and those are left out.
@@ -197,7 +212,13 @@ impl Executor for CudaExecutor {
         check(unsafe { sys::cuMemHostUnregister(ptr as *mut c_void) })
     }
 
-    fn image_load(&self, device: u32, kind: ImageKind, image: &[u8], verbose: bool) -> (GpuResult<Raw>, JitLogs) {
+    fn image_load(
+        &self,
+        device: u32,
+        kind: ImageKind,
+        image: &[u8],
+        verbose: bool,
+    ) -> (GpuResult<Raw>, JitLogs) {
         if let Err(e) = self.bind(device) {
             return (Err(e), JitLogs::default());
         }
@@ -232,13 +253,33 @@ impl Executor for CudaExecutor {
                 let mut m = null_mut();
                 // SAFETY: `data`, the log buffers and the option arrays outlive the call; the
                 // driver validates the image format.
-                check(unsafe { sys::cuModuleLoadDataEx(&mut m, ptr, n, options.as_mut_ptr(), values.as_mut_ptr()) }).map(|_| m as usize as Raw)
+                check(unsafe {
+                    sys::cuModuleLoadDataEx(
+                        &mut m,
+                        ptr,
+                        n,
+                        options.as_mut_ptr(),
+                        values.as_mut_ptr(),
+                    )
+                })
+                .map(|_| m as usize as Raw)
             }
             ImageKind::Library => {
                 let mut l = null_mut();
                 // SAFETY: as above; no library options.
-                check(unsafe { sys::cuLibraryLoadData(&mut l, ptr, options.as_mut_ptr(), values.as_mut_ptr(), n, null_mut(), null_mut(), 0) })
-                    .map(|_| l as usize as Raw)
+                check(unsafe {
+                    sys::cuLibraryLoadData(
+                        &mut l,
+                        ptr,
+                        options.as_mut_ptr(),
+                        values.as_mut_ptr(),
+                        n,
+                        null_mut(),
+                        null_mut(),
+                        0,
+                    )
+                })
+                .map(|_| l as usize as Raw)
             }
         };
         let used = |buf: &mut Vec<u8>, v: *mut c_void| {
@@ -261,18 +302,28 @@ impl Executor for CudaExecutor {
             }
         })
     }
-    fn get_function(&self, device: u32, kind: ImageKind, image: Raw, name: &CStr) -> GpuResult<(Raw, FunctionInfo)> {
+    fn get_function(
+        &self,
+        device: u32,
+        kind: ImageKind,
+        image: Raw,
+        name: &CStr,
+    ) -> GpuResult<(Raw, FunctionInfo)> {
         self.bind(device)?;
         let mut f = null_mut();
         match kind {
             ImageKind::Module => {
                 // SAFETY: valid module handle (session table) and NUL-terminated name.
-                check(unsafe { sys::cuModuleGetFunction(&mut f, image as usize as sys::CUmodule, name.as_ptr()) })?;
+                check(unsafe {
+                    sys::cuModuleGetFunction(&mut f, image as usize as sys::CUmodule, name.as_ptr())
+                })?;
             }
             ImageKind::Library => {
                 let mut k = null_mut();
                 // SAFETY: valid library handle and NUL-terminated name.
-                check(unsafe { sys::cuLibraryGetKernel(&mut k, image as usize as sys::CUlibrary, name.as_ptr()) })?;
+                check(unsafe {
+                    sys::cuLibraryGetKernel(&mut k, image as usize as sys::CUlibrary, name.as_ptr())
+                })?;
                 // SAFETY: `k` was just returned by the driver; the device's context is current.
                 check(unsafe { sys::cuKernelGetFunction(&mut f, k) })?;
             }
@@ -290,21 +341,39 @@ impl Executor for CudaExecutor {
         for i in 0.. {
             let (mut off, mut size) = (0usize, 0usize);
             // SAFETY: out-pointers to locals; the driver answers INVALID_VALUE past the last param.
-            if unsafe { sys::cuFuncGetParamInfo(f, i, &mut off, &mut size) } != sys::CUresult::CUDA_SUCCESS {
+            if unsafe { sys::cuFuncGetParamInfo(f, i, &mut off, &mut size) }
+                != sys::CUresult::CUDA_SUCCESS
+            {
                 break;
             }
             info.params.push((off as u32, size as u32));
         }
         Ok((f as usize as Raw, info))
     }
-    fn get_global(&self, device: u32, kind: ImageKind, image: Raw, name: &CStr) -> GpuResult<(u64, u64)> {
+    fn get_global(
+        &self,
+        device: u32,
+        kind: ImageKind,
+        image: Raw,
+        name: &CStr,
+    ) -> GpuResult<(u64, u64)> {
         self.bind(device)?;
         let (mut p, mut n) = (0, 0usize);
         // SAFETY: valid handle, NUL-terminated name, out-pointers to locals.
         check(unsafe {
             match kind {
-                ImageKind::Module => sys::cuModuleGetGlobal_v2(&mut p, &mut n, image as usize as sys::CUmodule, name.as_ptr()),
-                ImageKind::Library => sys::cuLibraryGetGlobal(&mut p, &mut n, image as usize as sys::CUlibrary, name.as_ptr()),
+                ImageKind::Module => sys::cuModuleGetGlobal_v2(
+                    &mut p,
+                    &mut n,
+                    image as usize as sys::CUmodule,
+                    name.as_ptr(),
+                ),
+                ImageKind::Library => sys::cuLibraryGetGlobal(
+                    &mut p,
+                    &mut n,
+                    image as usize as sys::CUlibrary,
+                    name.as_ptr(),
+                ),
             }
         })?;
         Ok((p, n as u64))
@@ -326,21 +395,42 @@ impl Executor for CudaExecutor {
                 let mut n = 0;
                 // SAFETY: out-pointer to a local, valid function.
                 check(unsafe {
-                    sys::cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(&mut n, func(f), q.block_size as i32, q.dynamic_smem as usize, q.flags)
+                    sys::cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(
+                        &mut n,
+                        func(f),
+                        q.block_size as i32,
+                        q.dynamic_smem as usize,
+                        q.flags,
+                    )
                 })?;
                 Ok((n as i64, 0))
             }
             OCC_AVAILABLE_DYNAMIC_SMEM => {
                 let mut n = 0usize;
                 // SAFETY: as above; `block_size_limit` carries numBlocks for this query.
-                check(unsafe { sys::cuOccupancyAvailableDynamicSMemPerBlock(&mut n, func(f), q.block_size_limit as i32, q.block_size as i32) })?;
+                check(unsafe {
+                    sys::cuOccupancyAvailableDynamicSMemPerBlock(
+                        &mut n,
+                        func(f),
+                        q.block_size_limit as i32,
+                        q.block_size as i32,
+                    )
+                })?;
                 Ok((n as i64, 0))
             }
             OCC_MAX_POTENTIAL_BLOCK_SIZE => {
                 let (mut grid, mut block) = (0, 0);
                 // SAFETY: as above; no per-block-size callback (it would have to run in the client).
                 check(unsafe {
-                    sys::cuOccupancyMaxPotentialBlockSizeWithFlags(&mut grid, &mut block, func(f), None, q.dynamic_smem as usize, q.block_size_limit as i32, q.flags)
+                    sys::cuOccupancyMaxPotentialBlockSizeWithFlags(
+                        &mut grid,
+                        &mut block,
+                        func(f),
+                        None,
+                        q.dynamic_smem as usize,
+                        q.block_size_limit as i32,
+                        q.flags,
+                    )
                 })?;
                 Ok((block as i64, grid as i64))
             }
@@ -414,25 +504,45 @@ impl Executor for CudaExecutor {
         check(unsafe { sys::cuStreamWriteValue64_v2(stream(s), addr, value, 0) })
     }
 
-    fn launch(&self, device: u32, f: Raw, s: Raw, cfg: &LaunchConfig, params: &[u8]) -> GpuResult<()> {
+    fn launch(
+        &self,
+        device: u32,
+        f: Raw,
+        s: Raw,
+        cfg: &LaunchConfig,
+        params: &[u8],
+    ) -> GpuResult<()> {
         self.bind(device)?;
         let mut size = params.len();
         // The packed block always travels in the `extra` form: the daemon needs no per-argument
         // pointers, and the bytes are exactly what the kernel receives.
         let mut extra = [
-            1usize as *mut c_void, // CU_LAUNCH_PARAM_BUFFER_POINTER
+            std::ptr::without_provenance_mut::<c_void>(1), // CU_LAUNCH_PARAM_BUFFER_POINTER
             params.as_ptr() as *mut c_void,
-            2usize as *mut c_void, // CU_LAUNCH_PARAM_BUFFER_SIZE
+            std::ptr::without_provenance_mut::<c_void>(2), // CU_LAUNCH_PARAM_BUFFER_SIZE
             &mut size as *mut usize as *mut c_void,
             std::ptr::null_mut(), // CU_LAUNCH_PARAM_END
         ];
-        let extra_ptr = if params.is_empty() { null_mut() } else { extra.as_mut_ptr() };
+        let extra_ptr = if params.is_empty() {
+            null_mut()
+        } else {
+            extra.as_mut_ptr()
+        };
         if !cfg.cooperative && cfg.cluster.iter().all(|&c| c == 0) {
             // SAFETY: valid function and stream; `extra` and `params` outlive the call.
             return check(unsafe {
                 sys::cuLaunchKernel(
-                    func(f), cfg.grid[0], cfg.grid[1], cfg.grid[2], cfg.block[0], cfg.block[1], cfg.block[2],
-                    cfg.shared_mem, stream(s), null_mut(), extra_ptr,
+                    func(f),
+                    cfg.grid[0],
+                    cfg.grid[1],
+                    cfg.grid[2],
+                    cfg.block[0],
+                    cfg.block[1],
+                    cfg.block[2],
+                    cfg.shared_mem,
+                    stream(s),
+                    null_mut(),
+                    extra_ptr,
                 )
             });
         }
@@ -466,7 +576,17 @@ impl Executor for CudaExecutor {
         // SAFETY: as for cuLaunchKernel; `config` and `attrs` outlive the call.
         check(unsafe { sys::cuLaunchKernelEx(&config, func(f), null_mut(), extra_ptr) })
     }
-    fn memset(&self, device: u32, dst: u64, pitch: u64, value: u32, elem: u32, width: u64, height: u64, s: Raw) -> GpuResult<()> {
+    fn memset(
+        &self,
+        device: u32,
+        dst: u64,
+        pitch: u64,
+        value: u32,
+        elem: u32,
+        width: u64,
+        height: u64,
+        s: Raw,
+    ) -> GpuResult<()> {
         self.bind(device)?;
         let (w, h, p, st) = (width as usize, height as usize, pitch as usize, stream(s));
         // SAFETY: the session checked the range lies in the tenant's allocations.
@@ -490,11 +610,15 @@ impl Executor for CudaExecutor {
     fn copy_htod(&self, device: u32, dst: u64, src: *const u8, len: u64, s: Raw) -> GpuResult<()> {
         self.bind(device)?;
         // SAFETY: `src` is registered host memory of this process; ranges checked by the session.
-        check(unsafe { sys::cuMemcpyHtoDAsync_v2(dst, src as *const c_void, len as usize, stream(s)) })
+        check(unsafe {
+            sys::cuMemcpyHtoDAsync_v2(dst, src as *const c_void, len as usize, stream(s))
+        })
     }
     fn copy_dtoh(&self, device: u32, dst: *mut u8, src: u64, len: u64, s: Raw) -> GpuResult<()> {
         self.bind(device)?;
         // SAFETY: as above.
-        check(unsafe { sys::cuMemcpyDtoHAsync_v2(dst as *mut c_void, src, len as usize, stream(s)) })
+        check(unsafe {
+            sys::cuMemcpyDtoHAsync_v2(dst as *mut c_void, src, len as usize, stream(s))
+        })
     }
 }

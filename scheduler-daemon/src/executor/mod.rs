@@ -85,11 +85,29 @@ pub trait Executor: Send + Sync + 'static {
     fn host_unregister(&self, ptr: *mut u8) -> GpuResult<()>;
 
     /// Loads an image; the JIT's info and error logs come back whether or not it loads.
-    fn image_load(&self, device: u32, kind: ImageKind, image: &[u8], verbose: bool) -> (GpuResult<Raw>, JitLogs);
+    fn image_load(
+        &self,
+        device: u32,
+        kind: ImageKind,
+        image: &[u8],
+        verbose: bool,
+    ) -> (GpuResult<Raw>, JitLogs);
     fn image_unload(&self, kind: ImageKind, image: Raw) -> GpuResult<()>;
-    fn get_function(&self, device: u32, kind: ImageKind, image: Raw, name: &CStr) -> GpuResult<(Raw, FunctionInfo)>;
+    fn get_function(
+        &self,
+        device: u32,
+        kind: ImageKind,
+        image: Raw,
+        name: &CStr,
+    ) -> GpuResult<(Raw, FunctionInfo)>;
     /// (address, size) of a `__device__` variable.
-    fn get_global(&self, device: u32, kind: ImageKind, image: Raw, name: &CStr) -> GpuResult<(u64, u64)>;
+    fn get_global(
+        &self,
+        device: u32,
+        kind: ImageKind,
+        image: Raw,
+        name: &CStr,
+    ) -> GpuResult<(u64, u64)>;
     fn func_set_attribute(&self, device: u32, func: Raw, attr: i32, value: i32) -> GpuResult<()>;
     /// Returns (value, second value) — the second is the min grid size of
     /// `OCC_MAX_POTENTIAL_BLOCK_SIZE`.
@@ -114,11 +132,42 @@ pub trait Executor: Send + Sync + 'static {
     fn write_value(&self, device: u32, stream: Raw, addr: u64, value: u64) -> GpuResult<()>;
 
     /// `params` is the packed parameter block; `params.len()` is its size.
-    fn launch(&self, device: u32, func: Raw, stream: Raw, cfg: &LaunchConfig, params: &[u8]) -> GpuResult<()>;
-    fn memset(&self, device: u32, dst: u64, pitch: u64, value: u32, elem_size: u32, width: u64, height: u64, stream: Raw) -> GpuResult<()>;
+    fn launch(
+        &self,
+        device: u32,
+        func: Raw,
+        stream: Raw,
+        cfg: &LaunchConfig,
+        params: &[u8],
+    ) -> GpuResult<()>;
+    fn memset(
+        &self,
+        device: u32,
+        dst: u64,
+        pitch: u64,
+        value: u32,
+        elem_size: u32,
+        width: u64,
+        height: u64,
+        stream: Raw,
+    ) -> GpuResult<()>;
     fn copy_dtod(&self, device: u32, dst: u64, src: u64, len: u64, stream: Raw) -> GpuResult<()>;
     /// `src` is host memory registered with [`Executor::host_register`].
-    fn copy_htod(&self, device: u32, dst: u64, src: *const u8, len: u64, stream: Raw) -> GpuResult<()>;
+    fn copy_htod(
+        &self,
+        device: u32,
+        dst: u64,
+        src: *const u8,
+        len: u64,
+        stream: Raw,
+    ) -> GpuResult<()>;
     /// `dst` is host memory registered with [`Executor::host_register`].
-    fn copy_dtoh(&self, device: u32, dst: *mut u8, src: u64, len: u64, stream: Raw) -> GpuResult<()>;
+    fn copy_dtoh(
+        &self,
+        device: u32,
+        dst: *mut u8,
+        src: u64,
+        len: u64,
+        stream: Raw,
+    ) -> GpuResult<()>;
 }

@@ -50,8 +50,8 @@ impl Default for SimExecutor {
 impl SimExecutor {
     pub fn new() -> SimExecutor {
         let attributes = vec![
-            (1, 1024),  // MAX_THREADS_PER_BLOCK
-            (2, 1024),  // MAX_BLOCK_DIM_X
+            (1, 1024), // MAX_THREADS_PER_BLOCK
+            (2, 1024), // MAX_BLOCK_DIM_X
             (3, 1024),
             (4, 64),
             (5, 2147483647), // MAX_GRID_DIM_X
@@ -74,7 +74,11 @@ impl SimExecutor {
                 pci_bus_id: "0000:00:00.0".into(),
                 attributes,
             }],
-            state: Mutex::new(State { next_addr: DEVICE_BASE, next_id: 1, ..Default::default() }),
+            state: Mutex::new(State {
+                next_addr: DEVICE_BASE,
+                next_id: 1,
+                ..Default::default()
+            }),
         }
     }
 
@@ -110,7 +114,9 @@ impl State {
                 // SAFETY: the range lies inside host memory the daemon registered and keeps
                 // mapped until it unregisters it; the simulator is the only writer while it
                 // holds its lock, as a GPU would be.
-                return Ok(unsafe { std::slice::from_raw_parts_mut(addr as *mut u8, len as usize) });
+                return Ok(unsafe {
+                    std::slice::from_raw_parts_mut(addr as *mut u8, len as usize)
+                });
             }
         }
         Err(GpuError(code::ILLEGAL_ADDRESS))
@@ -143,8 +149,13 @@ fn parse_image(image: &[u8]) -> GpuResult<Vec<(String, Vec<u32>)>> {
         let mut words = line.split_whitespace();
         match words.next() {
             Some("kernel") => {
-                let name = words.next().ok_or(GpuError(code::INVALID_IMAGE))?.to_string();
-                let sizes = words.map(|w| w.parse::<u32>().map_err(|_| GpuError(code::INVALID_IMAGE))).collect::<GpuResult<Vec<_>>>()?;
+                let name = words
+                    .next()
+                    .ok_or(GpuError(code::INVALID_IMAGE))?
+                    .to_string();
+                let sizes = words
+                    .map(|w| w.parse::<u32>().map_err(|_| GpuError(code::INVALID_IMAGE)))
+                    .collect::<GpuResult<Vec<_>>>()?;
                 kernels.push((name, sizes));
             }
             None => {}
@@ -166,8 +177,19 @@ fn arg<const N: usize>(params: &[u8], layout: &[(u32, u32)], i: usize) -> GpuRes
 }
 
 /// Runs one registered CPU kernel.
-fn run_kernel(st: &mut State, name: &str, info: &FunctionInfo, cfg: &LaunchConfig, params: &[u8]) -> GpuResult<()> {
-    let threads = cfg.grid.iter().chain(cfg.block.iter()).map(|&d| d.max(1) as u64).product::<u64>();
+fn run_kernel(
+    st: &mut State,
+    name: &str,
+    info: &FunctionInfo,
+    cfg: &LaunchConfig,
+    params: &[u8],
+) -> GpuResult<()> {
+    let threads = cfg
+        .grid
+        .iter()
+        .chain(cfg.block.iter())
+        .map(|&d| d.max(1) as u64)
+        .product::<u64>();
     let l = &info.params;
     match name {
         "empty" => Ok(()),
@@ -230,7 +252,10 @@ impl Executor for SimExecutor {
     }
     fn mem_free(&self, _device: u32, ptr: u64) -> GpuResult<()> {
         let mut st = self.lock();
-        let buf = st.allocs.remove(&ptr).ok_or(GpuError(code::INVALID_VALUE))?;
+        let buf = st
+            .allocs
+            .remove(&ptr)
+            .ok_or(GpuError(code::INVALID_VALUE))?;
         st.used -= buf.len() as u64;
         Ok(())
     }
@@ -244,31 +269,76 @@ impl Executor for SimExecutor {
         Ok(ptr as u64)
     }
     fn host_unregister(&self, ptr: *mut u8) -> GpuResult<()> {
-        self.lock().host.remove(&(ptr as u64)).map(|_| ()).ok_or(GpuError(code::INVALID_VALUE))
+        self.lock()
+            .host
+            .remove(&(ptr as u64))
+            .map(|_| ())
+            .ok_or(GpuError(code::INVALID_VALUE))
     }
 
-    fn image_load(&self, device: u32, _kind: ImageKind, image: &[u8], verbose: bool) -> (GpuResult<Raw>, JitLogs) {
+    fn image_load(
+        &self,
+        device: u32,
+        _kind: ImageKind,
+        image: &[u8],
+        verbose: bool,
+    ) -> (GpuResult<Raw>, JitLogs) {
         let r = self.check_device(device).and_then(|_| parse_image(image));
         match r {
             Ok(kernels) => {
-                let info = if verbose { format!("sim: loaded {} kernels", kernels.len()).into_bytes() } else { Vec::new() };
+                let info = if verbose {
+                    format!("sim: loaded {} kernels", kernels.len()).into_bytes()
+                } else {
+                    Vec::new()
+                };
                 let mut st = self.lock();
                 let id = st.id();
                 st.images.insert(id, kernels);
-                (Ok(id), JitLogs { info, error: Vec::new() })
+                (
+                    Ok(id),
+                    JitLogs {
+                        info,
+                        error: Vec::new(),
+                    },
+                )
             }
-            Err(e) => (Err(e), JitLogs { info: Vec::new(), error: b"sim: not a simulator image".to_vec() }),
+            Err(e) => (
+                Err(e),
+                JitLogs {
+                    info: Vec::new(),
+                    error: b"sim: not a simulator image".to_vec(),
+                },
+            ),
         }
     }
     fn image_unload(&self, _kind: ImageKind, image: Raw) -> GpuResult<()> {
-        self.lock().images.remove(&image).map(|_| ()).ok_or(GpuError(code::INVALID_HANDLE))
+        self.lock()
+            .images
+            .remove(&image)
+            .map(|_| ())
+            .ok_or(GpuError(code::INVALID_HANDLE))
     }
-    fn get_function(&self, _device: u32, _kind: ImageKind, image: Raw, name: &CStr) -> GpuResult<(Raw, FunctionInfo)> {
+    fn get_function(
+        &self,
+        _device: u32,
+        _kind: ImageKind,
+        image: Raw,
+        name: &CStr,
+    ) -> GpuResult<(Raw, FunctionInfo)> {
         let mut st = self.lock();
-        let kernels = st.images.get(&image).ok_or(GpuError(code::INVALID_HANDLE))?;
+        let kernels = st
+            .images
+            .get(&image)
+            .ok_or(GpuError(code::INVALID_HANDLE))?;
         let name = name.to_str().map_err(|_| GpuError(code::NOT_FOUND))?;
-        let (_, sizes) = kernels.iter().find(|(n, _)| n == name).ok_or(GpuError(code::NOT_FOUND))?;
-        let mut info = FunctionInfo { params: natural_layout(sizes), ..Default::default() };
+        let (_, sizes) = kernels
+            .iter()
+            .find(|(n, _)| n == name)
+            .ok_or(GpuError(code::NOT_FOUND))?;
+        let mut info = FunctionInfo {
+            params: natural_layout(sizes),
+            ..Default::default()
+        };
         info.attrs[0] = 1024; // MAX_THREADS_PER_BLOCK
         info.attrs[4] = 16; // NUM_REGS
         info.attrs[5] = 90; // PTX_VERSION
@@ -278,13 +348,25 @@ impl Executor for SimExecutor {
         st.funcs.insert(id, (name.to_string(), info.clone()));
         Ok((id, info))
     }
-    fn get_global(&self, _device: u32, _kind: ImageKind, _image: Raw, _name: &CStr) -> GpuResult<(u64, u64)> {
+    fn get_global(
+        &self,
+        _device: u32,
+        _kind: ImageKind,
+        _image: Raw,
+        _name: &CStr,
+    ) -> GpuResult<(u64, u64)> {
         Err(GpuError(code::NOT_FOUND))
     }
     fn func_set_attribute(&self, _device: u32, func: Raw, attr: i32, value: i32) -> GpuResult<()> {
         let mut st = self.lock();
-        let (_, info) = st.funcs.get_mut(&func).ok_or(GpuError(code::INVALID_HANDLE))?;
-        let slot = info.attrs.get_mut(attr as usize).ok_or(GpuError(code::INVALID_VALUE))?;
+        let (_, info) = st
+            .funcs
+            .get_mut(&func)
+            .ok_or(GpuError(code::INVALID_HANDLE))?;
+        let slot = info
+            .attrs
+            .get_mut(attr as usize)
+            .ok_or(GpuError(code::INVALID_VALUE))?;
         *slot = value;
         Ok(())
     }
@@ -308,10 +390,17 @@ impl Executor for SimExecutor {
         Ok(id)
     }
     fn stream_destroy(&self, _device: u32, stream: Raw) -> GpuResult<()> {
-        self.lock().streams.remove(&stream).ok_or(GpuError(code::INVALID_HANDLE))
+        self.lock()
+            .streams
+            .remove(&stream)
+            .ok_or(GpuError(code::INVALID_HANDLE))
     }
     fn stream_synchronize(&self, _device: u32, stream: Raw) -> GpuResult<()> {
-        self.lock().streams.get(&stream).copied().ok_or(GpuError(code::INVALID_HANDLE))
+        self.lock()
+            .streams
+            .get(&stream)
+            .copied()
+            .ok_or(GpuError(code::INVALID_HANDLE))
     }
     fn stream_priority_range(&self, _device: u32) -> GpuResult<(i32, i32)> {
         Ok((0, -5))
@@ -325,23 +414,41 @@ impl Executor for SimExecutor {
         Ok(id)
     }
     fn event_destroy(&self, _device: u32, event: Raw) -> GpuResult<()> {
-        self.lock().events.remove(&event).map(|_| ()).ok_or(GpuError(code::INVALID_HANDLE))
+        self.lock()
+            .events
+            .remove(&event)
+            .map(|_| ())
+            .ok_or(GpuError(code::INVALID_HANDLE))
     }
     fn event_record(&self, _device: u32, event: Raw, _stream: Raw) -> GpuResult<()> {
         let mut st = self.lock();
-        let e = st.events.get_mut(&event).ok_or(GpuError(code::INVALID_HANDLE))?;
+        let e = st
+            .events
+            .get_mut(&event)
+            .ok_or(GpuError(code::INVALID_HANDLE))?;
         *e = Some(Instant::now());
         Ok(())
     }
     fn stream_wait_event(&self, _device: u32, _stream: Raw, event: Raw) -> GpuResult<()> {
-        self.lock().events.get(&event).map(|_| ()).ok_or(GpuError(code::INVALID_HANDLE))
+        self.lock()
+            .events
+            .get(&event)
+            .map(|_| ())
+            .ok_or(GpuError(code::INVALID_HANDLE))
     }
     fn event_synchronize(&self, _device: u32, event: Raw) -> GpuResult<()> {
-        self.lock().events.get(&event).map(|_| ()).ok_or(GpuError(code::INVALID_HANDLE))
+        self.lock()
+            .events
+            .get(&event)
+            .map(|_| ())
+            .ok_or(GpuError(code::INVALID_HANDLE))
     }
     fn event_elapsed(&self, _device: u32, start: Raw, end: Raw) -> GpuResult<f32> {
         let st = self.lock();
-        let a = st.events.get(&start).ok_or(GpuError(code::INVALID_HANDLE))?;
+        let a = st
+            .events
+            .get(&start)
+            .ok_or(GpuError(code::INVALID_HANDLE))?;
         let b = st.events.get(&end).ok_or(GpuError(code::INVALID_HANDLE))?;
         match (a, b) {
             (Some(a), Some(b)) => Ok(b.saturating_duration_since(*a).as_secs_f32() * 1000.0),
@@ -357,12 +464,33 @@ impl Executor for SimExecutor {
         Ok(())
     }
 
-    fn launch(&self, _device: u32, func: Raw, _stream: Raw, cfg: &LaunchConfig, params: &[u8]) -> GpuResult<()> {
+    fn launch(
+        &self,
+        _device: u32,
+        func: Raw,
+        _stream: Raw,
+        cfg: &LaunchConfig,
+        params: &[u8],
+    ) -> GpuResult<()> {
         let mut st = self.lock();
-        let (name, info) = st.funcs.get(&func).cloned().ok_or(GpuError(code::INVALID_HANDLE))?;
+        let (name, info) = st
+            .funcs
+            .get(&func)
+            .cloned()
+            .ok_or(GpuError(code::INVALID_HANDLE))?;
         run_kernel(&mut st, &name, &info, cfg, params)
     }
-    fn memset(&self, _device: u32, dst: u64, pitch: u64, value: u32, elem: u32, width: u64, height: u64, _stream: Raw) -> GpuResult<()> {
+    fn memset(
+        &self,
+        _device: u32,
+        dst: u64,
+        pitch: u64,
+        value: u32,
+        elem: u32,
+        width: u64,
+        height: u64,
+        _stream: Raw,
+    ) -> GpuResult<()> {
         let mut st = self.lock();
         let pattern = &value.to_le_bytes()[..elem as usize];
         for row in 0..height {
@@ -379,13 +507,27 @@ impl Executor for SimExecutor {
         st.mem(dst, len)?.copy_from_slice(&tmp);
         Ok(())
     }
-    fn copy_htod(&self, _device: u32, dst: u64, src: *const u8, len: u64, _stream: Raw) -> GpuResult<()> {
+    fn copy_htod(
+        &self,
+        _device: u32,
+        dst: u64,
+        src: *const u8,
+        len: u64,
+        _stream: Raw,
+    ) -> GpuResult<()> {
         let mut st = self.lock();
         let tmp = st.mem(src as u64, len)?.to_vec();
         st.mem(dst, len)?.copy_from_slice(&tmp);
         Ok(())
     }
-    fn copy_dtoh(&self, _device: u32, dst: *mut u8, src: u64, len: u64, _stream: Raw) -> GpuResult<()> {
+    fn copy_dtoh(
+        &self,
+        _device: u32,
+        dst: *mut u8,
+        src: u64,
+        len: u64,
+        _stream: Raw,
+    ) -> GpuResult<()> {
         let mut st = self.lock();
         let tmp = st.mem(src, len)?.to_vec();
         st.mem(dst as u64, len)?.copy_from_slice(&tmp);
@@ -399,14 +541,27 @@ mod tests {
 
     #[test]
     fn layout_is_natural_alignment() {
-        assert_eq!(natural_layout(&[8, 4, 8, 1, 2]), vec![(0, 8), (8, 4), (16, 8), (24, 1), (26, 2)]);
+        assert_eq!(
+            natural_layout(&[8, 4, 8, 1, 2]),
+            vec![(0, 8), (8, 4), (16, 8), (24, 1), (26, 2)]
+        );
     }
 
     #[test]
     fn vec_add_runs_on_the_cpu() {
         let sim = SimExecutor::new();
-        let m = sim.image_load(0, ImageKind::Module, b"//baton-sim\nkernel vecAdd 8 8 8 4\n", false).0.unwrap();
-        let (f, info) = sim.get_function(0, ImageKind::Module, m, c"vecAdd").unwrap();
+        let m = sim
+            .image_load(
+                0,
+                ImageKind::Module,
+                b"//baton-sim\nkernel vecAdd 8 8 8 4\n",
+                false,
+            )
+            .0
+            .unwrap();
+        let (f, info) = sim
+            .get_function(0, ImageKind::Module, m, c"vecAdd")
+            .unwrap();
         let n = 100u64;
         let [a, b, c] = [0; 3].map(|_| sim.mem_alloc(0, n * 4).unwrap());
         let xs: Vec<u8> = (0..n).flat_map(|i| (i as f32).to_le_bytes()).collect();
@@ -420,12 +575,22 @@ mod tests {
         params[8..16].copy_from_slice(&b.to_le_bytes());
         params[16..24].copy_from_slice(&c.to_le_bytes());
         params[24..28].copy_from_slice(&(n as i32).to_le_bytes());
-        let cfg = LaunchConfig { grid: [1, 1, 1], block: [128, 1, 1], ..Default::default() };
+        let cfg = LaunchConfig {
+            grid: [1, 1, 1],
+            block: [128, 1, 1],
+            ..Default::default()
+        };
         sim.launch(0, f, 0, &cfg, &params).unwrap();
         let out = sim.lock().mem(c, n * 4).unwrap().to_vec();
         for i in 0..n as usize {
-            assert_eq!(f32::from_le_bytes(out[i * 4..i * 4 + 4].try_into().unwrap()), 2.0 * i as f32);
+            assert_eq!(
+                f32::from_le_bytes(out[i * 4..i * 4 + 4].try_into().unwrap()),
+                2.0 * i as f32
+            );
         }
-        assert_eq!(sim.launch(0, f, 0, &cfg, &params[..10]), Err(GpuError(code::INVALID_VALUE)));
+        assert_eq!(
+            sim.launch(0, f, 0, &cfg, &params[..10]),
+            Err(GpuError(code::INVALID_VALUE))
+        );
     }
 }

@@ -17,10 +17,16 @@ struct Answer {
 
 impl Answer {
     fn value(v: u64) -> Answer {
-        Answer { values: [v, 0, 0, 0], payload: Vec::new() }
+        Answer {
+            values: [v, 0, 0, 0],
+            payload: Vec::new(),
+        }
     }
     fn values(a: u64, b: u64) -> Answer {
-        Answer { values: [a, b, 0, 0], payload: Vec::new() }
+        Answer {
+            values: [a, b, 0, 0],
+            payload: Vec::new(),
+        }
     }
 }
 
@@ -39,8 +45,14 @@ impl Session {
     /// Executes one message. Returns `Err` only when the client broke the protocol.
     pub(super) fn handle(&mut self, buf: &[u8]) -> Result<(), String> {
         let m = Message::decode(buf).map_err(|e| e.to_string())?;
-        let synchronizing = matches!(m.op, Op::StreamSynchronize | Op::CtxSynchronize | Op::EventSynchronize)
-            || (m.reply != NO_REPLY && matches!(m.op, Op::Memset | Op::CopyDtoD | Op::CopyHtoDPinned | Op::CopyDtoHPinned));
+        let synchronizing = matches!(
+            m.op,
+            Op::StreamSynchronize | Op::CtxSynchronize | Op::EventSynchronize
+        ) || (m.reply != NO_REPLY
+            && matches!(
+                m.op,
+                Op::Memset | Op::CopyDtoD | Op::CopyHtoDPinned | Op::CopyDtoHPinned
+            ));
         let result = self.execute(&m);
         if m.reply == NO_REPLY {
             if let Err(e) = result {
@@ -77,7 +89,9 @@ impl Session {
                 }
                 let ptr = exec.mem_alloc(b.device, b.bytes)?;
                 self.ranges.insert(ptr, b.bytes, b.device, Owner::Alloc);
-                self.shared.memory_bytes.fetch_add(b.bytes, Ordering::Relaxed);
+                self.shared
+                    .memory_bytes
+                    .fetch_add(b.bytes, Ordering::Relaxed);
                 Ok(Answer::value(ptr))
             }
             Op::MemFree => {
@@ -97,22 +111,41 @@ impl Session {
             Op::LoadModule => {
                 let b: p::LoadModule = m.body().map_err(body_err)?;
                 let kind = ImageKind::from_u32(b.kind).ok_or_else(invalid)?;
-                let image = lock(&self.shared.blobs).remove(&b.blob).ok_or(GpuError(code::INVALID_HANDLE))?;
-                let (r, logs) = exec.image_load(b.device, kind, &image, b.jit & p::JIT_VERBOSE != 0);
+                let image = lock(&self.shared.blobs)
+                    .remove(&b.blob)
+                    .ok_or(GpuError(code::INVALID_HANDLE))?;
+                let (r, logs) =
+                    exec.image_load(b.device, kind, &image, b.jit & p::JIT_VERBOSE != 0);
                 let (id, result) = match r {
-                    Ok(raw) => (self.images.insert(super::tables::Image { device: b.device, kind, raw }), 0),
+                    Ok(raw) => (
+                        self.images.insert(super::tables::Image {
+                            device: b.device,
+                            kind,
+                            raw,
+                        }),
+                        0,
+                    ),
                     Err(e) => (0, e.0),
                 };
                 let mut payload = logs.info;
                 payload.extend_from_slice(&logs.error);
-                Ok(Answer { values: [id, result as u64, (payload.len() - logs.error.len()) as u64, logs.error.len() as u64], payload })
+                Ok(Answer {
+                    values: [
+                        id,
+                        result as u64,
+                        (payload.len() - logs.error.len()) as u64,
+                        logs.error.len() as u64,
+                    ],
+                    payload,
+                })
             }
             Op::UnloadModule => {
                 let b: p::ObjectId = m.body().map_err(body_err)?;
                 let img = self.images.remove(b.id)?;
                 self.funcs.retain(|f| f.image != b.id);
                 self.ranges.remove_globals_of(b.id);
-                exec.image_unload(img.kind, img.raw).map(|_| Answer::default())
+                exec.image_unload(img.kind, img.raw)
+                    .map(|_| Answer::default())
             }
             Op::GetFunction => {
                 let (b, tail): (p::GetSymbol, _) = m.split().map_err(body_err)?;
@@ -122,8 +155,16 @@ impl Session {
                 let (f, info) = exec.get_function(device, kind, raw, &n)?;
                 let mut payload = Vec::new();
                 info.encode(&mut payload);
-                let id = self.funcs.insert(super::tables::Function { device, raw: f, info, image: b.module });
-                Ok(Answer { values: [id, 0, 0, 0], payload })
+                let id = self.funcs.insert(super::tables::Function {
+                    device,
+                    raw: f,
+                    info,
+                    image: b.module,
+                });
+                Ok(Answer {
+                    values: [id, 0, 0, 0],
+                    payload,
+                })
             }
             Op::GetGlobal => {
                 let (b, tail): (p::GetSymbol, _) = m.split().map_err(body_err)?;
@@ -131,12 +172,15 @@ impl Session {
                 let img = self.images.get(b.module)?;
                 let (device, kind, raw) = (img.device, img.kind, img.raw);
                 let (ptr, size) = exec.get_global(device, kind, raw, &n)?;
-                self.ranges.insert(ptr, size, device, Owner::Global(b.module));
+                self.ranges
+                    .insert(ptr, size, device, Owner::Global(b.module));
                 Ok(Answer::values(ptr, size))
             }
             Op::StreamCreate => {
                 let b: p::StreamCreate = m.body().map_err(body_err)?;
-                Ok(Answer::value(self.streams.create(exec, b.device, b.flags, b.priority)?))
+                Ok(Answer::value(
+                    self.streams.create(exec, b.device, b.flags, b.priority)?,
+                ))
             }
             Op::StreamDestroy => {
                 let b: p::ObjectId = m.body().map_err(body_err)?;
@@ -145,12 +189,16 @@ impl Session {
             Op::EventCreate => {
                 let b: p::EventCreate = m.body().map_err(body_err)?;
                 let raw = exec.event_create(b.device, b.flags)?;
-                Ok(Answer::value(self.events.insert(super::tables::Event { device: b.device, raw })))
+                Ok(Answer::value(self.events.insert(super::tables::Event {
+                    device: b.device,
+                    raw,
+                })))
             }
             Op::EventDestroy => {
                 let b: p::ObjectId = m.body().map_err(body_err)?;
                 let e = self.events.remove(b.id)?;
-                exec.event_destroy(e.device, e.raw).map(|_| Answer::default())
+                exec.event_destroy(e.device, e.raw)
+                    .map(|_| Answer::default())
             }
             Op::EventRecord => {
                 let b: p::EventRecord = m.body().map_err(body_err)?;
@@ -168,21 +216,26 @@ impl Session {
                 let b: p::StreamWaitEvent = m.body().map_err(body_err)?;
                 let e = self.events.get(b.event)?.raw;
                 let (device, stream) = self.streams.prepare(exec, b.stream)?;
-                exec.stream_wait_event(device, stream, e).map(|_| Answer::default())
+                exec.stream_wait_event(device, stream, e)
+                    .map(|_| Answer::default())
             }
             Op::StreamSynchronize => {
                 let b: p::ObjectId = m.body().map_err(body_err)?;
                 let (device, stream) = self.streams.lookup(exec, b.id)?;
-                exec.stream_synchronize(device, stream).map(|_| Answer::default())
+                exec.stream_synchronize(device, stream)
+                    .map(|_| Answer::default())
             }
             Op::CtxSynchronize => {
                 let _: p::DeviceOnly = m.body().map_err(body_err)?;
-                self.streams.synchronize_all(exec).map(|_| Answer::default())
+                self.streams
+                    .synchronize_all(exec)
+                    .map(|_| Answer::default())
             }
             Op::EventSynchronize => {
                 let b: p::ObjectId = m.body().map_err(body_err)?;
                 let e = self.events.get(b.id)?;
-                exec.event_synchronize(e.device, e.raw).map(|_| Answer::default())
+                exec.event_synchronize(e.device, e.raw)
+                    .map(|_| Answer::default())
             }
             Op::EventElapsedTime => {
                 let b: p::EventPair = m.body().map_err(body_err)?;
@@ -223,18 +276,33 @@ impl Session {
                 if !matches!(b.elem_size, 1 | 2 | 4) || b.height == 0 {
                     return Err(invalid());
                 }
-                let row = b.width.checked_mul(b.elem_size as u64).ok_or_else(invalid)?;
+                let row = b
+                    .width
+                    .checked_mul(b.elem_size as u64)
+                    .ok_or_else(invalid)?;
                 let span = if b.height == 1 {
                     row
                 } else {
                     if b.pitch < row {
                         return Err(invalid());
                     }
-                    b.pitch.checked_mul(b.height - 1).and_then(|x| x.checked_add(row)).ok_or_else(invalid)?
+                    b.pitch
+                        .checked_mul(b.height - 1)
+                        .and_then(|x| x.checked_add(row))
+                        .ok_or_else(invalid)?
                 };
                 self.check_device_range(b.dst, span)?;
                 let (device, stream) = self.streams.prepare(exec, b.stream)?;
-                exec.memset(device, b.dst, b.pitch, b.value, b.elem_size, b.width, b.height, stream)?;
+                exec.memset(
+                    device,
+                    b.dst,
+                    b.pitch,
+                    b.value,
+                    b.elem_size,
+                    b.width,
+                    b.height,
+                    stream,
+                )?;
                 self.finish_if_sync(m, device, stream)
             }
             Op::CopyDtoD => {
@@ -297,7 +365,10 @@ impl Session {
                 let b: p::FuncSetAttribute = m.body().map_err(body_err)?;
                 let f = self.funcs.get_mut(b.func)?;
                 exec.func_set_attribute(f.device, f.raw, b.attr, b.value)?;
-                if let Some(slot) = usize::try_from(b.attr).ok().and_then(|a| f.info.attrs.get_mut(a)) {
+                if let Some(slot) = usize::try_from(b.attr)
+                    .ok()
+                    .and_then(|a| f.info.attrs.get_mut(a))
+                {
                     *slot = b.value;
                 }
                 Ok(Answer::default())

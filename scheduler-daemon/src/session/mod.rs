@@ -97,7 +97,13 @@ pub enum End {
 
 impl Session {
     /// Sets up the region (already initialised by [`Region::init`]) for a new client.
-    pub fn new(shared: Arc<Shared>, exec: Arc<dyn Executor>, mapping: SharedRegion, region: Region, region_dev: u64) -> Result<Session, String> {
+    pub fn new(
+        shared: Arc<Shared>,
+        exec: Arc<dyn Executor>,
+        mapping: SharedRegion,
+        region: Region,
+        region_dev: u64,
+    ) -> Result<Session, String> {
         let (ring, ring_len) = region.ring();
         // SAFETY: the ring lies inside `mapping`, which the session keeps alive.
         let consumer = unsafe { Consumer::attach(ring, ring_len) }.map_err(|e| e.to_string())?;
@@ -136,7 +142,10 @@ impl Session {
                 break End::Closed;
             }
             // Spin briefly (a launch-bound client sends bursts), then sleep on the doorbell.
-            match self.consumer.wait(Duration::from_micros(50), Duration::from_millis(100)) {
+            match self
+                .consumer
+                .wait(Duration::from_micros(50), Duration::from_millis(100))
+            {
                 Ok(_) => {}
                 Err(e) if self.shared.closed.load(Ordering::Acquire) => {
                     let _ = e;
@@ -178,7 +187,9 @@ impl Session {
     /// Publishes a result in reply slot `i` and wakes the waiting client thread. An invalid
     /// index is ignored: only the client that sent it can be waiting on it.
     fn reply(&self, i: u32, result: u32, values: [u64; REPLY_VALUES], payload: &[u8]) {
-        let Some(slot) = self.reply_slot(i) else { return };
+        let Some(slot) = self.reply_slot(i) else {
+            return;
+        };
         let n = payload.len().min(REPLY_PAYLOAD);
         let dst = slot.payload.as_ptr() as *mut u8;
         // SAFETY: `dst` points to REPLY_PAYLOAD bytes of the mapped slot and n <= REPLY_PAYLOAD.

@@ -43,13 +43,25 @@ pub struct Streams {
 }
 
 impl Streams {
-    pub fn create(&mut self, exec: &dyn Executor, device: u32, flags: u32, priority: i32) -> GpuResult<u64> {
+    pub fn create(
+        &mut self,
+        exec: &dyn Executor,
+        device: u32,
+        flags: u32,
+        priority: i32,
+    ) -> GpuResult<u64> {
         if flags & !NON_BLOCKING != 0 {
             return Err(GpuError(code::INVALID_VALUE));
         }
         let raw = exec.stream_create(device, priority)?;
         let epoch = self.legacy.get(&device).map_or(0, |l| l.epoch);
-        Ok(self.table.insert(Stream { device, raw, blocking: flags & NON_BLOCKING == 0, seen_epoch: epoch, join_event: None }))
+        Ok(self.table.insert(Stream {
+            device,
+            raw,
+            blocking: flags & NON_BLOCKING == 0,
+            seen_epoch: epoch,
+            join_event: None,
+        }))
     }
 
     pub fn destroy(&mut self, exec: &dyn Executor, id: u64) -> GpuResult<()> {
@@ -65,6 +77,7 @@ impl Streams {
     }
 
     fn legacy(&mut self, exec: &dyn Executor, device: u32) -> GpuResult<&mut Legacy> {
+        #[allow(clippy::map_entry)] // creation is fallible and must not leave a half entry
         if !self.legacy.contains_key(&device) {
             if device as usize >= exec.devices().len() {
                 return Err(GpuError(code::INVALID_DEVICE));
@@ -77,7 +90,15 @@ impl Streams {
                     return Err(e);
                 }
             };
-            self.legacy.insert(device, Legacy { raw, epoch: 0, join_event, dirty: BTreeSet::new() });
+            self.legacy.insert(
+                device,
+                Legacy {
+                    raw,
+                    epoch: 0,
+                    join_event,
+                    dirty: BTreeSet::new(),
+                },
+            );
         }
         Ok(self.legacy.get_mut(&device).expect("inserted above"))
     }
@@ -86,7 +107,8 @@ impl Streams {
     /// semantics require before new work is issued on it.
     pub fn prepare(&mut self, exec: &dyn Executor, id: u64) -> GpuResult<(u32, Raw)> {
         if id >= LEGACY_STREAM_BASE {
-            let device = u32::try_from(id - LEGACY_STREAM_BASE).map_err(|_| GpuError(code::INVALID_HANDLE))?;
+            let device = u32::try_from(id - LEGACY_STREAM_BASE)
+                .map_err(|_| GpuError(code::INVALID_HANDLE))?;
             let legacy = self.legacy(exec, device)?;
             let dirty = std::mem::take(&mut legacy.dirty);
             let (lraw, ldev) = (legacy.raw, device);
@@ -131,7 +153,12 @@ impl Streams {
 
     /// Every executor stream of the session on `device`.
     pub fn all_on(&self, device: u32) -> Vec<Raw> {
-        let mut v: Vec<Raw> = self.table.values().filter(|s| s.device == device).map(|s| s.raw).collect();
+        let mut v: Vec<Raw> = self
+            .table
+            .values()
+            .filter(|s| s.device == device)
+            .map(|s| s.raw)
+            .collect();
         if let Some(l) = self.legacy.get(&device) {
             v.push(l.raw);
         }

@@ -13,7 +13,10 @@ pub struct Table<T> {
 
 impl<T> Default for Table<T> {
     fn default() -> Self {
-        Table { next: 1, items: HashMap::new() }
+        Table {
+            next: 1,
+            items: HashMap::new(),
+        }
     }
 }
 
@@ -28,7 +31,9 @@ impl<T> Table<T> {
         self.items.get(&id).ok_or(GpuError(code::INVALID_HANDLE))
     }
     pub fn get_mut(&mut self, id: u64) -> GpuResult<&mut T> {
-        self.items.get_mut(&id).ok_or(GpuError(code::INVALID_HANDLE))
+        self.items
+            .get_mut(&id)
+            .ok_or(GpuError(code::INVALID_HANDLE))
     }
     pub fn remove(&mut self, id: u64) -> GpuResult<T> {
         self.items.remove(&id).ok_or(GpuError(code::INVALID_HANDLE))
@@ -109,11 +114,20 @@ impl Ranges {
         (end <= start.checked_add(rlen)?).then_some(dev)
     }
     pub fn owned_bytes(&self) -> u64 {
-        self.map.values().filter(|v| v.2 == Owner::Alloc).map(|v| v.0).sum()
+        self.map
+            .values()
+            .filter(|v| v.2 == Owner::Alloc)
+            .map(|v| v.0)
+            .sum()
     }
     /// Forgets every range, returning the allocations to free.
     pub fn drain_owned(&mut self) -> Vec<(u64, u32)> {
-        let owned = self.map.iter().filter(|(_, v)| v.2 == Owner::Alloc).map(|(&k, v)| (k, v.1)).collect();
+        let owned = self
+            .map
+            .iter()
+            .filter(|(_, v)| v.2 == Owner::Alloc)
+            .map(|(&k, v)| (k, v.1))
+            .collect();
         self.map.clear();
         owned
     }

@@ -19,12 +19,18 @@ thread_local! {
 /// Primary contexts, one per device, with their retain counts.
 static PRIMARY: Mutex<Vec<(&'static Context, &'static AtomicU32)>> = Mutex::new(Vec::new());
 
-pub(crate) fn primary(c: &'static Client, dev: CUdevice) -> Result<(&'static Context, &'static AtomicU32), CUresult> {
+pub(crate) fn primary(
+    c: &'static Client,
+    dev: CUdevice,
+) -> Result<(&'static Context, &'static AtomicU32), CUresult> {
     super::init::device(c, dev)?;
     let mut p = client::lock(&PRIMARY);
     if p.is_empty() {
         for d in 0..c.devices.len() {
-            p.push((Context::new(d as u32, 0, true), Box::leak(Box::new(AtomicU32::new(0)))));
+            p.push((
+                Context::new(d as u32, 0, true),
+                Box::leak(Box::new(AtomicU32::new(0))),
+            ));
         }
     }
     Ok(p[dev as usize])
@@ -32,7 +38,10 @@ pub(crate) fn primary(c: &'static Client, dev: CUdevice) -> Result<(&'static Con
 
 /// The calling thread's current context.
 pub(crate) fn current() -> Result<&'static Context, CUresult> {
-    STACK.with(|s| s.borrow().last().copied()).filter(|c| c.alive.load(Ordering::Relaxed)).ok_or(CUresult::CUDA_ERROR_INVALID_CONTEXT)
+    STACK
+        .with(|s| s.borrow().last().copied())
+        .filter(|c| c.alive.load(Ordering::Relaxed))
+        .ok_or(CUresult::CUDA_ERROR_INVALID_CONTEXT)
 }
 
 /// The device of the current context.
@@ -67,11 +76,17 @@ pub(crate) unsafe fn cuDevicePrimaryCtxRetain(pctx: *mut CUcontext, dev: CUdevic
 pub(crate) unsafe fn cuDevicePrimaryCtxRelease_v2(dev: CUdevice) -> CUresult {
     ret((|| {
         let (_, refs) = primary(ready()?, dev)?;
-        refs.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1)).map(|_| ()).map_err(|_| CUresult::CUDA_ERROR_INVALID_CONTEXT)
+        refs.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+            .map(|_| ())
+            .map_err(|_| CUresult::CUDA_ERROR_INVALID_CONTEXT)
     })())
 }
 
-pub(crate) unsafe fn cuDevicePrimaryCtxGetState(dev: CUdevice, flags: *mut c_uint, active: *mut c_int) -> CUresult {
+pub(crate) unsafe fn cuDevicePrimaryCtxGetState(
+    dev: CUdevice,
+    flags: *mut c_uint,
+    active: *mut c_int,
+) -> CUresult {
     ret((|| {
         let (ctx, refs) = primary(ready()?, dev)?;
         // SAFETY: forwarded caller contract.
@@ -95,11 +110,24 @@ pub(crate) unsafe fn cuDevicePrimaryCtxReset_v2(dev: CUdevice) -> CUresult {
         let c = ready()?;
         primary(c, dev)?;
         // The daemon's context is shared: a reset finishes this client's work on the device.
-        c.call(Op::CtxSynchronize, &DeviceOnly { device: dev as u32, _pad: 0 }, &[]).map(|_| ())
+        c.call(
+            Op::CtxSynchronize,
+            &DeviceOnly {
+                device: dev as u32,
+                _pad: 0,
+            },
+            &[],
+        )
+        .map(|_| ())
     })())
 }
 
-pub(crate) unsafe fn cuCtxCreate_v4(pctx: *mut CUcontext, _params: *mut CUctxCreateParams, flags: c_uint, dev: CUdevice) -> CUresult {
+pub(crate) unsafe fn cuCtxCreate_v4(
+    pctx: *mut CUcontext,
+    _params: *mut CUctxCreateParams,
+    flags: c_uint,
+    dev: CUdevice,
+) -> CUresult {
     ret((|| {
         let c = ready()?;
         super::init::device(c, dev)?;
@@ -110,7 +138,11 @@ pub(crate) unsafe fn cuCtxCreate_v4(pctx: *mut CUcontext, _params: *mut CUctxCre
     })())
 }
 
-pub(crate) unsafe fn cuCtxCreate_v2(pctx: *mut CUcontext, flags: c_uint, dev: CUdevice) -> CUresult {
+pub(crate) unsafe fn cuCtxCreate_v2(
+    pctx: *mut CUcontext,
+    flags: c_uint,
+    dev: CUdevice,
+) -> CUresult {
     // SAFETY: same contract, no creation parameters.
     unsafe { cuCtxCreate_v4(pctx, std::ptr::null_mut(), flags, dev) }
 }
@@ -120,7 +152,14 @@ pub(crate) unsafe fn cuCtxDestroy_v2(ctx: CUcontext) -> CUresult {
         let c = ready()?;
         let ctx = Context::from_handle(ctx)?;
         // Finish this client's work, as destroying a context does.
-        c.call(Op::CtxSynchronize, &DeviceOnly { device: ctx.device, _pad: 0 }, &[])?;
+        c.call(
+            Op::CtxSynchronize,
+            &DeviceOnly {
+                device: ctx.device,
+                _pad: 0,
+            },
+            &[],
+        )?;
         if !ctx.primary {
             ctx.alive.store(false, Ordering::Relaxed);
         }
@@ -137,7 +176,11 @@ pub(crate) unsafe fn cuCtxGetCurrent(pctx: *mut CUcontext) -> CUresult {
 pub(crate) unsafe fn cuCtxSetCurrent(ctx: CUcontext) -> CUresult {
     ret((|| {
         ready()?;
-        let c = if ctx.is_null() { None } else { Some(Context::from_handle(ctx)?) };
+        let c = if ctx.is_null() {
+            None
+        } else {
+            Some(Context::from_handle(ctx)?)
+        };
         set_current(c);
         Ok(())
     })())
@@ -155,7 +198,9 @@ pub(crate) unsafe fn cuCtxPushCurrent_v2(ctx: CUcontext) -> CUresult {
 pub(crate) unsafe fn cuCtxPopCurrent_v2(pctx: *mut CUcontext) -> CUresult {
     ret((|| {
         ready()?;
-        let c = STACK.with(|s| s.borrow_mut().pop()).ok_or(CUresult::CUDA_ERROR_INVALID_CONTEXT)?;
+        let c = STACK
+            .with(|s| s.borrow_mut().pop())
+            .ok_or(CUresult::CUDA_ERROR_INVALID_CONTEXT)?;
         if !pctx.is_null() {
             // SAFETY: non-null out-pointer from the caller.
             unsafe { out(pctx, c.handle())? };
@@ -166,7 +211,9 @@ pub(crate) unsafe fn cuCtxPopCurrent_v2(pctx: *mut CUcontext) -> CUresult {
 
 pub(crate) unsafe fn cuCtxGetDevice(dev: *mut CUdevice) -> CUresult {
     // SAFETY: forwarded caller contract.
-    ret(ready().and_then(|_| current_device()).and_then(|d| unsafe { out(dev, d as CUdevice) }))
+    ret(ready()
+        .and_then(|_| current_device())
+        .and_then(|d| unsafe { out(dev, d as CUdevice) }))
 }
 
 pub(crate) unsafe fn cuCtxSynchronize() -> CUresult {
@@ -195,19 +242,28 @@ pub(crate) unsafe fn cuCtxGetApiVersion(ctx: CUcontext, version: *mut c_uint) ->
 
 pub(crate) unsafe fn cuCtxGetFlags(flags: *mut c_uint) -> CUresult {
     // SAFETY: forwarded caller contract.
-    ret(ready().and_then(|_| current()).and_then(|c| unsafe { out(flags, c.flags.load(Ordering::Relaxed)) }))
+    ret(ready()
+        .and_then(|_| current())
+        .and_then(|c| unsafe { out(flags, c.flags.load(Ordering::Relaxed)) }))
 }
 
 pub(crate) unsafe fn cuCtxGetId(ctx: CUcontext, id: *mut c_ulonglong) -> CUresult {
     ret((|| {
         ready()?;
-        let c = if ctx.is_null() { current()? } else { Context::from_handle(ctx)? };
+        let c = if ctx.is_null() {
+            current()?
+        } else {
+            Context::from_handle(ctx)?
+        };
         // SAFETY: forwarded caller contract.
         unsafe { out(id, c as *const Context as usize as c_ulonglong) }
     })())
 }
 
-pub(crate) unsafe fn cuCtxGetStreamPriorityRange(least: *mut c_int, greatest: *mut c_int) -> CUresult {
+pub(crate) unsafe fn cuCtxGetStreamPriorityRange(
+    least: *mut c_int,
+    greatest: *mut c_int,
+) -> CUresult {
     ret((|| {
         let c = ready()?;
         let d = super::init::device(c, current_device()? as CUdevice)?;

@@ -40,8 +40,14 @@ mod tests {
 
     #[test]
     fn known_and_named_and_unknown_codes() {
-        assert_eq!(describe(CUresult::CUDA_ERROR_OUT_OF_MEMORY), Some(c"out of memory"));
-        assert_eq!(describe(CUresult::CUDA_ERROR_ALREADY_MAPPED), Some(c"CUDA_ERROR_ALREADY_MAPPED"));
+        assert_eq!(
+            describe(CUresult::CUDA_ERROR_OUT_OF_MEMORY),
+            Some(c"out of memory")
+        );
+        assert_eq!(
+            describe(CUresult::CUDA_ERROR_ALREADY_MAPPED),
+            Some(c"CUDA_ERROR_ALREADY_MAPPED")
+        );
         assert_eq!(describe(CUresult(123_456)), None);
     }
 }

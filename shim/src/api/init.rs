@@ -11,7 +11,10 @@ use std::ffi::{c_char, c_int, c_uint, CStr};
 pub(crate) const DRIVER_API_VERSION: c_int = 13000;
 
 pub(crate) fn device(c: &'static Client, dev: CUdevice) -> Result<&'static DeviceInfo, CUresult> {
-    usize::try_from(dev).ok().and_then(|d| c.devices.get(d)).ok_or(CUresult::CUDA_ERROR_INVALID_DEVICE)
+    usize::try_from(dev)
+        .ok()
+        .and_then(|d| c.devices.get(d))
+        .ok_or(CUresult::CUDA_ERROR_INVALID_DEVICE)
 }
 
 pub(crate) unsafe fn cuInit(flags: c_uint) -> CUresult {
@@ -48,18 +51,28 @@ pub(crate) unsafe fn cuDeviceGet(d: *mut CUdevice, ordinal: c_int) -> CUresult {
 
 pub(crate) unsafe fn cuDeviceGetName(name: *mut c_char, len: c_int, dev: CUdevice) -> CUresult {
     // SAFETY: forwarded caller contract.
-    ret(ready().and_then(|c| device(c, dev)).and_then(|d| unsafe { out_str(name, len, &d.name) }))
+    ret(ready()
+        .and_then(|c| device(c, dev))
+        .and_then(|d| unsafe { out_str(name, len, &d.name) }))
 }
 
 pub(crate) unsafe fn cuDeviceTotalMem_v2(bytes: *mut usize, dev: CUdevice) -> CUresult {
     // SAFETY: forwarded caller contract.
-    ret(ready().and_then(|c| device(c, dev)).and_then(|d| unsafe { out(bytes, d.total_mem as usize) }))
+    ret(ready()
+        .and_then(|c| device(c, dev))
+        .and_then(|d| unsafe { out(bytes, d.total_mem as usize) }))
 }
 
-pub(crate) unsafe fn cuDeviceGetAttribute(pi: *mut c_int, attrib: CUdevice_attribute, dev: CUdevice) -> CUresult {
+pub(crate) unsafe fn cuDeviceGetAttribute(
+    pi: *mut c_int,
+    attrib: CUdevice_attribute,
+    dev: CUdevice,
+) -> CUresult {
     ret((|| {
         let d = device(ready()?, dev)?;
-        let v = d.attribute(attrib.0 as i32).ok_or(CUresult::CUDA_ERROR_INVALID_VALUE)?;
+        let v = d
+            .attribute(attrib.0 as i32)
+            .ok_or(CUresult::CUDA_ERROR_INVALID_VALUE)?;
         // SAFETY: forwarded caller contract.
         unsafe { out(pi, v) }
     })())
@@ -69,7 +82,14 @@ pub(crate) unsafe fn cuDeviceGetUuid_v2(uuid: *mut CUuuid, dev: CUdevice) -> CUr
     ret((|| {
         let d = device(ready()?, dev)?;
         // SAFETY: forwarded caller contract.
-        unsafe { out(uuid, CUuuid { bytes: d.uuid.map(|b| b as c_char) }) }
+        unsafe {
+            out(
+                uuid,
+                CUuuid {
+                    bytes: d.uuid.map(|b| b as c_char),
+                },
+            )
+        }
     })())
 }
 
@@ -80,7 +100,9 @@ pub(crate) unsafe fn cuDeviceGetUuid(uuid: *mut CUuuid, dev: CUdevice) -> CUresu
 
 pub(crate) unsafe fn cuDeviceGetPCIBusId(buf: *mut c_char, len: c_int, dev: CUdevice) -> CUresult {
     // SAFETY: forwarded caller contract.
-    ret(ready().and_then(|c| device(c, dev)).and_then(|d| unsafe { out_str(buf, len, &d.pci_bus_id) }))
+    ret(ready()
+        .and_then(|c| device(c, dev))
+        .and_then(|d| unsafe { out_str(buf, len, &d.pci_bus_id) }))
 }
 
 pub(crate) unsafe fn cuDeviceGetByPCIBusId(dev: *mut CUdevice, bus: *const c_char) -> CUresult {
@@ -90,21 +112,35 @@ pub(crate) unsafe fn cuDeviceGetByPCIBusId(dev: *mut CUdevice, bus: *const c_cha
             return Err(CUresult::CUDA_ERROR_INVALID_VALUE);
         }
         // SAFETY: the caller passes a NUL-terminated string.
-        let want = unsafe { CStr::from_ptr(bus) }.to_string_lossy().to_ascii_lowercase();
+        let want = unsafe { CStr::from_ptr(bus) }
+            .to_string_lossy()
+            .to_ascii_lowercase();
         let i = c
             .devices
             .iter()
-            .position(|d| d.pci_bus_id.to_ascii_lowercase().ends_with(want.trim_start_matches("0000:")) || d.pci_bus_id.eq_ignore_ascii_case(&want))
+            .position(|d| {
+                d.pci_bus_id
+                    .to_ascii_lowercase()
+                    .ends_with(want.trim_start_matches("0000:"))
+                    || d.pci_bus_id.eq_ignore_ascii_case(&want)
+            })
             .ok_or(CUresult::CUDA_ERROR_INVALID_DEVICE)?;
         // SAFETY: forwarded caller contract.
         unsafe { out(dev, i as CUdevice) }
     })())
 }
 
-pub(crate) unsafe fn cuDeviceComputeCapability(major: *mut c_int, minor: *mut c_int, dev: CUdevice) -> CUresult {
+pub(crate) unsafe fn cuDeviceComputeCapability(
+    major: *mut c_int,
+    minor: *mut c_int,
+    dev: CUdevice,
+) -> CUresult {
     ret((|| {
         let d = device(ready()?, dev)?;
-        let get = |a: CUdevice_attribute| d.attribute(a.0 as i32).ok_or(CUresult::CUDA_ERROR_INVALID_DEVICE);
+        let get = |a: CUdevice_attribute| {
+            d.attribute(a.0 as i32)
+                .ok_or(CUresult::CUDA_ERROR_INVALID_DEVICE)
+        };
         let (ma, mi) = (
             get(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)?,
             get(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR)?,
@@ -117,7 +153,11 @@ pub(crate) unsafe fn cuDeviceComputeCapability(major: *mut c_int, minor: *mut c_
     })())
 }
 
-pub(crate) unsafe fn cuDeviceCanAccessPeer(can: *mut c_int, dev: CUdevice, peer: CUdevice) -> CUresult {
+pub(crate) unsafe fn cuDeviceCanAccessPeer(
+    can: *mut c_int,
+    dev: CUdevice,
+    peer: CUdevice,
+) -> CUresult {
     ret((|| {
         let c = ready()?;
         device(c, dev)?;

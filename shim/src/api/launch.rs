@@ -27,7 +27,12 @@ struct Geometry {
 /// # Safety
 /// As `cuLaunchKernel` requires: `params[i]` points to parameter i's value for every parameter
 /// of `f`, or `extra` is a valid `CU_LAUNCH_PARAM_*` list.
-unsafe fn pack(f: &Function, params: *mut *mut c_void, extra: *mut *mut c_void, out: &mut Vec<u8>) -> Result<(), CUresult> {
+unsafe fn pack(
+    f: &Function,
+    params: *mut *mut c_void,
+    extra: *mut *mut c_void,
+    out: &mut Vec<u8>,
+) -> Result<(), CUresult> {
     out.clear();
     if !params.is_null() {
         out.resize(f.params_size, 0);
@@ -44,7 +49,11 @@ unsafe fn pack(f: &Function, params: *mut *mut c_void, extra: *mut *mut c_void, 
         return Ok(());
     }
     if extra.is_null() {
-        return if f.params.is_empty() { Ok(()) } else { Err(CUresult::CUDA_ERROR_INVALID_VALUE) };
+        return if f.params.is_empty() {
+            Ok(())
+        } else {
+            Err(CUresult::CUDA_ERROR_INVALID_VALUE)
+        };
     }
     let (mut buf, mut size) = (std::ptr::null::<u8>(), None::<usize>);
     let mut i = 0;
@@ -53,8 +62,10 @@ unsafe fn pack(f: &Function, params: *mut *mut c_void, extra: *mut *mut c_void, 
         let key = unsafe { *extra.add(i) } as usize;
         match key as u32 {
             CU_LAUNCH_PARAM_END_AS_INT => break,
-            // SAFETY: as above.
-            CU_LAUNCH_PARAM_BUFFER_POINTER_AS_INT => buf = unsafe { *extra.add(i + 1) } as *const u8,
+            CU_LAUNCH_PARAM_BUFFER_POINTER_AS_INT => {
+                // SAFETY: as above.
+                buf = unsafe { *extra.add(i + 1) } as *const u8
+            }
             CU_LAUNCH_PARAM_BUFFER_SIZE_AS_INT => {
                 // SAFETY: the value points to a size_t.
                 let p = unsafe { *extra.add(i + 1) } as *const usize;
@@ -81,20 +92,30 @@ unsafe fn pack(f: &Function, params: *mut *mut c_void, extra: *mut *mut c_void, 
 
 /// # Safety
 /// As for [`pack`].
-unsafe fn launch(f: CUfunction, g: Geometry, stream: CUstream, params: *mut *mut c_void, extra: *mut *mut c_void) -> Result<(), CUresult> {
+unsafe fn launch(
+    f: CUfunction,
+    g: Geometry,
+    stream: CUstream,
+    params: *mut *mut c_void,
+    extra: *mut *mut c_void,
+) -> Result<(), CUresult> {
     let c = ready()?;
     let f = Function::from_handle(f)?;
     if g.grid.contains(&0) || g.block.contains(&0) {
         return Err(CUresult::CUDA_ERROR_INVALID_VALUE);
     }
     let threads = g.block.iter().map(|&b| b as u64).product::<u64>();
-    if let Some(max) = f.attr(CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK.0 as usize) {
+    if let Some(max) =
+        f.attr(CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK.0 as usize)
+    {
         if max > 0 && threads > max as u64 {
             return Err(CUresult::CUDA_ERROR_INVALID_VALUE);
         }
     }
     // Dynamic shared memory past the function's opt-in limit fails at launch, as in the driver.
-    if let Some(max) = f.attr(CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES.0 as usize) {
+    if let Some(max) =
+        f.attr(CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES.0 as usize)
+    {
         if max >= 0 && g.shared_mem as i64 > max as i64 {
             return Err(CUresult::CUDA_ERROR_INVALID_VALUE);
         }
@@ -114,7 +135,11 @@ unsafe fn launch(f: CUfunction, g: Geometry, stream: CUstream, params: *mut *mut
             block: g.block,
             cluster: g.cluster,
             shared_mem: g.shared_mem,
-            flags: if g.cooperative { p::LAUNCH_COOPERATIVE } else { 0 },
+            flags: if g.cooperative {
+                p::LAUNCH_COOPERATIVE
+            } else {
+                0
+            },
             params_len: buf.len() as u32,
         };
         submitted(s);
@@ -136,7 +161,12 @@ pub(crate) unsafe fn cuLaunchKernel(
     params: *mut *mut c_void,
     extra: *mut *mut c_void,
 ) -> CUresult {
-    let g = Geometry { grid: [gx, gy, gz], block: [bx, by, bz], shared_mem: shared, ..Default::default() };
+    let g = Geometry {
+        grid: [gx, gy, gz],
+        block: [bx, by, bz],
+        shared_mem: shared,
+        ..Default::default()
+    };
     // SAFETY: forwarded caller contract.
     ret(unsafe { launch(f, g, stream, params, extra) })
 }
@@ -154,12 +184,23 @@ pub(crate) unsafe fn cuLaunchCooperativeKernel(
     stream: CUstream,
     params: *mut *mut c_void,
 ) -> CUresult {
-    let g = Geometry { grid: [gx, gy, gz], block: [bx, by, bz], shared_mem: shared, cooperative: true, ..Default::default() };
+    let g = Geometry {
+        grid: [gx, gy, gz],
+        block: [bx, by, bz],
+        shared_mem: shared,
+        cooperative: true,
+        ..Default::default()
+    };
     // SAFETY: forwarded caller contract.
     ret(unsafe { launch(f, g, stream, params, std::ptr::null_mut()) })
 }
 
-pub(crate) unsafe fn cuLaunchKernelEx(config: *const CUlaunchConfig, f: CUfunction, params: *mut *mut c_void, extra: *mut *mut c_void) -> CUresult {
+pub(crate) unsafe fn cuLaunchKernelEx(
+    config: *const CUlaunchConfig,
+    f: CUfunction,
+    params: *mut *mut c_void,
+    extra: *mut *mut c_void,
+) -> CUresult {
     ret((|| {
         if config.is_null() {
             return Err(CUresult::CUDA_ERROR_INVALID_VALUE);
@@ -179,8 +220,10 @@ pub(crate) unsafe fn cuLaunchKernelEx(config: *const CUlaunchConfig, f: CUfuncti
             // SAFETY: `numAttrs` entries.
             let a = unsafe { &*cfg.attrs.add(i) };
             match a.id {
-                // SAFETY: the union member named by the id.
-                CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_COOPERATIVE => g.cooperative = unsafe { a.value.cooperative } != 0,
+                CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_COOPERATIVE => {
+                    // SAFETY: the union member named by the id.
+                    g.cooperative = unsafe { a.value.cooperative } != 0
+                }
                 CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION => {
                     // SAFETY: as above.
                     let d = unsafe { a.value.clusterDim };
@@ -188,7 +231,13 @@ pub(crate) unsafe fn cuLaunchKernelEx(config: *const CUlaunchConfig, f: CUfuncti
                 }
                 // Scheduling hints: the daemon's scheduler decides order and priority.
                 CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PRIORITY => {}
-                other => crate::log::once("cuLaunchKernelEx", &format!("ignores launch attribute {} (Baton does not forward it yet)", other.0)),
+                other => crate::log::once(
+                    "cuLaunchKernelEx",
+                    &format!(
+                        "ignores launch attribute {} (Baton does not forward it yet)",
+                        other.0
+                    ),
+                ),
             }
         }
         // SAFETY: forwarded caller contract.

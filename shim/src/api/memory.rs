@@ -46,7 +46,10 @@ struct HostHeap {
     allocs: BTreeMap<usize, (usize, c_uint)>,
 }
 
-static HOST: Mutex<HostHeap> = Mutex::new(HostHeap { chunks: BTreeMap::new(), allocs: BTreeMap::new() });
+static HOST: Mutex<HostHeap> = Mutex::new(HostHeap {
+    chunks: BTreeMap::new(),
+    allocs: BTreeMap::new(),
+});
 
 /// Pinned allocations are page aligned, as the driver's are.
 const HOST_ALIGN: usize = 4096;
@@ -112,14 +115,24 @@ fn host_alloc(c: &'static Client, size: usize, flags: c_uint) -> Result<*mut c_v
             let map = match SharedRegion::map(fd, clen, Some(addr)) {
                 Ok(m) => m,
                 Err(e) => {
-                    crate::log::once("cuMemHostAlloc", &format!("could not map pinned memory at the daemon's address ({e})"));
+                    crate::log::once(
+                        "cuMemHostAlloc",
+                        &format!("could not map pinned memory at the daemon's address ({e})"),
+                    );
                     let _ = c.control(&Request::FreeHost { addr: addr as u64 }, &[]);
                     return Err(CUresult::CUDA_ERROR_OUT_OF_MEMORY);
                 }
             };
             let mut free = BTreeMap::new();
             free.insert(0, clen);
-            heap.chunks.insert(addr, Chunk { _map: map, len: clen, free });
+            heap.chunks.insert(
+                addr,
+                Chunk {
+                    _map: map,
+                    len: clen,
+                    free,
+                },
+            );
             heap.take(len).ok_or(CUresult::CUDA_ERROR_OUT_OF_MEMORY)?
         }
     };
@@ -129,7 +142,10 @@ fn host_alloc(c: &'static Client, size: usize, flags: c_uint) -> Result<*mut c_v
 
 fn host_free(c: &'static Client, p: *mut c_void) -> Result<(), CUresult> {
     let mut heap = lock(&HOST);
-    let (len, _) = heap.allocs.remove(&(p as usize)).ok_or(CUresult::CUDA_ERROR_INVALID_VALUE)?;
+    let (len, _) = heap
+        .allocs
+        .remove(&(p as usize))
+        .ok_or(CUresult::CUDA_ERROR_INVALID_VALUE)?;
     if let Some(base) = heap.give(p as usize, len) {
         // The GPU may still be reading the chunk: finish this client's work first, as
         // cuMemFreeHost does, then hand the chunk back.
@@ -148,7 +164,15 @@ pub(crate) unsafe fn cuMemAlloc_v2(dptr: *mut CUdeviceptr, bytes: usize) -> CUre
             return Err(CUresult::CUDA_ERROR_INVALID_VALUE);
         }
         let device = current_device()?;
-        let r = c.call(Op::MemAlloc, &MemAlloc { device, _pad: 0, bytes: bytes as u64 }, &[])?;
+        let r = c.call(
+            Op::MemAlloc,
+            &MemAlloc {
+                device,
+                _pad: 0,
+                bytes: bytes as u64,
+            },
+            &[],
+        )?;
         let p = r.values[0];
         lock(&DEVICE).insert(p, (bytes as u64, device, true));
         // SAFETY: forwarded caller contract.
@@ -185,7 +209,11 @@ pub(crate) unsafe fn cuMemGetInfo_v2(free: *mut usize, total: *mut usize) -> CUr
     })())
 }
 
-pub(crate) unsafe fn cuMemGetAddressRange_v2(base: *mut CUdeviceptr, size: *mut usize, dptr: CUdeviceptr) -> CUresult {
+pub(crate) unsafe fn cuMemGetAddressRange_v2(
+    base: *mut CUdeviceptr,
+    size: *mut usize,
+    dptr: CUdeviceptr,
+) -> CUresult {
     ret((|| {
         ready()?;
         let (s, len, _) = device_range(dptr).ok_or(CUresult::CUDA_ERROR_NOT_FOUND)?;
@@ -205,7 +233,12 @@ pub(crate) unsafe fn cuMemGetAddressRange_v2(base: *mut CUdeviceptr, size: *mut 
 pub(crate) unsafe fn cuMemHostAlloc(pp: *mut *mut c_void, bytes: usize, flags: c_uint) -> CUresult {
     ret((|| {
         let c = ready()?;
-        if flags & !(CU_MEMHOSTALLOC_PORTABLE | CU_MEMHOSTALLOC_DEVICEMAP | CU_MEMHOSTALLOC_WRITECOMBINED) != 0 {
+        if flags
+            & !(CU_MEMHOSTALLOC_PORTABLE
+                | CU_MEMHOSTALLOC_DEVICEMAP
+                | CU_MEMHOSTALLOC_WRITECOMBINED)
+            != 0
+        {
             return Err(CUresult::CUDA_ERROR_INVALID_VALUE);
         }
         let p = host_alloc(c, bytes, flags)?;
@@ -223,7 +256,11 @@ pub(crate) unsafe fn cuMemFreeHost(p: *mut c_void) -> CUresult {
     ret(ready().and_then(|c| host_free(c, p)))
 }
 
-pub(crate) unsafe fn cuMemHostGetDevicePointer_v2(pdptr: *mut CUdeviceptr, p: *mut c_void, flags: c_uint) -> CUresult {
+pub(crate) unsafe fn cuMemHostGetDevicePointer_v2(
+    pdptr: *mut CUdeviceptr,
+    p: *mut c_void,
+    flags: c_uint,
+) -> CUresult {
     ret((|| {
         ready()?;
         if flags != 0 || !is_pinned(p as usize, 1) {
@@ -238,9 +275,16 @@ pub(crate) unsafe fn cuMemHostGetDevicePointer_v2(pdptr: *mut CUdeviceptr, p: *m
 pub(crate) unsafe fn cuMemHostGetFlags(pflags: *mut c_uint, p: *mut c_void) -> CUresult {
     ret((|| {
         ready()?;
-        let (_, _, f) = lock(&HOST).find(p as usize, 1).ok_or(CUresult::CUDA_ERROR_INVALID_VALUE)?;
+        let (_, _, f) = lock(&HOST)
+            .find(p as usize, 1)
+            .ok_or(CUresult::CUDA_ERROR_INVALID_VALUE)?;
         // SAFETY: forwarded caller contract.
-        unsafe { out(pflags, f | CU_MEMHOSTALLOC_PORTABLE | CU_MEMHOSTALLOC_DEVICEMAP) }
+        unsafe {
+            out(
+                pflags,
+                f | CU_MEMHOSTALLOC_PORTABLE | CU_MEMHOSTALLOC_DEVICEMAP,
+            )
+        }
     })())
 }
 
@@ -266,13 +310,25 @@ fn kind(p: u64, len: usize) -> Kind {
 ///
 /// # Safety
 /// Host pointers must be valid for `len` bytes (reads for sources, writes for destinations).
-unsafe fn copy(c: &'static Client, dst: u64, src: u64, len: usize, stream: &'static Stream, sync: bool) -> Result<(), CUresult> {
+unsafe fn copy(
+    c: &'static Client,
+    dst: u64,
+    src: u64,
+    len: usize,
+    stream: &'static Stream,
+    sync: bool,
+) -> Result<(), CUresult> {
     if len == 0 {
         return Ok(());
     }
     let sid = stream.daemon_id()?;
     let (dk, sk) = (kind(dst, len), kind(src, len));
-    let body = Copy { dst, src, len: len as u64, stream: sid };
+    let body = Copy {
+        dst,
+        src,
+        len: len as u64,
+        stream: sid,
+    };
     let send = |op: Op| -> Result<(), CUresult> {
         submitted(stream);
         if sync {
@@ -289,18 +345,34 @@ unsafe fn copy(c: &'static Client, dst: u64, src: u64, len: usize, stream: &'sta
             submitted(stream);
             // SAFETY: per the contract.
             let bytes = unsafe { std::slice::from_raw_parts(src as *const u8, len) };
-            c.stage_htod(StagedCopy { device_ptr: dst, stream: sid }, bytes)
+            c.stage_htod(
+                StagedCopy {
+                    device_ptr: dst,
+                    stream: sid,
+                },
+                bytes,
+            )
         }
         (Kind::Pageable, Kind::Device) => {
             submitted(stream);
             // SAFETY: per the contract.
             let bytes = unsafe { std::slice::from_raw_parts_mut(dst as *mut u8, len) };
-            c.stage_dtoh(StagedCopy { device_ptr: src, stream: sid }, bytes)
+            c.stage_dtoh(
+                StagedCopy {
+                    device_ptr: src,
+                    stream: sid,
+                },
+                bytes,
+            )
         }
         _ => {
             // Host to host: the stream's earlier work must be done first, then a plain copy.
             if sync || dk == Kind::Pinned || sk == Kind::Pinned {
-                c.call(Op::StreamSynchronize, &baton_ipc::protocol::ObjectId { id: sid }, &[])?;
+                c.call(
+                    Op::StreamSynchronize,
+                    &baton_ipc::protocol::ObjectId { id: sid },
+                    &[],
+                )?;
             }
             // SAFETY: per the contract; `copy` semantics allow overlap like memmove.
             unsafe { std::ptr::copy(src as *const u8, dst as *mut u8, len) };
@@ -344,27 +416,55 @@ fn on(stream: CUstream) -> Result<(&'static Client, &'static Stream), CUresult> 
     Ok((c, resolve(c, stream)?))
 }
 
-pub(crate) unsafe fn cuMemcpyHtoDAsync_v2(dst: CUdeviceptr, src: *const c_void, n: usize, stream: CUstream) -> CUresult {
+pub(crate) unsafe fn cuMemcpyHtoDAsync_v2(
+    dst: CUdeviceptr,
+    src: *const c_void,
+    n: usize,
+    stream: CUstream,
+) -> CUresult {
     // SAFETY: forwarded caller contract.
     ret(on(stream).and_then(|(c, s)| unsafe { copy(c, dst, src as u64, n, s, false) }))
 }
 
-pub(crate) unsafe fn cuMemcpyDtoHAsync_v2(dst: *mut c_void, src: CUdeviceptr, n: usize, stream: CUstream) -> CUresult {
+pub(crate) unsafe fn cuMemcpyDtoHAsync_v2(
+    dst: *mut c_void,
+    src: CUdeviceptr,
+    n: usize,
+    stream: CUstream,
+) -> CUresult {
     // SAFETY: forwarded caller contract.
     ret(on(stream).and_then(|(c, s)| unsafe { copy(c, dst as u64, src, n, s, false) }))
 }
 
-pub(crate) unsafe fn cuMemcpyDtoDAsync_v2(dst: CUdeviceptr, src: CUdeviceptr, n: usize, stream: CUstream) -> CUresult {
+pub(crate) unsafe fn cuMemcpyDtoDAsync_v2(
+    dst: CUdeviceptr,
+    src: CUdeviceptr,
+    n: usize,
+    stream: CUstream,
+) -> CUresult {
     // SAFETY: no host memory is touched.
     ret(on(stream).and_then(|(c, s)| unsafe { copy(c, dst, src, n, s, false) }))
 }
 
-pub(crate) unsafe fn cuMemcpyAsync(dst: CUdeviceptr, src: CUdeviceptr, n: usize, stream: CUstream) -> CUresult {
+pub(crate) unsafe fn cuMemcpyAsync(
+    dst: CUdeviceptr,
+    src: CUdeviceptr,
+    n: usize,
+    stream: CUstream,
+) -> CUresult {
     // SAFETY: forwarded caller contract.
     ret(on(stream).and_then(|(c, s)| unsafe { copy(c, dst, src, n, s, false) }))
 }
 
-fn memset(dst: u64, pitch: usize, value: u32, elem: u32, width: usize, height: usize, stream: Option<CUstream>) -> Result<(), CUresult> {
+fn memset(
+    dst: u64,
+    pitch: usize,
+    value: u32,
+    elem: u32,
+    width: usize,
+    height: usize,
+    stream: Option<CUstream>,
+) -> Result<(), CUresult> {
     let (c, s) = match stream {
         Some(h) => on(h)?,
         None => legacy()?,
@@ -372,7 +472,15 @@ fn memset(dst: u64, pitch: usize, value: u32, elem: u32, width: usize, height: u
     if width == 0 || height == 0 {
         return Ok(());
     }
-    let body = Memset { dst, stream: s.daemon_id()?, width: width as u64, height: height as u64, pitch: pitch as u64, value, elem_size: elem };
+    let body = Memset {
+        dst,
+        stream: s.daemon_id()?,
+        width: width as u64,
+        height: height as u64,
+        pitch: pitch as u64,
+        value,
+        elem_size: elem,
+    };
     submitted(s);
     // Memsets of device memory are asynchronous with respect to the host, even the plain forms;
     // mapped pinned memory is written by the host's view only once the memset is done.
@@ -391,30 +499,84 @@ pub(crate) unsafe fn cuMemsetD16_v2(dst: CUdeviceptr, v: c_ushort, n: usize) -> 
 pub(crate) unsafe fn cuMemsetD32_v2(dst: CUdeviceptr, v: c_uint, n: usize) -> CUresult {
     ret(memset(dst, 0, v, 4, n, 1, None))
 }
-pub(crate) unsafe fn cuMemsetD8Async(dst: CUdeviceptr, v: c_uchar, n: usize, s: CUstream) -> CUresult {
+pub(crate) unsafe fn cuMemsetD8Async(
+    dst: CUdeviceptr,
+    v: c_uchar,
+    n: usize,
+    s: CUstream,
+) -> CUresult {
     ret(memset(dst, 0, v as u32, 1, n, 1, Some(s)))
 }
-pub(crate) unsafe fn cuMemsetD16Async(dst: CUdeviceptr, v: c_ushort, n: usize, s: CUstream) -> CUresult {
+pub(crate) unsafe fn cuMemsetD16Async(
+    dst: CUdeviceptr,
+    v: c_ushort,
+    n: usize,
+    s: CUstream,
+) -> CUresult {
     ret(memset(dst, 0, v as u32, 2, n, 1, Some(s)))
 }
-pub(crate) unsafe fn cuMemsetD32Async(dst: CUdeviceptr, v: c_uint, n: usize, s: CUstream) -> CUresult {
+pub(crate) unsafe fn cuMemsetD32Async(
+    dst: CUdeviceptr,
+    v: c_uint,
+    n: usize,
+    s: CUstream,
+) -> CUresult {
     ret(memset(dst, 0, v, 4, n, 1, Some(s)))
 }
-pub(crate) unsafe fn cuMemsetD2D8_v2(dst: CUdeviceptr, pitch: usize, v: c_uchar, w: usize, h: usize) -> CUresult {
+pub(crate) unsafe fn cuMemsetD2D8_v2(
+    dst: CUdeviceptr,
+    pitch: usize,
+    v: c_uchar,
+    w: usize,
+    h: usize,
+) -> CUresult {
     ret(memset(dst, pitch, v as u32, 1, w, h, None))
 }
-pub(crate) unsafe fn cuMemsetD2D16_v2(dst: CUdeviceptr, pitch: usize, v: c_ushort, w: usize, h: usize) -> CUresult {
+pub(crate) unsafe fn cuMemsetD2D16_v2(
+    dst: CUdeviceptr,
+    pitch: usize,
+    v: c_ushort,
+    w: usize,
+    h: usize,
+) -> CUresult {
     ret(memset(dst, pitch, v as u32, 2, w, h, None))
 }
-pub(crate) unsafe fn cuMemsetD2D32_v2(dst: CUdeviceptr, pitch: usize, v: c_uint, w: usize, h: usize) -> CUresult {
+pub(crate) unsafe fn cuMemsetD2D32_v2(
+    dst: CUdeviceptr,
+    pitch: usize,
+    v: c_uint,
+    w: usize,
+    h: usize,
+) -> CUresult {
     ret(memset(dst, pitch, v, 4, w, h, None))
 }
-pub(crate) unsafe fn cuMemsetD2D8Async(dst: CUdeviceptr, pitch: usize, v: c_uchar, w: usize, h: usize, s: CUstream) -> CUresult {
+pub(crate) unsafe fn cuMemsetD2D8Async(
+    dst: CUdeviceptr,
+    pitch: usize,
+    v: c_uchar,
+    w: usize,
+    h: usize,
+    s: CUstream,
+) -> CUresult {
     ret(memset(dst, pitch, v as u32, 1, w, h, Some(s)))
 }
-pub(crate) unsafe fn cuMemsetD2D16Async(dst: CUdeviceptr, pitch: usize, v: c_ushort, w: usize, h: usize, s: CUstream) -> CUresult {
+pub(crate) unsafe fn cuMemsetD2D16Async(
+    dst: CUdeviceptr,
+    pitch: usize,
+    v: c_ushort,
+    w: usize,
+    h: usize,
+    s: CUstream,
+) -> CUresult {
     ret(memset(dst, pitch, v as u32, 2, w, h, Some(s)))
 }
-pub(crate) unsafe fn cuMemsetD2D32Async(dst: CUdeviceptr, pitch: usize, v: c_uint, w: usize, h: usize, s: CUstream) -> CUresult {
+pub(crate) unsafe fn cuMemsetD2D32Async(
+    dst: CUdeviceptr,
+    pitch: usize,
+    v: c_uint,
+    w: usize,
+    h: usize,
+    s: CUstream,
+) -> CUresult {
     ret(memset(dst, pitch, v, 4, w, h, Some(s)))
 }

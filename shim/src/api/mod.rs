@@ -20,32 +20,41 @@ mod util;
 pub(crate) use crate::generated::stubs::*;
 
 pub(crate) use context::{
-    cuCtxCreate_v2, cuCtxCreate_v4, cuCtxDestroy_v2, cuCtxGetApiVersion, cuCtxGetCurrent, cuCtxGetDevice, cuCtxGetFlags, cuCtxGetId,
-    cuCtxGetStreamPriorityRange, cuCtxPopCurrent_v2, cuCtxPushCurrent_v2, cuCtxSetCurrent, cuCtxSynchronize, cuDevicePrimaryCtxGetState,
-    cuDevicePrimaryCtxRelease_v2, cuDevicePrimaryCtxReset_v2, cuDevicePrimaryCtxRetain, cuDevicePrimaryCtxSetFlags_v2,
+    cuCtxCreate_v2, cuCtxCreate_v4, cuCtxDestroy_v2, cuCtxGetApiVersion, cuCtxGetCurrent,
+    cuCtxGetDevice, cuCtxGetFlags, cuCtxGetId, cuCtxGetStreamPriorityRange, cuCtxPopCurrent_v2,
+    cuCtxPushCurrent_v2, cuCtxSetCurrent, cuCtxSynchronize, cuDevicePrimaryCtxGetState,
+    cuDevicePrimaryCtxRelease_v2, cuDevicePrimaryCtxReset_v2, cuDevicePrimaryCtxRetain,
+    cuDevicePrimaryCtxSetFlags_v2,
 };
 pub(crate) use init::{
-    cuDeviceCanAccessPeer, cuDeviceComputeCapability, cuDeviceGet, cuDeviceGetAttribute, cuDeviceGetByPCIBusId, cuDeviceGetCount, cuDeviceGetName,
-    cuDeviceGetPCIBusId, cuDeviceGetUuid, cuDeviceGetUuid_v2, cuDeviceTotalMem_v2, cuDriverGetVersion, cuGetErrorName, cuGetErrorString, cuInit,
+    cuDeviceCanAccessPeer, cuDeviceComputeCapability, cuDeviceGet, cuDeviceGetAttribute,
+    cuDeviceGetByPCIBusId, cuDeviceGetCount, cuDeviceGetName, cuDeviceGetPCIBusId, cuDeviceGetUuid,
+    cuDeviceGetUuid_v2, cuDeviceTotalMem_v2, cuDriverGetVersion, cuGetErrorName, cuGetErrorString,
+    cuInit,
 };
 pub(crate) use launch::{cuLaunchCooperativeKernel, cuLaunchKernel, cuLaunchKernelEx};
 pub(crate) use memory::{
-    cuMemAllocHost_v2, cuMemAlloc_v2, cuMemFreeHost, cuMemFree_v2, cuMemGetAddressRange_v2, cuMemGetInfo_v2, cuMemHostAlloc, cuMemHostGetDevicePointer_v2,
-    cuMemHostGetFlags, cuMemcpy, cuMemcpyAsync, cuMemcpyDtoDAsync_v2, cuMemcpyDtoD_v2, cuMemcpyDtoHAsync_v2, cuMemcpyDtoH_v2, cuMemcpyHtoDAsync_v2,
-    cuMemcpyHtoD_v2, cuMemsetD16Async, cuMemsetD16_v2, cuMemsetD2D16Async, cuMemsetD2D16_v2, cuMemsetD2D32Async, cuMemsetD2D32_v2, cuMemsetD2D8Async,
-    cuMemsetD2D8_v2, cuMemsetD32Async, cuMemsetD32_v2, cuMemsetD8Async, cuMemsetD8_v2,
+    cuMemAllocHost_v2, cuMemAlloc_v2, cuMemFreeHost, cuMemFree_v2, cuMemGetAddressRange_v2,
+    cuMemGetInfo_v2, cuMemHostAlloc, cuMemHostGetDevicePointer_v2, cuMemHostGetFlags, cuMemcpy,
+    cuMemcpyAsync, cuMemcpyDtoDAsync_v2, cuMemcpyDtoD_v2, cuMemcpyDtoHAsync_v2, cuMemcpyDtoH_v2,
+    cuMemcpyHtoDAsync_v2, cuMemcpyHtoD_v2, cuMemsetD16Async, cuMemsetD16_v2, cuMemsetD2D16Async,
+    cuMemsetD2D16_v2, cuMemsetD2D32Async, cuMemsetD2D32_v2, cuMemsetD2D8Async, cuMemsetD2D8_v2,
+    cuMemsetD32Async, cuMemsetD32_v2, cuMemsetD8Async, cuMemsetD8_v2,
 };
 pub(crate) use module::{
-    cuFuncGetAttribute, cuFuncGetModule, cuFuncGetName, cuFuncSetAttribute, cuKernelGetAttribute, cuKernelGetFunction, cuKernelSetAttribute,
-    cuLibraryGetGlobal, cuLibraryGetKernel, cuLibraryLoadData, cuLibraryUnload, cuModuleGetFunction, cuModuleGetGlobal_v2, cuModuleLoad,
+    cuFuncGetAttribute, cuFuncGetModule, cuFuncGetName, cuFuncSetAttribute, cuKernelGetAttribute,
+    cuKernelGetFunction, cuKernelSetAttribute, cuLibraryGetGlobal, cuLibraryGetKernel,
+    cuLibraryLoadData, cuLibraryUnload, cuModuleGetFunction, cuModuleGetGlobal_v2, cuModuleLoad,
     cuModuleLoadData, cuModuleLoadDataEx, cuModuleLoadFatBinary, cuModuleUnload,
 };
 pub(crate) use occupancy::{
-    cuOccupancyAvailableDynamicSMemPerBlock, cuOccupancyMaxActiveBlocksPerMultiprocessor, cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags,
-    cuOccupancyMaxPotentialBlockSize, cuOccupancyMaxPotentialBlockSizeWithFlags,
+    cuOccupancyAvailableDynamicSMemPerBlock, cuOccupancyMaxActiveBlocksPerMultiprocessor,
+    cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags, cuOccupancyMaxPotentialBlockSize,
+    cuOccupancyMaxPotentialBlockSizeWithFlags,
 };
 pub(crate) use stream::{
-    cuEventCreate, cuEventDestroy_v2, cuEventElapsedTime, cuEventElapsedTime_v2, cuEventQuery, cuEventRecord, cuEventRecordWithFlags, cuEventSynchronize,
-    cuStreamCreate, cuStreamCreateWithPriority, cuStreamDestroy_v2, cuStreamGetCtx, cuStreamGetFlags, cuStreamGetPriority, cuStreamQuery,
-    cuStreamSynchronize, cuStreamWaitEvent,
+    cuEventCreate, cuEventDestroy_v2, cuEventElapsedTime, cuEventElapsedTime_v2, cuEventQuery,
+    cuEventRecord, cuEventRecordWithFlags, cuEventSynchronize, cuStreamCreate,
+    cuStreamCreateWithPriority, cuStreamDestroy_v2, cuStreamGetCtx, cuStreamGetFlags,
+    cuStreamGetPriority, cuStreamQuery, cuStreamSynchronize, cuStreamWaitEvent,
 };

@@ -7,7 +7,9 @@ use super::util::{out, ready, ret};
 use crate::client::{lock, Client};
 use crate::objects::{Function, Module};
 use baton_ipc::control::{Request, Response};
-use baton_ipc::protocol::{FunctionInfo, GetSymbol, ImageKind, LoadModule, ObjectId, Op, JIT_VERBOSE};
+use baton_ipc::protocol::{
+    FunctionInfo, GetSymbol, ImageKind, LoadModule, ObjectId, Op, JIT_VERBOSE,
+};
 use cuda_abi::*;
 use std::ffi::{c_char, c_int, c_uint, c_void, CStr};
 use std::sync::atomic::Ordering;
@@ -21,7 +23,12 @@ struct Jit {
 }
 
 impl Jit {
-    const NONE: Jit = Jit { options: std::ptr::null_mut(), values: std::ptr::null_mut(), n: 0, verbose: false };
+    const NONE: Jit = Jit {
+        options: std::ptr::null_mut(),
+        values: std::ptr::null_mut(),
+        n: 0,
+        verbose: false,
+    };
 
     /// # Safety
     /// `options`/`values` must be null or arrays of `n` entries, as `cuModuleLoadDataEx` takes.
@@ -29,7 +36,12 @@ impl Jit {
         if options.is_null() || values.is_null() {
             return Jit::NONE;
         }
-        let mut j = Jit { options, values, n: n as usize, verbose: false };
+        let mut j = Jit {
+            options,
+            values,
+            n: n as usize,
+            verbose: false,
+        };
         for i in 0..j.n {
             // SAFETY: i < n entries.
             if unsafe { *options.add(i) } == CUjit_option::CU_JIT_LOG_VERBOSE {
@@ -46,14 +58,31 @@ impl Jit {
     /// # Safety
     /// As for [`Jit::new`]; each log buffer holds as many bytes as its size option says.
     unsafe fn deliver(&self, info: &[u8], error: &[u8]) {
-        let find = |want: CUjit_option| (0..self.n).find(|&i| unsafe { *self.options.add(i) } == want);
+        // SAFETY: every index is < n, inside the caller's option array.
+        let opt = |i: usize| unsafe { *self.options.add(i) };
+        let find = |want: CUjit_option| (0..self.n).find(|&i| opt(i) == want);
         for (buf_opt, size_opt, log) in [
-            (CUjit_option::CU_JIT_INFO_LOG_BUFFER, CUjit_option::CU_JIT_INFO_LOG_BUFFER_SIZE_BYTES, info),
-            (CUjit_option::CU_JIT_ERROR_LOG_BUFFER, CUjit_option::CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES, error),
+            (
+                CUjit_option::CU_JIT_INFO_LOG_BUFFER,
+                CUjit_option::CU_JIT_INFO_LOG_BUFFER_SIZE_BYTES,
+                info,
+            ),
+            (
+                CUjit_option::CU_JIT_ERROR_LOG_BUFFER,
+                CUjit_option::CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES,
+                error,
+            ),
         ] {
-            let (Some(b), Some(sz)) = (find(buf_opt), find(size_opt)) else { continue };
+            let (Some(b), Some(sz)) = (find(buf_opt), find(size_opt)) else {
+                continue;
+            };
             // SAFETY: both indices are < n.
-            let (buf, cap) = unsafe { (*self.values.add(b) as *mut u8, *self.values.add(sz) as usize) };
+            let (buf, cap) = unsafe {
+                (
+                    *self.values.add(b) as *mut u8,
+                    *self.values.add(sz) as usize,
+                )
+            };
             if buf.is_null() || cap == 0 {
                 continue;
             }
@@ -69,15 +98,38 @@ impl Jit {
 }
 
 /// Sends `image` to the daemon and loads it as `kind` on the current device.
-fn load(c: &'static Client, image: &[u8], kind: ImageKind, jit: &Jit) -> Result<&'static Module, CUresult> {
+fn load(
+    c: &'static Client,
+    image: &[u8],
+    kind: ImageKind,
+    jit: &Jit,
+) -> Result<&'static Module, CUresult> {
     let device = current_device()?;
-    let blob = match c.control(&Request::AttachBlob { len: image.len() as u64 }, image)?.0 {
+    let blob = match c
+        .control(
+            &Request::AttachBlob {
+                len: image.len() as u64,
+            },
+            image,
+        )?
+        .0
+    {
         Response::Blob { id } => id,
         Response::Error { code, .. } => return Err(CUresult(code)),
         _ => return Err(CUresult::CUDA_ERROR_UNKNOWN),
     };
     let flags = if jit.verbose { JIT_VERBOSE } else { 0 };
-    let r = c.call(Op::LoadModule, &LoadModule { device, kind: kind as u32, blob, jit: flags, _pad: 0 }, &[])?;
+    let r = c.call(
+        Op::LoadModule,
+        &LoadModule {
+            device,
+            kind: kind as u32,
+            blob,
+            jit: flags,
+            _pad: 0,
+        },
+        &[],
+    )?;
     let info_len = (r.values[2] as usize).min(r.payload.len());
     let (info, error) = r.payload.split_at(info_len);
     // SAFETY: the caller's JIT options were validated by `Jit::new`'s contract.
@@ -90,7 +142,11 @@ fn load(c: &'static Client, image: &[u8], kind: ImageKind, jit: &Jit) -> Result<
 
 /// # Safety
 /// `image` must point to a complete image (PTX text, cubin, fatbin or fatbin wrapper).
-unsafe fn load_ptr(image: *const c_void, kind: ImageKind, jit: &Jit) -> Result<&'static Module, CUresult> {
+unsafe fn load_ptr(
+    image: *const c_void,
+    kind: ImageKind,
+    jit: &Jit,
+) -> Result<&'static Module, CUresult> {
     let c = ready()?;
     // SAFETY: per the contract.
     let p = unsafe { crate::image::unwrap(image as *const u8) };
@@ -102,14 +158,22 @@ unsafe fn load_ptr(image: *const c_void, kind: ImageKind, jit: &Jit) -> Result<&
 
 pub(crate) unsafe fn cuModuleLoadData(module: *mut CUmodule, image: *const c_void) -> CUresult {
     // SAFETY: forwarded caller contract.
-    ret(unsafe { load_ptr(image, ImageKind::Module, &Jit::NONE) }.and_then(|m| unsafe { out(module, m.handle()) }))
+    ret(unsafe { load_ptr(image, ImageKind::Module, &Jit::NONE) }
+        .and_then(|m| unsafe { out(module, m.handle()) }))
 }
 
-pub(crate) unsafe fn cuModuleLoadDataEx(module: *mut CUmodule, image: *const c_void, n: c_uint, options: *mut CUjit_option, values: *mut *mut c_void) -> CUresult {
+pub(crate) unsafe fn cuModuleLoadDataEx(
+    module: *mut CUmodule,
+    image: *const c_void,
+    n: c_uint,
+    options: *mut CUjit_option,
+    values: *mut *mut c_void,
+) -> CUresult {
     // SAFETY: forwarded caller contract.
     let jit = unsafe { Jit::new(n, options, values) };
     // SAFETY: forwarded caller contract.
-    ret(unsafe { load_ptr(image, ImageKind::Module, &jit) }.and_then(|m| unsafe { out(module, m.handle()) }))
+    ret(unsafe { load_ptr(image, ImageKind::Module, &jit) }
+        .and_then(|m| unsafe { out(module, m.handle()) }))
 }
 
 pub(crate) unsafe fn cuModuleLoadFatBinary(module: *mut CUmodule, fat: *const c_void) -> CUresult {
@@ -124,7 +188,9 @@ pub(crate) unsafe fn cuModuleLoad(module: *mut CUmodule, fname: *const c_char) -
             return Err(CUresult::CUDA_ERROR_INVALID_VALUE);
         }
         // SAFETY: the caller passes a NUL-terminated path.
-        let path = unsafe { CStr::from_ptr(fname) }.to_string_lossy().into_owned();
+        let path = unsafe { CStr::from_ptr(fname) }
+            .to_string_lossy()
+            .into_owned();
         let bytes = std::fs::read(&path).map_err(|_| CUresult::CUDA_ERROR_FILE_NOT_FOUND)?;
         let m = load(c, &bytes, ImageKind::Module, &Jit::NONE)?;
         // SAFETY: forwarded caller contract.
@@ -136,7 +202,8 @@ fn unload(c: &'static Client, m: &'static Module) -> Result<(), CUresult> {
     if !m.loaded.swap(false, Ordering::AcqRel) {
         return Err(CUresult::CUDA_ERROR_INVALID_HANDLE);
     }
-    c.call(Op::UnloadModule, &ObjectId { id: m.id }, &[]).map(|_| ())
+    c.call(Op::UnloadModule, &ObjectId { id: m.id }, &[])
+        .map(|_| ())
 }
 
 pub(crate) unsafe fn cuModuleUnload(module: CUmodule) -> CUresult {
@@ -147,7 +214,11 @@ pub(crate) unsafe fn cuModuleUnload(module: CUmodule) -> CUresult {
 ///
 /// # Safety
 /// `name` must be null or NUL-terminated.
-unsafe fn function(c: &'static Client, m: &'static Module, name: *const c_char) -> Result<&'static Function, CUresult> {
+unsafe fn function(
+    c: &'static Client,
+    m: &'static Module,
+    name: *const c_char,
+) -> Result<&'static Function, CUresult> {
     if name.is_null() {
         return Err(CUresult::CUDA_ERROR_INVALID_VALUE);
     }
@@ -160,13 +231,21 @@ unsafe fn function(c: &'static Client, m: &'static Module, name: *const c_char) 
     if let Some(f) = lock(&m.functions).get(&key) {
         return Ok(f);
     }
-    let r = c.call(Op::GetFunction, &GetSymbol { module: m.id }, name.to_bytes())?;
+    let r = c.call(
+        Op::GetFunction,
+        &GetSymbol { module: m.id },
+        name.to_bytes(),
+    )?;
     let info = FunctionInfo::decode(&r.payload).ok_or(CUresult::CUDA_ERROR_UNKNOWN)?;
     let f = Function::new(m, r.values[0], key.clone(), info);
     Ok(*lock(&m.functions).entry(key).or_insert(f))
 }
 
-pub(crate) unsafe fn cuModuleGetFunction(hfunc: *mut CUfunction, module: CUmodule, name: *const c_char) -> CUresult {
+pub(crate) unsafe fn cuModuleGetFunction(
+    hfunc: *mut CUfunction,
+    module: CUmodule,
+    name: *const c_char,
+) -> CUresult {
     ret((|| {
         let c = ready()?;
         // SAFETY: forwarded caller contract.
@@ -178,7 +257,11 @@ pub(crate) unsafe fn cuModuleGetFunction(hfunc: *mut CUfunction, module: CUmodul
 
 /// # Safety
 /// `name` must be null or NUL-terminated.
-unsafe fn global(c: &'static Client, m: &'static Module, name: *const c_char) -> Result<(u64, u64), CUresult> {
+unsafe fn global(
+    c: &'static Client,
+    m: &'static Module,
+    name: *const c_char,
+) -> Result<(u64, u64), CUresult> {
     if name.is_null() {
         return Err(CUresult::CUDA_ERROR_INVALID_VALUE);
     }
@@ -195,7 +278,12 @@ unsafe fn global(c: &'static Client, m: &'static Module, name: *const c_char) ->
     Ok(g)
 }
 
-pub(crate) unsafe fn cuModuleGetGlobal_v2(dptr: *mut CUdeviceptr, bytes: *mut usize, module: CUmodule, name: *const c_char) -> CUresult {
+pub(crate) unsafe fn cuModuleGetGlobal_v2(
+    dptr: *mut CUdeviceptr,
+    bytes: *mut usize,
+    module: CUmodule,
+    name: *const c_char,
+) -> CUresult {
     ret((|| {
         let c = ready()?;
         // SAFETY: forwarded caller contract.
@@ -226,7 +314,8 @@ pub(crate) unsafe fn cuLibraryLoadData(
     // SAFETY: forwarded caller contract.
     let jit = unsafe { Jit::new(n_jit, jit_options, jit_values) };
     // SAFETY: forwarded caller contract.
-    ret(unsafe { load_ptr(code, ImageKind::Library, &jit) }.and_then(|m| unsafe { out(library, m.handle()) }))
+    ret(unsafe { load_ptr(code, ImageKind::Library, &jit) }
+        .and_then(|m| unsafe { out(library, m.handle()) }))
 }
 
 pub(crate) unsafe fn cuLibraryUnload(library: CUlibrary) -> CUresult {
@@ -235,7 +324,11 @@ pub(crate) unsafe fn cuLibraryUnload(library: CUlibrary) -> CUresult {
 
 /// A library's kernel is represented by the same object as its function in the daemon's one
 /// context, so a `CUkernel` may also be passed wherever a `CUfunction` is expected.
-pub(crate) unsafe fn cuLibraryGetKernel(kernel: *mut CUkernel, library: CUlibrary, name: *const c_char) -> CUresult {
+pub(crate) unsafe fn cuLibraryGetKernel(
+    kernel: *mut CUkernel,
+    library: CUlibrary,
+    name: *const c_char,
+) -> CUresult {
     ret((|| {
         let c = ready()?;
         // SAFETY: forwarded caller contract.
@@ -247,29 +340,50 @@ pub(crate) unsafe fn cuLibraryGetKernel(kernel: *mut CUkernel, library: CUlibrar
 
 pub(crate) unsafe fn cuKernelGetFunction(func: *mut CUfunction, kernel: CUkernel) -> CUresult {
     // SAFETY: forwarded caller contract.
-    ret(ready().and_then(|_| Function::from_handle(kernel)).and_then(|f| unsafe { out(func, f.handle()) }))
+    ret(ready()
+        .and_then(|_| Function::from_handle(kernel))
+        .and_then(|f| unsafe { out(func, f.handle()) }))
 }
 
-pub(crate) unsafe fn cuLibraryGetGlobal(dptr: *mut CUdeviceptr, bytes: *mut usize, library: CUlibrary, name: *const c_char) -> CUresult {
+pub(crate) unsafe fn cuLibraryGetGlobal(
+    dptr: *mut CUdeviceptr,
+    bytes: *mut usize,
+    library: CUlibrary,
+    name: *const c_char,
+) -> CUresult {
     // SAFETY: same contract; a library is a module object here.
     unsafe { cuModuleGetGlobal_v2(dptr, bytes, library as CUmodule, name) }
 }
 
-pub(crate) unsafe fn cuFuncGetAttribute(pi: *mut c_int, attrib: CUfunction_attribute, hfunc: CUfunction) -> CUresult {
+pub(crate) unsafe fn cuFuncGetAttribute(
+    pi: *mut c_int,
+    attrib: CUfunction_attribute,
+    hfunc: CUfunction,
+) -> CUresult {
     ret((|| {
         ready()?;
         let f = Function::from_handle(hfunc)?;
-        let v = f.attr(attrib.0 as usize).ok_or(CUresult::CUDA_ERROR_INVALID_VALUE)?;
+        let v = f
+            .attr(attrib.0 as usize)
+            .ok_or(CUresult::CUDA_ERROR_INVALID_VALUE)?;
         // SAFETY: forwarded caller contract.
         unsafe { out(pi, v) }
     })())
 }
 
-pub(crate) unsafe fn cuFuncSetAttribute(hfunc: CUfunction, attrib: CUfunction_attribute, value: c_int) -> CUresult {
+pub(crate) unsafe fn cuFuncSetAttribute(
+    hfunc: CUfunction,
+    attrib: CUfunction_attribute,
+    value: c_int,
+) -> CUresult {
     ret((|| {
         let c = ready()?;
         let f = Function::from_handle(hfunc)?;
-        let body = baton_ipc::protocol::FuncSetAttribute { func: f.id, attr: attrib.0 as i32, value };
+        let body = baton_ipc::protocol::FuncSetAttribute {
+            func: f.id,
+            attr: attrib.0 as i32,
+            value,
+        };
         c.call(Op::FuncSetAttribute, &body, &[])?;
         if let Some(slot) = lock(&f.info).attrs.get_mut(attrib.0 as usize) {
             *slot = value;
@@ -278,12 +392,22 @@ pub(crate) unsafe fn cuFuncSetAttribute(hfunc: CUfunction, attrib: CUfunction_at
     })())
 }
 
-pub(crate) unsafe fn cuKernelGetAttribute(pi: *mut c_int, attrib: CUfunction_attribute, kernel: CUkernel, _dev: CUdevice) -> CUresult {
+pub(crate) unsafe fn cuKernelGetAttribute(
+    pi: *mut c_int,
+    attrib: CUfunction_attribute,
+    kernel: CUkernel,
+    _dev: CUdevice,
+) -> CUresult {
     // SAFETY: same contract; kernels and functions are one object.
     unsafe { cuFuncGetAttribute(pi, attrib, kernel as CUfunction) }
 }
 
-pub(crate) unsafe fn cuKernelSetAttribute(attrib: CUfunction_attribute, value: c_int, kernel: CUkernel, _dev: CUdevice) -> CUresult {
+pub(crate) unsafe fn cuKernelSetAttribute(
+    attrib: CUfunction_attribute,
+    value: c_int,
+    kernel: CUkernel,
+    _dev: CUdevice,
+) -> CUresult {
     // SAFETY: same contract.
     unsafe { cuFuncSetAttribute(kernel as CUfunction, attrib, value) }
 }
@@ -293,13 +417,15 @@ pub(crate) unsafe fn cuFuncGetName(name: *mut *const c_char, hfunc: CUfunction) 
         ready()?;
         let f = Function::from_handle(hfunc)?;
         // Names live as long as the (never freed) function object; keep a C copy beside it.
-        static NAMES: std::sync::Mutex<Vec<(usize, std::ffi::CString)>> = std::sync::Mutex::new(Vec::new());
+        static NAMES: std::sync::Mutex<Vec<(usize, std::ffi::CString)>> =
+            std::sync::Mutex::new(Vec::new());
         let mut names = lock(&NAMES);
         let key = f as *const Function as usize;
         let p = match names.iter().find(|(k, _)| *k == key) {
             Some((_, s)) => s.as_ptr(),
             None => {
-                let s = std::ffi::CString::new(f.name.clone()).map_err(|_| CUresult::CUDA_ERROR_UNKNOWN)?;
+                let s = std::ffi::CString::new(f.name.clone())
+                    .map_err(|_| CUresult::CUDA_ERROR_UNKNOWN)?;
                 let p = s.as_ptr();
                 names.push((key, s));
                 p
@@ -312,5 +438,7 @@ pub(crate) unsafe fn cuFuncGetName(name: *mut *const c_char, hfunc: CUfunction) 
 
 pub(crate) unsafe fn cuFuncGetModule(hmod: *mut CUmodule, hfunc: CUfunction) -> CUresult {
     // SAFETY: forwarded caller contract.
-    ret(ready().and_then(|_| Function::from_handle(hfunc)).and_then(|f| unsafe { out(hmod, f.module.handle()) }))
+    ret(ready()
+        .and_then(|_| Function::from_handle(hfunc))
+        .and_then(|f| unsafe { out(hmod, f.module.handle()) }))
 }

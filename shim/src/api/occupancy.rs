@@ -13,43 +13,87 @@ use std::sync::Mutex;
 type Key = (u64, u32, u32, u64, u32, u32);
 static CACHE: Mutex<Option<HashMap<Key, (i64, i64)>>> = Mutex::new(None);
 
-fn ask(f: &Function, kind: u32, block_size: u32, dynamic_smem: u64, flags: u32, limit: u32) -> Result<(i64, i64), CUresult> {
+fn ask(
+    f: &Function,
+    kind: u32,
+    block_size: u32,
+    dynamic_smem: u64,
+    flags: u32,
+    limit: u32,
+) -> Result<(i64, i64), CUresult> {
     let c = ready()?;
     let key = (f.id, kind, block_size, dynamic_smem, flags, limit);
     if let Some(v) = lock(&CACHE).get_or_insert_with(HashMap::new).get(&key) {
         return Ok(*v);
     }
-    let body = p::Occupancy { func: f.id, kind, block_size, dynamic_smem, flags, block_size_limit: limit };
+    let body = p::Occupancy {
+        func: f.id,
+        kind,
+        block_size,
+        dynamic_smem,
+        flags,
+        block_size_limit: limit,
+    };
     let r = c.call(Op::Occupancy, &body, &[])?;
     let v = (r.values[0] as i64, r.values[1] as i64);
     lock(&CACHE).get_or_insert_with(HashMap::new).insert(key, v);
     Ok(v)
 }
 
-pub(crate) unsafe fn cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(n: *mut c_int, func: CUfunction, block: c_int, smem: usize, flags: c_uint) -> CUresult {
+pub(crate) unsafe fn cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(
+    n: *mut c_int,
+    func: CUfunction,
+    block: c_int,
+    smem: usize,
+    flags: c_uint,
+) -> CUresult {
     ret((|| {
         let f = Function::from_handle(func)?;
         if block <= 0 {
             return Err(CUresult::CUDA_ERROR_INVALID_VALUE);
         }
-        let (v, _) = ask(f, p::OCC_MAX_ACTIVE_BLOCKS, block as u32, smem as u64, flags, 0)?;
+        let (v, _) = ask(
+            f,
+            p::OCC_MAX_ACTIVE_BLOCKS,
+            block as u32,
+            smem as u64,
+            flags,
+            0,
+        )?;
         // SAFETY: forwarded caller contract.
         unsafe { out(n, v as c_int) }
     })())
 }
 
-pub(crate) unsafe fn cuOccupancyMaxActiveBlocksPerMultiprocessor(n: *mut c_int, func: CUfunction, block: c_int, smem: usize) -> CUresult {
+pub(crate) unsafe fn cuOccupancyMaxActiveBlocksPerMultiprocessor(
+    n: *mut c_int,
+    func: CUfunction,
+    block: c_int,
+    smem: usize,
+) -> CUresult {
     // SAFETY: same contract.
     unsafe { cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(n, func, block, smem, 0) }
 }
 
-pub(crate) unsafe fn cuOccupancyAvailableDynamicSMemPerBlock(smem: *mut usize, func: CUfunction, blocks: c_int, block: c_int) -> CUresult {
+pub(crate) unsafe fn cuOccupancyAvailableDynamicSMemPerBlock(
+    smem: *mut usize,
+    func: CUfunction,
+    blocks: c_int,
+    block: c_int,
+) -> CUresult {
     ret((|| {
         let f = Function::from_handle(func)?;
         if blocks <= 0 || block <= 0 {
             return Err(CUresult::CUDA_ERROR_INVALID_VALUE);
         }
-        let (v, _) = ask(f, p::OCC_AVAILABLE_DYNAMIC_SMEM, block as u32, 0, 0, blocks as u32)?;
+        let (v, _) = ask(
+            f,
+            p::OCC_AVAILABLE_DYNAMIC_SMEM,
+            block as u32,
+            0,
+            0,
+            blocks as u32,
+        )?;
         // SAFETY: forwarded caller contract.
         unsafe { out(smem, v as usize) }
     })())
@@ -69,7 +113,14 @@ pub(crate) unsafe fn cuOccupancyMaxPotentialBlockSizeWithFlags(
         let f = Function::from_handle(func)?;
         let (block, grid) = match smem_of {
             None => {
-                let (b, g) = ask(f, p::OCC_MAX_POTENTIAL_BLOCK_SIZE, 0, smem as u64, flags, limit.max(0) as u32)?;
+                let (b, g) = ask(
+                    f,
+                    p::OCC_MAX_POTENTIAL_BLOCK_SIZE,
+                    0,
+                    smem as u64,
+                    flags,
+                    limit.max(0) as u32,
+                )?;
                 (b, g)
             }
             Some(cb) => {
@@ -80,14 +131,21 @@ pub(crate) unsafe fn cuOccupancyMaxPotentialBlockSizeWithFlags(
                 let attr = |a: CUdevice_attribute| dev.attribute(a.0 as i32).unwrap_or(0) as i64;
                 let sms = attr(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT).max(1);
                 let warp = attr(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_WARP_SIZE).max(1);
-                let fmax = f.attr(CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK.0 as usize).unwrap_or(1024) as i64;
-                let max = if limit > 0 { fmax.min(limit as i64) } else { fmax };
+                let fmax = f
+                    .attr(CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK.0 as usize)
+                    .unwrap_or(1024) as i64;
+                let max = if limit > 0 {
+                    fmax.min(limit as i64)
+                } else {
+                    fmax
+                };
                 let (mut best, mut best_block) = (0i64, 0i64);
                 let mut b = (max / warp) * warp;
                 while b > 0 {
                     // SAFETY: the caller's callback, called as the driver would call it.
                     let need = unsafe { cb(b as c_int) };
-                    let (blocks, _) = ask(f, p::OCC_MAX_ACTIVE_BLOCKS, b as u32, need as u64, flags, 0)?;
+                    let (blocks, _) =
+                        ask(f, p::OCC_MAX_ACTIVE_BLOCKS, b as u32, need as u64, flags, 0)?;
                     if blocks * b > best {
                         best = blocks * b;
                         best_block = b;
@@ -106,7 +164,18 @@ pub(crate) unsafe fn cuOccupancyMaxPotentialBlockSizeWithFlags(
     })())
 }
 
-pub(crate) unsafe fn cuOccupancyMaxPotentialBlockSize(min_grid: *mut c_int, block_size: *mut c_int, func: CUfunction, smem_of: CUoccupancyB2DSize, smem: usize, limit: c_int) -> CUresult {
+pub(crate) unsafe fn cuOccupancyMaxPotentialBlockSize(
+    min_grid: *mut c_int,
+    block_size: *mut c_int,
+    func: CUfunction,
+    smem_of: CUoccupancyB2DSize,
+    smem: usize,
+    limit: c_int,
+) -> CUresult {
     // SAFETY: same contract.
-    unsafe { cuOccupancyMaxPotentialBlockSizeWithFlags(min_grid, block_size, func, smem_of, smem, limit, 0) }
+    unsafe {
+        cuOccupancyMaxPotentialBlockSizeWithFlags(
+            min_grid, block_size, func, smem_of, smem, limit, 0,
+        )
+    }
 }

@@ -34,7 +34,8 @@ static CTX_SYNCED: Mutex<Vec<u64>> = Mutex::new(Vec::new());
 
 /// Counts one more command submitted to `s`.
 pub(crate) fn submitted(s: &Stream) -> u64 {
-    s.last_clock.store(CLOCK.fetch_add(1, Ordering::AcqRel) + 1, Ordering::Release);
+    s.last_clock
+        .store(CLOCK.fetch_add(1, Ordering::AcqRel) + 1, Ordering::Release);
     s.submitted.fetch_add(1, Ordering::AcqRel) + 1
 }
 
@@ -55,16 +56,35 @@ pub(crate) fn ctx_synced(device: u32, at: u64) {
 /// Whether `s` has no work in flight, as far as the client can tell without asking.
 fn idle(c: &Client, s: &Stream) -> bool {
     let last = s.last_clock.load(Ordering::Acquire);
-    let ctx = crate::client::lock(&CTX_SYNCED).get(s.device as usize).copied().unwrap_or(0);
+    let ctx = crate::client::lock(&CTX_SYNCED)
+        .get(s.device as usize)
+        .copied()
+        .unwrap_or(0);
     last <= s.synced_clock.load(Ordering::Acquire).max(ctx)
-        || c.region.word(s.word).map_or(0, |w| w.load(Ordering::Acquire)) >= s.submitted.load(Ordering::Acquire)
+        || c.region
+            .word(s.word)
+            .map_or(0, |w| w.load(Ordering::Acquire))
+            >= s.submitted.load(Ordering::Acquire)
 }
 
-pub(crate) unsafe fn cuStreamCreateWithPriority(ph: *mut CUstream, flags: c_uint, priority: c_int) -> CUresult {
+pub(crate) unsafe fn cuStreamCreateWithPriority(
+    ph: *mut CUstream,
+    flags: c_uint,
+    priority: c_int,
+) -> CUresult {
     ret((|| {
         let c = ready()?;
         let device = current_device()?;
-        let r = c.call(Op::StreamCreate, &p::StreamCreate { device, flags, priority, _pad: 0 }, &[])?;
+        let r = c.call(
+            Op::StreamCreate,
+            &p::StreamCreate {
+                device,
+                flags,
+                priority,
+                _pad: 0,
+            },
+            &[],
+        )?;
         let s = Stream::new(c, device, r.values[0], flags, priority.clamp(-5, 0))?;
         // SAFETY: forwarded caller contract.
         unsafe { out(ph, s.handle()) }
@@ -92,7 +112,11 @@ pub(crate) unsafe fn cuStreamSynchronize(h: CUstream) -> CUresult {
         let c = ready()?;
         let s = resolve(c, h)?;
         let at = clock();
-        c.call(Op::StreamSynchronize, &p::ObjectId { id: s.daemon_id()? }, &[])?;
+        c.call(
+            Op::StreamSynchronize,
+            &p::ObjectId { id: s.daemon_id()? },
+            &[],
+        )?;
         s.synced_clock.fetch_max(at, Ordering::AcqRel);
         Ok(())
     })())
@@ -110,7 +134,16 @@ fn query(h: CUstream) -> Result<(), CUresult> {
     // covers every later query until more work is submitted.
     if s.marked.load(Ordering::Acquire) < want {
         let seq = submitted(s);
-        c.post(Op::StreamMark, &p::StreamMark { stream: s.daemon_id()?, seq, word: s.word, _pad: 0 }, &[])?;
+        c.post(
+            Op::StreamMark,
+            &p::StreamMark {
+                stream: s.daemon_id()?,
+                seq,
+                word: s.word,
+                _pad: 0,
+            },
+            &[],
+        )?;
         s.marked.fetch_max(seq, Ordering::AcqRel);
     }
     Err(CUresult::CUDA_ERROR_NOT_READY)
@@ -130,18 +163,29 @@ pub(crate) unsafe fn cuStreamWaitEvent(h: CUstream, e: CUevent, _flags: c_uint) 
             return Ok(());
         }
         submitted(s);
-        c.post(Op::StreamWaitEvent, &p::StreamWaitEvent { stream: s.daemon_id()?, event: e.daemon_id()? }, &[])
+        c.post(
+            Op::StreamWaitEvent,
+            &p::StreamWaitEvent {
+                stream: s.daemon_id()?,
+                event: e.daemon_id()?,
+            },
+            &[],
+        )
     })())
 }
 
 pub(crate) unsafe fn cuStreamGetPriority(h: CUstream, priority: *mut c_int) -> CUresult {
     // SAFETY: forwarded caller contract.
-    ret(ready().and_then(|c| resolve(c, h)).and_then(|s| unsafe { out(priority, s.priority) }))
+    ret(ready()
+        .and_then(|c| resolve(c, h))
+        .and_then(|s| unsafe { out(priority, s.priority) }))
 }
 
 pub(crate) unsafe fn cuStreamGetFlags(h: CUstream, flags: *mut c_uint) -> CUresult {
     // SAFETY: forwarded caller contract.
-    ret(ready().and_then(|c| resolve(c, h)).and_then(|s| unsafe { out(flags, s.flags) }))
+    ret(ready()
+        .and_then(|c| resolve(c, h))
+        .and_then(|s| unsafe { out(flags, s.flags) }))
 }
 
 pub(crate) unsafe fn cuStreamGetCtx(h: CUstream, pctx: *mut CUcontext) -> CUresult {
@@ -185,13 +229,27 @@ pub(crate) unsafe fn cuEventRecord(h: CUevent, stream: CUstream) -> CUresult {
         let s = resolve(c, stream)?;
         let seq = RECORDS.fetch_add(1, Ordering::Relaxed) + 1;
         submitted(s);
-        c.post(Op::EventRecord, &p::EventRecord { event: e.daemon_id()?, stream: s.daemon_id()?, seq, word: e.word, _pad: 0 }, &[])?;
+        c.post(
+            Op::EventRecord,
+            &p::EventRecord {
+                event: e.daemon_id()?,
+                stream: s.daemon_id()?,
+                seq,
+                word: e.word,
+                _pad: 0,
+            },
+            &[],
+        )?;
         e.recorded.store(seq, Ordering::Release);
         Ok(())
     })())
 }
 
-pub(crate) unsafe fn cuEventRecordWithFlags(h: CUevent, stream: CUstream, _flags: c_uint) -> CUresult {
+pub(crate) unsafe fn cuEventRecordWithFlags(
+    h: CUevent,
+    stream: CUstream,
+    _flags: c_uint,
+) -> CUresult {
     // SAFETY: same contract; the only flag (CU_EVENT_RECORD_EXTERNAL) matters to graphs only.
     unsafe { cuEventRecord(h, stream) }
 }
@@ -239,7 +297,14 @@ pub(crate) unsafe fn cuEventElapsedTime_v2(ms: *mut f32, start: CUevent, end: CU
         if !a.complete(c) || !b.complete(c) {
             return Err(CUresult::CUDA_ERROR_NOT_READY);
         }
-        let r = c.call(Op::EventElapsedTime, &p::EventPair { start: a.daemon_id()?, end: b.daemon_id()? }, &[])?;
+        let r = c.call(
+            Op::EventElapsedTime,
+            &p::EventPair {
+                start: a.daemon_id()?,
+                end: b.daemon_id()?,
+            },
+            &[],
+        )?;
         // SAFETY: forwarded caller contract.
         unsafe { out(ms, f32::from_bits(r.values[0] as u32)) }
     })())

@@ -35,7 +35,11 @@ pub(crate) unsafe fn out<T>(p: *mut T, v: T) -> Result<(), CUresult> {
 ///
 /// # Safety
 /// `buf` must be null or valid for `len` bytes of writes.
-pub(crate) unsafe fn out_str(buf: *mut std::ffi::c_char, len: std::ffi::c_int, s: &str) -> Result<(), CUresult> {
+pub(crate) unsafe fn out_str(
+    buf: *mut std::ffi::c_char,
+    len: std::ffi::c_int,
+    s: &str,
+) -> Result<(), CUresult> {
     if buf.is_null() || len <= 0 {
         return Err(CUresult::CUDA_ERROR_INVALID_VALUE);
     }

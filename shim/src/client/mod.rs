@@ -59,7 +59,14 @@ struct WordsInner {
 
 impl Words {
     fn new(limit: u32) -> Words {
-        Words { inner: Mutex::new(WordsInner { next: 0, limit, free: Vec::new(), parked: Vec::new() }) }
+        Words {
+            inner: Mutex::new(WordsInner {
+                next: 0,
+                limit,
+                free: Vec::new(),
+                parked: Vec::new(),
+            }),
+        }
     }
 
     pub fn alloc(&self, region: &Region) -> Option<u32> {
@@ -67,7 +74,10 @@ impl Words {
         if w.free.is_empty() && !w.parked.is_empty() {
             let parked = std::mem::take(&mut w.parked);
             for (i, last) in parked {
-                if region.word(i).is_some_and(|x| x.load(Ordering::Acquire) >= last) {
+                if region
+                    .word(i)
+                    .is_some_and(|x| x.load(Ordering::Acquire) >= last)
+                {
                     w.free.push(i);
                 } else {
                     w.parked.push((i, last));
@@ -87,7 +97,9 @@ impl Words {
     /// Returns word `i`, whose last expected value is `last` (0: nothing was ever written).
     pub fn release(&self, region: &Region, i: u32, last: u64) {
         let mut w = lock(&self.inner);
-        let done = region.word(i).is_some_and(|x| x.load(Ordering::Acquire) >= last);
+        let done = region
+            .word(i)
+            .is_some_and(|x| x.load(Ordering::Acquire) >= last);
         if done {
             w.free.push(i);
         } else {
@@ -107,7 +119,10 @@ static CLIENT: OnceLock<Result<Client, CUresult>> = OnceLock::new();
 pub(crate) fn get() -> Result<&'static Client, CUresult> {
     let c = CLIENT.get_or_init(connect).as_ref().map_err(|e| *e)?;
     if c.pid != std::process::id() {
-        crate::log::once("fork", "CUDA cannot be used in a child forked after the parent used it");
+        crate::log::once(
+            "fork",
+            "CUDA cannot be used in a child forked after the parent used it",
+        );
         return Err(CUresult::CUDA_ERROR_NOT_INITIALIZED);
     }
     if c.dead.load(Ordering::Relaxed) {
@@ -122,27 +137,51 @@ fn connect() -> Result<Client, CUresult> {
         eprintln!("baton: {what}; CUDA calls will fail with CUDA_ERROR_NO_DEVICE (start the daemon with `baton daemon`, or run the program with `baton run`)");
         CUresult::CUDA_ERROR_NO_DEVICE
     };
-    let sock = UnixStream::connect(&path).map_err(|e| fail(format!("cannot reach the Baton daemon at {} ({e})", path.display())))?;
+    let sock = UnixStream::connect(&path).map_err(|e| {
+        fail(format!(
+            "cannot reach the Baton daemon at {} ({e})",
+            path.display()
+        ))
+    })?;
     let hello = Request::Hello {
         version: control::PROTOCOL_VERSION,
         pid: std::process::id(),
         tenant: std::env::var("BATON_TENANT").ok().filter(|s| !s.is_empty()),
         class: std::env::var("BATON_CLASS").ok().filter(|s| !s.is_empty()),
     };
-    control::send(&sock, &hello, &[]).map_err(|e| fail(format!("talking to the Baton daemon: {e}")))?;
-    let (resp, mut fds) = control::recv::<Response>(&sock).map_err(|e| fail(format!("talking to the Baton daemon: {e}")))?;
+    control::send(&sock, &hello, &[])
+        .map_err(|e| fail(format!("talking to the Baton daemon: {e}")))?;
+    let (resp, mut fds) = control::recv::<Response>(&sock)
+        .map_err(|e| fail(format!("talking to the Baton daemon: {e}")))?;
     let (devices, region_len) = match resp {
-        Response::Welcome { devices, region_len, .. } => (devices, region_len),
-        Response::Error { message, .. } => return Err(fail(format!("the Baton daemon refused this program: {message}"))),
-        other => return Err(fail(format!("unexpected answer from the Baton daemon: {other:?}"))),
+        Response::Welcome {
+            devices,
+            region_len,
+            ..
+        } => (devices, region_len),
+        Response::Error { message, .. } => {
+            return Err(fail(format!(
+                "the Baton daemon refused this program: {message}"
+            )))
+        }
+        other => {
+            return Err(fail(format!(
+                "unexpected answer from the Baton daemon: {other:?}"
+            )))
+        }
     };
-    let fd = fds.pop().ok_or_else(|| fail("the daemon sent no shared region".into()))?;
-    let mapping = SharedRegion::map(fd, region_len as usize, None).map_err(|e| fail(format!("mapping the shared region: {e}")))?;
+    let fd = fds
+        .pop()
+        .ok_or_else(|| fail("the daemon sent no shared region".into()))?;
+    let mapping = SharedRegion::map(fd, region_len as usize, None)
+        .map_err(|e| fail(format!("mapping the shared region: {e}")))?;
     // SAFETY: the mapping is `region_len` bytes and lives as long as the Client.
-    let region = unsafe { Region::attach(mapping.as_ptr(), mapping.len()) }.map_err(|e| fail(format!("shared region: {e}")))?;
+    let region = unsafe { Region::attach(mapping.as_ptr(), mapping.len()) }
+        .map_err(|e| fail(format!("shared region: {e}")))?;
     let (ring, ring_len) = region.ring();
     // SAFETY: the ring lies inside the mapping (checked by Region::attach).
-    let producer = unsafe { Producer::attach(ring, ring_len) }.map_err(|e| fail(format!("command ring: {e}")))?;
+    let producer = unsafe { Producer::attach(ring, ring_len) }
+        .map_err(|e| fail(format!("command ring: {e}")))?;
     let replies = region.layout().params.replies;
     let words = Words::new(region.layout().params.words);
     Ok(Client {
@@ -171,12 +210,19 @@ impl Client {
         if self.dead.load(Ordering::Relaxed) {
             return false;
         }
-        let Ok(_guard) = self.sock.try_lock() else { return true };
-        let mut p = libc::pollfd { fd: self.sock_fd, events: libc::POLLIN | libc::POLLRDHUP, revents: 0 };
+        let Ok(_guard) = self.sock.try_lock() else {
+            return true;
+        };
+        let mut p = libc::pollfd {
+            fd: self.sock_fd,
+            events: libc::POLLIN | libc::POLLRDHUP,
+            revents: 0,
+        };
         // SAFETY: one valid pollfd, zero timeout.
         let n = unsafe { libc::poll(&mut p, 1, 0) };
         // With no request outstanding the daemon never writes, so readability means hang-up.
-        let gone = n > 0 && p.revents & (libc::POLLIN | libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0;
+        let gone = n > 0
+            && p.revents & (libc::POLLIN | libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0;
         if gone {
             self.mark_dead();
         }
@@ -190,14 +236,22 @@ impl Client {
     }
 
     fn push(&self, msg: &[u8]) -> Result<(), CUresult> {
-        self.producer.push(msg, &|| self.alive()).map(|_| ()).map_err(|_| {
-            self.mark_dead();
-            CUresult::CUDA_ERROR_DEVICE_UNAVAILABLE
-        })
+        self.producer
+            .push(msg, &|| self.alive())
+            .map(|_| ())
+            .map_err(|_| {
+                self.mark_dead();
+                CUresult::CUDA_ERROR_DEVICE_UNAVAILABLE
+            })
     }
 
     /// Sends a command whose result nobody waits for (errors surface at the next sync).
-    pub fn post<B: IntoBytes + Immutable>(&self, op: Op, body: &B, tail: &[u8]) -> Result<(), CUresult> {
+    pub fn post<B: IntoBytes + Immutable>(
+        &self,
+        op: Op,
+        body: &B,
+        tail: &[u8],
+    ) -> Result<(), CUresult> {
         ENCODE.with(|b| {
             let mut b = b.borrow_mut();
             encode(op, NO_REPLY, body, tail, &mut b);
@@ -206,14 +260,27 @@ impl Client {
     }
 
     /// Sends a command and waits for its answer.
-    pub fn call<B: IntoBytes + Immutable>(&self, op: Op, body: &B, tail: &[u8]) -> Result<Reply, CUresult> {
-        let idx = lock(&self.free_replies).pop().ok_or(CUresult::CUDA_ERROR_OUT_OF_MEMORY)?;
+    pub fn call<B: IntoBytes + Immutable>(
+        &self,
+        op: Op,
+        body: &B,
+        tail: &[u8],
+    ) -> Result<Reply, CUresult> {
+        let idx = lock(&self.free_replies)
+            .pop()
+            .ok_or(CUresult::CUDA_ERROR_OUT_OF_MEMORY)?;
         let r = self.call_in(idx, op, body, tail);
         lock(&self.free_replies).push(idx);
         r
     }
 
-    fn call_in<B: IntoBytes + Immutable>(&self, idx: u32, op: Op, body: &B, tail: &[u8]) -> Result<Reply, CUresult> {
+    fn call_in<B: IntoBytes + Immutable>(
+        &self,
+        idx: u32,
+        op: Op,
+        body: &B,
+        tail: &[u8],
+    ) -> Result<Reply, CUresult> {
         let slot = self.region.reply(idx).ok_or(CUresult::CUDA_ERROR_UNKNOWN)?;
         slot.state.store(REPLY_PENDING, Ordering::Relaxed);
         ENCODE.with(|b| {
@@ -249,7 +316,11 @@ impl Client {
     }
 
     /// A control-socket request (module images, pinned memory).
-    pub fn control(&self, req: &Request, raw: &[u8]) -> Result<(Response, Vec<std::os::fd::OwnedFd>), CUresult> {
+    pub fn control(
+        &self,
+        req: &Request,
+        raw: &[u8],
+    ) -> Result<(Response, Vec<std::os::fd::OwnedFd>), CUresult> {
         let sock = lock(&self.sock);
         let r = (|| {
             control::send(&sock, req, &[])?;

@@ -20,7 +20,10 @@ pub(crate) struct StagedCopy {
 impl Client {
     /// Waits until chunk `i` is no longer with the daemon; returns its state.
     fn settle(&self, i: u32) -> Result<u32, CUresult> {
-        let state = self.region.chunk_state(i).ok_or(CUresult::CUDA_ERROR_UNKNOWN)?;
+        let state = self
+            .region
+            .chunk_state(i)
+            .ok_or(CUresult::CUDA_ERROR_UNKNOWN)?;
         // Small copies come back within microseconds: spin briefly before sleeping.
         let spin_until = std::time::Instant::now() + Duration::from_micros(20);
         loop {
@@ -39,11 +42,28 @@ impl Client {
         }
     }
 
-    fn hand_over(&self, op: Op, i: u32, device_ptr: u64, len: usize, stream: u64) -> Result<(), CUresult> {
-        let state = self.region.chunk_state(i).ok_or(CUresult::CUDA_ERROR_UNKNOWN)?;
+    fn hand_over(
+        &self,
+        op: Op,
+        i: u32,
+        device_ptr: u64,
+        len: usize,
+        stream: u64,
+    ) -> Result<(), CUresult> {
+        let state = self
+            .region
+            .chunk_state(i)
+            .ok_or(CUresult::CUDA_ERROR_UNKNOWN)?;
         state.store(CHUNK_DAEMON, Ordering::Release);
-        let body = Staged { device_ptr, len: len as u64, stream, chunk: i, _pad: 0 };
-        self.post(op, &body, &[]).inspect_err(|_| state.store(CHUNK_FREE, Ordering::Relaxed))
+        let body = Staged {
+            device_ptr,
+            len: len as u64,
+            stream,
+            chunk: i,
+            _pad: 0,
+        };
+        self.post(op, &body, &[])
+            .inspect_err(|_| state.store(CHUNK_FREE, Ordering::Relaxed))
     }
 
     /// Copies host bytes `src` to device memory; returns once the daemon has finished with them.
@@ -55,10 +75,19 @@ impl Client {
         for (k, piece) in src.chunks(size).enumerate() {
             let i = (k % n as usize) as u32;
             failed |= self.settle(i)? == CHUNK_FAILED;
-            let dst = self.region.chunk_ptr(i).ok_or(CUresult::CUDA_ERROR_UNKNOWN)?;
+            let dst = self
+                .region
+                .chunk_ptr(i)
+                .ok_or(CUresult::CUDA_ERROR_UNKNOWN)?;
             // SAFETY: the chunk is `size >= piece.len()` bytes and ours (not with the daemon).
             unsafe { std::ptr::copy_nonoverlapping(piece.as_ptr(), dst, piece.len()) };
-            self.hand_over(Op::CopyHtoDStaged, i, to.device_ptr + (k * size) as u64, piece.len(), to.stream)?;
+            self.hand_over(
+                Op::CopyHtoDStaged,
+                i,
+                to.device_ptr + (k * size) as u64,
+                piece.len(),
+                to.stream,
+            )?;
         }
         for i in 0..n {
             failed |= self.settle(i)? == CHUNK_FAILED;
@@ -85,7 +114,10 @@ impl Client {
         let drain = |i: u32, out: &mut [u8], failed: &mut bool| -> Result<(), CUresult> {
             match self.settle(i)? {
                 CHUNK_FILLED => {
-                    let src = self.region.chunk_ptr(i).ok_or(CUresult::CUDA_ERROR_UNKNOWN)?;
+                    let src = self
+                        .region
+                        .chunk_ptr(i)
+                        .ok_or(CUresult::CUDA_ERROR_UNKNOWN)?;
                     // SAFETY: the daemon filled `out.len() <= size` bytes and handed the chunk back.
                     unsafe { std::ptr::copy_nonoverlapping(src, out.as_mut_ptr(), out.len()) };
                 }
@@ -103,7 +135,13 @@ impl Client {
                 drain(j, out, &mut failed)?;
             }
             let out = pieces.next().expect("count pieces");
-            self.hand_over(Op::CopyDtoHStaged, i, from.device_ptr + (k * size) as u64, out.len(), from.stream)?;
+            self.hand_over(
+                Op::CopyDtoHStaged,
+                i,
+                from.device_ptr + (k * size) as u64,
+                out.len(),
+                from.stream,
+            )?;
             pending.push_back((i, out));
         }
         while let Some((j, out)) = pending.pop_front() {
