@@ -96,6 +96,10 @@
 //! in [`crate::futex`], and the ring lives on the heap: see `loom_ring`. The algorithm code is
 //! the same in both builds.
 
+// `cfg(loom)` is set by RUSTFLAGS for the loom model; until the workspace declares it
+// (`unexpected_cfgs = { level = "warn", check-cfg = ["cfg(loom)"] }`), don't warn about it here.
+#![allow(unexpected_cfgs)]
+
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
 use std::sync::Arc;
 use std::time::Duration;
@@ -346,7 +350,7 @@ const _: () = {
     assert!(offset_of!(Slot, seq) == 0);
     assert!(offset_of!(Slot, payload) == 8);
     assert!(size_of::<Payload>() == SLOT_PAYLOAD);
-    assert!(HEADER_SIZE % RING_ALIGN == 0);
+    assert!(HEADER_SIZE & (RING_ALIGN - 1) == 0);
     // The largest message fits in half of the smallest ring that allows it.
     assert!(RingLayout::slots_for(RingLayout::max_message(MIN_CAPACITY)) == 1);
     assert!(RingLayout::slots_for(MESSAGE_LIMIT) <= MAX_CAPACITY as usize / 2);
@@ -401,7 +405,7 @@ impl Ring {
     /// See [`Producer::attach`].
     #[cfg(not(loom))]
     unsafe fn attach(mem: *mut u8, len: usize) -> Result<Ring, RingError> {
-        if mem.is_null() || (mem as usize) % RING_ALIGN != 0 {
+        if mem.is_null() || (mem as usize) & (RING_ALIGN - 1) != 0 {
             return Err(RingError::Misaligned);
         }
         if len < HEADER_SIZE {
@@ -456,7 +460,7 @@ pub unsafe fn init(mem: *mut u8, len: usize, capacity: u32) -> Result<(), RingEr
     if !RingLayout::valid_capacity(capacity) {
         return Err(RingError::BadCapacity(capacity));
     }
-    if mem.is_null() || (mem as usize) % RING_ALIGN != 0 {
+    if mem.is_null() || (mem as usize) & (RING_ALIGN - 1) != 0 {
         return Err(RingError::Misaligned);
     }
     let need = RingLayout::bytes(capacity);
@@ -565,7 +569,7 @@ pub fn loom_ring(capacity: u32) -> Result<(Producer, Consumer), RingError> {
     Ok((producer, consumer))
 }
 
-// SAFETY (loom only): the payload cell is only touched by the slot's current owner under the
+// SAFETY: (loom build only) the payload cell is only touched by the slot's current owner under the
 // seq protocol, which is exactly what the loom model checks.
 #[cfg(loom)]
 unsafe impl Sync for Slot {}
@@ -1056,12 +1060,12 @@ mod tests {
             self.0.len() * SLOT_SIZE
         }
         fn u32_at(&self, off: usize) -> &AtomicU32 {
-            assert!(off % 4 == 0 && off + 4 <= self.len());
+            assert!(off & 3 == 0 && off + 4 <= self.len());
             // SAFETY: in bounds and aligned (checked above); the memory is atomics only.
             unsafe { &*self.0.as_ptr().cast::<u8>().add(off).cast::<AtomicU32>() }
         }
         fn u64_at(&self, off: usize) -> &AtomicU64 {
-            assert!(off % 8 == 0 && off + 8 <= self.len());
+            assert!(off & 7 == 0 && off + 8 <= self.len());
             // SAFETY: in bounds and aligned (checked above); the memory is atomics only.
             unsafe { &*self.0.as_ptr().cast::<u8>().add(off).cast::<AtomicU64>() }
         }

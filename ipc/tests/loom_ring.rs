@@ -6,6 +6,7 @@
 //! Run:
 //!   RUSTFLAGS="--cfg loom" cargo test -p baton-ipc --test loom_ring --release
 //! The preemption bound defaults to 2 here; override with LOOM_MAX_PREEMPTIONS=N.
+#![allow(unexpected_cfgs)] // see src/ring.rs
 #![cfg(loom)]
 
 use std::sync::Arc;
