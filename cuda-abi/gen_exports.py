@@ -317,6 +317,15 @@ NOTES = {
 }
 
 
+# Parameter types passed by value that have no `Debug`: traced as `..`.
+NO_DEBUG = {"CUeglFrame"}
+
+
+def trace_arg(p, used) -> str:
+    """The expression a trace line formats for parameter `p`."""
+    return '".."' if rust_ty(p.ty, set(used)) in NO_DEBUG else p.name
+
+
 def write_files(out: Path, names: list[str], sigs: dict[str, Sig], no_sig: list[str], from_pfn: dict[str, str]) -> None:
     used_e: set[str] = set()
     used_s: set[str] = set()
@@ -342,8 +351,8 @@ def write_files(out: Path, names: list[str], sigs: dict[str, Sig], no_sig: list[
         body_e.append(
             note + "#[cfg_attr(not(test), no_mangle)]\n"
             f"pub unsafe extern \"C\" fn {n}({ps_e}) -> CUresult {{\n"
-            f"    crate::entry::guard(\"{n}\", || {{\n"
-            "        // SAFETY: the caller upholds the driver API's contract for these arguments.\n"
+            + (f"    crate::entry::traced(\"{n}\", || format!(\"{', '.join('{:?}' for _ in s.params)}\"{''.join(', ' + trace_arg(p, used_e) for p in s.params)}), || {{\n" if s.params else f"    crate::entry::traced(\"{n}\", String::new, || {{\n")
+            + "        // SAFETY: the caller upholds the driver API's contract for these arguments.\n"
             f"        unsafe {{ crate::api::{n}({call}) }}\n"
             "    })\n"
             "}\n"

@@ -14,6 +14,7 @@ mod generated;
 mod image;
 mod log;
 mod objects;
+mod trace;
 
 /// Marks this library as Baton's shim, so the daemon can refuse to load it as the real driver.
 #[cfg_attr(not(test), no_mangle)]

@@ -550,3 +550,31 @@ fn baton_status_lists_clients() {
         child.id()
     );
 }
+
+#[test]
+fn tracing_logs_each_call_with_arguments_and_result() {
+    let d = Daemon::start("trace");
+    let out = client("client_smoke", &d.socket)
+        .env("BATON_TRACE", "1")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<_> = err
+        .lines()
+        .filter(|l| l.starts_with("baton-trace["))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("cuInit(0) -> CUDA_SUCCESS")),
+        "{err}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("cuMemAlloc_v2(0x") && l.ends_with("-> CUDA_SUCCESS")),
+        "{err}"
+    );
+    assert!(lines.iter().any(|l| l.contains("cuLaunchKernel(")), "{err}");
+}

@@ -13,6 +13,7 @@ mod launch;
 pub(crate) mod memory;
 mod module;
 mod occupancy;
+mod proc_address;
 mod stream;
 mod util;
 
@@ -52,6 +53,7 @@ pub(crate) use occupancy::{
     cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags, cuOccupancyMaxPotentialBlockSize,
     cuOccupancyMaxPotentialBlockSizeWithFlags,
 };
+pub(crate) use proc_address::{cuGetProcAddress, cuGetProcAddress_v2};
 pub(crate) use stream::{
     cuEventCreate, cuEventDestroy_v2, cuEventElapsedTime, cuEventElapsedTime_v2, cuEventQuery,
     cuEventRecord, cuEventRecordWithFlags, cuEventSynchronize, cuStreamCreate,

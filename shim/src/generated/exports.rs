@@ -60,10 +60,14 @@ pub unsafe extern "C" fn cuArray3DCreate(
     pHandle: *mut CUarray,
     pAllocateArray: *const CUDA_ARRAY3D_DESCRIPTOR_v1,
 ) -> CUresult {
-    crate::entry::guard("cuArray3DCreate", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuArray3DCreate(pHandle, pAllocateArray) }
-    })
+    crate::entry::traced(
+        "cuArray3DCreate",
+        || format!("{:?}, {:?}", pHandle, pAllocateArray),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuArray3DCreate(pHandle, pAllocateArray) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -71,10 +75,14 @@ pub unsafe extern "C" fn cuArray3DCreate_v2(
     pHandle: *mut CUarray,
     pAllocateArray: *const CUDA_ARRAY3D_DESCRIPTOR,
 ) -> CUresult {
-    crate::entry::guard("cuArray3DCreate_v2", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuArray3DCreate_v2(pHandle, pAllocateArray) }
-    })
+    crate::entry::traced(
+        "cuArray3DCreate_v2",
+        || format!("{:?}, {:?}", pHandle, pAllocateArray),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuArray3DCreate_v2(pHandle, pAllocateArray) }
+        },
+    )
 }
 
 /// Legacy ABI: the headers declare this spelling only under `__CUDA_API_VERSION_INTERNAL`.
@@ -83,10 +91,14 @@ pub unsafe extern "C" fn cuArray3DGetDescriptor(
     pArrayDescriptor: *mut CUDA_ARRAY3D_DESCRIPTOR_v1,
     hArray: CUarray,
 ) -> CUresult {
-    crate::entry::guard("cuArray3DGetDescriptor", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuArray3DGetDescriptor(pArrayDescriptor, hArray) }
-    })
+    crate::entry::traced(
+        "cuArray3DGetDescriptor",
+        || format!("{:?}, {:?}", pArrayDescriptor, hArray),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuArray3DGetDescriptor(pArrayDescriptor, hArray) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -94,10 +106,14 @@ pub unsafe extern "C" fn cuArray3DGetDescriptor_v2(
     pArrayDescriptor: *mut CUDA_ARRAY3D_DESCRIPTOR,
     hArray: CUarray,
 ) -> CUresult {
-    crate::entry::guard("cuArray3DGetDescriptor_v2", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuArray3DGetDescriptor_v2(pArrayDescriptor, hArray) }
-    })
+    crate::entry::traced(
+        "cuArray3DGetDescriptor_v2",
+        || format!("{:?}, {:?}", pArrayDescriptor, hArray),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuArray3DGetDescriptor_v2(pArrayDescriptor, hArray) }
+        },
+    )
 }
 
 /// Legacy ABI: the headers declare this spelling only under `__CUDA_API_VERSION_INTERNAL`.
@@ -106,10 +122,14 @@ pub unsafe extern "C" fn cuArrayCreate(
     pHandle: *mut CUarray,
     pAllocateArray: *const CUDA_ARRAY_DESCRIPTOR_v1,
 ) -> CUresult {
-    crate::entry::guard("cuArrayCreate", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuArrayCreate(pHandle, pAllocateArray) }
-    })
+    crate::entry::traced(
+        "cuArrayCreate",
+        || format!("{:?}, {:?}", pHandle, pAllocateArray),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuArrayCreate(pHandle, pAllocateArray) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -117,18 +137,26 @@ pub unsafe extern "C" fn cuArrayCreate_v2(
     pHandle: *mut CUarray,
     pAllocateArray: *const CUDA_ARRAY_DESCRIPTOR,
 ) -> CUresult {
-    crate::entry::guard("cuArrayCreate_v2", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuArrayCreate_v2(pHandle, pAllocateArray) }
-    })
+    crate::entry::traced(
+        "cuArrayCreate_v2",
+        || format!("{:?}, {:?}", pHandle, pAllocateArray),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuArrayCreate_v2(pHandle, pAllocateArray) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuArrayDestroy(hArray: CUarray) -> CUresult {
-    crate::entry::guard("cuArrayDestroy", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuArrayDestroy(hArray) }
-    })
+    crate::entry::traced(
+        "cuArrayDestroy",
+        || format!("{:?}", hArray),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuArrayDestroy(hArray) }
+        },
+    )
 }
 
 /// Legacy ABI: the headers declare this spelling only under `__CUDA_API_VERSION_INTERNAL`.
@@ -137,10 +165,14 @@ pub unsafe extern "C" fn cuArrayGetDescriptor(
     pArrayDescriptor: *mut CUDA_ARRAY_DESCRIPTOR_v1,
     hArray: CUarray,
 ) -> CUresult {
-    crate::entry::guard("cuArrayGetDescriptor", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuArrayGetDescriptor(pArrayDescriptor, hArray) }
-    })
+    crate::entry::traced(
+        "cuArrayGetDescriptor",
+        || format!("{:?}, {:?}", pArrayDescriptor, hArray),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuArrayGetDescriptor(pArrayDescriptor, hArray) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -148,10 +180,14 @@ pub unsafe extern "C" fn cuArrayGetDescriptor_v2(
     pArrayDescriptor: *mut CUDA_ARRAY_DESCRIPTOR,
     hArray: CUarray,
 ) -> CUresult {
-    crate::entry::guard("cuArrayGetDescriptor_v2", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuArrayGetDescriptor_v2(pArrayDescriptor, hArray) }
-    })
+    crate::entry::traced(
+        "cuArrayGetDescriptor_v2",
+        || format!("{:?}, {:?}", pArrayDescriptor, hArray),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuArrayGetDescriptor_v2(pArrayDescriptor, hArray) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -160,10 +196,14 @@ pub unsafe extern "C" fn cuArrayGetMemoryRequirements(
     array: CUarray,
     device: CUdevice,
 ) -> CUresult {
-    crate::entry::guard("cuArrayGetMemoryRequirements", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuArrayGetMemoryRequirements(memoryRequirements, array, device) }
-    })
+    crate::entry::traced(
+        "cuArrayGetMemoryRequirements",
+        || format!("{:?}, {:?}, {:?}", memoryRequirements, array, device),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuArrayGetMemoryRequirements(memoryRequirements, array, device) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -172,10 +212,14 @@ pub unsafe extern "C" fn cuArrayGetPlane(
     hArray: CUarray,
     planeIdx: c_uint,
 ) -> CUresult {
-    crate::entry::guard("cuArrayGetPlane", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuArrayGetPlane(pPlaneArray, hArray, planeIdx) }
-    })
+    crate::entry::traced(
+        "cuArrayGetPlane",
+        || format!("{:?}, {:?}, {:?}", pPlaneArray, hArray, planeIdx),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuArrayGetPlane(pPlaneArray, hArray, planeIdx) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -183,10 +227,14 @@ pub unsafe extern "C" fn cuArrayGetSparseProperties(
     sparseProperties: *mut CUDA_ARRAY_SPARSE_PROPERTIES,
     array: CUarray,
 ) -> CUresult {
-    crate::entry::guard("cuArrayGetSparseProperties", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuArrayGetSparseProperties(sparseProperties, array) }
-    })
+    crate::entry::traced(
+        "cuArrayGetSparseProperties",
+        || format!("{:?}, {:?}", sparseProperties, array),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuArrayGetSparseProperties(sparseProperties, array) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -194,10 +242,14 @@ pub unsafe extern "C" fn cuCheckpointProcessCheckpoint(
     pid: c_int,
     args: *mut CUcheckpointCheckpointArgs,
 ) -> CUresult {
-    crate::entry::guard("cuCheckpointProcessCheckpoint", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuCheckpointProcessCheckpoint(pid, args) }
-    })
+    crate::entry::traced(
+        "cuCheckpointProcessCheckpoint",
+        || format!("{:?}, {:?}", pid, args),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuCheckpointProcessCheckpoint(pid, args) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -205,10 +257,14 @@ pub unsafe extern "C" fn cuCheckpointProcessGetRestoreThreadId(
     pid: c_int,
     tid: *mut c_int,
 ) -> CUresult {
-    crate::entry::guard("cuCheckpointProcessGetRestoreThreadId", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuCheckpointProcessGetRestoreThreadId(pid, tid) }
-    })
+    crate::entry::traced(
+        "cuCheckpointProcessGetRestoreThreadId",
+        || format!("{:?}, {:?}", pid, tid),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuCheckpointProcessGetRestoreThreadId(pid, tid) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -216,10 +272,14 @@ pub unsafe extern "C" fn cuCheckpointProcessGetState(
     pid: c_int,
     state: *mut CUprocessState,
 ) -> CUresult {
-    crate::entry::guard("cuCheckpointProcessGetState", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuCheckpointProcessGetState(pid, state) }
-    })
+    crate::entry::traced(
+        "cuCheckpointProcessGetState",
+        || format!("{:?}, {:?}", pid, state),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuCheckpointProcessGetState(pid, state) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -227,10 +287,14 @@ pub unsafe extern "C" fn cuCheckpointProcessLock(
     pid: c_int,
     args: *mut CUcheckpointLockArgs,
 ) -> CUresult {
-    crate::entry::guard("cuCheckpointProcessLock", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuCheckpointProcessLock(pid, args) }
-    })
+    crate::entry::traced(
+        "cuCheckpointProcessLock",
+        || format!("{:?}, {:?}", pid, args),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuCheckpointProcessLock(pid, args) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -238,10 +302,14 @@ pub unsafe extern "C" fn cuCheckpointProcessRestore(
     pid: c_int,
     args: *mut CUcheckpointRestoreArgs,
 ) -> CUresult {
-    crate::entry::guard("cuCheckpointProcessRestore", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuCheckpointProcessRestore(pid, args) }
-    })
+    crate::entry::traced(
+        "cuCheckpointProcessRestore",
+        || format!("{:?}, {:?}", pid, args),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuCheckpointProcessRestore(pid, args) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -249,10 +317,14 @@ pub unsafe extern "C" fn cuCheckpointProcessUnlock(
     pid: c_int,
     args: *mut CUcheckpointUnlockArgs,
 ) -> CUresult {
-    crate::entry::guard("cuCheckpointProcessUnlock", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuCheckpointProcessUnlock(pid, args) }
-    })
+    crate::entry::traced(
+        "cuCheckpointProcessUnlock",
+        || format!("{:?}, {:?}", pid, args),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuCheckpointProcessUnlock(pid, args) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -261,10 +333,14 @@ pub unsafe extern "C" fn cuCoredumpGetAttribute(
     value: *mut c_void,
     size: *mut usize,
 ) -> CUresult {
-    crate::entry::guard("cuCoredumpGetAttribute", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuCoredumpGetAttribute(attrib, value, size) }
-    })
+    crate::entry::traced(
+        "cuCoredumpGetAttribute",
+        || format!("{:?}, {:?}, {:?}", attrib, value, size),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuCoredumpGetAttribute(attrib, value, size) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -273,10 +349,14 @@ pub unsafe extern "C" fn cuCoredumpGetAttributeGlobal(
     value: *mut c_void,
     size: *mut usize,
 ) -> CUresult {
-    crate::entry::guard("cuCoredumpGetAttributeGlobal", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuCoredumpGetAttributeGlobal(attrib, value, size) }
-    })
+    crate::entry::traced(
+        "cuCoredumpGetAttributeGlobal",
+        || format!("{:?}, {:?}, {:?}", attrib, value, size),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuCoredumpGetAttributeGlobal(attrib, value, size) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -285,10 +365,14 @@ pub unsafe extern "C" fn cuCoredumpSetAttribute(
     value: *mut c_void,
     size: *mut usize,
 ) -> CUresult {
-    crate::entry::guard("cuCoredumpSetAttribute", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuCoredumpSetAttribute(attrib, value, size) }
-    })
+    crate::entry::traced(
+        "cuCoredumpSetAttribute",
+        || format!("{:?}, {:?}, {:?}", attrib, value, size),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuCoredumpSetAttribute(attrib, value, size) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -297,18 +381,26 @@ pub unsafe extern "C" fn cuCoredumpSetAttributeGlobal(
     value: *mut c_void,
     size: *mut usize,
 ) -> CUresult {
-    crate::entry::guard("cuCoredumpSetAttributeGlobal", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuCoredumpSetAttributeGlobal(attrib, value, size) }
-    })
+    crate::entry::traced(
+        "cuCoredumpSetAttributeGlobal",
+        || format!("{:?}, {:?}, {:?}", attrib, value, size),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuCoredumpSetAttributeGlobal(attrib, value, size) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuCtxAttach(pctx: *mut CUcontext, flags: c_uint) -> CUresult {
-    crate::entry::guard("cuCtxAttach", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuCtxAttach(pctx, flags) }
-    })
+    crate::entry::traced(
+        "cuCtxAttach",
+        || format!("{:?}, {:?}", pctx, flags),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuCtxAttach(pctx, flags) }
+        },
+    )
 }
 
 /// Legacy ABI: the headers declare this spelling only under `__CUDA_API_VERSION_INTERNAL`.
@@ -318,10 +410,14 @@ pub unsafe extern "C" fn cuCtxCreate(
     flags: c_uint,
     dev: CUdevice,
 ) -> CUresult {
-    crate::entry::guard("cuCtxCreate", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuCtxCreate(pctx, flags, dev) }
-    })
+    crate::entry::traced(
+        "cuCtxCreate",
+        || format!("{:?}, {:?}, {:?}", pctx, flags, dev),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuCtxCreate(pctx, flags, dev) }
+        },
+    )
 }
 
 /// Legacy ABI: the headers declare this spelling only under `__CUDA_API_VERSION_INTERNAL`.
@@ -331,10 +427,14 @@ pub unsafe extern "C" fn cuCtxCreate_v2(
     flags: c_uint,
     dev: CUdevice,
 ) -> CUresult {
-    crate::entry::guard("cuCtxCreate_v2", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuCtxCreate_v2(pctx, flags, dev) }
-    })
+    crate::entry::traced(
+        "cuCtxCreate_v2",
+        || format!("{:?}, {:?}, {:?}", pctx, flags, dev),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuCtxCreate_v2(pctx, flags, dev) }
+        },
+    )
 }
 
 /// Legacy ABI: the headers declare this spelling only under `__CUDA_API_VERSION_INTERNAL`.
@@ -346,10 +446,19 @@ pub unsafe extern "C" fn cuCtxCreate_v3(
     flags: c_uint,
     dev: CUdevice,
 ) -> CUresult {
-    crate::entry::guard("cuCtxCreate_v3", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuCtxCreate_v3(pctx, paramsArray, numParams, flags, dev) }
-    })
+    crate::entry::traced(
+        "cuCtxCreate_v3",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}, {:?}",
+                pctx, paramsArray, numParams, flags, dev
+            )
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuCtxCreate_v3(pctx, paramsArray, numParams, flags, dev) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -359,99 +468,147 @@ pub unsafe extern "C" fn cuCtxCreate_v4(
     flags: c_uint,
     dev: CUdevice,
 ) -> CUresult {
-    crate::entry::guard("cuCtxCreate_v4", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuCtxCreate_v4(pctx, ctxCreateParams, flags, dev) }
-    })
+    crate::entry::traced(
+        "cuCtxCreate_v4",
+        || format!("{:?}, {:?}, {:?}, {:?}", pctx, ctxCreateParams, flags, dev),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuCtxCreate_v4(pctx, ctxCreateParams, flags, dev) }
+        },
+    )
 }
 
 /// Legacy ABI: the headers declare this spelling only under `__CUDA_API_VERSION_INTERNAL`.
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuCtxDestroy(ctx: CUcontext) -> CUresult {
-    crate::entry::guard("cuCtxDestroy", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuCtxDestroy(ctx) }
-    })
+    crate::entry::traced(
+        "cuCtxDestroy",
+        || format!("{:?}", ctx),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuCtxDestroy(ctx) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuCtxDestroy_v2(ctx: CUcontext) -> CUresult {
-    crate::entry::guard("cuCtxDestroy_v2", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuCtxDestroy_v2(ctx) }
-    })
+    crate::entry::traced(
+        "cuCtxDestroy_v2",
+        || format!("{:?}", ctx),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuCtxDestroy_v2(ctx) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuCtxDetach(ctx: CUcontext) -> CUresult {
-    crate::entry::guard("cuCtxDetach", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuCtxDetach(ctx) }
-    })
+    crate::entry::traced(
+        "cuCtxDetach",
+        || format!("{:?}", ctx),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuCtxDetach(ctx) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuCtxDisablePeerAccess(peerContext: CUcontext) -> CUresult {
-    crate::entry::guard("cuCtxDisablePeerAccess", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuCtxDisablePeerAccess(peerContext) }
-    })
+    crate::entry::traced(
+        "cuCtxDisablePeerAccess",
+        || format!("{:?}", peerContext),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuCtxDisablePeerAccess(peerContext) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuCtxEnablePeerAccess(peerContext: CUcontext, Flags: c_uint) -> CUresult {
-    crate::entry::guard("cuCtxEnablePeerAccess", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuCtxEnablePeerAccess(peerContext, Flags) }
-    })
+    crate::entry::traced(
+        "cuCtxEnablePeerAccess",
+        || format!("{:?}, {:?}", peerContext, Flags),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuCtxEnablePeerAccess(peerContext, Flags) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuCtxFromGreenCtx(pContext: *mut CUcontext, hCtx: CUgreenCtx) -> CUresult {
-    crate::entry::guard("cuCtxFromGreenCtx", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuCtxFromGreenCtx(pContext, hCtx) }
-    })
+    crate::entry::traced(
+        "cuCtxFromGreenCtx",
+        || format!("{:?}, {:?}", pContext, hCtx),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuCtxFromGreenCtx(pContext, hCtx) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuCtxGetApiVersion(ctx: CUcontext, version: *mut c_uint) -> CUresult {
-    crate::entry::guard("cuCtxGetApiVersion", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuCtxGetApiVersion(ctx, version) }
-    })
+    crate::entry::traced(
+        "cuCtxGetApiVersion",
+        || format!("{:?}, {:?}", ctx, version),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuCtxGetApiVersion(ctx, version) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuCtxGetCacheConfig(pconfig: *mut CUfunc_cache) -> CUresult {
-    crate::entry::guard("cuCtxGetCacheConfig", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuCtxGetCacheConfig(pconfig) }
-    })
+    crate::entry::traced(
+        "cuCtxGetCacheConfig",
+        || format!("{:?}", pconfig),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuCtxGetCacheConfig(pconfig) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuCtxGetCurrent(pctx: *mut CUcontext) -> CUresult {
-    crate::entry::guard("cuCtxGetCurrent", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuCtxGetCurrent(pctx) }
-    })
+    crate::entry::traced(
+        "cuCtxGetCurrent",
+        || format!("{:?}", pctx),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuCtxGetCurrent(pctx) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuCtxGetDevice(device: *mut CUdevice) -> CUresult {
-    crate::entry::guard("cuCtxGetDevice", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuCtxGetDevice(device) }
-    })
+    crate::entry::traced(
+        "cuCtxGetDevice",
+        || format!("{:?}", device),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuCtxGetDevice(device) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuCtxGetDevice_v2(device: *mut CUdevice, ctx: CUcontext) -> CUresult {
-    crate::entry::guard("cuCtxGetDevice_v2", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuCtxGetDevice_v2(device, ctx) }
-    })
+    crate::entry::traced(
+        "cuCtxGetDevice_v2",
+        || format!("{:?}, {:?}", device, ctx),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuCtxGetDevice_v2(device, ctx) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -460,10 +617,14 @@ pub unsafe extern "C" fn cuCtxGetDevResource(
     resource: *mut CUdevResource,
     type_: CUdevResourceType,
 ) -> CUresult {
-    crate::entry::guard("cuCtxGetDevResource", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuCtxGetDevResource(hCtx, resource, type_) }
-    })
+    crate::entry::traced(
+        "cuCtxGetDevResource",
+        || format!("{:?}, {:?}, {:?}", hCtx, resource, type_),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuCtxGetDevResource(hCtx, resource, type_) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -471,42 +632,62 @@ pub unsafe extern "C" fn cuCtxGetExecAffinity(
     pExecAffinity: *mut CUexecAffinityParam,
     type_: CUexecAffinityType,
 ) -> CUresult {
-    crate::entry::guard("cuCtxGetExecAffinity", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuCtxGetExecAffinity(pExecAffinity, type_) }
-    })
+    crate::entry::traced(
+        "cuCtxGetExecAffinity",
+        || format!("{:?}, {:?}", pExecAffinity, type_),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuCtxGetExecAffinity(pExecAffinity, type_) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuCtxGetFlags(flags: *mut c_uint) -> CUresult {
-    crate::entry::guard("cuCtxGetFlags", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuCtxGetFlags(flags) }
-    })
+    crate::entry::traced(
+        "cuCtxGetFlags",
+        || format!("{:?}", flags),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuCtxGetFlags(flags) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuCtxGetId(ctx: CUcontext, ctxId: *mut c_ulonglong) -> CUresult {
-    crate::entry::guard("cuCtxGetId", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuCtxGetId(ctx, ctxId) }
-    })
+    crate::entry::traced(
+        "cuCtxGetId",
+        || format!("{:?}, {:?}", ctx, ctxId),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuCtxGetId(ctx, ctxId) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuCtxGetLimit(pvalue: *mut usize, limit: CUlimit) -> CUresult {
-    crate::entry::guard("cuCtxGetLimit", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuCtxGetLimit(pvalue, limit) }
-    })
+    crate::entry::traced(
+        "cuCtxGetLimit",
+        || format!("{:?}, {:?}", pvalue, limit),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuCtxGetLimit(pvalue, limit) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuCtxGetSharedMemConfig(pConfig: *mut CUsharedconfig) -> CUresult {
-    crate::entry::guard("cuCtxGetSharedMemConfig", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuCtxGetSharedMemConfig(pConfig) }
-    })
+    crate::entry::traced(
+        "cuCtxGetSharedMemConfig",
+        || format!("{:?}", pConfig),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuCtxGetSharedMemConfig(pConfig) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -514,57 +695,81 @@ pub unsafe extern "C" fn cuCtxGetStreamPriorityRange(
     leastPriority: *mut c_int,
     greatestPriority: *mut c_int,
 ) -> CUresult {
-    crate::entry::guard("cuCtxGetStreamPriorityRange", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuCtxGetStreamPriorityRange(leastPriority, greatestPriority) }
-    })
+    crate::entry::traced(
+        "cuCtxGetStreamPriorityRange",
+        || format!("{:?}, {:?}", leastPriority, greatestPriority),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuCtxGetStreamPriorityRange(leastPriority, greatestPriority) }
+        },
+    )
 }
 
 /// Legacy ABI: the headers declare this spelling only under `__CUDA_API_VERSION_INTERNAL`.
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuCtxPopCurrent(pctx: *mut CUcontext) -> CUresult {
-    crate::entry::guard("cuCtxPopCurrent", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuCtxPopCurrent(pctx) }
-    })
+    crate::entry::traced(
+        "cuCtxPopCurrent",
+        || format!("{:?}", pctx),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuCtxPopCurrent(pctx) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuCtxPopCurrent_v2(pctx: *mut CUcontext) -> CUresult {
-    crate::entry::guard("cuCtxPopCurrent_v2", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuCtxPopCurrent_v2(pctx) }
-    })
+    crate::entry::traced(
+        "cuCtxPopCurrent_v2",
+        || format!("{:?}", pctx),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuCtxPopCurrent_v2(pctx) }
+        },
+    )
 }
 
 /// Legacy ABI: the headers declare this spelling only under `__CUDA_API_VERSION_INTERNAL`.
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuCtxPushCurrent(ctx: CUcontext) -> CUresult {
-    crate::entry::guard("cuCtxPushCurrent", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuCtxPushCurrent(ctx) }
-    })
+    crate::entry::traced(
+        "cuCtxPushCurrent",
+        || format!("{:?}", ctx),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuCtxPushCurrent(ctx) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuCtxPushCurrent_v2(ctx: CUcontext) -> CUresult {
-    crate::entry::guard("cuCtxPushCurrent_v2", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuCtxPushCurrent_v2(ctx) }
-    })
+    crate::entry::traced(
+        "cuCtxPushCurrent_v2",
+        || format!("{:?}", ctx),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuCtxPushCurrent_v2(ctx) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuCtxRecordEvent(hCtx: CUcontext, hEvent: CUevent) -> CUresult {
-    crate::entry::guard("cuCtxRecordEvent", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuCtxRecordEvent(hCtx, hEvent) }
-    })
+    crate::entry::traced(
+        "cuCtxRecordEvent",
+        || format!("{:?}, {:?}", hCtx, hEvent),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuCtxRecordEvent(hCtx, hEvent) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuCtxResetPersistingL2Cache() -> CUresult {
-    crate::entry::guard("cuCtxResetPersistingL2Cache", || {
+    crate::entry::traced("cuCtxResetPersistingL2Cache", String::new, || {
         // SAFETY: the caller upholds the driver API's contract for these arguments.
         unsafe { crate::api::cuCtxResetPersistingL2Cache() }
     })
@@ -572,47 +777,67 @@ pub unsafe extern "C" fn cuCtxResetPersistingL2Cache() -> CUresult {
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuCtxSetCacheConfig(config: CUfunc_cache) -> CUresult {
-    crate::entry::guard("cuCtxSetCacheConfig", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuCtxSetCacheConfig(config) }
-    })
+    crate::entry::traced(
+        "cuCtxSetCacheConfig",
+        || format!("{:?}", config),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuCtxSetCacheConfig(config) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuCtxSetCurrent(ctx: CUcontext) -> CUresult {
-    crate::entry::guard("cuCtxSetCurrent", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuCtxSetCurrent(ctx) }
-    })
+    crate::entry::traced(
+        "cuCtxSetCurrent",
+        || format!("{:?}", ctx),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuCtxSetCurrent(ctx) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuCtxSetFlags(flags: c_uint) -> CUresult {
-    crate::entry::guard("cuCtxSetFlags", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuCtxSetFlags(flags) }
-    })
+    crate::entry::traced(
+        "cuCtxSetFlags",
+        || format!("{:?}", flags),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuCtxSetFlags(flags) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuCtxSetLimit(limit: CUlimit, value: usize) -> CUresult {
-    crate::entry::guard("cuCtxSetLimit", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuCtxSetLimit(limit, value) }
-    })
+    crate::entry::traced(
+        "cuCtxSetLimit",
+        || format!("{:?}, {:?}", limit, value),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuCtxSetLimit(limit, value) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuCtxSetSharedMemConfig(config: CUsharedconfig) -> CUresult {
-    crate::entry::guard("cuCtxSetSharedMemConfig", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuCtxSetSharedMemConfig(config) }
-    })
+    crate::entry::traced(
+        "cuCtxSetSharedMemConfig",
+        || format!("{:?}", config),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuCtxSetSharedMemConfig(config) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuCtxSynchronize() -> CUresult {
-    crate::entry::guard("cuCtxSynchronize", || {
+    crate::entry::traced("cuCtxSynchronize", String::new, || {
         // SAFETY: the caller upholds the driver API's contract for these arguments.
         unsafe { crate::api::cuCtxSynchronize() }
     })
@@ -620,18 +845,26 @@ pub unsafe extern "C" fn cuCtxSynchronize() -> CUresult {
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuCtxSynchronize_v2(ctx: CUcontext) -> CUresult {
-    crate::entry::guard("cuCtxSynchronize_v2", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuCtxSynchronize_v2(ctx) }
-    })
+    crate::entry::traced(
+        "cuCtxSynchronize_v2",
+        || format!("{:?}", ctx),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuCtxSynchronize_v2(ctx) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuCtxWaitEvent(hCtx: CUcontext, hEvent: CUevent) -> CUresult {
-    crate::entry::guard("cuCtxWaitEvent", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuCtxWaitEvent(hCtx, hEvent) }
-    })
+    crate::entry::traced(
+        "cuCtxWaitEvent",
+        || format!("{:?}, {:?}", hCtx, hEvent),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuCtxWaitEvent(hCtx, hEvent) }
+        },
+    )
 }
 
 /// No header declares `cudbgApiAttach`; see cuda-abi/README.md.
@@ -896,18 +1129,26 @@ pub unsafe extern "C" fn cudbgUseExternalDebugger() -> CUresult {
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuDestroyExternalMemory(extMem: CUexternalMemory) -> CUresult {
-    crate::entry::guard("cuDestroyExternalMemory", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuDestroyExternalMemory(extMem) }
-    })
+    crate::entry::traced(
+        "cuDestroyExternalMemory",
+        || format!("{:?}", extMem),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuDestroyExternalMemory(extMem) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuDestroyExternalSemaphore(extSem: CUexternalSemaphore) -> CUresult {
-    crate::entry::guard("cuDestroyExternalSemaphore", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuDestroyExternalSemaphore(extSem) }
-    })
+    crate::entry::traced(
+        "cuDestroyExternalSemaphore",
+        || format!("{:?}", extSem),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuDestroyExternalSemaphore(extSem) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -916,10 +1157,14 @@ pub unsafe extern "C" fn cuDeviceCanAccessPeer(
     dev: CUdevice,
     peerDev: CUdevice,
 ) -> CUresult {
-    crate::entry::guard("cuDeviceCanAccessPeer", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuDeviceCanAccessPeer(canAccessPeer, dev, peerDev) }
-    })
+    crate::entry::traced(
+        "cuDeviceCanAccessPeer",
+        || format!("{:?}, {:?}, {:?}", canAccessPeer, dev, peerDev),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuDeviceCanAccessPeer(canAccessPeer, dev, peerDev) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -928,18 +1173,26 @@ pub unsafe extern "C" fn cuDeviceComputeCapability(
     minor: *mut c_int,
     dev: CUdevice,
 ) -> CUresult {
-    crate::entry::guard("cuDeviceComputeCapability", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuDeviceComputeCapability(major, minor, dev) }
-    })
+    crate::entry::traced(
+        "cuDeviceComputeCapability",
+        || format!("{:?}, {:?}, {:?}", major, minor, dev),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuDeviceComputeCapability(major, minor, dev) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuDeviceGet(device: *mut CUdevice, ordinal: c_int) -> CUresult {
-    crate::entry::guard("cuDeviceGet", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuDeviceGet(device, ordinal) }
-    })
+    crate::entry::traced(
+        "cuDeviceGet",
+        || format!("{:?}, {:?}", device, ordinal),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuDeviceGet(device, ordinal) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -948,10 +1201,14 @@ pub unsafe extern "C" fn cuDeviceGetAttribute(
     attrib: CUdevice_attribute,
     dev: CUdevice,
 ) -> CUresult {
-    crate::entry::guard("cuDeviceGetAttribute", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuDeviceGetAttribute(pi, attrib, dev) }
-    })
+    crate::entry::traced(
+        "cuDeviceGetAttribute",
+        || format!("{:?}, {:?}, {:?}", pi, attrib, dev),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuDeviceGetAttribute(pi, attrib, dev) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -959,18 +1216,26 @@ pub unsafe extern "C" fn cuDeviceGetByPCIBusId(
     dev: *mut CUdevice,
     pciBusId: *const c_char,
 ) -> CUresult {
-    crate::entry::guard("cuDeviceGetByPCIBusId", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuDeviceGetByPCIBusId(dev, pciBusId) }
-    })
+    crate::entry::traced(
+        "cuDeviceGetByPCIBusId",
+        || format!("{:?}, {:?}", dev, pciBusId),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuDeviceGetByPCIBusId(dev, pciBusId) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuDeviceGetCount(count: *mut c_int) -> CUresult {
-    crate::entry::guard("cuDeviceGetCount", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuDeviceGetCount(count) }
-    })
+    crate::entry::traced(
+        "cuDeviceGetCount",
+        || format!("{:?}", count),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuDeviceGetCount(count) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -978,10 +1243,14 @@ pub unsafe extern "C" fn cuDeviceGetDefaultMemPool(
     pool_out: *mut CUmemoryPool,
     dev: CUdevice,
 ) -> CUresult {
-    crate::entry::guard("cuDeviceGetDefaultMemPool", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuDeviceGetDefaultMemPool(pool_out, dev) }
-    })
+    crate::entry::traced(
+        "cuDeviceGetDefaultMemPool",
+        || format!("{:?}, {:?}", pool_out, dev),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuDeviceGetDefaultMemPool(pool_out, dev) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -990,10 +1259,14 @@ pub unsafe extern "C" fn cuDeviceGetDevResource(
     resource: *mut CUdevResource,
     type_: CUdevResourceType,
 ) -> CUresult {
-    crate::entry::guard("cuDeviceGetDevResource", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuDeviceGetDevResource(device, resource, type_) }
-    })
+    crate::entry::traced(
+        "cuDeviceGetDevResource",
+        || format!("{:?}, {:?}, {:?}", device, resource, type_),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuDeviceGetDevResource(device, resource, type_) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -1002,10 +1275,14 @@ pub unsafe extern "C" fn cuDeviceGetExecAffinitySupport(
     type_: CUexecAffinityType,
     dev: CUdevice,
 ) -> CUresult {
-    crate::entry::guard("cuDeviceGetExecAffinitySupport", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuDeviceGetExecAffinitySupport(pi, type_, dev) }
-    })
+    crate::entry::traced(
+        "cuDeviceGetExecAffinitySupport",
+        || format!("{:?}, {:?}, {:?}", pi, type_, dev),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuDeviceGetExecAffinitySupport(pi, type_, dev) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -1014,10 +1291,14 @@ pub unsafe extern "C" fn cuDeviceGetGraphMemAttribute(
     attr: CUgraphMem_attribute,
     value: *mut c_void,
 ) -> CUresult {
-    crate::entry::guard("cuDeviceGetGraphMemAttribute", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuDeviceGetGraphMemAttribute(device, attr, value) }
-    })
+    crate::entry::traced(
+        "cuDeviceGetGraphMemAttribute",
+        || format!("{:?}, {:?}, {:?}", device, attr, value),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuDeviceGetGraphMemAttribute(device, attr, value) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -1027,12 +1308,21 @@ pub unsafe extern "C" fn cuDeviceGetHostAtomicCapabilities(
     count: c_uint,
     dev: CUdevice,
 ) -> CUresult {
-    crate::entry::guard("cuDeviceGetHostAtomicCapabilities", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe {
-            crate::api::cuDeviceGetHostAtomicCapabilities(capabilities, operations, count, dev)
-        }
-    })
+    crate::entry::traced(
+        "cuDeviceGetHostAtomicCapabilities",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}",
+                capabilities, operations, count, dev
+            )
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe {
+                crate::api::cuDeviceGetHostAtomicCapabilities(capabilities, operations, count, dev)
+            }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -1041,26 +1331,38 @@ pub unsafe extern "C" fn cuDeviceGetLuid(
     deviceNodeMask: *mut c_uint,
     dev: CUdevice,
 ) -> CUresult {
-    crate::entry::guard("cuDeviceGetLuid", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuDeviceGetLuid(luid, deviceNodeMask, dev) }
-    })
+    crate::entry::traced(
+        "cuDeviceGetLuid",
+        || format!("{:?}, {:?}, {:?}", luid, deviceNodeMask, dev),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuDeviceGetLuid(luid, deviceNodeMask, dev) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuDeviceGetMemPool(pool: *mut CUmemoryPool, dev: CUdevice) -> CUresult {
-    crate::entry::guard("cuDeviceGetMemPool", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuDeviceGetMemPool(pool, dev) }
-    })
+    crate::entry::traced(
+        "cuDeviceGetMemPool",
+        || format!("{:?}, {:?}", pool, dev),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuDeviceGetMemPool(pool, dev) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuDeviceGetName(name: *mut c_char, len: c_int, dev: CUdevice) -> CUresult {
-    crate::entry::guard("cuDeviceGetName", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuDeviceGetName(name, len, dev) }
-    })
+    crate::entry::traced(
+        "cuDeviceGetName",
+        || format!("{:?}, {:?}, {:?}", name, len, dev),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuDeviceGetName(name, len, dev) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -1069,10 +1371,14 @@ pub unsafe extern "C" fn cuDeviceGetNvSciSyncAttributes(
     dev: CUdevice,
     flags: c_int,
 ) -> CUresult {
-    crate::entry::guard("cuDeviceGetNvSciSyncAttributes", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuDeviceGetNvSciSyncAttributes(nvSciSyncAttrList, dev, flags) }
-    })
+    crate::entry::traced(
+        "cuDeviceGetNvSciSyncAttributes",
+        || format!("{:?}, {:?}, {:?}", nvSciSyncAttrList, dev, flags),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuDeviceGetNvSciSyncAttributes(nvSciSyncAttrList, dev, flags) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -1083,18 +1389,27 @@ pub unsafe extern "C" fn cuDeviceGetP2PAtomicCapabilities(
     srcDevice: CUdevice,
     dstDevice: CUdevice,
 ) -> CUresult {
-    crate::entry::guard("cuDeviceGetP2PAtomicCapabilities", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe {
-            crate::api::cuDeviceGetP2PAtomicCapabilities(
-                capabilities,
-                operations,
-                count,
-                srcDevice,
-                dstDevice,
+    crate::entry::traced(
+        "cuDeviceGetP2PAtomicCapabilities",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}, {:?}",
+                capabilities, operations, count, srcDevice, dstDevice
             )
-        }
-    })
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe {
+                crate::api::cuDeviceGetP2PAtomicCapabilities(
+                    capabilities,
+                    operations,
+                    count,
+                    srcDevice,
+                    dstDevice,
+                )
+            }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -1104,10 +1419,19 @@ pub unsafe extern "C" fn cuDeviceGetP2PAttribute(
     srcDevice: CUdevice,
     dstDevice: CUdevice,
 ) -> CUresult {
-    crate::entry::guard("cuDeviceGetP2PAttribute", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuDeviceGetP2PAttribute(value, attrib, srcDevice, dstDevice) }
-    })
+    crate::entry::traced(
+        "cuDeviceGetP2PAttribute",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}",
+                value, attrib, srcDevice, dstDevice
+            )
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuDeviceGetP2PAttribute(value, attrib, srcDevice, dstDevice) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -1116,18 +1440,26 @@ pub unsafe extern "C" fn cuDeviceGetPCIBusId(
     len: c_int,
     dev: CUdevice,
 ) -> CUresult {
-    crate::entry::guard("cuDeviceGetPCIBusId", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuDeviceGetPCIBusId(pciBusId, len, dev) }
-    })
+    crate::entry::traced(
+        "cuDeviceGetPCIBusId",
+        || format!("{:?}, {:?}, {:?}", pciBusId, len, dev),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuDeviceGetPCIBusId(pciBusId, len, dev) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuDeviceGetProperties(prop: *mut CUdevprop, dev: CUdevice) -> CUresult {
-    crate::entry::guard("cuDeviceGetProperties", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuDeviceGetProperties(prop, dev) }
-    })
+    crate::entry::traced(
+        "cuDeviceGetProperties",
+        || format!("{:?}, {:?}", prop, dev),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuDeviceGetProperties(prop, dev) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -1137,42 +1469,63 @@ pub unsafe extern "C" fn cuDeviceGetTexture1DLinearMaxWidth(
     numChannels: c_uint,
     dev: CUdevice,
 ) -> CUresult {
-    crate::entry::guard("cuDeviceGetTexture1DLinearMaxWidth", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe {
-            crate::api::cuDeviceGetTexture1DLinearMaxWidth(
-                maxWidthInElements,
-                format,
-                numChannels,
-                dev,
+    crate::entry::traced(
+        "cuDeviceGetTexture1DLinearMaxWidth",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}",
+                maxWidthInElements, format, numChannels, dev
             )
-        }
-    })
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe {
+                crate::api::cuDeviceGetTexture1DLinearMaxWidth(
+                    maxWidthInElements,
+                    format,
+                    numChannels,
+                    dev,
+                )
+            }
+        },
+    )
 }
 
 /// Legacy ABI: the headers declare this spelling only under `__CUDA_API_VERSION_INTERNAL`.
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuDeviceGetUuid(uuid: *mut CUuuid, dev: CUdevice) -> CUresult {
-    crate::entry::guard("cuDeviceGetUuid", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuDeviceGetUuid(uuid, dev) }
-    })
+    crate::entry::traced(
+        "cuDeviceGetUuid",
+        || format!("{:?}, {:?}", uuid, dev),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuDeviceGetUuid(uuid, dev) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuDeviceGetUuid_v2(uuid: *mut CUuuid, dev: CUdevice) -> CUresult {
-    crate::entry::guard("cuDeviceGetUuid_v2", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuDeviceGetUuid_v2(uuid, dev) }
-    })
+    crate::entry::traced(
+        "cuDeviceGetUuid_v2",
+        || format!("{:?}, {:?}", uuid, dev),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuDeviceGetUuid_v2(uuid, dev) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuDeviceGraphMemTrim(device: CUdevice) -> CUresult {
-    crate::entry::guard("cuDeviceGraphMemTrim", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuDeviceGraphMemTrim(device) }
-    })
+    crate::entry::traced(
+        "cuDeviceGraphMemTrim",
+        || format!("{:?}", device),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuDeviceGraphMemTrim(device) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -1181,69 +1534,101 @@ pub unsafe extern "C" fn cuDevicePrimaryCtxGetState(
     flags: *mut c_uint,
     active: *mut c_int,
 ) -> CUresult {
-    crate::entry::guard("cuDevicePrimaryCtxGetState", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuDevicePrimaryCtxGetState(dev, flags, active) }
-    })
+    crate::entry::traced(
+        "cuDevicePrimaryCtxGetState",
+        || format!("{:?}, {:?}, {:?}", dev, flags, active),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuDevicePrimaryCtxGetState(dev, flags, active) }
+        },
+    )
 }
 
 /// Legacy ABI: the headers declare this spelling only under `__CUDA_API_VERSION_INTERNAL`.
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuDevicePrimaryCtxRelease(dev: CUdevice) -> CUresult {
-    crate::entry::guard("cuDevicePrimaryCtxRelease", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuDevicePrimaryCtxRelease(dev) }
-    })
+    crate::entry::traced(
+        "cuDevicePrimaryCtxRelease",
+        || format!("{:?}", dev),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuDevicePrimaryCtxRelease(dev) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuDevicePrimaryCtxRelease_v2(dev: CUdevice) -> CUresult {
-    crate::entry::guard("cuDevicePrimaryCtxRelease_v2", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuDevicePrimaryCtxRelease_v2(dev) }
-    })
+    crate::entry::traced(
+        "cuDevicePrimaryCtxRelease_v2",
+        || format!("{:?}", dev),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuDevicePrimaryCtxRelease_v2(dev) }
+        },
+    )
 }
 
 /// Legacy ABI: the headers declare this spelling only under `__CUDA_API_VERSION_INTERNAL`.
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuDevicePrimaryCtxReset(dev: CUdevice) -> CUresult {
-    crate::entry::guard("cuDevicePrimaryCtxReset", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuDevicePrimaryCtxReset(dev) }
-    })
+    crate::entry::traced(
+        "cuDevicePrimaryCtxReset",
+        || format!("{:?}", dev),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuDevicePrimaryCtxReset(dev) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuDevicePrimaryCtxReset_v2(dev: CUdevice) -> CUresult {
-    crate::entry::guard("cuDevicePrimaryCtxReset_v2", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuDevicePrimaryCtxReset_v2(dev) }
-    })
+    crate::entry::traced(
+        "cuDevicePrimaryCtxReset_v2",
+        || format!("{:?}", dev),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuDevicePrimaryCtxReset_v2(dev) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuDevicePrimaryCtxRetain(pctx: *mut CUcontext, dev: CUdevice) -> CUresult {
-    crate::entry::guard("cuDevicePrimaryCtxRetain", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuDevicePrimaryCtxRetain(pctx, dev) }
-    })
+    crate::entry::traced(
+        "cuDevicePrimaryCtxRetain",
+        || format!("{:?}, {:?}", pctx, dev),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuDevicePrimaryCtxRetain(pctx, dev) }
+        },
+    )
 }
 
 /// Legacy ABI: the headers declare this spelling only under `__CUDA_API_VERSION_INTERNAL`.
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuDevicePrimaryCtxSetFlags(dev: CUdevice, flags: c_uint) -> CUresult {
-    crate::entry::guard("cuDevicePrimaryCtxSetFlags", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuDevicePrimaryCtxSetFlags(dev, flags) }
-    })
+    crate::entry::traced(
+        "cuDevicePrimaryCtxSetFlags",
+        || format!("{:?}, {:?}", dev, flags),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuDevicePrimaryCtxSetFlags(dev, flags) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuDevicePrimaryCtxSetFlags_v2(dev: CUdevice, flags: c_uint) -> CUresult {
-    crate::entry::guard("cuDevicePrimaryCtxSetFlags_v2", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuDevicePrimaryCtxSetFlags_v2(dev, flags) }
-    })
+    crate::entry::traced(
+        "cuDevicePrimaryCtxSetFlags_v2",
+        || format!("{:?}, {:?}", dev, flags),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuDevicePrimaryCtxSetFlags_v2(dev, flags) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -1253,12 +1638,26 @@ pub unsafe extern "C" fn cuDeviceRegisterAsyncNotification(
     userData: *mut c_void,
     callback: *mut CUasyncCallbackHandle,
 ) -> CUresult {
-    crate::entry::guard("cuDeviceRegisterAsyncNotification", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe {
-            crate::api::cuDeviceRegisterAsyncNotification(device, callbackFunc, userData, callback)
-        }
-    })
+    crate::entry::traced(
+        "cuDeviceRegisterAsyncNotification",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}",
+                device, callbackFunc, userData, callback
+            )
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe {
+                crate::api::cuDeviceRegisterAsyncNotification(
+                    device,
+                    callbackFunc,
+                    userData,
+                    callback,
+                )
+            }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -1267,35 +1666,51 @@ pub unsafe extern "C" fn cuDeviceSetGraphMemAttribute(
     attr: CUgraphMem_attribute,
     value: *mut c_void,
 ) -> CUresult {
-    crate::entry::guard("cuDeviceSetGraphMemAttribute", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuDeviceSetGraphMemAttribute(device, attr, value) }
-    })
+    crate::entry::traced(
+        "cuDeviceSetGraphMemAttribute",
+        || format!("{:?}, {:?}, {:?}", device, attr, value),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuDeviceSetGraphMemAttribute(device, attr, value) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuDeviceSetMemPool(dev: CUdevice, pool: CUmemoryPool) -> CUresult {
-    crate::entry::guard("cuDeviceSetMemPool", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuDeviceSetMemPool(dev, pool) }
-    })
+    crate::entry::traced(
+        "cuDeviceSetMemPool",
+        || format!("{:?}, {:?}", dev, pool),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuDeviceSetMemPool(dev, pool) }
+        },
+    )
 }
 
 /// Legacy ABI: the headers declare this spelling only under `__CUDA_API_VERSION_INTERNAL`.
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuDeviceTotalMem(bytes: *mut c_uint, dev: CUdevice) -> CUresult {
-    crate::entry::guard("cuDeviceTotalMem", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuDeviceTotalMem(bytes, dev) }
-    })
+    crate::entry::traced(
+        "cuDeviceTotalMem",
+        || format!("{:?}, {:?}", bytes, dev),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuDeviceTotalMem(bytes, dev) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuDeviceTotalMem_v2(bytes: *mut usize, dev: CUdevice) -> CUresult {
-    crate::entry::guard("cuDeviceTotalMem_v2", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuDeviceTotalMem_v2(bytes, dev) }
-    })
+    crate::entry::traced(
+        "cuDeviceTotalMem_v2",
+        || format!("{:?}, {:?}", bytes, dev),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuDeviceTotalMem_v2(bytes, dev) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -1303,10 +1718,14 @@ pub unsafe extern "C" fn cuDeviceUnregisterAsyncNotification(
     device: CUdevice,
     callback: CUasyncCallbackHandle,
 ) -> CUresult {
-    crate::entry::guard("cuDeviceUnregisterAsyncNotification", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuDeviceUnregisterAsyncNotification(device, callback) }
-    })
+    crate::entry::traced(
+        "cuDeviceUnregisterAsyncNotification",
+        || format!("{:?}, {:?}", device, callback),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuDeviceUnregisterAsyncNotification(device, callback) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -1315,10 +1734,14 @@ pub unsafe extern "C" fn cuDevResourceGenerateDesc(
     resources: *mut CUdevResource,
     nbResources: c_uint,
 ) -> CUresult {
-    crate::entry::guard("cuDevResourceGenerateDesc", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuDevResourceGenerateDesc(phDesc, resources, nbResources) }
-    })
+    crate::entry::traced(
+        "cuDevResourceGenerateDesc",
+        || format!("{:?}, {:?}, {:?}", phDesc, resources, nbResources),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuDevResourceGenerateDesc(phDesc, resources, nbResources) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -1330,22 +1753,35 @@ pub unsafe extern "C" fn cuDevSmResourceSplitByCount(
     useFlags: c_uint,
     minCount: c_uint,
 ) -> CUresult {
-    crate::entry::guard("cuDevSmResourceSplitByCount", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe {
-            crate::api::cuDevSmResourceSplitByCount(
-                result, nbGroups, input, remaining, useFlags, minCount,
+    crate::entry::traced(
+        "cuDevSmResourceSplitByCount",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}, {:?}, {:?}",
+                result, nbGroups, input, remaining, useFlags, minCount
             )
-        }
-    })
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe {
+                crate::api::cuDevSmResourceSplitByCount(
+                    result, nbGroups, input, remaining, useFlags, minCount,
+                )
+            }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuDriverGetVersion(driverVersion: *mut c_int) -> CUresult {
-    crate::entry::guard("cuDriverGetVersion", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuDriverGetVersion(driverVersion) }
-    })
+    crate::entry::traced(
+        "cuDriverGetVersion",
+        || format!("{:?}", driverVersion),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuDriverGetVersion(driverVersion) }
+        },
+    )
 }
 
 /// No header declares `cuEGLApiInit`; see cuda-abi/README.md.
@@ -1363,12 +1799,21 @@ pub unsafe extern "C" fn cuEGLStreamConsumerAcquireFrame(
     pStream: *mut CUstream,
     timeout: c_uint,
 ) -> CUresult {
-    crate::entry::guard("cuEGLStreamConsumerAcquireFrame", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe {
-            crate::api::cuEGLStreamConsumerAcquireFrame(conn, pCudaResource, pStream, timeout)
-        }
-    })
+    crate::entry::traced(
+        "cuEGLStreamConsumerAcquireFrame",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}",
+                conn, pCudaResource, pStream, timeout
+            )
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe {
+                crate::api::cuEGLStreamConsumerAcquireFrame(conn, pCudaResource, pStream, timeout)
+            }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -1376,10 +1821,14 @@ pub unsafe extern "C" fn cuEGLStreamConsumerConnect(
     conn: *mut CUeglStreamConnection,
     stream: EGLStreamKHR,
 ) -> CUresult {
-    crate::entry::guard("cuEGLStreamConsumerConnect", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuEGLStreamConsumerConnect(conn, stream) }
-    })
+    crate::entry::traced(
+        "cuEGLStreamConsumerConnect",
+        || format!("{:?}, {:?}", conn, stream),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuEGLStreamConsumerConnect(conn, stream) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -1388,20 +1837,28 @@ pub unsafe extern "C" fn cuEGLStreamConsumerConnectWithFlags(
     stream: EGLStreamKHR,
     flags: c_uint,
 ) -> CUresult {
-    crate::entry::guard("cuEGLStreamConsumerConnectWithFlags", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuEGLStreamConsumerConnectWithFlags(conn, stream, flags) }
-    })
+    crate::entry::traced(
+        "cuEGLStreamConsumerConnectWithFlags",
+        || format!("{:?}, {:?}, {:?}", conn, stream, flags),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuEGLStreamConsumerConnectWithFlags(conn, stream, flags) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuEGLStreamConsumerDisconnect(
     conn: *mut CUeglStreamConnection,
 ) -> CUresult {
-    crate::entry::guard("cuEGLStreamConsumerDisconnect", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuEGLStreamConsumerDisconnect(conn) }
-    })
+    crate::entry::traced(
+        "cuEGLStreamConsumerDisconnect",
+        || format!("{:?}", conn),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuEGLStreamConsumerDisconnect(conn) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -1410,10 +1867,14 @@ pub unsafe extern "C" fn cuEGLStreamConsumerReleaseFrame(
     pCudaResource: CUgraphicsResource,
     pStream: *mut CUstream,
 ) -> CUresult {
-    crate::entry::guard("cuEGLStreamConsumerReleaseFrame", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuEGLStreamConsumerReleaseFrame(conn, pCudaResource, pStream) }
-    })
+    crate::entry::traced(
+        "cuEGLStreamConsumerReleaseFrame",
+        || format!("{:?}, {:?}, {:?}", conn, pCudaResource, pStream),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuEGLStreamConsumerReleaseFrame(conn, pCudaResource, pStream) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -1423,20 +1884,28 @@ pub unsafe extern "C" fn cuEGLStreamProducerConnect(
     width: EGLint,
     height: EGLint,
 ) -> CUresult {
-    crate::entry::guard("cuEGLStreamProducerConnect", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuEGLStreamProducerConnect(conn, stream, width, height) }
-    })
+    crate::entry::traced(
+        "cuEGLStreamProducerConnect",
+        || format!("{:?}, {:?}, {:?}, {:?}", conn, stream, width, height),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuEGLStreamProducerConnect(conn, stream, width, height) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuEGLStreamProducerDisconnect(
     conn: *mut CUeglStreamConnection,
 ) -> CUresult {
-    crate::entry::guard("cuEGLStreamProducerDisconnect", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuEGLStreamProducerDisconnect(conn) }
-    })
+    crate::entry::traced(
+        "cuEGLStreamProducerDisconnect",
+        || format!("{:?}", conn),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuEGLStreamProducerDisconnect(conn) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -1445,10 +1914,14 @@ pub unsafe extern "C" fn cuEGLStreamProducerPresentFrame(
     eglframe: CUeglFrame,
     pStream: *mut CUstream,
 ) -> CUresult {
-    crate::entry::guard("cuEGLStreamProducerPresentFrame", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuEGLStreamProducerPresentFrame(conn, eglframe, pStream) }
-    })
+    crate::entry::traced(
+        "cuEGLStreamProducerPresentFrame",
+        || format!("{:?}, {:?}, {:?}", conn, "..", pStream),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuEGLStreamProducerPresentFrame(conn, eglframe, pStream) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -1457,35 +1930,51 @@ pub unsafe extern "C" fn cuEGLStreamProducerReturnFrame(
     eglframe: *mut CUeglFrame,
     pStream: *mut CUstream,
 ) -> CUresult {
-    crate::entry::guard("cuEGLStreamProducerReturnFrame", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuEGLStreamProducerReturnFrame(conn, eglframe, pStream) }
-    })
+    crate::entry::traced(
+        "cuEGLStreamProducerReturnFrame",
+        || format!("{:?}, {:?}, {:?}", conn, eglframe, pStream),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuEGLStreamProducerReturnFrame(conn, eglframe, pStream) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuEventCreate(phEvent: *mut CUevent, Flags: c_uint) -> CUresult {
-    crate::entry::guard("cuEventCreate", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuEventCreate(phEvent, Flags) }
-    })
+    crate::entry::traced(
+        "cuEventCreate",
+        || format!("{:?}, {:?}", phEvent, Flags),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuEventCreate(phEvent, Flags) }
+        },
+    )
 }
 
 /// Legacy ABI: the headers declare this spelling only under `__CUDA_API_VERSION_INTERNAL`.
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuEventDestroy(hEvent: CUevent) -> CUresult {
-    crate::entry::guard("cuEventDestroy", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuEventDestroy(hEvent) }
-    })
+    crate::entry::traced(
+        "cuEventDestroy",
+        || format!("{:?}", hEvent),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuEventDestroy(hEvent) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuEventDestroy_v2(hEvent: CUevent) -> CUresult {
-    crate::entry::guard("cuEventDestroy_v2", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuEventDestroy_v2(hEvent) }
-    })
+    crate::entry::traced(
+        "cuEventDestroy_v2",
+        || format!("{:?}", hEvent),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuEventDestroy_v2(hEvent) }
+        },
+    )
 }
 
 /// Legacy ABI: the headers declare this spelling only under `__CUDA_API_VERSION_INTERNAL`.
@@ -1495,10 +1984,14 @@ pub unsafe extern "C" fn cuEventElapsedTime(
     hStart: CUevent,
     hEnd: CUevent,
 ) -> CUresult {
-    crate::entry::guard("cuEventElapsedTime", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuEventElapsedTime(pMilliseconds, hStart, hEnd) }
-    })
+    crate::entry::traced(
+        "cuEventElapsedTime",
+        || format!("{:?}, {:?}, {:?}", pMilliseconds, hStart, hEnd),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuEventElapsedTime(pMilliseconds, hStart, hEnd) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -1507,35 +2000,51 @@ pub unsafe extern "C" fn cuEventElapsedTime_v2(
     hStart: CUevent,
     hEnd: CUevent,
 ) -> CUresult {
-    crate::entry::guard("cuEventElapsedTime_v2", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuEventElapsedTime_v2(pMilliseconds, hStart, hEnd) }
-    })
+    crate::entry::traced(
+        "cuEventElapsedTime_v2",
+        || format!("{:?}, {:?}, {:?}", pMilliseconds, hStart, hEnd),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuEventElapsedTime_v2(pMilliseconds, hStart, hEnd) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuEventQuery(hEvent: CUevent) -> CUresult {
-    crate::entry::guard("cuEventQuery", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuEventQuery(hEvent) }
-    })
+    crate::entry::traced(
+        "cuEventQuery",
+        || format!("{:?}", hEvent),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuEventQuery(hEvent) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuEventRecord(hEvent: CUevent, hStream: CUstream) -> CUresult {
-    crate::entry::guard("cuEventRecord", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuEventRecord(hEvent, hStream) }
-    })
+    crate::entry::traced(
+        "cuEventRecord",
+        || format!("{:?}, {:?}", hEvent, hStream),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuEventRecord(hEvent, hStream) }
+        },
+    )
 }
 
 /// Per-thread default stream spelling (what `CUDA_API_PER_THREAD_DEFAULT_STREAM` selects).
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuEventRecord_ptsz(hEvent: CUevent, hStream: CUstream) -> CUresult {
-    crate::entry::guard("cuEventRecord_ptsz", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuEventRecord_ptsz(hEvent, hStream) }
-    })
+    crate::entry::traced(
+        "cuEventRecord_ptsz",
+        || format!("{:?}, {:?}", hEvent, hStream),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuEventRecord_ptsz(hEvent, hStream) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -1544,10 +2053,14 @@ pub unsafe extern "C" fn cuEventRecordWithFlags(
     hStream: CUstream,
     flags: c_uint,
 ) -> CUresult {
-    crate::entry::guard("cuEventRecordWithFlags", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuEventRecordWithFlags(hEvent, hStream, flags) }
-    })
+    crate::entry::traced(
+        "cuEventRecordWithFlags",
+        || format!("{:?}, {:?}, {:?}", hEvent, hStream, flags),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuEventRecordWithFlags(hEvent, hStream, flags) }
+        },
+    )
 }
 
 /// Per-thread default stream spelling (what `CUDA_API_PER_THREAD_DEFAULT_STREAM` selects).
@@ -1557,18 +2070,26 @@ pub unsafe extern "C" fn cuEventRecordWithFlags_ptsz(
     hStream: CUstream,
     flags: c_uint,
 ) -> CUresult {
-    crate::entry::guard("cuEventRecordWithFlags_ptsz", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuEventRecordWithFlags_ptsz(hEvent, hStream, flags) }
-    })
+    crate::entry::traced(
+        "cuEventRecordWithFlags_ptsz",
+        || format!("{:?}, {:?}, {:?}", hEvent, hStream, flags),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuEventRecordWithFlags_ptsz(hEvent, hStream, flags) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuEventSynchronize(hEvent: CUevent) -> CUresult {
-    crate::entry::guard("cuEventSynchronize", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuEventSynchronize(hEvent) }
-    })
+    crate::entry::traced(
+        "cuEventSynchronize",
+        || format!("{:?}", hEvent),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuEventSynchronize(hEvent) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -1577,10 +2098,14 @@ pub unsafe extern "C" fn cuExternalMemoryGetMappedBuffer(
     extMem: CUexternalMemory,
     bufferDesc: *const CUDA_EXTERNAL_MEMORY_BUFFER_DESC,
 ) -> CUresult {
-    crate::entry::guard("cuExternalMemoryGetMappedBuffer", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuExternalMemoryGetMappedBuffer(devPtr, extMem, bufferDesc) }
-    })
+    crate::entry::traced(
+        "cuExternalMemoryGetMappedBuffer",
+        || format!("{:?}, {:?}, {:?}", devPtr, extMem, bufferDesc),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuExternalMemoryGetMappedBuffer(devPtr, extMem, bufferDesc) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -1589,10 +2114,16 @@ pub unsafe extern "C" fn cuExternalMemoryGetMappedMipmappedArray(
     extMem: CUexternalMemory,
     mipmapDesc: *const CUDA_EXTERNAL_MEMORY_MIPMAPPED_ARRAY_DESC,
 ) -> CUresult {
-    crate::entry::guard("cuExternalMemoryGetMappedMipmappedArray", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuExternalMemoryGetMappedMipmappedArray(mipmap, extMem, mipmapDesc) }
-    })
+    crate::entry::traced(
+        "cuExternalMemoryGetMappedMipmappedArray",
+        || format!("{:?}, {:?}, {:?}", mipmap, extMem, mipmapDesc),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe {
+                crate::api::cuExternalMemoryGetMappedMipmappedArray(mipmap, extMem, mipmapDesc)
+            }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -1600,10 +2131,14 @@ pub unsafe extern "C" fn cuFlushGPUDirectRDMAWrites(
     target: CUflushGPUDirectRDMAWritesTarget,
     scope: CUflushGPUDirectRDMAWritesScope,
 ) -> CUresult {
-    crate::entry::guard("cuFlushGPUDirectRDMAWrites", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuFlushGPUDirectRDMAWrites(target, scope) }
-    })
+    crate::entry::traced(
+        "cuFlushGPUDirectRDMAWrites",
+        || format!("{:?}, {:?}", target, scope),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuFlushGPUDirectRDMAWrites(target, scope) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -1612,26 +2147,38 @@ pub unsafe extern "C" fn cuFuncGetAttribute(
     attrib: CUfunction_attribute,
     hfunc: CUfunction,
 ) -> CUresult {
-    crate::entry::guard("cuFuncGetAttribute", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuFuncGetAttribute(pi, attrib, hfunc) }
-    })
+    crate::entry::traced(
+        "cuFuncGetAttribute",
+        || format!("{:?}, {:?}, {:?}", pi, attrib, hfunc),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuFuncGetAttribute(pi, attrib, hfunc) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuFuncGetModule(hmod: *mut CUmodule, hfunc: CUfunction) -> CUresult {
-    crate::entry::guard("cuFuncGetModule", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuFuncGetModule(hmod, hfunc) }
-    })
+    crate::entry::traced(
+        "cuFuncGetModule",
+        || format!("{:?}, {:?}", hmod, hfunc),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuFuncGetModule(hmod, hfunc) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuFuncGetName(name: *mut *const c_char, hfunc: CUfunction) -> CUresult {
-    crate::entry::guard("cuFuncGetName", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuFuncGetName(name, hfunc) }
-    })
+    crate::entry::traced(
+        "cuFuncGetName",
+        || format!("{:?}, {:?}", name, hfunc),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuFuncGetName(name, hfunc) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -1641,10 +2188,19 @@ pub unsafe extern "C" fn cuFuncGetParamInfo(
     paramOffset: *mut usize,
     paramSize: *mut usize,
 ) -> CUresult {
-    crate::entry::guard("cuFuncGetParamInfo", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuFuncGetParamInfo(func, paramIndex, paramOffset, paramSize) }
-    })
+    crate::entry::traced(
+        "cuFuncGetParamInfo",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}",
+                func, paramIndex, paramOffset, paramSize
+            )
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuFuncGetParamInfo(func, paramIndex, paramOffset, paramSize) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -1652,18 +2208,26 @@ pub unsafe extern "C" fn cuFuncIsLoaded(
     state: *mut CUfunctionLoadingState,
     function: CUfunction,
 ) -> CUresult {
-    crate::entry::guard("cuFuncIsLoaded", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuFuncIsLoaded(state, function) }
-    })
+    crate::entry::traced(
+        "cuFuncIsLoaded",
+        || format!("{:?}, {:?}", state, function),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuFuncIsLoaded(state, function) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuFuncLoad(function: CUfunction) -> CUresult {
-    crate::entry::guard("cuFuncLoad", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuFuncLoad(function) }
-    })
+    crate::entry::traced(
+        "cuFuncLoad",
+        || format!("{:?}", function),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuFuncLoad(function) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -1672,10 +2236,14 @@ pub unsafe extern "C" fn cuFuncSetAttribute(
     attrib: CUfunction_attribute,
     value: c_int,
 ) -> CUresult {
-    crate::entry::guard("cuFuncSetAttribute", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuFuncSetAttribute(hfunc, attrib, value) }
-    })
+    crate::entry::traced(
+        "cuFuncSetAttribute",
+        || format!("{:?}, {:?}, {:?}", hfunc, attrib, value),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuFuncSetAttribute(hfunc, attrib, value) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -1685,18 +2253,26 @@ pub unsafe extern "C" fn cuFuncSetBlockShape(
     y: c_int,
     z: c_int,
 ) -> CUresult {
-    crate::entry::guard("cuFuncSetBlockShape", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuFuncSetBlockShape(hfunc, x, y, z) }
-    })
+    crate::entry::traced(
+        "cuFuncSetBlockShape",
+        || format!("{:?}, {:?}, {:?}, {:?}", hfunc, x, y, z),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuFuncSetBlockShape(hfunc, x, y, z) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuFuncSetCacheConfig(hfunc: CUfunction, config: CUfunc_cache) -> CUresult {
-    crate::entry::guard("cuFuncSetCacheConfig", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuFuncSetCacheConfig(hfunc, config) }
-    })
+    crate::entry::traced(
+        "cuFuncSetCacheConfig",
+        || format!("{:?}, {:?}", hfunc, config),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuFuncSetCacheConfig(hfunc, config) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -1704,34 +2280,50 @@ pub unsafe extern "C" fn cuFuncSetSharedMemConfig(
     hfunc: CUfunction,
     config: CUsharedconfig,
 ) -> CUresult {
-    crate::entry::guard("cuFuncSetSharedMemConfig", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuFuncSetSharedMemConfig(hfunc, config) }
-    })
+    crate::entry::traced(
+        "cuFuncSetSharedMemConfig",
+        || format!("{:?}, {:?}", hfunc, config),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuFuncSetSharedMemConfig(hfunc, config) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuFuncSetSharedSize(hfunc: CUfunction, bytes: c_uint) -> CUresult {
-    crate::entry::guard("cuFuncSetSharedSize", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuFuncSetSharedSize(hfunc, bytes) }
-    })
+    crate::entry::traced(
+        "cuFuncSetSharedSize",
+        || format!("{:?}, {:?}", hfunc, bytes),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuFuncSetSharedSize(hfunc, bytes) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuGetErrorName(error: CUresult, pStr: *mut *const c_char) -> CUresult {
-    crate::entry::guard("cuGetErrorName", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuGetErrorName(error, pStr) }
-    })
+    crate::entry::traced(
+        "cuGetErrorName",
+        || format!("{:?}, {:?}", error, pStr),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuGetErrorName(error, pStr) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuGetErrorString(error: CUresult, pStr: *mut *const c_char) -> CUresult {
-    crate::entry::guard("cuGetErrorString", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuGetErrorString(error, pStr) }
-    })
+    crate::entry::traced(
+        "cuGetErrorString",
+        || format!("{:?}, {:?}", error, pStr),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuGetErrorString(error, pStr) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -1739,10 +2331,14 @@ pub unsafe extern "C" fn cuGetExportTable(
     ppExportTable: *mut *const c_void,
     pExportTableId: *const CUuuid,
 ) -> CUresult {
-    crate::entry::guard("cuGetExportTable", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuGetExportTable(ppExportTable, pExportTableId) }
-    })
+    crate::entry::traced(
+        "cuGetExportTable",
+        || format!("{:?}, {:?}", ppExportTable, pExportTableId),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuGetExportTable(ppExportTable, pExportTableId) }
+        },
+    )
 }
 
 /// Legacy ABI: the headers declare this spelling only under `__CUDA_API_VERSION_INTERNAL`.
@@ -1753,10 +2349,14 @@ pub unsafe extern "C" fn cuGetProcAddress(
     cudaVersion: c_int,
     flags: cuuint64_t,
 ) -> CUresult {
-    crate::entry::guard("cuGetProcAddress", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuGetProcAddress(symbol, pfn, cudaVersion, flags) }
-    })
+    crate::entry::traced(
+        "cuGetProcAddress",
+        || format!("{:?}, {:?}, {:?}, {:?}", symbol, pfn, cudaVersion, flags),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuGetProcAddress(symbol, pfn, cudaVersion, flags) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -1767,10 +2367,21 @@ pub unsafe extern "C" fn cuGetProcAddress_v2(
     flags: cuuint64_t,
     symbolStatus: *mut CUdriverProcAddressQueryResult,
 ) -> CUresult {
-    crate::entry::guard("cuGetProcAddress_v2", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuGetProcAddress_v2(symbol, pfn, cudaVersion, flags, symbolStatus) }
-    })
+    crate::entry::traced(
+        "cuGetProcAddress_v2",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}, {:?}",
+                symbol, pfn, cudaVersion, flags, symbolStatus
+            )
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe {
+                crate::api::cuGetProcAddress_v2(symbol, pfn, cudaVersion, flags, symbolStatus)
+            }
+        },
+    )
 }
 
 /// Legacy ABI: the headers declare this spelling only under `__CUDA_API_VERSION_INTERNAL`.
@@ -1780,10 +2391,14 @@ pub unsafe extern "C" fn cuGLCtxCreate(
     Flags: c_uint,
     device: CUdevice,
 ) -> CUresult {
-    crate::entry::guard("cuGLCtxCreate", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuGLCtxCreate(pCtx, Flags, device) }
-    })
+    crate::entry::traced(
+        "cuGLCtxCreate",
+        || format!("{:?}, {:?}, {:?}", pCtx, Flags, device),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuGLCtxCreate(pCtx, Flags, device) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -1792,10 +2407,14 @@ pub unsafe extern "C" fn cuGLCtxCreate_v2(
     Flags: c_uint,
     device: CUdevice,
 ) -> CUresult {
-    crate::entry::guard("cuGLCtxCreate_v2", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuGLCtxCreate_v2(pCtx, Flags, device) }
-    })
+    crate::entry::traced(
+        "cuGLCtxCreate_v2",
+        || format!("{:?}, {:?}, {:?}", pCtx, Flags, device),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuGLCtxCreate_v2(pCtx, Flags, device) }
+        },
+    )
 }
 
 /// Legacy ABI: the headers declare this spelling only under `__CUDA_API_VERSION_INTERNAL`.
@@ -1806,12 +2425,26 @@ pub unsafe extern "C" fn cuGLGetDevices(
     cudaDeviceCount: c_uint,
     deviceList: CUGLDeviceList,
 ) -> CUresult {
-    crate::entry::guard("cuGLGetDevices", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe {
-            crate::api::cuGLGetDevices(pCudaDeviceCount, pCudaDevices, cudaDeviceCount, deviceList)
-        }
-    })
+    crate::entry::traced(
+        "cuGLGetDevices",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}",
+                pCudaDeviceCount, pCudaDevices, cudaDeviceCount, deviceList
+            )
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe {
+                crate::api::cuGLGetDevices(
+                    pCudaDeviceCount,
+                    pCudaDevices,
+                    cudaDeviceCount,
+                    deviceList,
+                )
+            }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -1821,22 +2454,31 @@ pub unsafe extern "C" fn cuGLGetDevices_v2(
     cudaDeviceCount: c_uint,
     deviceList: CUGLDeviceList,
 ) -> CUresult {
-    crate::entry::guard("cuGLGetDevices_v2", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe {
-            crate::api::cuGLGetDevices_v2(
-                pCudaDeviceCount,
-                pCudaDevices,
-                cudaDeviceCount,
-                deviceList,
+    crate::entry::traced(
+        "cuGLGetDevices_v2",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}",
+                pCudaDeviceCount, pCudaDevices, cudaDeviceCount, deviceList
             )
-        }
-    })
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe {
+                crate::api::cuGLGetDevices_v2(
+                    pCudaDeviceCount,
+                    pCudaDevices,
+                    cudaDeviceCount,
+                    deviceList,
+                )
+            }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuGLInit() -> CUresult {
-    crate::entry::guard("cuGLInit", || {
+    crate::entry::traced("cuGLInit", String::new, || {
         // SAFETY: the caller upholds the driver API's contract for these arguments.
         unsafe { crate::api::cuGLInit() }
     })
@@ -1849,10 +2491,14 @@ pub unsafe extern "C" fn cuGLMapBufferObject(
     size: *mut c_uint,
     buffer: GLuint,
 ) -> CUresult {
-    crate::entry::guard("cuGLMapBufferObject", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuGLMapBufferObject(dptr, size, buffer) }
-    })
+    crate::entry::traced(
+        "cuGLMapBufferObject",
+        || format!("{:?}, {:?}, {:?}", dptr, size, buffer),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuGLMapBufferObject(dptr, size, buffer) }
+        },
+    )
 }
 
 /// Legacy ABI: the headers declare this spelling only under `__CUDA_API_VERSION_INTERNAL`.
@@ -1863,10 +2509,14 @@ pub unsafe extern "C" fn cuGLMapBufferObjectAsync(
     buffer: GLuint,
     hStream: CUstream,
 ) -> CUresult {
-    crate::entry::guard("cuGLMapBufferObjectAsync", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuGLMapBufferObjectAsync(dptr, size, buffer, hStream) }
-    })
+    crate::entry::traced(
+        "cuGLMapBufferObjectAsync",
+        || format!("{:?}, {:?}, {:?}, {:?}", dptr, size, buffer, hStream),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuGLMapBufferObjectAsync(dptr, size, buffer, hStream) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -1876,10 +2526,14 @@ pub unsafe extern "C" fn cuGLMapBufferObjectAsync_v2(
     buffer: GLuint,
     hStream: CUstream,
 ) -> CUresult {
-    crate::entry::guard("cuGLMapBufferObjectAsync_v2", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuGLMapBufferObjectAsync_v2(dptr, size, buffer, hStream) }
-    })
+    crate::entry::traced(
+        "cuGLMapBufferObjectAsync_v2",
+        || format!("{:?}, {:?}, {:?}, {:?}", dptr, size, buffer, hStream),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuGLMapBufferObjectAsync_v2(dptr, size, buffer, hStream) }
+        },
+    )
 }
 
 /// Per-thread default stream spelling (what `CUDA_API_PER_THREAD_DEFAULT_STREAM` selects).
@@ -1890,10 +2544,14 @@ pub unsafe extern "C" fn cuGLMapBufferObjectAsync_v2_ptsz(
     buffer: GLuint,
     hStream: CUstream,
 ) -> CUresult {
-    crate::entry::guard("cuGLMapBufferObjectAsync_v2_ptsz", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuGLMapBufferObjectAsync_v2_ptsz(dptr, size, buffer, hStream) }
-    })
+    crate::entry::traced(
+        "cuGLMapBufferObjectAsync_v2_ptsz",
+        || format!("{:?}, {:?}, {:?}, {:?}", dptr, size, buffer, hStream),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuGLMapBufferObjectAsync_v2_ptsz(dptr, size, buffer, hStream) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -1902,10 +2560,14 @@ pub unsafe extern "C" fn cuGLMapBufferObject_v2(
     size: *mut usize,
     buffer: GLuint,
 ) -> CUresult {
-    crate::entry::guard("cuGLMapBufferObject_v2", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuGLMapBufferObject_v2(dptr, size, buffer) }
-    })
+    crate::entry::traced(
+        "cuGLMapBufferObject_v2",
+        || format!("{:?}, {:?}, {:?}", dptr, size, buffer),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuGLMapBufferObject_v2(dptr, size, buffer) }
+        },
+    )
 }
 
 /// Per-thread default stream spelling (what `CUDA_API_PER_THREAD_DEFAULT_STREAM` selects).
@@ -1915,50 +2577,74 @@ pub unsafe extern "C" fn cuGLMapBufferObject_v2_ptds(
     size: *mut usize,
     buffer: GLuint,
 ) -> CUresult {
-    crate::entry::guard("cuGLMapBufferObject_v2_ptds", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuGLMapBufferObject_v2_ptds(dptr, size, buffer) }
-    })
+    crate::entry::traced(
+        "cuGLMapBufferObject_v2_ptds",
+        || format!("{:?}, {:?}, {:?}", dptr, size, buffer),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuGLMapBufferObject_v2_ptds(dptr, size, buffer) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuGLRegisterBufferObject(buffer: GLuint) -> CUresult {
-    crate::entry::guard("cuGLRegisterBufferObject", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuGLRegisterBufferObject(buffer) }
-    })
+    crate::entry::traced(
+        "cuGLRegisterBufferObject",
+        || format!("{:?}", buffer),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuGLRegisterBufferObject(buffer) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuGLSetBufferObjectMapFlags(buffer: GLuint, Flags: c_uint) -> CUresult {
-    crate::entry::guard("cuGLSetBufferObjectMapFlags", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuGLSetBufferObjectMapFlags(buffer, Flags) }
-    })
+    crate::entry::traced(
+        "cuGLSetBufferObjectMapFlags",
+        || format!("{:?}, {:?}", buffer, Flags),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuGLSetBufferObjectMapFlags(buffer, Flags) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuGLUnmapBufferObject(buffer: GLuint) -> CUresult {
-    crate::entry::guard("cuGLUnmapBufferObject", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuGLUnmapBufferObject(buffer) }
-    })
+    crate::entry::traced(
+        "cuGLUnmapBufferObject",
+        || format!("{:?}", buffer),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuGLUnmapBufferObject(buffer) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuGLUnmapBufferObjectAsync(buffer: GLuint, hStream: CUstream) -> CUresult {
-    crate::entry::guard("cuGLUnmapBufferObjectAsync", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuGLUnmapBufferObjectAsync(buffer, hStream) }
-    })
+    crate::entry::traced(
+        "cuGLUnmapBufferObjectAsync",
+        || format!("{:?}, {:?}", buffer, hStream),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuGLUnmapBufferObjectAsync(buffer, hStream) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuGLUnregisterBufferObject(buffer: GLuint) -> CUresult {
-    crate::entry::guard("cuGLUnregisterBufferObject", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuGLUnregisterBufferObject(buffer) }
-    })
+    crate::entry::traced(
+        "cuGLUnregisterBufferObject",
+        || format!("{:?}", buffer),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuGLUnregisterBufferObject(buffer) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -1969,18 +2655,27 @@ pub unsafe extern "C" fn cuGraphAddBatchMemOpNode(
     numDependencies: usize,
     nodeParams: *const CUDA_BATCH_MEM_OP_NODE_PARAMS,
 ) -> CUresult {
-    crate::entry::guard("cuGraphAddBatchMemOpNode", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe {
-            crate::api::cuGraphAddBatchMemOpNode(
-                phGraphNode,
-                hGraph,
-                dependencies,
-                numDependencies,
-                nodeParams,
+    crate::entry::traced(
+        "cuGraphAddBatchMemOpNode",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}, {:?}",
+                phGraphNode, hGraph, dependencies, numDependencies, nodeParams
             )
-        }
-    })
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe {
+                crate::api::cuGraphAddBatchMemOpNode(
+                    phGraphNode,
+                    hGraph,
+                    dependencies,
+                    numDependencies,
+                    nodeParams,
+                )
+            }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -1991,18 +2686,27 @@ pub unsafe extern "C" fn cuGraphAddChildGraphNode(
     numDependencies: usize,
     childGraph: CUgraph,
 ) -> CUresult {
-    crate::entry::guard("cuGraphAddChildGraphNode", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe {
-            crate::api::cuGraphAddChildGraphNode(
-                phGraphNode,
-                hGraph,
-                dependencies,
-                numDependencies,
-                childGraph,
+    crate::entry::traced(
+        "cuGraphAddChildGraphNode",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}, {:?}",
+                phGraphNode, hGraph, dependencies, numDependencies, childGraph
             )
-        }
-    })
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe {
+                crate::api::cuGraphAddChildGraphNode(
+                    phGraphNode,
+                    hGraph,
+                    dependencies,
+                    numDependencies,
+                    childGraph,
+                )
+            }
+        },
+    )
 }
 
 /// Legacy ABI: the headers declare this spelling only under `__CUDA_API_VERSION_INTERNAL`.
@@ -2013,10 +2717,14 @@ pub unsafe extern "C" fn cuGraphAddDependencies(
     to: *const CUgraphNode,
     numDependencies: usize,
 ) -> CUresult {
-    crate::entry::guard("cuGraphAddDependencies", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuGraphAddDependencies(hGraph, from, to, numDependencies) }
-    })
+    crate::entry::traced(
+        "cuGraphAddDependencies",
+        || format!("{:?}, {:?}, {:?}, {:?}", hGraph, from, to, numDependencies),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuGraphAddDependencies(hGraph, from, to, numDependencies) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -2027,12 +2735,21 @@ pub unsafe extern "C" fn cuGraphAddDependencies_v2(
     edgeData: *const CUgraphEdgeData,
     numDependencies: usize,
 ) -> CUresult {
-    crate::entry::guard("cuGraphAddDependencies_v2", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe {
-            crate::api::cuGraphAddDependencies_v2(hGraph, from, to, edgeData, numDependencies)
-        }
-    })
+    crate::entry::traced(
+        "cuGraphAddDependencies_v2",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}, {:?}",
+                hGraph, from, to, edgeData, numDependencies
+            )
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe {
+                crate::api::cuGraphAddDependencies_v2(hGraph, from, to, edgeData, numDependencies)
+            }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -2042,12 +2759,21 @@ pub unsafe extern "C" fn cuGraphAddEmptyNode(
     dependencies: *const CUgraphNode,
     numDependencies: usize,
 ) -> CUresult {
-    crate::entry::guard("cuGraphAddEmptyNode", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe {
-            crate::api::cuGraphAddEmptyNode(phGraphNode, hGraph, dependencies, numDependencies)
-        }
-    })
+    crate::entry::traced(
+        "cuGraphAddEmptyNode",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}",
+                phGraphNode, hGraph, dependencies, numDependencies
+            )
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe {
+                crate::api::cuGraphAddEmptyNode(phGraphNode, hGraph, dependencies, numDependencies)
+            }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -2058,18 +2784,27 @@ pub unsafe extern "C" fn cuGraphAddEventRecordNode(
     numDependencies: usize,
     event: CUevent,
 ) -> CUresult {
-    crate::entry::guard("cuGraphAddEventRecordNode", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe {
-            crate::api::cuGraphAddEventRecordNode(
-                phGraphNode,
-                hGraph,
-                dependencies,
-                numDependencies,
-                event,
+    crate::entry::traced(
+        "cuGraphAddEventRecordNode",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}, {:?}",
+                phGraphNode, hGraph, dependencies, numDependencies, event
             )
-        }
-    })
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe {
+                crate::api::cuGraphAddEventRecordNode(
+                    phGraphNode,
+                    hGraph,
+                    dependencies,
+                    numDependencies,
+                    event,
+                )
+            }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -2080,18 +2815,27 @@ pub unsafe extern "C" fn cuGraphAddEventWaitNode(
     numDependencies: usize,
     event: CUevent,
 ) -> CUresult {
-    crate::entry::guard("cuGraphAddEventWaitNode", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe {
-            crate::api::cuGraphAddEventWaitNode(
-                phGraphNode,
-                hGraph,
-                dependencies,
-                numDependencies,
-                event,
+    crate::entry::traced(
+        "cuGraphAddEventWaitNode",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}, {:?}",
+                phGraphNode, hGraph, dependencies, numDependencies, event
             )
-        }
-    })
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe {
+                crate::api::cuGraphAddEventWaitNode(
+                    phGraphNode,
+                    hGraph,
+                    dependencies,
+                    numDependencies,
+                    event,
+                )
+            }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -2102,18 +2846,27 @@ pub unsafe extern "C" fn cuGraphAddExternalSemaphoresSignalNode(
     numDependencies: usize,
     nodeParams: *const CUDA_EXT_SEM_SIGNAL_NODE_PARAMS,
 ) -> CUresult {
-    crate::entry::guard("cuGraphAddExternalSemaphoresSignalNode", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe {
-            crate::api::cuGraphAddExternalSemaphoresSignalNode(
-                phGraphNode,
-                hGraph,
-                dependencies,
-                numDependencies,
-                nodeParams,
+    crate::entry::traced(
+        "cuGraphAddExternalSemaphoresSignalNode",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}, {:?}",
+                phGraphNode, hGraph, dependencies, numDependencies, nodeParams
             )
-        }
-    })
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe {
+                crate::api::cuGraphAddExternalSemaphoresSignalNode(
+                    phGraphNode,
+                    hGraph,
+                    dependencies,
+                    numDependencies,
+                    nodeParams,
+                )
+            }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -2124,18 +2877,27 @@ pub unsafe extern "C" fn cuGraphAddExternalSemaphoresWaitNode(
     numDependencies: usize,
     nodeParams: *const CUDA_EXT_SEM_WAIT_NODE_PARAMS,
 ) -> CUresult {
-    crate::entry::guard("cuGraphAddExternalSemaphoresWaitNode", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe {
-            crate::api::cuGraphAddExternalSemaphoresWaitNode(
-                phGraphNode,
-                hGraph,
-                dependencies,
-                numDependencies,
-                nodeParams,
+    crate::entry::traced(
+        "cuGraphAddExternalSemaphoresWaitNode",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}, {:?}",
+                phGraphNode, hGraph, dependencies, numDependencies, nodeParams
             )
-        }
-    })
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe {
+                crate::api::cuGraphAddExternalSemaphoresWaitNode(
+                    phGraphNode,
+                    hGraph,
+                    dependencies,
+                    numDependencies,
+                    nodeParams,
+                )
+            }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -2146,18 +2908,27 @@ pub unsafe extern "C" fn cuGraphAddHostNode(
     numDependencies: usize,
     nodeParams: *const CUDA_HOST_NODE_PARAMS,
 ) -> CUresult {
-    crate::entry::guard("cuGraphAddHostNode", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe {
-            crate::api::cuGraphAddHostNode(
-                phGraphNode,
-                hGraph,
-                dependencies,
-                numDependencies,
-                nodeParams,
+    crate::entry::traced(
+        "cuGraphAddHostNode",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}, {:?}",
+                phGraphNode, hGraph, dependencies, numDependencies, nodeParams
             )
-        }
-    })
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe {
+                crate::api::cuGraphAddHostNode(
+                    phGraphNode,
+                    hGraph,
+                    dependencies,
+                    numDependencies,
+                    nodeParams,
+                )
+            }
+        },
+    )
 }
 
 /// Legacy ABI: the headers declare this spelling only under `__CUDA_API_VERSION_INTERNAL`.
@@ -2169,18 +2940,27 @@ pub unsafe extern "C" fn cuGraphAddKernelNode(
     numDependencies: usize,
     nodeParams: *const CUDA_KERNEL_NODE_PARAMS_v1,
 ) -> CUresult {
-    crate::entry::guard("cuGraphAddKernelNode", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe {
-            crate::api::cuGraphAddKernelNode(
-                phGraphNode,
-                hGraph,
-                dependencies,
-                numDependencies,
-                nodeParams,
+    crate::entry::traced(
+        "cuGraphAddKernelNode",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}, {:?}",
+                phGraphNode, hGraph, dependencies, numDependencies, nodeParams
             )
-        }
-    })
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe {
+                crate::api::cuGraphAddKernelNode(
+                    phGraphNode,
+                    hGraph,
+                    dependencies,
+                    numDependencies,
+                    nodeParams,
+                )
+            }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -2191,18 +2971,27 @@ pub unsafe extern "C" fn cuGraphAddKernelNode_v2(
     numDependencies: usize,
     nodeParams: *const CUDA_KERNEL_NODE_PARAMS,
 ) -> CUresult {
-    crate::entry::guard("cuGraphAddKernelNode_v2", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe {
-            crate::api::cuGraphAddKernelNode_v2(
-                phGraphNode,
-                hGraph,
-                dependencies,
-                numDependencies,
-                nodeParams,
+    crate::entry::traced(
+        "cuGraphAddKernelNode_v2",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}, {:?}",
+                phGraphNode, hGraph, dependencies, numDependencies, nodeParams
             )
-        }
-    })
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe {
+                crate::api::cuGraphAddKernelNode_v2(
+                    phGraphNode,
+                    hGraph,
+                    dependencies,
+                    numDependencies,
+                    nodeParams,
+                )
+            }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -2213,18 +3002,27 @@ pub unsafe extern "C" fn cuGraphAddMemAllocNode(
     numDependencies: usize,
     nodeParams: *mut CUDA_MEM_ALLOC_NODE_PARAMS,
 ) -> CUresult {
-    crate::entry::guard("cuGraphAddMemAllocNode", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe {
-            crate::api::cuGraphAddMemAllocNode(
-                phGraphNode,
-                hGraph,
-                dependencies,
-                numDependencies,
-                nodeParams,
+    crate::entry::traced(
+        "cuGraphAddMemAllocNode",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}, {:?}",
+                phGraphNode, hGraph, dependencies, numDependencies, nodeParams
             )
-        }
-    })
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe {
+                crate::api::cuGraphAddMemAllocNode(
+                    phGraphNode,
+                    hGraph,
+                    dependencies,
+                    numDependencies,
+                    nodeParams,
+                )
+            }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -2236,19 +3034,28 @@ pub unsafe extern "C" fn cuGraphAddMemcpyNode(
     copyParams: *const CUDA_MEMCPY3D,
     ctx: CUcontext,
 ) -> CUresult {
-    crate::entry::guard("cuGraphAddMemcpyNode", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe {
-            crate::api::cuGraphAddMemcpyNode(
-                phGraphNode,
-                hGraph,
-                dependencies,
-                numDependencies,
-                copyParams,
-                ctx,
+    crate::entry::traced(
+        "cuGraphAddMemcpyNode",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}, {:?}, {:?}",
+                phGraphNode, hGraph, dependencies, numDependencies, copyParams, ctx
             )
-        }
-    })
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe {
+                crate::api::cuGraphAddMemcpyNode(
+                    phGraphNode,
+                    hGraph,
+                    dependencies,
+                    numDependencies,
+                    copyParams,
+                    ctx,
+                )
+            }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -2259,18 +3066,27 @@ pub unsafe extern "C" fn cuGraphAddMemFreeNode(
     numDependencies: usize,
     dptr: CUdeviceptr,
 ) -> CUresult {
-    crate::entry::guard("cuGraphAddMemFreeNode", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe {
-            crate::api::cuGraphAddMemFreeNode(
-                phGraphNode,
-                hGraph,
-                dependencies,
-                numDependencies,
-                dptr,
+    crate::entry::traced(
+        "cuGraphAddMemFreeNode",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}, {:?}",
+                phGraphNode, hGraph, dependencies, numDependencies, dptr
             )
-        }
-    })
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe {
+                crate::api::cuGraphAddMemFreeNode(
+                    phGraphNode,
+                    hGraph,
+                    dependencies,
+                    numDependencies,
+                    dptr,
+                )
+            }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -2282,19 +3098,28 @@ pub unsafe extern "C" fn cuGraphAddMemsetNode(
     memsetParams: *const CUDA_MEMSET_NODE_PARAMS,
     ctx: CUcontext,
 ) -> CUresult {
-    crate::entry::guard("cuGraphAddMemsetNode", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe {
-            crate::api::cuGraphAddMemsetNode(
-                phGraphNode,
-                hGraph,
-                dependencies,
-                numDependencies,
-                memsetParams,
-                ctx,
+    crate::entry::traced(
+        "cuGraphAddMemsetNode",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}, {:?}, {:?}",
+                phGraphNode, hGraph, dependencies, numDependencies, memsetParams, ctx
             )
-        }
-    })
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe {
+                crate::api::cuGraphAddMemsetNode(
+                    phGraphNode,
+                    hGraph,
+                    dependencies,
+                    numDependencies,
+                    memsetParams,
+                    ctx,
+                )
+            }
+        },
+    )
 }
 
 /// Legacy ABI: the headers declare this spelling only under `__CUDA_API_VERSION_INTERNAL`.
@@ -2306,18 +3131,27 @@ pub unsafe extern "C" fn cuGraphAddNode(
     numDependencies: usize,
     nodeParams: *mut CUgraphNodeParams,
 ) -> CUresult {
-    crate::entry::guard("cuGraphAddNode", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe {
-            crate::api::cuGraphAddNode(
-                phGraphNode,
-                hGraph,
-                dependencies,
-                numDependencies,
-                nodeParams,
+    crate::entry::traced(
+        "cuGraphAddNode",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}, {:?}",
+                phGraphNode, hGraph, dependencies, numDependencies, nodeParams
             )
-        }
-    })
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe {
+                crate::api::cuGraphAddNode(
+                    phGraphNode,
+                    hGraph,
+                    dependencies,
+                    numDependencies,
+                    nodeParams,
+                )
+            }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -2329,19 +3163,28 @@ pub unsafe extern "C" fn cuGraphAddNode_v2(
     numDependencies: usize,
     nodeParams: *mut CUgraphNodeParams,
 ) -> CUresult {
-    crate::entry::guard("cuGraphAddNode_v2", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe {
-            crate::api::cuGraphAddNode_v2(
-                phGraphNode,
-                hGraph,
-                dependencies,
-                dependencyData,
-                numDependencies,
-                nodeParams,
+    crate::entry::traced(
+        "cuGraphAddNode_v2",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}, {:?}, {:?}",
+                phGraphNode, hGraph, dependencies, dependencyData, numDependencies, nodeParams
             )
-        }
-    })
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe {
+                crate::api::cuGraphAddNode_v2(
+                    phGraphNode,
+                    hGraph,
+                    dependencies,
+                    dependencyData,
+                    numDependencies,
+                    nodeParams,
+                )
+            }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -2349,10 +3192,14 @@ pub unsafe extern "C" fn cuGraphBatchMemOpNodeGetParams(
     hNode: CUgraphNode,
     nodeParams_out: *mut CUDA_BATCH_MEM_OP_NODE_PARAMS,
 ) -> CUresult {
-    crate::entry::guard("cuGraphBatchMemOpNodeGetParams", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuGraphBatchMemOpNodeGetParams(hNode, nodeParams_out) }
-    })
+    crate::entry::traced(
+        "cuGraphBatchMemOpNodeGetParams",
+        || format!("{:?}, {:?}", hNode, nodeParams_out),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuGraphBatchMemOpNodeGetParams(hNode, nodeParams_out) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -2360,10 +3207,14 @@ pub unsafe extern "C" fn cuGraphBatchMemOpNodeSetParams(
     hNode: CUgraphNode,
     nodeParams: *const CUDA_BATCH_MEM_OP_NODE_PARAMS,
 ) -> CUresult {
-    crate::entry::guard("cuGraphBatchMemOpNodeSetParams", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuGraphBatchMemOpNodeSetParams(hNode, nodeParams) }
-    })
+    crate::entry::traced(
+        "cuGraphBatchMemOpNodeSetParams",
+        || format!("{:?}, {:?}", hNode, nodeParams),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuGraphBatchMemOpNodeSetParams(hNode, nodeParams) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -2371,10 +3222,14 @@ pub unsafe extern "C" fn cuGraphChildGraphNodeGetGraph(
     hNode: CUgraphNode,
     phGraph: *mut CUgraph,
 ) -> CUresult {
-    crate::entry::guard("cuGraphChildGraphNodeGetGraph", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuGraphChildGraphNodeGetGraph(hNode, phGraph) }
-    })
+    crate::entry::traced(
+        "cuGraphChildGraphNodeGetGraph",
+        || format!("{:?}, {:?}", hNode, phGraph),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuGraphChildGraphNodeGetGraph(hNode, phGraph) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -2382,10 +3237,14 @@ pub unsafe extern "C" fn cuGraphClone(
     phGraphClone: *mut CUgraph,
     originalGraph: CUgraph,
 ) -> CUresult {
-    crate::entry::guard("cuGraphClone", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuGraphClone(phGraphClone, originalGraph) }
-    })
+    crate::entry::traced(
+        "cuGraphClone",
+        || format!("{:?}, {:?}", phGraphClone, originalGraph),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuGraphClone(phGraphClone, originalGraph) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -2396,26 +3255,39 @@ pub unsafe extern "C" fn cuGraphConditionalHandleCreate(
     defaultLaunchValue: c_uint,
     flags: c_uint,
 ) -> CUresult {
-    crate::entry::guard("cuGraphConditionalHandleCreate", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe {
-            crate::api::cuGraphConditionalHandleCreate(
-                pHandle_out,
-                hGraph,
-                ctx,
-                defaultLaunchValue,
-                flags,
+    crate::entry::traced(
+        "cuGraphConditionalHandleCreate",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}, {:?}",
+                pHandle_out, hGraph, ctx, defaultLaunchValue, flags
             )
-        }
-    })
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe {
+                crate::api::cuGraphConditionalHandleCreate(
+                    pHandle_out,
+                    hGraph,
+                    ctx,
+                    defaultLaunchValue,
+                    flags,
+                )
+            }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuGraphCreate(phGraph: *mut CUgraph, flags: c_uint) -> CUresult {
-    crate::entry::guard("cuGraphCreate", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuGraphCreate(phGraph, flags) }
-    })
+    crate::entry::traced(
+        "cuGraphCreate",
+        || format!("{:?}, {:?}", phGraph, flags),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuGraphCreate(phGraph, flags) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -2424,26 +3296,38 @@ pub unsafe extern "C" fn cuGraphDebugDotPrint(
     path: *const c_char,
     flags: c_uint,
 ) -> CUresult {
-    crate::entry::guard("cuGraphDebugDotPrint", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuGraphDebugDotPrint(hGraph, path, flags) }
-    })
+    crate::entry::traced(
+        "cuGraphDebugDotPrint",
+        || format!("{:?}, {:?}, {:?}", hGraph, path, flags),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuGraphDebugDotPrint(hGraph, path, flags) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuGraphDestroy(hGraph: CUgraph) -> CUresult {
-    crate::entry::guard("cuGraphDestroy", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuGraphDestroy(hGraph) }
-    })
+    crate::entry::traced(
+        "cuGraphDestroy",
+        || format!("{:?}", hGraph),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuGraphDestroy(hGraph) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuGraphDestroyNode(hNode: CUgraphNode) -> CUresult {
-    crate::entry::guard("cuGraphDestroyNode", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuGraphDestroyNode(hNode) }
-    })
+    crate::entry::traced(
+        "cuGraphDestroyNode",
+        || format!("{:?}", hNode),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuGraphDestroyNode(hNode) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -2451,10 +3335,14 @@ pub unsafe extern "C" fn cuGraphEventRecordNodeGetEvent(
     hNode: CUgraphNode,
     event_out: *mut CUevent,
 ) -> CUresult {
-    crate::entry::guard("cuGraphEventRecordNodeGetEvent", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuGraphEventRecordNodeGetEvent(hNode, event_out) }
-    })
+    crate::entry::traced(
+        "cuGraphEventRecordNodeGetEvent",
+        || format!("{:?}, {:?}", hNode, event_out),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuGraphEventRecordNodeGetEvent(hNode, event_out) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -2462,10 +3350,14 @@ pub unsafe extern "C" fn cuGraphEventRecordNodeSetEvent(
     hNode: CUgraphNode,
     event: CUevent,
 ) -> CUresult {
-    crate::entry::guard("cuGraphEventRecordNodeSetEvent", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuGraphEventRecordNodeSetEvent(hNode, event) }
-    })
+    crate::entry::traced(
+        "cuGraphEventRecordNodeSetEvent",
+        || format!("{:?}, {:?}", hNode, event),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuGraphEventRecordNodeSetEvent(hNode, event) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -2473,10 +3365,14 @@ pub unsafe extern "C" fn cuGraphEventWaitNodeGetEvent(
     hNode: CUgraphNode,
     event_out: *mut CUevent,
 ) -> CUresult {
-    crate::entry::guard("cuGraphEventWaitNodeGetEvent", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuGraphEventWaitNodeGetEvent(hNode, event_out) }
-    })
+    crate::entry::traced(
+        "cuGraphEventWaitNodeGetEvent",
+        || format!("{:?}, {:?}", hNode, event_out),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuGraphEventWaitNodeGetEvent(hNode, event_out) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -2484,10 +3380,14 @@ pub unsafe extern "C" fn cuGraphEventWaitNodeSetEvent(
     hNode: CUgraphNode,
     event: CUevent,
 ) -> CUresult {
-    crate::entry::guard("cuGraphEventWaitNodeSetEvent", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuGraphEventWaitNodeSetEvent(hNode, event) }
-    })
+    crate::entry::traced(
+        "cuGraphEventWaitNodeSetEvent",
+        || format!("{:?}, {:?}", hNode, event),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuGraphEventWaitNodeSetEvent(hNode, event) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -2496,10 +3396,14 @@ pub unsafe extern "C" fn cuGraphExecBatchMemOpNodeSetParams(
     hNode: CUgraphNode,
     nodeParams: *const CUDA_BATCH_MEM_OP_NODE_PARAMS,
 ) -> CUresult {
-    crate::entry::guard("cuGraphExecBatchMemOpNodeSetParams", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuGraphExecBatchMemOpNodeSetParams(hGraphExec, hNode, nodeParams) }
-    })
+    crate::entry::traced(
+        "cuGraphExecBatchMemOpNodeSetParams",
+        || format!("{:?}, {:?}, {:?}", hGraphExec, hNode, nodeParams),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuGraphExecBatchMemOpNodeSetParams(hGraphExec, hNode, nodeParams) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -2508,18 +3412,26 @@ pub unsafe extern "C" fn cuGraphExecChildGraphNodeSetParams(
     hNode: CUgraphNode,
     childGraph: CUgraph,
 ) -> CUresult {
-    crate::entry::guard("cuGraphExecChildGraphNodeSetParams", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuGraphExecChildGraphNodeSetParams(hGraphExec, hNode, childGraph) }
-    })
+    crate::entry::traced(
+        "cuGraphExecChildGraphNodeSetParams",
+        || format!("{:?}, {:?}, {:?}", hGraphExec, hNode, childGraph),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuGraphExecChildGraphNodeSetParams(hGraphExec, hNode, childGraph) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuGraphExecDestroy(hGraphExec: CUgraphExec) -> CUresult {
-    crate::entry::guard("cuGraphExecDestroy", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuGraphExecDestroy(hGraphExec) }
-    })
+    crate::entry::traced(
+        "cuGraphExecDestroy",
+        || format!("{:?}", hGraphExec),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuGraphExecDestroy(hGraphExec) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -2528,10 +3440,14 @@ pub unsafe extern "C" fn cuGraphExecEventRecordNodeSetEvent(
     hNode: CUgraphNode,
     event: CUevent,
 ) -> CUresult {
-    crate::entry::guard("cuGraphExecEventRecordNodeSetEvent", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuGraphExecEventRecordNodeSetEvent(hGraphExec, hNode, event) }
-    })
+    crate::entry::traced(
+        "cuGraphExecEventRecordNodeSetEvent",
+        || format!("{:?}, {:?}, {:?}", hGraphExec, hNode, event),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuGraphExecEventRecordNodeSetEvent(hGraphExec, hNode, event) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -2540,10 +3456,14 @@ pub unsafe extern "C" fn cuGraphExecEventWaitNodeSetEvent(
     hNode: CUgraphNode,
     event: CUevent,
 ) -> CUresult {
-    crate::entry::guard("cuGraphExecEventWaitNodeSetEvent", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuGraphExecEventWaitNodeSetEvent(hGraphExec, hNode, event) }
-    })
+    crate::entry::traced(
+        "cuGraphExecEventWaitNodeSetEvent",
+        || format!("{:?}, {:?}, {:?}", hGraphExec, hNode, event),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuGraphExecEventWaitNodeSetEvent(hGraphExec, hNode, event) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -2552,14 +3472,18 @@ pub unsafe extern "C" fn cuGraphExecExternalSemaphoresSignalNodeSetParams(
     hNode: CUgraphNode,
     nodeParams: *const CUDA_EXT_SEM_SIGNAL_NODE_PARAMS,
 ) -> CUresult {
-    crate::entry::guard("cuGraphExecExternalSemaphoresSignalNodeSetParams", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe {
-            crate::api::cuGraphExecExternalSemaphoresSignalNodeSetParams(
-                hGraphExec, hNode, nodeParams,
-            )
-        }
-    })
+    crate::entry::traced(
+        "cuGraphExecExternalSemaphoresSignalNodeSetParams",
+        || format!("{:?}, {:?}, {:?}", hGraphExec, hNode, nodeParams),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe {
+                crate::api::cuGraphExecExternalSemaphoresSignalNodeSetParams(
+                    hGraphExec, hNode, nodeParams,
+                )
+            }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -2568,14 +3492,18 @@ pub unsafe extern "C" fn cuGraphExecExternalSemaphoresWaitNodeSetParams(
     hNode: CUgraphNode,
     nodeParams: *const CUDA_EXT_SEM_WAIT_NODE_PARAMS,
 ) -> CUresult {
-    crate::entry::guard("cuGraphExecExternalSemaphoresWaitNodeSetParams", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe {
-            crate::api::cuGraphExecExternalSemaphoresWaitNodeSetParams(
-                hGraphExec, hNode, nodeParams,
-            )
-        }
-    })
+    crate::entry::traced(
+        "cuGraphExecExternalSemaphoresWaitNodeSetParams",
+        || format!("{:?}, {:?}, {:?}", hGraphExec, hNode, nodeParams),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe {
+                crate::api::cuGraphExecExternalSemaphoresWaitNodeSetParams(
+                    hGraphExec, hNode, nodeParams,
+                )
+            }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -2583,10 +3511,14 @@ pub unsafe extern "C" fn cuGraphExecGetFlags(
     hGraphExec: CUgraphExec,
     flags: *mut cuuint64_t,
 ) -> CUresult {
-    crate::entry::guard("cuGraphExecGetFlags", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuGraphExecGetFlags(hGraphExec, flags) }
-    })
+    crate::entry::traced(
+        "cuGraphExecGetFlags",
+        || format!("{:?}, {:?}", hGraphExec, flags),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuGraphExecGetFlags(hGraphExec, flags) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -2595,10 +3527,14 @@ pub unsafe extern "C" fn cuGraphExecHostNodeSetParams(
     hNode: CUgraphNode,
     nodeParams: *const CUDA_HOST_NODE_PARAMS,
 ) -> CUresult {
-    crate::entry::guard("cuGraphExecHostNodeSetParams", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuGraphExecHostNodeSetParams(hGraphExec, hNode, nodeParams) }
-    })
+    crate::entry::traced(
+        "cuGraphExecHostNodeSetParams",
+        || format!("{:?}, {:?}, {:?}", hGraphExec, hNode, nodeParams),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuGraphExecHostNodeSetParams(hGraphExec, hNode, nodeParams) }
+        },
+    )
 }
 
 /// Legacy ABI: the headers declare this spelling only under `__CUDA_API_VERSION_INTERNAL`.
@@ -2608,10 +3544,14 @@ pub unsafe extern "C" fn cuGraphExecKernelNodeSetParams(
     hNode: CUgraphNode,
     nodeParams: *const CUDA_KERNEL_NODE_PARAMS_v1,
 ) -> CUresult {
-    crate::entry::guard("cuGraphExecKernelNodeSetParams", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuGraphExecKernelNodeSetParams(hGraphExec, hNode, nodeParams) }
-    })
+    crate::entry::traced(
+        "cuGraphExecKernelNodeSetParams",
+        || format!("{:?}, {:?}, {:?}", hGraphExec, hNode, nodeParams),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuGraphExecKernelNodeSetParams(hGraphExec, hNode, nodeParams) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -2620,10 +3560,14 @@ pub unsafe extern "C" fn cuGraphExecKernelNodeSetParams_v2(
     hNode: CUgraphNode,
     nodeParams: *const CUDA_KERNEL_NODE_PARAMS,
 ) -> CUresult {
-    crate::entry::guard("cuGraphExecKernelNodeSetParams_v2", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuGraphExecKernelNodeSetParams_v2(hGraphExec, hNode, nodeParams) }
-    })
+    crate::entry::traced(
+        "cuGraphExecKernelNodeSetParams_v2",
+        || format!("{:?}, {:?}, {:?}", hGraphExec, hNode, nodeParams),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuGraphExecKernelNodeSetParams_v2(hGraphExec, hNode, nodeParams) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -2633,10 +3577,16 @@ pub unsafe extern "C" fn cuGraphExecMemcpyNodeSetParams(
     copyParams: *const CUDA_MEMCPY3D,
     ctx: CUcontext,
 ) -> CUresult {
-    crate::entry::guard("cuGraphExecMemcpyNodeSetParams", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuGraphExecMemcpyNodeSetParams(hGraphExec, hNode, copyParams, ctx) }
-    })
+    crate::entry::traced(
+        "cuGraphExecMemcpyNodeSetParams",
+        || format!("{:?}, {:?}, {:?}, {:?}", hGraphExec, hNode, copyParams, ctx),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe {
+                crate::api::cuGraphExecMemcpyNodeSetParams(hGraphExec, hNode, copyParams, ctx)
+            }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -2646,10 +3596,21 @@ pub unsafe extern "C" fn cuGraphExecMemsetNodeSetParams(
     memsetParams: *const CUDA_MEMSET_NODE_PARAMS,
     ctx: CUcontext,
 ) -> CUresult {
-    crate::entry::guard("cuGraphExecMemsetNodeSetParams", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuGraphExecMemsetNodeSetParams(hGraphExec, hNode, memsetParams, ctx) }
-    })
+    crate::entry::traced(
+        "cuGraphExecMemsetNodeSetParams",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}",
+                hGraphExec, hNode, memsetParams, ctx
+            )
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe {
+                crate::api::cuGraphExecMemsetNodeSetParams(hGraphExec, hNode, memsetParams, ctx)
+            }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -2658,10 +3619,14 @@ pub unsafe extern "C" fn cuGraphExecNodeSetParams(
     hNode: CUgraphNode,
     nodeParams: *mut CUgraphNodeParams,
 ) -> CUresult {
-    crate::entry::guard("cuGraphExecNodeSetParams", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuGraphExecNodeSetParams(hGraphExec, hNode, nodeParams) }
-    })
+    crate::entry::traced(
+        "cuGraphExecNodeSetParams",
+        || format!("{:?}, {:?}, {:?}", hGraphExec, hNode, nodeParams),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuGraphExecNodeSetParams(hGraphExec, hNode, nodeParams) }
+        },
+    )
 }
 
 /// Legacy ABI: the headers declare this spelling only under `__CUDA_API_VERSION_INTERNAL`.
@@ -2672,12 +3637,21 @@ pub unsafe extern "C" fn cuGraphExecUpdate(
     hErrorNode_out: *mut CUgraphNode,
     updateResult_out: *mut CUgraphExecUpdateResult,
 ) -> CUresult {
-    crate::entry::guard("cuGraphExecUpdate", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe {
-            crate::api::cuGraphExecUpdate(hGraphExec, hGraph, hErrorNode_out, updateResult_out)
-        }
-    })
+    crate::entry::traced(
+        "cuGraphExecUpdate",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}",
+                hGraphExec, hGraph, hErrorNode_out, updateResult_out
+            )
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe {
+                crate::api::cuGraphExecUpdate(hGraphExec, hGraph, hErrorNode_out, updateResult_out)
+            }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -2686,10 +3660,14 @@ pub unsafe extern "C" fn cuGraphExecUpdate_v2(
     hGraph: CUgraph,
     resultInfo: *mut CUgraphExecUpdateResultInfo,
 ) -> CUresult {
-    crate::entry::guard("cuGraphExecUpdate_v2", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuGraphExecUpdate_v2(hGraphExec, hGraph, resultInfo) }
-    })
+    crate::entry::traced(
+        "cuGraphExecUpdate_v2",
+        || format!("{:?}, {:?}, {:?}", hGraphExec, hGraph, resultInfo),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuGraphExecUpdate_v2(hGraphExec, hGraph, resultInfo) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -2697,10 +3675,14 @@ pub unsafe extern "C" fn cuGraphExternalSemaphoresSignalNodeGetParams(
     hNode: CUgraphNode,
     params_out: *mut CUDA_EXT_SEM_SIGNAL_NODE_PARAMS,
 ) -> CUresult {
-    crate::entry::guard("cuGraphExternalSemaphoresSignalNodeGetParams", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuGraphExternalSemaphoresSignalNodeGetParams(hNode, params_out) }
-    })
+    crate::entry::traced(
+        "cuGraphExternalSemaphoresSignalNodeGetParams",
+        || format!("{:?}, {:?}", hNode, params_out),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuGraphExternalSemaphoresSignalNodeGetParams(hNode, params_out) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -2708,10 +3690,14 @@ pub unsafe extern "C" fn cuGraphExternalSemaphoresSignalNodeSetParams(
     hNode: CUgraphNode,
     nodeParams: *const CUDA_EXT_SEM_SIGNAL_NODE_PARAMS,
 ) -> CUresult {
-    crate::entry::guard("cuGraphExternalSemaphoresSignalNodeSetParams", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuGraphExternalSemaphoresSignalNodeSetParams(hNode, nodeParams) }
-    })
+    crate::entry::traced(
+        "cuGraphExternalSemaphoresSignalNodeSetParams",
+        || format!("{:?}, {:?}", hNode, nodeParams),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuGraphExternalSemaphoresSignalNodeSetParams(hNode, nodeParams) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -2719,10 +3705,14 @@ pub unsafe extern "C" fn cuGraphExternalSemaphoresWaitNodeGetParams(
     hNode: CUgraphNode,
     params_out: *mut CUDA_EXT_SEM_WAIT_NODE_PARAMS,
 ) -> CUresult {
-    crate::entry::guard("cuGraphExternalSemaphoresWaitNodeGetParams", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuGraphExternalSemaphoresWaitNodeGetParams(hNode, params_out) }
-    })
+    crate::entry::traced(
+        "cuGraphExternalSemaphoresWaitNodeGetParams",
+        || format!("{:?}, {:?}", hNode, params_out),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuGraphExternalSemaphoresWaitNodeGetParams(hNode, params_out) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -2730,10 +3720,14 @@ pub unsafe extern "C" fn cuGraphExternalSemaphoresWaitNodeSetParams(
     hNode: CUgraphNode,
     nodeParams: *const CUDA_EXT_SEM_WAIT_NODE_PARAMS,
 ) -> CUresult {
-    crate::entry::guard("cuGraphExternalSemaphoresWaitNodeSetParams", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuGraphExternalSemaphoresWaitNodeSetParams(hNode, nodeParams) }
-    })
+    crate::entry::traced(
+        "cuGraphExternalSemaphoresWaitNodeSetParams",
+        || format!("{:?}, {:?}", hNode, nodeParams),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuGraphExternalSemaphoresWaitNodeSetParams(hNode, nodeParams) }
+        },
+    )
 }
 
 /// Legacy ABI: the headers declare this spelling only under `__CUDA_API_VERSION_INTERNAL`.
@@ -2744,10 +3738,14 @@ pub unsafe extern "C" fn cuGraphGetEdges(
     to: *mut CUgraphNode,
     numEdges: *mut usize,
 ) -> CUresult {
-    crate::entry::guard("cuGraphGetEdges", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuGraphGetEdges(hGraph, from, to, numEdges) }
-    })
+    crate::entry::traced(
+        "cuGraphGetEdges",
+        || format!("{:?}, {:?}, {:?}, {:?}", hGraph, from, to, numEdges),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuGraphGetEdges(hGraph, from, to, numEdges) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -2758,10 +3756,19 @@ pub unsafe extern "C" fn cuGraphGetEdges_v2(
     edgeData: *mut CUgraphEdgeData,
     numEdges: *mut usize,
 ) -> CUresult {
-    crate::entry::guard("cuGraphGetEdges_v2", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuGraphGetEdges_v2(hGraph, from, to, edgeData, numEdges) }
-    })
+    crate::entry::traced(
+        "cuGraphGetEdges_v2",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}, {:?}",
+                hGraph, from, to, edgeData, numEdges
+            )
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuGraphGetEdges_v2(hGraph, from, to, edgeData, numEdges) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -2770,10 +3777,14 @@ pub unsafe extern "C" fn cuGraphGetNodes(
     nodes: *mut CUgraphNode,
     numNodes: *mut usize,
 ) -> CUresult {
-    crate::entry::guard("cuGraphGetNodes", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuGraphGetNodes(hGraph, nodes, numNodes) }
-    })
+    crate::entry::traced(
+        "cuGraphGetNodes",
+        || format!("{:?}, {:?}, {:?}", hGraph, nodes, numNodes),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuGraphGetNodes(hGraph, nodes, numNodes) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -2782,10 +3793,14 @@ pub unsafe extern "C" fn cuGraphGetRootNodes(
     rootNodes: *mut CUgraphNode,
     numRootNodes: *mut usize,
 ) -> CUresult {
-    crate::entry::guard("cuGraphGetRootNodes", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuGraphGetRootNodes(hGraph, rootNodes, numRootNodes) }
-    })
+    crate::entry::traced(
+        "cuGraphGetRootNodes",
+        || format!("{:?}, {:?}, {:?}", hGraph, rootNodes, numRootNodes),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuGraphGetRootNodes(hGraph, rootNodes, numRootNodes) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -2793,10 +3808,14 @@ pub unsafe extern "C" fn cuGraphHostNodeGetParams(
     hNode: CUgraphNode,
     nodeParams: *mut CUDA_HOST_NODE_PARAMS,
 ) -> CUresult {
-    crate::entry::guard("cuGraphHostNodeGetParams", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuGraphHostNodeGetParams(hNode, nodeParams) }
-    })
+    crate::entry::traced(
+        "cuGraphHostNodeGetParams",
+        || format!("{:?}, {:?}", hNode, nodeParams),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuGraphHostNodeGetParams(hNode, nodeParams) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -2804,10 +3823,14 @@ pub unsafe extern "C" fn cuGraphHostNodeSetParams(
     hNode: CUgraphNode,
     nodeParams: *const CUDA_HOST_NODE_PARAMS,
 ) -> CUresult {
-    crate::entry::guard("cuGraphHostNodeSetParams", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuGraphHostNodeSetParams(hNode, nodeParams) }
-    })
+    crate::entry::traced(
+        "cuGraphHostNodeSetParams",
+        || format!("{:?}, {:?}", hNode, nodeParams),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuGraphHostNodeSetParams(hNode, nodeParams) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -2816,10 +3839,14 @@ pub unsafe extern "C" fn cuGraphicsEGLRegisterImage(
     image: EGLImageKHR,
     flags: c_uint,
 ) -> CUresult {
-    crate::entry::guard("cuGraphicsEGLRegisterImage", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuGraphicsEGLRegisterImage(pCudaResource, image, flags) }
-    })
+    crate::entry::traced(
+        "cuGraphicsEGLRegisterImage",
+        || format!("{:?}, {:?}, {:?}", pCudaResource, image, flags),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuGraphicsEGLRegisterImage(pCudaResource, image, flags) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -2828,10 +3855,14 @@ pub unsafe extern "C" fn cuGraphicsGLRegisterBuffer(
     buffer: GLuint,
     Flags: c_uint,
 ) -> CUresult {
-    crate::entry::guard("cuGraphicsGLRegisterBuffer", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuGraphicsGLRegisterBuffer(pCudaResource, buffer, Flags) }
-    })
+    crate::entry::traced(
+        "cuGraphicsGLRegisterBuffer",
+        || format!("{:?}, {:?}, {:?}", pCudaResource, buffer, Flags),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuGraphicsGLRegisterBuffer(pCudaResource, buffer, Flags) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -2841,10 +3872,19 @@ pub unsafe extern "C" fn cuGraphicsGLRegisterImage(
     target: GLenum,
     Flags: c_uint,
 ) -> CUresult {
-    crate::entry::guard("cuGraphicsGLRegisterImage", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuGraphicsGLRegisterImage(pCudaResource, image, target, Flags) }
-    })
+    crate::entry::traced(
+        "cuGraphicsGLRegisterImage",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}",
+                pCudaResource, image, target, Flags
+            )
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuGraphicsGLRegisterImage(pCudaResource, image, target, Flags) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -2853,10 +3893,14 @@ pub unsafe extern "C" fn cuGraphicsMapResources(
     resources: *mut CUgraphicsResource,
     hStream: CUstream,
 ) -> CUresult {
-    crate::entry::guard("cuGraphicsMapResources", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuGraphicsMapResources(count, resources, hStream) }
-    })
+    crate::entry::traced(
+        "cuGraphicsMapResources",
+        || format!("{:?}, {:?}, {:?}", count, resources, hStream),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuGraphicsMapResources(count, resources, hStream) }
+        },
+    )
 }
 
 /// Per-thread default stream spelling (what `CUDA_API_PER_THREAD_DEFAULT_STREAM` selects).
@@ -2866,10 +3910,14 @@ pub unsafe extern "C" fn cuGraphicsMapResources_ptsz(
     resources: *mut CUgraphicsResource,
     hStream: CUstream,
 ) -> CUresult {
-    crate::entry::guard("cuGraphicsMapResources_ptsz", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuGraphicsMapResources_ptsz(count, resources, hStream) }
-    })
+    crate::entry::traced(
+        "cuGraphicsMapResources_ptsz",
+        || format!("{:?}, {:?}, {:?}", count, resources, hStream),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuGraphicsMapResources_ptsz(count, resources, hStream) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -2879,12 +3927,21 @@ pub unsafe extern "C" fn cuGraphicsResourceGetMappedEglFrame(
     index: c_uint,
     mipLevel: c_uint,
 ) -> CUresult {
-    crate::entry::guard("cuGraphicsResourceGetMappedEglFrame", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe {
-            crate::api::cuGraphicsResourceGetMappedEglFrame(eglFrame, resource, index, mipLevel)
-        }
-    })
+    crate::entry::traced(
+        "cuGraphicsResourceGetMappedEglFrame",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}",
+                eglFrame, resource, index, mipLevel
+            )
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe {
+                crate::api::cuGraphicsResourceGetMappedEglFrame(eglFrame, resource, index, mipLevel)
+            }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -2892,10 +3949,16 @@ pub unsafe extern "C" fn cuGraphicsResourceGetMappedMipmappedArray(
     pMipmappedArray: *mut CUmipmappedArray,
     resource: CUgraphicsResource,
 ) -> CUresult {
-    crate::entry::guard("cuGraphicsResourceGetMappedMipmappedArray", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuGraphicsResourceGetMappedMipmappedArray(pMipmappedArray, resource) }
-    })
+    crate::entry::traced(
+        "cuGraphicsResourceGetMappedMipmappedArray",
+        || format!("{:?}, {:?}", pMipmappedArray, resource),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe {
+                crate::api::cuGraphicsResourceGetMappedMipmappedArray(pMipmappedArray, resource)
+            }
+        },
+    )
 }
 
 /// Legacy ABI: the headers declare this spelling only under `__CUDA_API_VERSION_INTERNAL`.
@@ -2905,10 +3968,14 @@ pub unsafe extern "C" fn cuGraphicsResourceGetMappedPointer(
     pSize: *mut c_uint,
     resource: CUgraphicsResource,
 ) -> CUresult {
-    crate::entry::guard("cuGraphicsResourceGetMappedPointer", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuGraphicsResourceGetMappedPointer(pDevPtr, pSize, resource) }
-    })
+    crate::entry::traced(
+        "cuGraphicsResourceGetMappedPointer",
+        || format!("{:?}, {:?}, {:?}", pDevPtr, pSize, resource),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuGraphicsResourceGetMappedPointer(pDevPtr, pSize, resource) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -2917,10 +3984,14 @@ pub unsafe extern "C" fn cuGraphicsResourceGetMappedPointer_v2(
     pSize: *mut usize,
     resource: CUgraphicsResource,
 ) -> CUresult {
-    crate::entry::guard("cuGraphicsResourceGetMappedPointer_v2", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuGraphicsResourceGetMappedPointer_v2(pDevPtr, pSize, resource) }
-    })
+    crate::entry::traced(
+        "cuGraphicsResourceGetMappedPointer_v2",
+        || format!("{:?}, {:?}, {:?}", pDevPtr, pSize, resource),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuGraphicsResourceGetMappedPointer_v2(pDevPtr, pSize, resource) }
+        },
+    )
 }
 
 /// Legacy ABI: the headers declare this spelling only under `__CUDA_API_VERSION_INTERNAL`.
@@ -2929,10 +4000,14 @@ pub unsafe extern "C" fn cuGraphicsResourceSetMapFlags(
     resource: CUgraphicsResource,
     flags: c_uint,
 ) -> CUresult {
-    crate::entry::guard("cuGraphicsResourceSetMapFlags", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuGraphicsResourceSetMapFlags(resource, flags) }
-    })
+    crate::entry::traced(
+        "cuGraphicsResourceSetMapFlags",
+        || format!("{:?}, {:?}", resource, flags),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuGraphicsResourceSetMapFlags(resource, flags) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -2940,10 +4015,14 @@ pub unsafe extern "C" fn cuGraphicsResourceSetMapFlags_v2(
     resource: CUgraphicsResource,
     flags: c_uint,
 ) -> CUresult {
-    crate::entry::guard("cuGraphicsResourceSetMapFlags_v2", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuGraphicsResourceSetMapFlags_v2(resource, flags) }
-    })
+    crate::entry::traced(
+        "cuGraphicsResourceSetMapFlags_v2",
+        || format!("{:?}, {:?}", resource, flags),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuGraphicsResourceSetMapFlags_v2(resource, flags) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -2953,12 +4032,23 @@ pub unsafe extern "C" fn cuGraphicsSubResourceGetMappedArray(
     arrayIndex: c_uint,
     mipLevel: c_uint,
 ) -> CUresult {
-    crate::entry::guard("cuGraphicsSubResourceGetMappedArray", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe {
-            crate::api::cuGraphicsSubResourceGetMappedArray(pArray, resource, arrayIndex, mipLevel)
-        }
-    })
+    crate::entry::traced(
+        "cuGraphicsSubResourceGetMappedArray",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}",
+                pArray, resource, arrayIndex, mipLevel
+            )
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe {
+                crate::api::cuGraphicsSubResourceGetMappedArray(
+                    pArray, resource, arrayIndex, mipLevel,
+                )
+            }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -2967,10 +4057,14 @@ pub unsafe extern "C" fn cuGraphicsUnmapResources(
     resources: *mut CUgraphicsResource,
     hStream: CUstream,
 ) -> CUresult {
-    crate::entry::guard("cuGraphicsUnmapResources", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuGraphicsUnmapResources(count, resources, hStream) }
-    })
+    crate::entry::traced(
+        "cuGraphicsUnmapResources",
+        || format!("{:?}, {:?}, {:?}", count, resources, hStream),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuGraphicsUnmapResources(count, resources, hStream) }
+        },
+    )
 }
 
 /// Per-thread default stream spelling (what `CUDA_API_PER_THREAD_DEFAULT_STREAM` selects).
@@ -2980,18 +4074,26 @@ pub unsafe extern "C" fn cuGraphicsUnmapResources_ptsz(
     resources: *mut CUgraphicsResource,
     hStream: CUstream,
 ) -> CUresult {
-    crate::entry::guard("cuGraphicsUnmapResources_ptsz", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuGraphicsUnmapResources_ptsz(count, resources, hStream) }
-    })
+    crate::entry::traced(
+        "cuGraphicsUnmapResources_ptsz",
+        || format!("{:?}, {:?}, {:?}", count, resources, hStream),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuGraphicsUnmapResources_ptsz(count, resources, hStream) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuGraphicsUnregisterResource(resource: CUgraphicsResource) -> CUresult {
-    crate::entry::guard("cuGraphicsUnregisterResource", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuGraphicsUnregisterResource(resource) }
-    })
+    crate::entry::traced(
+        "cuGraphicsUnregisterResource",
+        || format!("{:?}", resource),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuGraphicsUnregisterResource(resource) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -3000,12 +4102,16 @@ pub unsafe extern "C" fn cuGraphicsVDPAURegisterOutputSurface(
     vdpSurface: VdpOutputSurface,
     flags: c_uint,
 ) -> CUresult {
-    crate::entry::guard("cuGraphicsVDPAURegisterOutputSurface", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe {
-            crate::api::cuGraphicsVDPAURegisterOutputSurface(pCudaResource, vdpSurface, flags)
-        }
-    })
+    crate::entry::traced(
+        "cuGraphicsVDPAURegisterOutputSurface",
+        || format!("{:?}, {:?}, {:?}", pCudaResource, vdpSurface, flags),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe {
+                crate::api::cuGraphicsVDPAURegisterOutputSurface(pCudaResource, vdpSurface, flags)
+            }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -3014,10 +4120,16 @@ pub unsafe extern "C" fn cuGraphicsVDPAURegisterVideoSurface(
     vdpSurface: VdpVideoSurface,
     flags: c_uint,
 ) -> CUresult {
-    crate::entry::guard("cuGraphicsVDPAURegisterVideoSurface", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuGraphicsVDPAURegisterVideoSurface(pCudaResource, vdpSurface, flags) }
-    })
+    crate::entry::traced(
+        "cuGraphicsVDPAURegisterVideoSurface",
+        || format!("{:?}, {:?}, {:?}", pCudaResource, vdpSurface, flags),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe {
+                crate::api::cuGraphicsVDPAURegisterVideoSurface(pCudaResource, vdpSurface, flags)
+            }
+        },
+    )
 }
 
 /// Legacy ABI: the headers declare this spelling only under `__CUDA_API_VERSION_INTERNAL`.
@@ -3029,12 +4141,27 @@ pub unsafe extern "C" fn cuGraphInstantiate(
     logBuffer: *mut c_char,
     bufferSize: usize,
 ) -> CUresult {
-    crate::entry::guard("cuGraphInstantiate", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe {
-            crate::api::cuGraphInstantiate(phGraphExec, hGraph, phErrorNode, logBuffer, bufferSize)
-        }
-    })
+    crate::entry::traced(
+        "cuGraphInstantiate",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}, {:?}",
+                phGraphExec, hGraph, phErrorNode, logBuffer, bufferSize
+            )
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe {
+                crate::api::cuGraphInstantiate(
+                    phGraphExec,
+                    hGraph,
+                    phErrorNode,
+                    logBuffer,
+                    bufferSize,
+                )
+            }
+        },
+    )
 }
 
 /// Legacy ABI: the headers declare this spelling only under `__CUDA_API_VERSION_INTERNAL`.
@@ -3046,18 +4173,27 @@ pub unsafe extern "C" fn cuGraphInstantiate_v2(
     logBuffer: *mut c_char,
     bufferSize: usize,
 ) -> CUresult {
-    crate::entry::guard("cuGraphInstantiate_v2", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe {
-            crate::api::cuGraphInstantiate_v2(
-                phGraphExec,
-                hGraph,
-                phErrorNode,
-                logBuffer,
-                bufferSize,
+    crate::entry::traced(
+        "cuGraphInstantiate_v2",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}, {:?}",
+                phGraphExec, hGraph, phErrorNode, logBuffer, bufferSize
             )
-        }
-    })
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe {
+                crate::api::cuGraphInstantiate_v2(
+                    phGraphExec,
+                    hGraph,
+                    phErrorNode,
+                    logBuffer,
+                    bufferSize,
+                )
+            }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -3066,10 +4202,14 @@ pub unsafe extern "C" fn cuGraphInstantiateWithFlags(
     hGraph: CUgraph,
     flags: c_ulonglong,
 ) -> CUresult {
-    crate::entry::guard("cuGraphInstantiateWithFlags", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuGraphInstantiateWithFlags(phGraphExec, hGraph, flags) }
-    })
+    crate::entry::traced(
+        "cuGraphInstantiateWithFlags",
+        || format!("{:?}, {:?}, {:?}", phGraphExec, hGraph, flags),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuGraphInstantiateWithFlags(phGraphExec, hGraph, flags) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -3078,10 +4218,16 @@ pub unsafe extern "C" fn cuGraphInstantiateWithParams(
     hGraph: CUgraph,
     instantiateParams: *mut CUDA_GRAPH_INSTANTIATE_PARAMS,
 ) -> CUresult {
-    crate::entry::guard("cuGraphInstantiateWithParams", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuGraphInstantiateWithParams(phGraphExec, hGraph, instantiateParams) }
-    })
+    crate::entry::traced(
+        "cuGraphInstantiateWithParams",
+        || format!("{:?}, {:?}, {:?}", phGraphExec, hGraph, instantiateParams),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe {
+                crate::api::cuGraphInstantiateWithParams(phGraphExec, hGraph, instantiateParams)
+            }
+        },
+    )
 }
 
 /// Per-thread default stream spelling (what `CUDA_API_PER_THREAD_DEFAULT_STREAM` selects).
@@ -3091,12 +4237,20 @@ pub unsafe extern "C" fn cuGraphInstantiateWithParams_ptsz(
     hGraph: CUgraph,
     instantiateParams: *mut CUDA_GRAPH_INSTANTIATE_PARAMS,
 ) -> CUresult {
-    crate::entry::guard("cuGraphInstantiateWithParams_ptsz", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe {
-            crate::api::cuGraphInstantiateWithParams_ptsz(phGraphExec, hGraph, instantiateParams)
-        }
-    })
+    crate::entry::traced(
+        "cuGraphInstantiateWithParams_ptsz",
+        || format!("{:?}, {:?}, {:?}", phGraphExec, hGraph, instantiateParams),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe {
+                crate::api::cuGraphInstantiateWithParams_ptsz(
+                    phGraphExec,
+                    hGraph,
+                    instantiateParams,
+                )
+            }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -3104,10 +4258,14 @@ pub unsafe extern "C" fn cuGraphKernelNodeCopyAttributes(
     dst: CUgraphNode,
     src: CUgraphNode,
 ) -> CUresult {
-    crate::entry::guard("cuGraphKernelNodeCopyAttributes", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuGraphKernelNodeCopyAttributes(dst, src) }
-    })
+    crate::entry::traced(
+        "cuGraphKernelNodeCopyAttributes",
+        || format!("{:?}, {:?}", dst, src),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuGraphKernelNodeCopyAttributes(dst, src) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -3116,10 +4274,14 @@ pub unsafe extern "C" fn cuGraphKernelNodeGetAttribute(
     attr: CUkernelNodeAttrID,
     value_out: *mut CUkernelNodeAttrValue,
 ) -> CUresult {
-    crate::entry::guard("cuGraphKernelNodeGetAttribute", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuGraphKernelNodeGetAttribute(hNode, attr, value_out) }
-    })
+    crate::entry::traced(
+        "cuGraphKernelNodeGetAttribute",
+        || format!("{:?}, {:?}, {:?}", hNode, attr, value_out),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuGraphKernelNodeGetAttribute(hNode, attr, value_out) }
+        },
+    )
 }
 
 /// Legacy ABI: the headers declare this spelling only under `__CUDA_API_VERSION_INTERNAL`.
@@ -3128,10 +4290,14 @@ pub unsafe extern "C" fn cuGraphKernelNodeGetParams(
     hNode: CUgraphNode,
     nodeParams: *mut CUDA_KERNEL_NODE_PARAMS_v1,
 ) -> CUresult {
-    crate::entry::guard("cuGraphKernelNodeGetParams", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuGraphKernelNodeGetParams(hNode, nodeParams) }
-    })
+    crate::entry::traced(
+        "cuGraphKernelNodeGetParams",
+        || format!("{:?}, {:?}", hNode, nodeParams),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuGraphKernelNodeGetParams(hNode, nodeParams) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -3139,10 +4305,14 @@ pub unsafe extern "C" fn cuGraphKernelNodeGetParams_v2(
     hNode: CUgraphNode,
     nodeParams: *mut CUDA_KERNEL_NODE_PARAMS,
 ) -> CUresult {
-    crate::entry::guard("cuGraphKernelNodeGetParams_v2", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuGraphKernelNodeGetParams_v2(hNode, nodeParams) }
-    })
+    crate::entry::traced(
+        "cuGraphKernelNodeGetParams_v2",
+        || format!("{:?}, {:?}", hNode, nodeParams),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuGraphKernelNodeGetParams_v2(hNode, nodeParams) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -3151,10 +4321,14 @@ pub unsafe extern "C" fn cuGraphKernelNodeSetAttribute(
     attr: CUkernelNodeAttrID,
     value: *const CUkernelNodeAttrValue,
 ) -> CUresult {
-    crate::entry::guard("cuGraphKernelNodeSetAttribute", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuGraphKernelNodeSetAttribute(hNode, attr, value) }
-    })
+    crate::entry::traced(
+        "cuGraphKernelNodeSetAttribute",
+        || format!("{:?}, {:?}, {:?}", hNode, attr, value),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuGraphKernelNodeSetAttribute(hNode, attr, value) }
+        },
+    )
 }
 
 /// Legacy ABI: the headers declare this spelling only under `__CUDA_API_VERSION_INTERNAL`.
@@ -3163,10 +4337,14 @@ pub unsafe extern "C" fn cuGraphKernelNodeSetParams(
     hNode: CUgraphNode,
     nodeParams: *const CUDA_KERNEL_NODE_PARAMS_v1,
 ) -> CUresult {
-    crate::entry::guard("cuGraphKernelNodeSetParams", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuGraphKernelNodeSetParams(hNode, nodeParams) }
-    })
+    crate::entry::traced(
+        "cuGraphKernelNodeSetParams",
+        || format!("{:?}, {:?}", hNode, nodeParams),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuGraphKernelNodeSetParams(hNode, nodeParams) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -3174,18 +4352,26 @@ pub unsafe extern "C" fn cuGraphKernelNodeSetParams_v2(
     hNode: CUgraphNode,
     nodeParams: *const CUDA_KERNEL_NODE_PARAMS,
 ) -> CUresult {
-    crate::entry::guard("cuGraphKernelNodeSetParams_v2", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuGraphKernelNodeSetParams_v2(hNode, nodeParams) }
-    })
+    crate::entry::traced(
+        "cuGraphKernelNodeSetParams_v2",
+        || format!("{:?}, {:?}", hNode, nodeParams),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuGraphKernelNodeSetParams_v2(hNode, nodeParams) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuGraphLaunch(hGraphExec: CUgraphExec, hStream: CUstream) -> CUresult {
-    crate::entry::guard("cuGraphLaunch", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuGraphLaunch(hGraphExec, hStream) }
-    })
+    crate::entry::traced(
+        "cuGraphLaunch",
+        || format!("{:?}, {:?}", hGraphExec, hStream),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuGraphLaunch(hGraphExec, hStream) }
+        },
+    )
 }
 
 /// Per-thread default stream spelling (what `CUDA_API_PER_THREAD_DEFAULT_STREAM` selects).
@@ -3194,10 +4380,14 @@ pub unsafe extern "C" fn cuGraphLaunch_ptsz(
     hGraphExec: CUgraphExec,
     hStream: CUstream,
 ) -> CUresult {
-    crate::entry::guard("cuGraphLaunch_ptsz", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuGraphLaunch_ptsz(hGraphExec, hStream) }
-    })
+    crate::entry::traced(
+        "cuGraphLaunch_ptsz",
+        || format!("{:?}, {:?}", hGraphExec, hStream),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuGraphLaunch_ptsz(hGraphExec, hStream) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -3205,10 +4395,14 @@ pub unsafe extern "C" fn cuGraphMemAllocNodeGetParams(
     hNode: CUgraphNode,
     params_out: *mut CUDA_MEM_ALLOC_NODE_PARAMS,
 ) -> CUresult {
-    crate::entry::guard("cuGraphMemAllocNodeGetParams", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuGraphMemAllocNodeGetParams(hNode, params_out) }
-    })
+    crate::entry::traced(
+        "cuGraphMemAllocNodeGetParams",
+        || format!("{:?}, {:?}", hNode, params_out),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuGraphMemAllocNodeGetParams(hNode, params_out) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -3216,10 +4410,14 @@ pub unsafe extern "C" fn cuGraphMemcpyNodeGetParams(
     hNode: CUgraphNode,
     nodeParams: *mut CUDA_MEMCPY3D,
 ) -> CUresult {
-    crate::entry::guard("cuGraphMemcpyNodeGetParams", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuGraphMemcpyNodeGetParams(hNode, nodeParams) }
-    })
+    crate::entry::traced(
+        "cuGraphMemcpyNodeGetParams",
+        || format!("{:?}, {:?}", hNode, nodeParams),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuGraphMemcpyNodeGetParams(hNode, nodeParams) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -3227,10 +4425,14 @@ pub unsafe extern "C" fn cuGraphMemcpyNodeSetParams(
     hNode: CUgraphNode,
     nodeParams: *const CUDA_MEMCPY3D,
 ) -> CUresult {
-    crate::entry::guard("cuGraphMemcpyNodeSetParams", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuGraphMemcpyNodeSetParams(hNode, nodeParams) }
-    })
+    crate::entry::traced(
+        "cuGraphMemcpyNodeSetParams",
+        || format!("{:?}, {:?}", hNode, nodeParams),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuGraphMemcpyNodeSetParams(hNode, nodeParams) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -3238,10 +4440,14 @@ pub unsafe extern "C" fn cuGraphMemFreeNodeGetParams(
     hNode: CUgraphNode,
     dptr_out: *mut CUdeviceptr,
 ) -> CUresult {
-    crate::entry::guard("cuGraphMemFreeNodeGetParams", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuGraphMemFreeNodeGetParams(hNode, dptr_out) }
-    })
+    crate::entry::traced(
+        "cuGraphMemFreeNodeGetParams",
+        || format!("{:?}, {:?}", hNode, dptr_out),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuGraphMemFreeNodeGetParams(hNode, dptr_out) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -3249,10 +4455,14 @@ pub unsafe extern "C" fn cuGraphMemsetNodeGetParams(
     hNode: CUgraphNode,
     nodeParams: *mut CUDA_MEMSET_NODE_PARAMS,
 ) -> CUresult {
-    crate::entry::guard("cuGraphMemsetNodeGetParams", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuGraphMemsetNodeGetParams(hNode, nodeParams) }
-    })
+    crate::entry::traced(
+        "cuGraphMemsetNodeGetParams",
+        || format!("{:?}, {:?}", hNode, nodeParams),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuGraphMemsetNodeGetParams(hNode, nodeParams) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -3260,10 +4470,14 @@ pub unsafe extern "C" fn cuGraphMemsetNodeSetParams(
     hNode: CUgraphNode,
     nodeParams: *const CUDA_MEMSET_NODE_PARAMS,
 ) -> CUresult {
-    crate::entry::guard("cuGraphMemsetNodeSetParams", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuGraphMemsetNodeSetParams(hNode, nodeParams) }
-    })
+    crate::entry::traced(
+        "cuGraphMemsetNodeSetParams",
+        || format!("{:?}, {:?}", hNode, nodeParams),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuGraphMemsetNodeSetParams(hNode, nodeParams) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -3272,10 +4486,14 @@ pub unsafe extern "C" fn cuGraphNodeFindInClone(
     hOriginalNode: CUgraphNode,
     hClonedGraph: CUgraph,
 ) -> CUresult {
-    crate::entry::guard("cuGraphNodeFindInClone", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuGraphNodeFindInClone(phNode, hOriginalNode, hClonedGraph) }
-    })
+    crate::entry::traced(
+        "cuGraphNodeFindInClone",
+        || format!("{:?}, {:?}, {:?}", phNode, hOriginalNode, hClonedGraph),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuGraphNodeFindInClone(phNode, hOriginalNode, hClonedGraph) }
+        },
+    )
 }
 
 /// Legacy ABI: the headers declare this spelling only under `__CUDA_API_VERSION_INTERNAL`.
@@ -3285,10 +4503,14 @@ pub unsafe extern "C" fn cuGraphNodeGetDependencies(
     dependencies: *mut CUgraphNode,
     numDependencies: *mut usize,
 ) -> CUresult {
-    crate::entry::guard("cuGraphNodeGetDependencies", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuGraphNodeGetDependencies(hNode, dependencies, numDependencies) }
-    })
+    crate::entry::traced(
+        "cuGraphNodeGetDependencies",
+        || format!("{:?}, {:?}, {:?}", hNode, dependencies, numDependencies),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuGraphNodeGetDependencies(hNode, dependencies, numDependencies) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -3298,17 +4520,26 @@ pub unsafe extern "C" fn cuGraphNodeGetDependencies_v2(
     edgeData: *mut CUgraphEdgeData,
     numDependencies: *mut usize,
 ) -> CUresult {
-    crate::entry::guard("cuGraphNodeGetDependencies_v2", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe {
-            crate::api::cuGraphNodeGetDependencies_v2(
-                hNode,
-                dependencies,
-                edgeData,
-                numDependencies,
+    crate::entry::traced(
+        "cuGraphNodeGetDependencies_v2",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}",
+                hNode, dependencies, edgeData, numDependencies
             )
-        }
-    })
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe {
+                crate::api::cuGraphNodeGetDependencies_v2(
+                    hNode,
+                    dependencies,
+                    edgeData,
+                    numDependencies,
+                )
+            }
+        },
+    )
 }
 
 /// Legacy ABI: the headers declare this spelling only under `__CUDA_API_VERSION_INTERNAL`.
@@ -3318,12 +4549,16 @@ pub unsafe extern "C" fn cuGraphNodeGetDependentNodes(
     dependentNodes: *mut CUgraphNode,
     numDependentNodes: *mut usize,
 ) -> CUresult {
-    crate::entry::guard("cuGraphNodeGetDependentNodes", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe {
-            crate::api::cuGraphNodeGetDependentNodes(hNode, dependentNodes, numDependentNodes)
-        }
-    })
+    crate::entry::traced(
+        "cuGraphNodeGetDependentNodes",
+        || format!("{:?}, {:?}, {:?}", hNode, dependentNodes, numDependentNodes),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe {
+                crate::api::cuGraphNodeGetDependentNodes(hNode, dependentNodes, numDependentNodes)
+            }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -3333,17 +4568,26 @@ pub unsafe extern "C" fn cuGraphNodeGetDependentNodes_v2(
     edgeData: *mut CUgraphEdgeData,
     numDependentNodes: *mut usize,
 ) -> CUresult {
-    crate::entry::guard("cuGraphNodeGetDependentNodes_v2", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe {
-            crate::api::cuGraphNodeGetDependentNodes_v2(
-                hNode,
-                dependentNodes,
-                edgeData,
-                numDependentNodes,
+    crate::entry::traced(
+        "cuGraphNodeGetDependentNodes_v2",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}",
+                hNode, dependentNodes, edgeData, numDependentNodes
             )
-        }
-    })
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe {
+                crate::api::cuGraphNodeGetDependentNodes_v2(
+                    hNode,
+                    dependentNodes,
+                    edgeData,
+                    numDependentNodes,
+                )
+            }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -3352,10 +4596,14 @@ pub unsafe extern "C" fn cuGraphNodeGetEnabled(
     hNode: CUgraphNode,
     isEnabled: *mut c_uint,
 ) -> CUresult {
-    crate::entry::guard("cuGraphNodeGetEnabled", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuGraphNodeGetEnabled(hGraphExec, hNode, isEnabled) }
-    })
+    crate::entry::traced(
+        "cuGraphNodeGetEnabled",
+        || format!("{:?}, {:?}, {:?}", hGraphExec, hNode, isEnabled),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuGraphNodeGetEnabled(hGraphExec, hNode, isEnabled) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -3363,10 +4611,14 @@ pub unsafe extern "C" fn cuGraphNodeGetType(
     hNode: CUgraphNode,
     type_: *mut CUgraphNodeType,
 ) -> CUresult {
-    crate::entry::guard("cuGraphNodeGetType", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuGraphNodeGetType(hNode, type_) }
-    })
+    crate::entry::traced(
+        "cuGraphNodeGetType",
+        || format!("{:?}, {:?}", hNode, type_),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuGraphNodeGetType(hNode, type_) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -3375,10 +4627,14 @@ pub unsafe extern "C" fn cuGraphNodeSetEnabled(
     hNode: CUgraphNode,
     isEnabled: c_uint,
 ) -> CUresult {
-    crate::entry::guard("cuGraphNodeSetEnabled", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuGraphNodeSetEnabled(hGraphExec, hNode, isEnabled) }
-    })
+    crate::entry::traced(
+        "cuGraphNodeSetEnabled",
+        || format!("{:?}, {:?}, {:?}", hGraphExec, hNode, isEnabled),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuGraphNodeSetEnabled(hGraphExec, hNode, isEnabled) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -3386,10 +4642,14 @@ pub unsafe extern "C" fn cuGraphNodeSetParams(
     hNode: CUgraphNode,
     nodeParams: *mut CUgraphNodeParams,
 ) -> CUresult {
-    crate::entry::guard("cuGraphNodeSetParams", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuGraphNodeSetParams(hNode, nodeParams) }
-    })
+    crate::entry::traced(
+        "cuGraphNodeSetParams",
+        || format!("{:?}, {:?}", hNode, nodeParams),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuGraphNodeSetParams(hNode, nodeParams) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -3398,10 +4658,14 @@ pub unsafe extern "C" fn cuGraphReleaseUserObject(
     object: CUuserObject,
     count: c_uint,
 ) -> CUresult {
-    crate::entry::guard("cuGraphReleaseUserObject", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuGraphReleaseUserObject(graph, object, count) }
-    })
+    crate::entry::traced(
+        "cuGraphReleaseUserObject",
+        || format!("{:?}, {:?}, {:?}", graph, object, count),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuGraphReleaseUserObject(graph, object, count) }
+        },
+    )
 }
 
 /// Legacy ABI: the headers declare this spelling only under `__CUDA_API_VERSION_INTERNAL`.
@@ -3412,10 +4676,14 @@ pub unsafe extern "C" fn cuGraphRemoveDependencies(
     to: *const CUgraphNode,
     numDependencies: usize,
 ) -> CUresult {
-    crate::entry::guard("cuGraphRemoveDependencies", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuGraphRemoveDependencies(hGraph, from, to, numDependencies) }
-    })
+    crate::entry::traced(
+        "cuGraphRemoveDependencies",
+        || format!("{:?}, {:?}, {:?}, {:?}", hGraph, from, to, numDependencies),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuGraphRemoveDependencies(hGraph, from, to, numDependencies) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -3426,12 +4694,27 @@ pub unsafe extern "C" fn cuGraphRemoveDependencies_v2(
     edgeData: *const CUgraphEdgeData,
     numDependencies: usize,
 ) -> CUresult {
-    crate::entry::guard("cuGraphRemoveDependencies_v2", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe {
-            crate::api::cuGraphRemoveDependencies_v2(hGraph, from, to, edgeData, numDependencies)
-        }
-    })
+    crate::entry::traced(
+        "cuGraphRemoveDependencies_v2",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}, {:?}",
+                hGraph, from, to, edgeData, numDependencies
+            )
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe {
+                crate::api::cuGraphRemoveDependencies_v2(
+                    hGraph,
+                    from,
+                    to,
+                    edgeData,
+                    numDependencies,
+                )
+            }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -3441,18 +4724,26 @@ pub unsafe extern "C" fn cuGraphRetainUserObject(
     count: c_uint,
     flags: c_uint,
 ) -> CUresult {
-    crate::entry::guard("cuGraphRetainUserObject", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuGraphRetainUserObject(graph, object, count, flags) }
-    })
+    crate::entry::traced(
+        "cuGraphRetainUserObject",
+        || format!("{:?}, {:?}, {:?}, {:?}", graph, object, count, flags),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuGraphRetainUserObject(graph, object, count, flags) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuGraphUpload(hGraphExec: CUgraphExec, hStream: CUstream) -> CUresult {
-    crate::entry::guard("cuGraphUpload", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuGraphUpload(hGraphExec, hStream) }
-    })
+    crate::entry::traced(
+        "cuGraphUpload",
+        || format!("{:?}, {:?}", hGraphExec, hStream),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuGraphUpload(hGraphExec, hStream) }
+        },
+    )
 }
 
 /// Per-thread default stream spelling (what `CUDA_API_PER_THREAD_DEFAULT_STREAM` selects).
@@ -3461,10 +4752,14 @@ pub unsafe extern "C" fn cuGraphUpload_ptsz(
     hGraphExec: CUgraphExec,
     hStream: CUstream,
 ) -> CUresult {
-    crate::entry::guard("cuGraphUpload_ptsz", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuGraphUpload_ptsz(hGraphExec, hStream) }
-    })
+    crate::entry::traced(
+        "cuGraphUpload_ptsz",
+        || format!("{:?}, {:?}", hGraphExec, hStream),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuGraphUpload_ptsz(hGraphExec, hStream) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -3474,18 +4769,26 @@ pub unsafe extern "C" fn cuGreenCtxCreate(
     dev: CUdevice,
     flags: c_uint,
 ) -> CUresult {
-    crate::entry::guard("cuGreenCtxCreate", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuGreenCtxCreate(phCtx, desc, dev, flags) }
-    })
+    crate::entry::traced(
+        "cuGreenCtxCreate",
+        || format!("{:?}, {:?}, {:?}, {:?}", phCtx, desc, dev, flags),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuGreenCtxCreate(phCtx, desc, dev, flags) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuGreenCtxDestroy(hCtx: CUgreenCtx) -> CUresult {
-    crate::entry::guard("cuGreenCtxDestroy", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuGreenCtxDestroy(hCtx) }
-    })
+    crate::entry::traced(
+        "cuGreenCtxDestroy",
+        || format!("{:?}", hCtx),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuGreenCtxDestroy(hCtx) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -3494,10 +4797,14 @@ pub unsafe extern "C" fn cuGreenCtxGetDevResource(
     resource: *mut CUdevResource,
     type_: CUdevResourceType,
 ) -> CUresult {
-    crate::entry::guard("cuGreenCtxGetDevResource", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuGreenCtxGetDevResource(hCtx, resource, type_) }
-    })
+    crate::entry::traced(
+        "cuGreenCtxGetDevResource",
+        || format!("{:?}, {:?}, {:?}", hCtx, resource, type_),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuGreenCtxGetDevResource(hCtx, resource, type_) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -3505,18 +4812,26 @@ pub unsafe extern "C" fn cuGreenCtxGetId(
     greenCtx: CUgreenCtx,
     greenCtxId: *mut c_ulonglong,
 ) -> CUresult {
-    crate::entry::guard("cuGreenCtxGetId", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuGreenCtxGetId(greenCtx, greenCtxId) }
-    })
+    crate::entry::traced(
+        "cuGreenCtxGetId",
+        || format!("{:?}, {:?}", greenCtx, greenCtxId),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuGreenCtxGetId(greenCtx, greenCtxId) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuGreenCtxRecordEvent(hCtx: CUgreenCtx, hEvent: CUevent) -> CUresult {
-    crate::entry::guard("cuGreenCtxRecordEvent", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuGreenCtxRecordEvent(hCtx, hEvent) }
-    })
+    crate::entry::traced(
+        "cuGreenCtxRecordEvent",
+        || format!("{:?}, {:?}", hCtx, hEvent),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuGreenCtxRecordEvent(hCtx, hEvent) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -3526,18 +4841,31 @@ pub unsafe extern "C" fn cuGreenCtxStreamCreate(
     flags: c_uint,
     priority: c_int,
 ) -> CUresult {
-    crate::entry::guard("cuGreenCtxStreamCreate", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuGreenCtxStreamCreate(phStream, greenCtx, flags, priority) }
-    })
+    crate::entry::traced(
+        "cuGreenCtxStreamCreate",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}",
+                phStream, greenCtx, flags, priority
+            )
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuGreenCtxStreamCreate(phStream, greenCtx, flags, priority) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuGreenCtxWaitEvent(hCtx: CUgreenCtx, hEvent: CUevent) -> CUresult {
-    crate::entry::guard("cuGreenCtxWaitEvent", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuGreenCtxWaitEvent(hCtx, hEvent) }
-    })
+    crate::entry::traced(
+        "cuGreenCtxWaitEvent",
+        || format!("{:?}, {:?}", hCtx, hEvent),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuGreenCtxWaitEvent(hCtx, hEvent) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -3545,10 +4873,14 @@ pub unsafe extern "C" fn cuImportExternalMemory(
     extMem_out: *mut CUexternalMemory,
     memHandleDesc: *const CUDA_EXTERNAL_MEMORY_HANDLE_DESC,
 ) -> CUresult {
-    crate::entry::guard("cuImportExternalMemory", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuImportExternalMemory(extMem_out, memHandleDesc) }
-    })
+    crate::entry::traced(
+        "cuImportExternalMemory",
+        || format!("{:?}, {:?}", extMem_out, memHandleDesc),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuImportExternalMemory(extMem_out, memHandleDesc) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -3556,26 +4888,38 @@ pub unsafe extern "C" fn cuImportExternalSemaphore(
     extSem_out: *mut CUexternalSemaphore,
     semHandleDesc: *const CUDA_EXTERNAL_SEMAPHORE_HANDLE_DESC,
 ) -> CUresult {
-    crate::entry::guard("cuImportExternalSemaphore", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuImportExternalSemaphore(extSem_out, semHandleDesc) }
-    })
+    crate::entry::traced(
+        "cuImportExternalSemaphore",
+        || format!("{:?}, {:?}", extSem_out, semHandleDesc),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuImportExternalSemaphore(extSem_out, semHandleDesc) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuInit(Flags: c_uint) -> CUresult {
-    crate::entry::guard("cuInit", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuInit(Flags) }
-    })
+    crate::entry::traced(
+        "cuInit",
+        || format!("{:?}", Flags),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuInit(Flags) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuIpcCloseMemHandle(dptr: CUdeviceptr) -> CUresult {
-    crate::entry::guard("cuIpcCloseMemHandle", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuIpcCloseMemHandle(dptr) }
-    })
+    crate::entry::traced(
+        "cuIpcCloseMemHandle",
+        || format!("{:?}", dptr),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuIpcCloseMemHandle(dptr) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -3583,10 +4927,14 @@ pub unsafe extern "C" fn cuIpcGetEventHandle(
     pHandle: *mut CUipcEventHandle,
     event: CUevent,
 ) -> CUresult {
-    crate::entry::guard("cuIpcGetEventHandle", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuIpcGetEventHandle(pHandle, event) }
-    })
+    crate::entry::traced(
+        "cuIpcGetEventHandle",
+        || format!("{:?}, {:?}", pHandle, event),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuIpcGetEventHandle(pHandle, event) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -3594,10 +4942,14 @@ pub unsafe extern "C" fn cuIpcGetMemHandle(
     pHandle: *mut CUipcMemHandle,
     dptr: CUdeviceptr,
 ) -> CUresult {
-    crate::entry::guard("cuIpcGetMemHandle", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuIpcGetMemHandle(pHandle, dptr) }
-    })
+    crate::entry::traced(
+        "cuIpcGetMemHandle",
+        || format!("{:?}, {:?}", pHandle, dptr),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuIpcGetMemHandle(pHandle, dptr) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -3605,10 +4957,14 @@ pub unsafe extern "C" fn cuIpcOpenEventHandle(
     phEvent: *mut CUevent,
     handle: CUipcEventHandle,
 ) -> CUresult {
-    crate::entry::guard("cuIpcOpenEventHandle", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuIpcOpenEventHandle(phEvent, handle) }
-    })
+    crate::entry::traced(
+        "cuIpcOpenEventHandle",
+        || format!("{:?}, {:?}", phEvent, handle),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuIpcOpenEventHandle(phEvent, handle) }
+        },
+    )
 }
 
 /// Legacy ABI: the headers declare this spelling only under `__CUDA_API_VERSION_INTERNAL`.
@@ -3618,10 +4974,14 @@ pub unsafe extern "C" fn cuIpcOpenMemHandle(
     handle: CUipcMemHandle,
     Flags: c_uint,
 ) -> CUresult {
-    crate::entry::guard("cuIpcOpenMemHandle", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuIpcOpenMemHandle(pdptr, handle, Flags) }
-    })
+    crate::entry::traced(
+        "cuIpcOpenMemHandle",
+        || format!("{:?}, {:?}, {:?}", pdptr, handle, Flags),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuIpcOpenMemHandle(pdptr, handle, Flags) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -3630,10 +4990,14 @@ pub unsafe extern "C" fn cuIpcOpenMemHandle_v2(
     handle: CUipcMemHandle,
     Flags: c_uint,
 ) -> CUresult {
-    crate::entry::guard("cuIpcOpenMemHandle_v2", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuIpcOpenMemHandle_v2(pdptr, handle, Flags) }
-    })
+    crate::entry::traced(
+        "cuIpcOpenMemHandle_v2",
+        || format!("{:?}, {:?}, {:?}", pdptr, handle, Flags),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuIpcOpenMemHandle_v2(pdptr, handle, Flags) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -3643,34 +5007,50 @@ pub unsafe extern "C" fn cuKernelGetAttribute(
     kernel: CUkernel,
     dev: CUdevice,
 ) -> CUresult {
-    crate::entry::guard("cuKernelGetAttribute", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuKernelGetAttribute(pi, attrib, kernel, dev) }
-    })
+    crate::entry::traced(
+        "cuKernelGetAttribute",
+        || format!("{:?}, {:?}, {:?}, {:?}", pi, attrib, kernel, dev),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuKernelGetAttribute(pi, attrib, kernel, dev) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuKernelGetFunction(pFunc: *mut CUfunction, kernel: CUkernel) -> CUresult {
-    crate::entry::guard("cuKernelGetFunction", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuKernelGetFunction(pFunc, kernel) }
-    })
+    crate::entry::traced(
+        "cuKernelGetFunction",
+        || format!("{:?}, {:?}", pFunc, kernel),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuKernelGetFunction(pFunc, kernel) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuKernelGetLibrary(pLib: *mut CUlibrary, kernel: CUkernel) -> CUresult {
-    crate::entry::guard("cuKernelGetLibrary", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuKernelGetLibrary(pLib, kernel) }
-    })
+    crate::entry::traced(
+        "cuKernelGetLibrary",
+        || format!("{:?}, {:?}", pLib, kernel),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuKernelGetLibrary(pLib, kernel) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuKernelGetName(name: *mut *const c_char, hfunc: CUkernel) -> CUresult {
-    crate::entry::guard("cuKernelGetName", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuKernelGetName(name, hfunc) }
-    })
+    crate::entry::traced(
+        "cuKernelGetName",
+        || format!("{:?}, {:?}", name, hfunc),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuKernelGetName(name, hfunc) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -3680,10 +5060,19 @@ pub unsafe extern "C" fn cuKernelGetParamInfo(
     paramOffset: *mut usize,
     paramSize: *mut usize,
 ) -> CUresult {
-    crate::entry::guard("cuKernelGetParamInfo", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuKernelGetParamInfo(kernel, paramIndex, paramOffset, paramSize) }
-    })
+    crate::entry::traced(
+        "cuKernelGetParamInfo",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}",
+                kernel, paramIndex, paramOffset, paramSize
+            )
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuKernelGetParamInfo(kernel, paramIndex, paramOffset, paramSize) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -3693,10 +5082,14 @@ pub unsafe extern "C" fn cuKernelSetAttribute(
     kernel: CUkernel,
     dev: CUdevice,
 ) -> CUresult {
-    crate::entry::guard("cuKernelSetAttribute", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuKernelSetAttribute(attrib, val, kernel, dev) }
-    })
+    crate::entry::traced(
+        "cuKernelSetAttribute",
+        || format!("{:?}, {:?}, {:?}, {:?}", attrib, val, kernel, dev),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuKernelSetAttribute(attrib, val, kernel, dev) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -3705,18 +5098,26 @@ pub unsafe extern "C" fn cuKernelSetCacheConfig(
     config: CUfunc_cache,
     dev: CUdevice,
 ) -> CUresult {
-    crate::entry::guard("cuKernelSetCacheConfig", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuKernelSetCacheConfig(kernel, config, dev) }
-    })
+    crate::entry::traced(
+        "cuKernelSetCacheConfig",
+        || format!("{:?}, {:?}, {:?}", kernel, config, dev),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuKernelSetCacheConfig(kernel, config, dev) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuLaunch(f: CUfunction) -> CUresult {
-    crate::entry::guard("cuLaunch", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuLaunch(f) }
-    })
+    crate::entry::traced(
+        "cuLaunch",
+        || format!("{:?}", f),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuLaunch(f) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -3732,10 +5133,11 @@ pub unsafe extern "C" fn cuLaunchCooperativeKernel(
     hStream: CUstream,
     kernelParams: *mut *mut c_void,
 ) -> CUresult {
-    crate::entry::guard("cuLaunchCooperativeKernel", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe {
-            crate::api::cuLaunchCooperativeKernel(
+    crate::entry::traced(
+        "cuLaunchCooperativeKernel",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}, {:?}, {:?}, {:?}, {:?}, {:?}, {:?}",
                 f,
                 gridDimX,
                 gridDimY,
@@ -3745,10 +5147,27 @@ pub unsafe extern "C" fn cuLaunchCooperativeKernel(
                 blockDimZ,
                 sharedMemBytes,
                 hStream,
-                kernelParams,
+                kernelParams
             )
-        }
-    })
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe {
+                crate::api::cuLaunchCooperativeKernel(
+                    f,
+                    gridDimX,
+                    gridDimY,
+                    gridDimZ,
+                    blockDimX,
+                    blockDimY,
+                    blockDimZ,
+                    sharedMemBytes,
+                    hStream,
+                    kernelParams,
+                )
+            }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -3757,12 +5176,20 @@ pub unsafe extern "C" fn cuLaunchCooperativeKernelMultiDevice(
     numDevices: c_uint,
     flags: c_uint,
 ) -> CUresult {
-    crate::entry::guard("cuLaunchCooperativeKernelMultiDevice", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe {
-            crate::api::cuLaunchCooperativeKernelMultiDevice(launchParamsList, numDevices, flags)
-        }
-    })
+    crate::entry::traced(
+        "cuLaunchCooperativeKernelMultiDevice",
+        || format!("{:?}, {:?}, {:?}", launchParamsList, numDevices, flags),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe {
+                crate::api::cuLaunchCooperativeKernelMultiDevice(
+                    launchParamsList,
+                    numDevices,
+                    flags,
+                )
+            }
+        },
+    )
 }
 
 /// Per-thread default stream spelling (what `CUDA_API_PER_THREAD_DEFAULT_STREAM` selects).
@@ -3779,10 +5206,11 @@ pub unsafe extern "C" fn cuLaunchCooperativeKernel_ptsz(
     hStream: CUstream,
     kernelParams: *mut *mut c_void,
 ) -> CUresult {
-    crate::entry::guard("cuLaunchCooperativeKernel_ptsz", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe {
-            crate::api::cuLaunchCooperativeKernel_ptsz(
+    crate::entry::traced(
+        "cuLaunchCooperativeKernel_ptsz",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}, {:?}, {:?}, {:?}, {:?}, {:?}, {:?}",
                 f,
                 gridDimX,
                 gridDimY,
@@ -3792,10 +5220,27 @@ pub unsafe extern "C" fn cuLaunchCooperativeKernel_ptsz(
                 blockDimZ,
                 sharedMemBytes,
                 hStream,
-                kernelParams,
+                kernelParams
             )
-        }
-    })
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe {
+                crate::api::cuLaunchCooperativeKernel_ptsz(
+                    f,
+                    gridDimX,
+                    gridDimY,
+                    gridDimZ,
+                    blockDimX,
+                    blockDimY,
+                    blockDimZ,
+                    sharedMemBytes,
+                    hStream,
+                    kernelParams,
+                )
+            }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -3804,10 +5249,14 @@ pub unsafe extern "C" fn cuLaunchGrid(
     grid_width: c_int,
     grid_height: c_int,
 ) -> CUresult {
-    crate::entry::guard("cuLaunchGrid", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuLaunchGrid(f, grid_width, grid_height) }
-    })
+    crate::entry::traced(
+        "cuLaunchGrid",
+        || format!("{:?}, {:?}, {:?}", f, grid_width, grid_height),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuLaunchGrid(f, grid_width, grid_height) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -3817,10 +5266,19 @@ pub unsafe extern "C" fn cuLaunchGridAsync(
     grid_height: c_int,
     hStream: CUstream,
 ) -> CUresult {
-    crate::entry::guard("cuLaunchGridAsync", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuLaunchGridAsync(f, grid_width, grid_height, hStream) }
-    })
+    crate::entry::traced(
+        "cuLaunchGridAsync",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}",
+                f, grid_width, grid_height, hStream
+            )
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuLaunchGridAsync(f, grid_width, grid_height, hStream) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -3829,10 +5287,14 @@ pub unsafe extern "C" fn cuLaunchHostFunc(
     fn_: CUhostFn,
     userData: *mut c_void,
 ) -> CUresult {
-    crate::entry::guard("cuLaunchHostFunc", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuLaunchHostFunc(hStream, fn_, userData) }
-    })
+    crate::entry::traced(
+        "cuLaunchHostFunc",
+        || format!("{:?}, {:?}, {:?}", hStream, fn_, userData),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuLaunchHostFunc(hStream, fn_, userData) }
+        },
+    )
 }
 
 /// Per-thread default stream spelling (what `CUDA_API_PER_THREAD_DEFAULT_STREAM` selects).
@@ -3842,10 +5304,14 @@ pub unsafe extern "C" fn cuLaunchHostFunc_ptsz(
     fn_: CUhostFn,
     userData: *mut c_void,
 ) -> CUresult {
-    crate::entry::guard("cuLaunchHostFunc_ptsz", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuLaunchHostFunc_ptsz(hStream, fn_, userData) }
-    })
+    crate::entry::traced(
+        "cuLaunchHostFunc_ptsz",
+        || format!("{:?}, {:?}, {:?}", hStream, fn_, userData),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuLaunchHostFunc_ptsz(hStream, fn_, userData) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -3862,10 +5328,11 @@ pub unsafe extern "C" fn cuLaunchKernel(
     kernelParams: *mut *mut c_void,
     extra: *mut *mut c_void,
 ) -> CUresult {
-    crate::entry::guard("cuLaunchKernel", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe {
-            crate::api::cuLaunchKernel(
+    crate::entry::traced(
+        "cuLaunchKernel",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}, {:?}, {:?}, {:?}, {:?}, {:?}, {:?}, {:?}",
                 f,
                 gridDimX,
                 gridDimY,
@@ -3876,10 +5343,28 @@ pub unsafe extern "C" fn cuLaunchKernel(
                 sharedMemBytes,
                 hStream,
                 kernelParams,
-                extra,
+                extra
             )
-        }
-    })
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe {
+                crate::api::cuLaunchKernel(
+                    f,
+                    gridDimX,
+                    gridDimY,
+                    gridDimZ,
+                    blockDimX,
+                    blockDimY,
+                    blockDimZ,
+                    sharedMemBytes,
+                    hStream,
+                    kernelParams,
+                    extra,
+                )
+            }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -3889,10 +5374,14 @@ pub unsafe extern "C" fn cuLaunchKernelEx(
     kernelParams: *mut *mut c_void,
     extra: *mut *mut c_void,
 ) -> CUresult {
-    crate::entry::guard("cuLaunchKernelEx", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuLaunchKernelEx(config, f, kernelParams, extra) }
-    })
+    crate::entry::traced(
+        "cuLaunchKernelEx",
+        || format!("{:?}, {:?}, {:?}, {:?}", config, f, kernelParams, extra),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuLaunchKernelEx(config, f, kernelParams, extra) }
+        },
+    )
 }
 
 /// Per-thread default stream spelling (what `CUDA_API_PER_THREAD_DEFAULT_STREAM` selects).
@@ -3903,10 +5392,14 @@ pub unsafe extern "C" fn cuLaunchKernelEx_ptsz(
     kernelParams: *mut *mut c_void,
     extra: *mut *mut c_void,
 ) -> CUresult {
-    crate::entry::guard("cuLaunchKernelEx_ptsz", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuLaunchKernelEx_ptsz(config, f, kernelParams, extra) }
-    })
+    crate::entry::traced(
+        "cuLaunchKernelEx_ptsz",
+        || format!("{:?}, {:?}, {:?}, {:?}", config, f, kernelParams, extra),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuLaunchKernelEx_ptsz(config, f, kernelParams, extra) }
+        },
+    )
 }
 
 /// Per-thread default stream spelling (what `CUDA_API_PER_THREAD_DEFAULT_STREAM` selects).
@@ -3924,10 +5417,11 @@ pub unsafe extern "C" fn cuLaunchKernel_ptsz(
     kernelParams: *mut *mut c_void,
     extra: *mut *mut c_void,
 ) -> CUresult {
-    crate::entry::guard("cuLaunchKernel_ptsz", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe {
-            crate::api::cuLaunchKernel_ptsz(
+    crate::entry::traced(
+        "cuLaunchKernel_ptsz",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}, {:?}, {:?}, {:?}, {:?}, {:?}, {:?}, {:?}",
                 f,
                 gridDimX,
                 gridDimY,
@@ -3938,10 +5432,28 @@ pub unsafe extern "C" fn cuLaunchKernel_ptsz(
                 sharedMemBytes,
                 hStream,
                 kernelParams,
-                extra,
+                extra
             )
-        }
-    })
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe {
+                crate::api::cuLaunchKernel_ptsz(
+                    f,
+                    gridDimX,
+                    gridDimY,
+                    gridDimZ,
+                    blockDimX,
+                    blockDimY,
+                    blockDimZ,
+                    sharedMemBytes,
+                    hStream,
+                    kernelParams,
+                    extra,
+                )
+            }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -3950,10 +5462,14 @@ pub unsafe extern "C" fn cuLibraryEnumerateKernels(
     numKernels: c_uint,
     lib: CUlibrary,
 ) -> CUresult {
-    crate::entry::guard("cuLibraryEnumerateKernels", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuLibraryEnumerateKernels(kernels, numKernels, lib) }
-    })
+    crate::entry::traced(
+        "cuLibraryEnumerateKernels",
+        || format!("{:?}, {:?}, {:?}", kernels, numKernels, lib),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuLibraryEnumerateKernels(kernels, numKernels, lib) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -3963,10 +5479,14 @@ pub unsafe extern "C" fn cuLibraryGetGlobal(
     library: CUlibrary,
     name: *const c_char,
 ) -> CUresult {
-    crate::entry::guard("cuLibraryGetGlobal", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuLibraryGetGlobal(dptr, bytes, library, name) }
-    })
+    crate::entry::traced(
+        "cuLibraryGetGlobal",
+        || format!("{:?}, {:?}, {:?}, {:?}", dptr, bytes, library, name),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuLibraryGetGlobal(dptr, bytes, library, name) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -3975,18 +5495,26 @@ pub unsafe extern "C" fn cuLibraryGetKernel(
     library: CUlibrary,
     name: *const c_char,
 ) -> CUresult {
-    crate::entry::guard("cuLibraryGetKernel", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuLibraryGetKernel(pKernel, library, name) }
-    })
+    crate::entry::traced(
+        "cuLibraryGetKernel",
+        || format!("{:?}, {:?}, {:?}", pKernel, library, name),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuLibraryGetKernel(pKernel, library, name) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuLibraryGetKernelCount(count: *mut c_uint, lib: CUlibrary) -> CUresult {
-    crate::entry::guard("cuLibraryGetKernelCount", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuLibraryGetKernelCount(count, lib) }
-    })
+    crate::entry::traced(
+        "cuLibraryGetKernelCount",
+        || format!("{:?}, {:?}", count, lib),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuLibraryGetKernelCount(count, lib) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -3996,18 +5524,26 @@ pub unsafe extern "C" fn cuLibraryGetManaged(
     library: CUlibrary,
     name: *const c_char,
 ) -> CUresult {
-    crate::entry::guard("cuLibraryGetManaged", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuLibraryGetManaged(dptr, bytes, library, name) }
-    })
+    crate::entry::traced(
+        "cuLibraryGetManaged",
+        || format!("{:?}, {:?}, {:?}, {:?}", dptr, bytes, library, name),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuLibraryGetManaged(dptr, bytes, library, name) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuLibraryGetModule(pMod: *mut CUmodule, library: CUlibrary) -> CUresult {
-    crate::entry::guard("cuLibraryGetModule", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuLibraryGetModule(pMod, library) }
-    })
+    crate::entry::traced(
+        "cuLibraryGetModule",
+        || format!("{:?}, {:?}", pMod, library),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuLibraryGetModule(pMod, library) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -4016,10 +5552,14 @@ pub unsafe extern "C" fn cuLibraryGetUnifiedFunction(
     library: CUlibrary,
     symbol: *const c_char,
 ) -> CUresult {
-    crate::entry::guard("cuLibraryGetUnifiedFunction", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuLibraryGetUnifiedFunction(fptr, library, symbol) }
-    })
+    crate::entry::traced(
+        "cuLibraryGetUnifiedFunction",
+        || format!("{:?}, {:?}, {:?}", fptr, library, symbol),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuLibraryGetUnifiedFunction(fptr, library, symbol) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -4033,10 +5573,11 @@ pub unsafe extern "C" fn cuLibraryLoadData(
     libraryOptionValues: *mut *mut c_void,
     numLibraryOptions: c_uint,
 ) -> CUresult {
-    crate::entry::guard("cuLibraryLoadData", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe {
-            crate::api::cuLibraryLoadData(
+    crate::entry::traced(
+        "cuLibraryLoadData",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}, {:?}, {:?}, {:?}, {:?}",
                 library,
                 code,
                 jitOptions,
@@ -4044,10 +5585,25 @@ pub unsafe extern "C" fn cuLibraryLoadData(
                 numJitOptions,
                 libraryOptions,
                 libraryOptionValues,
-                numLibraryOptions,
+                numLibraryOptions
             )
-        }
-    })
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe {
+                crate::api::cuLibraryLoadData(
+                    library,
+                    code,
+                    jitOptions,
+                    jitOptionsValues,
+                    numJitOptions,
+                    libraryOptions,
+                    libraryOptionValues,
+                    numLibraryOptions,
+                )
+            }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -4061,10 +5617,11 @@ pub unsafe extern "C" fn cuLibraryLoadFromFile(
     libraryOptionValues: *mut *mut c_void,
     numLibraryOptions: c_uint,
 ) -> CUresult {
-    crate::entry::guard("cuLibraryLoadFromFile", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe {
-            crate::api::cuLibraryLoadFromFile(
+    crate::entry::traced(
+        "cuLibraryLoadFromFile",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}, {:?}, {:?}, {:?}, {:?}",
                 library,
                 fileName,
                 jitOptions,
@@ -4072,18 +5629,37 @@ pub unsafe extern "C" fn cuLibraryLoadFromFile(
                 numJitOptions,
                 libraryOptions,
                 libraryOptionValues,
-                numLibraryOptions,
+                numLibraryOptions
             )
-        }
-    })
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe {
+                crate::api::cuLibraryLoadFromFile(
+                    library,
+                    fileName,
+                    jitOptions,
+                    jitOptionsValues,
+                    numJitOptions,
+                    libraryOptions,
+                    libraryOptionValues,
+                    numLibraryOptions,
+                )
+            }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuLibraryUnload(library: CUlibrary) -> CUresult {
-    crate::entry::guard("cuLibraryUnload", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuLibraryUnload(library) }
-    })
+    crate::entry::traced(
+        "cuLibraryUnload",
+        || format!("{:?}", library),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuLibraryUnload(library) }
+        },
+    )
 }
 
 /// Legacy ABI: the headers declare this spelling only under `__CUDA_API_VERSION_INTERNAL`.
@@ -4098,21 +5674,30 @@ pub unsafe extern "C" fn cuLinkAddData(
     options: *mut CUjit_option,
     optionValues: *mut *mut c_void,
 ) -> CUresult {
-    crate::entry::guard("cuLinkAddData", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe {
-            crate::api::cuLinkAddData(
-                state,
-                type_,
-                data,
-                size,
-                name,
-                numOptions,
-                options,
-                optionValues,
+    crate::entry::traced(
+        "cuLinkAddData",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}, {:?}, {:?}, {:?}, {:?}",
+                state, type_, data, size, name, numOptions, options, optionValues
             )
-        }
-    })
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe {
+                crate::api::cuLinkAddData(
+                    state,
+                    type_,
+                    data,
+                    size,
+                    name,
+                    numOptions,
+                    options,
+                    optionValues,
+                )
+            }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -4126,21 +5711,30 @@ pub unsafe extern "C" fn cuLinkAddData_v2(
     options: *mut CUjit_option,
     optionValues: *mut *mut c_void,
 ) -> CUresult {
-    crate::entry::guard("cuLinkAddData_v2", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe {
-            crate::api::cuLinkAddData_v2(
-                state,
-                type_,
-                data,
-                size,
-                name,
-                numOptions,
-                options,
-                optionValues,
+    crate::entry::traced(
+        "cuLinkAddData_v2",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}, {:?}, {:?}, {:?}, {:?}",
+                state, type_, data, size, name, numOptions, options, optionValues
             )
-        }
-    })
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe {
+                crate::api::cuLinkAddData_v2(
+                    state,
+                    type_,
+                    data,
+                    size,
+                    name,
+                    numOptions,
+                    options,
+                    optionValues,
+                )
+            }
+        },
+    )
 }
 
 /// Legacy ABI: the headers declare this spelling only under `__CUDA_API_VERSION_INTERNAL`.
@@ -4153,10 +5747,21 @@ pub unsafe extern "C" fn cuLinkAddFile(
     options: *mut CUjit_option,
     optionValues: *mut *mut c_void,
 ) -> CUresult {
-    crate::entry::guard("cuLinkAddFile", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuLinkAddFile(state, type_, path, numOptions, options, optionValues) }
-    })
+    crate::entry::traced(
+        "cuLinkAddFile",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}, {:?}, {:?}",
+                state, type_, path, numOptions, options, optionValues
+            )
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe {
+                crate::api::cuLinkAddFile(state, type_, path, numOptions, options, optionValues)
+            }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -4168,12 +5773,21 @@ pub unsafe extern "C" fn cuLinkAddFile_v2(
     options: *mut CUjit_option,
     optionValues: *mut *mut c_void,
 ) -> CUresult {
-    crate::entry::guard("cuLinkAddFile_v2", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe {
-            crate::api::cuLinkAddFile_v2(state, type_, path, numOptions, options, optionValues)
-        }
-    })
+    crate::entry::traced(
+        "cuLinkAddFile_v2",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}, {:?}, {:?}",
+                state, type_, path, numOptions, options, optionValues
+            )
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe {
+                crate::api::cuLinkAddFile_v2(state, type_, path, numOptions, options, optionValues)
+            }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -4182,10 +5796,14 @@ pub unsafe extern "C" fn cuLinkComplete(
     cubinOut: *mut *mut c_void,
     sizeOut: *mut usize,
 ) -> CUresult {
-    crate::entry::guard("cuLinkComplete", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuLinkComplete(state, cubinOut, sizeOut) }
-    })
+    crate::entry::traced(
+        "cuLinkComplete",
+        || format!("{:?}, {:?}, {:?}", state, cubinOut, sizeOut),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuLinkComplete(state, cubinOut, sizeOut) }
+        },
+    )
 }
 
 /// Legacy ABI: the headers declare this spelling only under `__CUDA_API_VERSION_INTERNAL`.
@@ -4196,10 +5814,19 @@ pub unsafe extern "C" fn cuLinkCreate(
     optionValues: *mut *mut c_void,
     stateOut: *mut CUlinkState,
 ) -> CUresult {
-    crate::entry::guard("cuLinkCreate", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuLinkCreate(numOptions, options, optionValues, stateOut) }
-    })
+    crate::entry::traced(
+        "cuLinkCreate",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}",
+                numOptions, options, optionValues, stateOut
+            )
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuLinkCreate(numOptions, options, optionValues, stateOut) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -4209,18 +5836,31 @@ pub unsafe extern "C" fn cuLinkCreate_v2(
     optionValues: *mut *mut c_void,
     stateOut: *mut CUlinkState,
 ) -> CUresult {
-    crate::entry::guard("cuLinkCreate_v2", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuLinkCreate_v2(numOptions, options, optionValues, stateOut) }
-    })
+    crate::entry::traced(
+        "cuLinkCreate_v2",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}",
+                numOptions, options, optionValues, stateOut
+            )
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuLinkCreate_v2(numOptions, options, optionValues, stateOut) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuLinkDestroy(state: CUlinkState) -> CUresult {
-    crate::entry::guard("cuLinkDestroy", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuLinkDestroy(state) }
-    })
+    crate::entry::traced(
+        "cuLinkDestroy",
+        || format!("{:?}", state),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuLinkDestroy(state) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -4228,10 +5868,14 @@ pub unsafe extern "C" fn cuLogsCurrent(
     iterator_out: *mut CUlogIterator,
     flags: c_uint,
 ) -> CUresult {
-    crate::entry::guard("cuLogsCurrent", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuLogsCurrent(iterator_out, flags) }
-    })
+    crate::entry::traced(
+        "cuLogsCurrent",
+        || format!("{:?}, {:?}", iterator_out, flags),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuLogsCurrent(iterator_out, flags) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -4240,10 +5884,14 @@ pub unsafe extern "C" fn cuLogsDumpToFile(
     pathToFile: *const c_char,
     flags: c_uint,
 ) -> CUresult {
-    crate::entry::guard("cuLogsDumpToFile", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuLogsDumpToFile(iterator, pathToFile, flags) }
-    })
+    crate::entry::traced(
+        "cuLogsDumpToFile",
+        || format!("{:?}, {:?}, {:?}", iterator, pathToFile, flags),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuLogsDumpToFile(iterator, pathToFile, flags) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -4253,10 +5901,14 @@ pub unsafe extern "C" fn cuLogsDumpToMemory(
     size: *mut usize,
     flags: c_uint,
 ) -> CUresult {
-    crate::entry::guard("cuLogsDumpToMemory", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuLogsDumpToMemory(iterator, buffer, size, flags) }
-    })
+    crate::entry::traced(
+        "cuLogsDumpToMemory",
+        || format!("{:?}, {:?}, {:?}, {:?}", iterator, buffer, size, flags),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuLogsDumpToMemory(iterator, buffer, size, flags) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -4265,26 +5917,38 @@ pub unsafe extern "C" fn cuLogsRegisterCallback(
     userData: *mut c_void,
     callback_out: *mut CUlogsCallbackHandle,
 ) -> CUresult {
-    crate::entry::guard("cuLogsRegisterCallback", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuLogsRegisterCallback(callbackFunc, userData, callback_out) }
-    })
+    crate::entry::traced(
+        "cuLogsRegisterCallback",
+        || format!("{:?}, {:?}, {:?}", callbackFunc, userData, callback_out),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuLogsRegisterCallback(callbackFunc, userData, callback_out) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuLogsUnregisterCallback(callback: CUlogsCallbackHandle) -> CUresult {
-    crate::entry::guard("cuLogsUnregisterCallback", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuLogsUnregisterCallback(callback) }
-    })
+    crate::entry::traced(
+        "cuLogsUnregisterCallback",
+        || format!("{:?}", callback),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuLogsUnregisterCallback(callback) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuMemAddressFree(ptr: CUdeviceptr, size: usize) -> CUresult {
-    crate::entry::guard("cuMemAddressFree", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemAddressFree(ptr, size) }
-    })
+    crate::entry::traced(
+        "cuMemAddressFree",
+        || format!("{:?}, {:?}", ptr, size),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemAddressFree(ptr, size) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -4295,10 +5959,19 @@ pub unsafe extern "C" fn cuMemAddressReserve(
     addr: CUdeviceptr,
     flags: c_ulonglong,
 ) -> CUresult {
-    crate::entry::guard("cuMemAddressReserve", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemAddressReserve(ptr, size, alignment, addr, flags) }
-    })
+    crate::entry::traced(
+        "cuMemAddressReserve",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}, {:?}",
+                ptr, size, alignment, addr, flags
+            )
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemAddressReserve(ptr, size, alignment, addr, flags) }
+        },
+    )
 }
 
 /// Legacy ABI: the headers declare this spelling only under `__CUDA_API_VERSION_INTERNAL`.
@@ -4309,10 +5982,14 @@ pub unsafe extern "C" fn cuMemAdvise(
     advice: CUmem_advise,
     device: CUdevice,
 ) -> CUresult {
-    crate::entry::guard("cuMemAdvise", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemAdvise(devPtr, count, advice, device) }
-    })
+    crate::entry::traced(
+        "cuMemAdvise",
+        || format!("{:?}, {:?}, {:?}, {:?}", devPtr, count, advice, device),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemAdvise(devPtr, count, advice, device) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -4322,19 +5999,27 @@ pub unsafe extern "C" fn cuMemAdvise_v2(
     advice: CUmem_advise,
     location: CUmemLocation,
 ) -> CUresult {
-    crate::entry::guard("cuMemAdvise_v2", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemAdvise_v2(devPtr, count, advice, location) }
-    })
+    crate::entry::traced(
+        "cuMemAdvise_v2",
+        || format!("{:?}, {:?}, {:?}, {:?}", devPtr, count, advice, location),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemAdvise_v2(devPtr, count, advice, location) }
+        },
+    )
 }
 
 /// Legacy ABI: the headers declare this spelling only under `__CUDA_API_VERSION_INTERNAL`.
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuMemAlloc(dptr: *mut CUdeviceptr_v1, bytesize: c_uint) -> CUresult {
-    crate::entry::guard("cuMemAlloc", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemAlloc(dptr, bytesize) }
-    })
+    crate::entry::traced(
+        "cuMemAlloc",
+        || format!("{:?}, {:?}", dptr, bytesize),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemAlloc(dptr, bytesize) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -4343,10 +6028,14 @@ pub unsafe extern "C" fn cuMemAllocAsync(
     bytesize: usize,
     hStream: CUstream,
 ) -> CUresult {
-    crate::entry::guard("cuMemAllocAsync", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemAllocAsync(dptr, bytesize, hStream) }
-    })
+    crate::entry::traced(
+        "cuMemAllocAsync",
+        || format!("{:?}, {:?}, {:?}", dptr, bytesize, hStream),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemAllocAsync(dptr, bytesize, hStream) }
+        },
+    )
 }
 
 /// Per-thread default stream spelling (what `CUDA_API_PER_THREAD_DEFAULT_STREAM` selects).
@@ -4356,10 +6045,14 @@ pub unsafe extern "C" fn cuMemAllocAsync_ptsz(
     bytesize: usize,
     hStream: CUstream,
 ) -> CUresult {
-    crate::entry::guard("cuMemAllocAsync_ptsz", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemAllocAsync_ptsz(dptr, bytesize, hStream) }
-    })
+    crate::entry::traced(
+        "cuMemAllocAsync_ptsz",
+        || format!("{:?}, {:?}, {:?}", dptr, bytesize, hStream),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemAllocAsync_ptsz(dptr, bytesize, hStream) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -4369,10 +6062,14 @@ pub unsafe extern "C" fn cuMemAllocFromPoolAsync(
     pool: CUmemoryPool,
     hStream: CUstream,
 ) -> CUresult {
-    crate::entry::guard("cuMemAllocFromPoolAsync", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemAllocFromPoolAsync(dptr, bytesize, pool, hStream) }
-    })
+    crate::entry::traced(
+        "cuMemAllocFromPoolAsync",
+        || format!("{:?}, {:?}, {:?}, {:?}", dptr, bytesize, pool, hStream),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemAllocFromPoolAsync(dptr, bytesize, pool, hStream) }
+        },
+    )
 }
 
 /// Per-thread default stream spelling (what `CUDA_API_PER_THREAD_DEFAULT_STREAM` selects).
@@ -4383,27 +6080,39 @@ pub unsafe extern "C" fn cuMemAllocFromPoolAsync_ptsz(
     pool: CUmemoryPool,
     hStream: CUstream,
 ) -> CUresult {
-    crate::entry::guard("cuMemAllocFromPoolAsync_ptsz", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemAllocFromPoolAsync_ptsz(dptr, bytesize, pool, hStream) }
-    })
+    crate::entry::traced(
+        "cuMemAllocFromPoolAsync_ptsz",
+        || format!("{:?}, {:?}, {:?}, {:?}", dptr, bytesize, pool, hStream),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemAllocFromPoolAsync_ptsz(dptr, bytesize, pool, hStream) }
+        },
+    )
 }
 
 /// Legacy ABI: the headers declare this spelling only under `__CUDA_API_VERSION_INTERNAL`.
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuMemAllocHost(pp: *mut *mut c_void, bytesize: c_uint) -> CUresult {
-    crate::entry::guard("cuMemAllocHost", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemAllocHost(pp, bytesize) }
-    })
+    crate::entry::traced(
+        "cuMemAllocHost",
+        || format!("{:?}, {:?}", pp, bytesize),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemAllocHost(pp, bytesize) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuMemAllocHost_v2(pp: *mut *mut c_void, bytesize: usize) -> CUresult {
-    crate::entry::guard("cuMemAllocHost_v2", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemAllocHost_v2(pp, bytesize) }
-    })
+    crate::entry::traced(
+        "cuMemAllocHost_v2",
+        || format!("{:?}, {:?}", pp, bytesize),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemAllocHost_v2(pp, bytesize) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -4412,10 +6121,14 @@ pub unsafe extern "C" fn cuMemAllocManaged(
     bytesize: usize,
     flags: c_uint,
 ) -> CUresult {
-    crate::entry::guard("cuMemAllocManaged", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemAllocManaged(dptr, bytesize, flags) }
-    })
+    crate::entry::traced(
+        "cuMemAllocManaged",
+        || format!("{:?}, {:?}, {:?}", dptr, bytesize, flags),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemAllocManaged(dptr, bytesize, flags) }
+        },
+    )
 }
 
 /// Legacy ABI: the headers declare this spelling only under `__CUDA_API_VERSION_INTERNAL`.
@@ -4427,10 +6140,21 @@ pub unsafe extern "C" fn cuMemAllocPitch(
     Height: c_uint,
     ElementSizeBytes: c_uint,
 ) -> CUresult {
-    crate::entry::guard("cuMemAllocPitch", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemAllocPitch(dptr, pPitch, WidthInBytes, Height, ElementSizeBytes) }
-    })
+    crate::entry::traced(
+        "cuMemAllocPitch",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}, {:?}",
+                dptr, pPitch, WidthInBytes, Height, ElementSizeBytes
+            )
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe {
+                crate::api::cuMemAllocPitch(dptr, pPitch, WidthInBytes, Height, ElementSizeBytes)
+            }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -4441,20 +6165,33 @@ pub unsafe extern "C" fn cuMemAllocPitch_v2(
     Height: usize,
     ElementSizeBytes: c_uint,
 ) -> CUresult {
-    crate::entry::guard("cuMemAllocPitch_v2", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe {
-            crate::api::cuMemAllocPitch_v2(dptr, pPitch, WidthInBytes, Height, ElementSizeBytes)
-        }
-    })
+    crate::entry::traced(
+        "cuMemAllocPitch_v2",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}, {:?}",
+                dptr, pPitch, WidthInBytes, Height, ElementSizeBytes
+            )
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe {
+                crate::api::cuMemAllocPitch_v2(dptr, pPitch, WidthInBytes, Height, ElementSizeBytes)
+            }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuMemAlloc_v2(dptr: *mut CUdeviceptr, bytesize: usize) -> CUresult {
-    crate::entry::guard("cuMemAlloc_v2", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemAlloc_v2(dptr, bytesize) }
-    })
+    crate::entry::traced(
+        "cuMemAlloc_v2",
+        || format!("{:?}, {:?}", dptr, bytesize),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemAlloc_v2(dptr, bytesize) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -4465,12 +6202,21 @@ pub unsafe extern "C" fn cuMemBatchDecompressAsync(
     errorIndex: *mut usize,
     stream: CUstream,
 ) -> CUresult {
-    crate::entry::guard("cuMemBatchDecompressAsync", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe {
-            crate::api::cuMemBatchDecompressAsync(paramsArray, count, flags, errorIndex, stream)
-        }
-    })
+    crate::entry::traced(
+        "cuMemBatchDecompressAsync",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}, {:?}",
+                paramsArray, count, flags, errorIndex, stream
+            )
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe {
+                crate::api::cuMemBatchDecompressAsync(paramsArray, count, flags, errorIndex, stream)
+            }
+        },
+    )
 }
 
 /// Per-thread default stream spelling (what `CUDA_API_PER_THREAD_DEFAULT_STREAM` selects).
@@ -4482,18 +6228,27 @@ pub unsafe extern "C" fn cuMemBatchDecompressAsync_ptsz(
     errorIndex: *mut usize,
     stream: CUstream,
 ) -> CUresult {
-    crate::entry::guard("cuMemBatchDecompressAsync_ptsz", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe {
-            crate::api::cuMemBatchDecompressAsync_ptsz(
-                paramsArray,
-                count,
-                flags,
-                errorIndex,
-                stream,
+    crate::entry::traced(
+        "cuMemBatchDecompressAsync_ptsz",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}, {:?}",
+                paramsArray, count, flags, errorIndex, stream
             )
-        }
-    })
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe {
+                crate::api::cuMemBatchDecompressAsync_ptsz(
+                    paramsArray,
+                    count,
+                    flags,
+                    errorIndex,
+                    stream,
+                )
+            }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -4502,19 +6257,27 @@ pub unsafe extern "C" fn cuMemcpy(
     src: CUdeviceptr,
     ByteCount: usize,
 ) -> CUresult {
-    crate::entry::guard("cuMemcpy", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemcpy(dst, src, ByteCount) }
-    })
+    crate::entry::traced(
+        "cuMemcpy",
+        || format!("{:?}, {:?}, {:?}", dst, src, ByteCount),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemcpy(dst, src, ByteCount) }
+        },
+    )
 }
 
 /// Legacy ABI: the headers declare this spelling only under `__CUDA_API_VERSION_INTERNAL`.
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuMemcpy2D(pCopy: *const CUDA_MEMCPY2D_v1) -> CUresult {
-    crate::entry::guard("cuMemcpy2D", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemcpy2D(pCopy) }
-    })
+    crate::entry::traced(
+        "cuMemcpy2D",
+        || format!("{:?}", pCopy),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemcpy2D(pCopy) }
+        },
+    )
 }
 
 /// Legacy ABI: the headers declare this spelling only under `__CUDA_API_VERSION_INTERNAL`.
@@ -4523,10 +6286,14 @@ pub unsafe extern "C" fn cuMemcpy2DAsync(
     pCopy: *const CUDA_MEMCPY2D_v1,
     hStream: CUstream,
 ) -> CUresult {
-    crate::entry::guard("cuMemcpy2DAsync", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemcpy2DAsync(pCopy, hStream) }
-    })
+    crate::entry::traced(
+        "cuMemcpy2DAsync",
+        || format!("{:?}, {:?}", pCopy, hStream),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemcpy2DAsync(pCopy, hStream) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -4534,10 +6301,14 @@ pub unsafe extern "C" fn cuMemcpy2DAsync_v2(
     pCopy: *const CUDA_MEMCPY2D,
     hStream: CUstream,
 ) -> CUresult {
-    crate::entry::guard("cuMemcpy2DAsync_v2", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemcpy2DAsync_v2(pCopy, hStream) }
-    })
+    crate::entry::traced(
+        "cuMemcpy2DAsync_v2",
+        || format!("{:?}, {:?}", pCopy, hStream),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemcpy2DAsync_v2(pCopy, hStream) }
+        },
+    )
 }
 
 /// Per-thread default stream spelling (what `CUDA_API_PER_THREAD_DEFAULT_STREAM` selects).
@@ -4546,62 +6317,90 @@ pub unsafe extern "C" fn cuMemcpy2DAsync_v2_ptsz(
     pCopy: *const CUDA_MEMCPY2D,
     hStream: CUstream,
 ) -> CUresult {
-    crate::entry::guard("cuMemcpy2DAsync_v2_ptsz", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemcpy2DAsync_v2_ptsz(pCopy, hStream) }
-    })
+    crate::entry::traced(
+        "cuMemcpy2DAsync_v2_ptsz",
+        || format!("{:?}, {:?}", pCopy, hStream),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemcpy2DAsync_v2_ptsz(pCopy, hStream) }
+        },
+    )
 }
 
 /// Legacy ABI: the headers declare this spelling only under `__CUDA_API_VERSION_INTERNAL`.
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuMemcpy2DUnaligned(pCopy: *const CUDA_MEMCPY2D_v1) -> CUresult {
-    crate::entry::guard("cuMemcpy2DUnaligned", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemcpy2DUnaligned(pCopy) }
-    })
+    crate::entry::traced(
+        "cuMemcpy2DUnaligned",
+        || format!("{:?}", pCopy),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemcpy2DUnaligned(pCopy) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuMemcpy2DUnaligned_v2(pCopy: *const CUDA_MEMCPY2D) -> CUresult {
-    crate::entry::guard("cuMemcpy2DUnaligned_v2", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemcpy2DUnaligned_v2(pCopy) }
-    })
+    crate::entry::traced(
+        "cuMemcpy2DUnaligned_v2",
+        || format!("{:?}", pCopy),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemcpy2DUnaligned_v2(pCopy) }
+        },
+    )
 }
 
 /// Per-thread default stream spelling (what `CUDA_API_PER_THREAD_DEFAULT_STREAM` selects).
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuMemcpy2DUnaligned_v2_ptds(pCopy: *const CUDA_MEMCPY2D) -> CUresult {
-    crate::entry::guard("cuMemcpy2DUnaligned_v2_ptds", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemcpy2DUnaligned_v2_ptds(pCopy) }
-    })
+    crate::entry::traced(
+        "cuMemcpy2DUnaligned_v2_ptds",
+        || format!("{:?}", pCopy),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemcpy2DUnaligned_v2_ptds(pCopy) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuMemcpy2D_v2(pCopy: *const CUDA_MEMCPY2D) -> CUresult {
-    crate::entry::guard("cuMemcpy2D_v2", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemcpy2D_v2(pCopy) }
-    })
+    crate::entry::traced(
+        "cuMemcpy2D_v2",
+        || format!("{:?}", pCopy),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemcpy2D_v2(pCopy) }
+        },
+    )
 }
 
 /// Per-thread default stream spelling (what `CUDA_API_PER_THREAD_DEFAULT_STREAM` selects).
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuMemcpy2D_v2_ptds(pCopy: *const CUDA_MEMCPY2D) -> CUresult {
-    crate::entry::guard("cuMemcpy2D_v2_ptds", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemcpy2D_v2_ptds(pCopy) }
-    })
+    crate::entry::traced(
+        "cuMemcpy2D_v2_ptds",
+        || format!("{:?}", pCopy),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemcpy2D_v2_ptds(pCopy) }
+        },
+    )
 }
 
 /// Legacy ABI: the headers declare this spelling only under `__CUDA_API_VERSION_INTERNAL`.
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuMemcpy3D(pCopy: *const CUDA_MEMCPY3D_v1) -> CUresult {
-    crate::entry::guard("cuMemcpy3D", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemcpy3D(pCopy) }
-    })
+    crate::entry::traced(
+        "cuMemcpy3D",
+        || format!("{:?}", pCopy),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemcpy3D(pCopy) }
+        },
+    )
 }
 
 /// Legacy ABI: the headers declare this spelling only under `__CUDA_API_VERSION_INTERNAL`.
@@ -4610,10 +6409,14 @@ pub unsafe extern "C" fn cuMemcpy3DAsync(
     pCopy: *const CUDA_MEMCPY3D_v1,
     hStream: CUstream,
 ) -> CUresult {
-    crate::entry::guard("cuMemcpy3DAsync", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemcpy3DAsync(pCopy, hStream) }
-    })
+    crate::entry::traced(
+        "cuMemcpy3DAsync",
+        || format!("{:?}, {:?}", pCopy, hStream),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemcpy3DAsync(pCopy, hStream) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -4621,10 +6424,14 @@ pub unsafe extern "C" fn cuMemcpy3DAsync_v2(
     pCopy: *const CUDA_MEMCPY3D,
     hStream: CUstream,
 ) -> CUresult {
-    crate::entry::guard("cuMemcpy3DAsync_v2", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemcpy3DAsync_v2(pCopy, hStream) }
-    })
+    crate::entry::traced(
+        "cuMemcpy3DAsync_v2",
+        || format!("{:?}, {:?}", pCopy, hStream),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemcpy3DAsync_v2(pCopy, hStream) }
+        },
+    )
 }
 
 /// Per-thread default stream spelling (what `CUDA_API_PER_THREAD_DEFAULT_STREAM` selects).
@@ -4633,10 +6440,14 @@ pub unsafe extern "C" fn cuMemcpy3DAsync_v2_ptsz(
     pCopy: *const CUDA_MEMCPY3D,
     hStream: CUstream,
 ) -> CUresult {
-    crate::entry::guard("cuMemcpy3DAsync_v2_ptsz", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemcpy3DAsync_v2_ptsz(pCopy, hStream) }
-    })
+    crate::entry::traced(
+        "cuMemcpy3DAsync_v2_ptsz",
+        || format!("{:?}, {:?}", pCopy, hStream),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemcpy3DAsync_v2_ptsz(pCopy, hStream) }
+        },
+    )
 }
 
 /// Legacy ABI: the headers declare this spelling only under `__CUDA_API_VERSION_INTERNAL`.
@@ -4648,10 +6459,19 @@ pub unsafe extern "C" fn cuMemcpy3DBatchAsync(
     flags: c_ulonglong,
     hStream: CUstream,
 ) -> CUresult {
-    crate::entry::guard("cuMemcpy3DBatchAsync", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemcpy3DBatchAsync(numOps, opList, failIdx, flags, hStream) }
-    })
+    crate::entry::traced(
+        "cuMemcpy3DBatchAsync",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}, {:?}",
+                numOps, opList, failIdx, flags, hStream
+            )
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemcpy3DBatchAsync(numOps, opList, failIdx, flags, hStream) }
+        },
+    )
 }
 
 /// Legacy ABI: the headers declare this spelling only under `__CUDA_API_VERSION_INTERNAL`.
@@ -4663,10 +6483,21 @@ pub unsafe extern "C" fn cuMemcpy3DBatchAsync_ptsz(
     flags: c_ulonglong,
     hStream: CUstream,
 ) -> CUresult {
-    crate::entry::guard("cuMemcpy3DBatchAsync_ptsz", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemcpy3DBatchAsync_ptsz(numOps, opList, failIdx, flags, hStream) }
-    })
+    crate::entry::traced(
+        "cuMemcpy3DBatchAsync_ptsz",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}, {:?}",
+                numOps, opList, failIdx, flags, hStream
+            )
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe {
+                crate::api::cuMemcpy3DBatchAsync_ptsz(numOps, opList, failIdx, flags, hStream)
+            }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -4676,10 +6507,14 @@ pub unsafe extern "C" fn cuMemcpy3DBatchAsync_v2(
     flags: c_ulonglong,
     hStream: CUstream,
 ) -> CUresult {
-    crate::entry::guard("cuMemcpy3DBatchAsync_v2", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemcpy3DBatchAsync_v2(numOps, opList, flags, hStream) }
-    })
+    crate::entry::traced(
+        "cuMemcpy3DBatchAsync_v2",
+        || format!("{:?}, {:?}, {:?}, {:?}", numOps, opList, flags, hStream),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemcpy3DBatchAsync_v2(numOps, opList, flags, hStream) }
+        },
+    )
 }
 
 /// Per-thread default stream spelling (what `CUDA_API_PER_THREAD_DEFAULT_STREAM` selects).
@@ -4690,18 +6525,26 @@ pub unsafe extern "C" fn cuMemcpy3DBatchAsync_v2_ptsz(
     flags: c_ulonglong,
     hStream: CUstream,
 ) -> CUresult {
-    crate::entry::guard("cuMemcpy3DBatchAsync_v2_ptsz", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemcpy3DBatchAsync_v2_ptsz(numOps, opList, flags, hStream) }
-    })
+    crate::entry::traced(
+        "cuMemcpy3DBatchAsync_v2_ptsz",
+        || format!("{:?}, {:?}, {:?}, {:?}", numOps, opList, flags, hStream),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemcpy3DBatchAsync_v2_ptsz(numOps, opList, flags, hStream) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuMemcpy3DPeer(pCopy: *const CUDA_MEMCPY3D_PEER) -> CUresult {
-    crate::entry::guard("cuMemcpy3DPeer", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemcpy3DPeer(pCopy) }
-    })
+    crate::entry::traced(
+        "cuMemcpy3DPeer",
+        || format!("{:?}", pCopy),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemcpy3DPeer(pCopy) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -4709,10 +6552,14 @@ pub unsafe extern "C" fn cuMemcpy3DPeerAsync(
     pCopy: *const CUDA_MEMCPY3D_PEER,
     hStream: CUstream,
 ) -> CUresult {
-    crate::entry::guard("cuMemcpy3DPeerAsync", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemcpy3DPeerAsync(pCopy, hStream) }
-    })
+    crate::entry::traced(
+        "cuMemcpy3DPeerAsync",
+        || format!("{:?}, {:?}", pCopy, hStream),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemcpy3DPeerAsync(pCopy, hStream) }
+        },
+    )
 }
 
 /// Per-thread default stream spelling (what `CUDA_API_PER_THREAD_DEFAULT_STREAM` selects).
@@ -4721,36 +6568,52 @@ pub unsafe extern "C" fn cuMemcpy3DPeerAsync_ptsz(
     pCopy: *const CUDA_MEMCPY3D_PEER,
     hStream: CUstream,
 ) -> CUresult {
-    crate::entry::guard("cuMemcpy3DPeerAsync_ptsz", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemcpy3DPeerAsync_ptsz(pCopy, hStream) }
-    })
+    crate::entry::traced(
+        "cuMemcpy3DPeerAsync_ptsz",
+        || format!("{:?}, {:?}", pCopy, hStream),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemcpy3DPeerAsync_ptsz(pCopy, hStream) }
+        },
+    )
 }
 
 /// Per-thread default stream spelling (what `CUDA_API_PER_THREAD_DEFAULT_STREAM` selects).
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuMemcpy3DPeer_ptds(pCopy: *const CUDA_MEMCPY3D_PEER) -> CUresult {
-    crate::entry::guard("cuMemcpy3DPeer_ptds", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemcpy3DPeer_ptds(pCopy) }
-    })
+    crate::entry::traced(
+        "cuMemcpy3DPeer_ptds",
+        || format!("{:?}", pCopy),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemcpy3DPeer_ptds(pCopy) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuMemcpy3D_v2(pCopy: *const CUDA_MEMCPY3D) -> CUresult {
-    crate::entry::guard("cuMemcpy3D_v2", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemcpy3D_v2(pCopy) }
-    })
+    crate::entry::traced(
+        "cuMemcpy3D_v2",
+        || format!("{:?}", pCopy),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemcpy3D_v2(pCopy) }
+        },
+    )
 }
 
 /// Per-thread default stream spelling (what `CUDA_API_PER_THREAD_DEFAULT_STREAM` selects).
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuMemcpy3D_v2_ptds(pCopy: *const CUDA_MEMCPY3D) -> CUresult {
-    crate::entry::guard("cuMemcpy3D_v2_ptds", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemcpy3D_v2_ptds(pCopy) }
-    })
+    crate::entry::traced(
+        "cuMemcpy3D_v2_ptds",
+        || format!("{:?}", pCopy),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemcpy3D_v2_ptds(pCopy) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -4760,10 +6623,14 @@ pub unsafe extern "C" fn cuMemcpyAsync(
     ByteCount: usize,
     hStream: CUstream,
 ) -> CUresult {
-    crate::entry::guard("cuMemcpyAsync", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemcpyAsync(dst, src, ByteCount, hStream) }
-    })
+    crate::entry::traced(
+        "cuMemcpyAsync",
+        || format!("{:?}, {:?}, {:?}, {:?}", dst, src, ByteCount, hStream),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemcpyAsync(dst, src, ByteCount, hStream) }
+        },
+    )
 }
 
 /// Per-thread default stream spelling (what `CUDA_API_PER_THREAD_DEFAULT_STREAM` selects).
@@ -4774,10 +6641,14 @@ pub unsafe extern "C" fn cuMemcpyAsync_ptsz(
     ByteCount: usize,
     hStream: CUstream,
 ) -> CUresult {
-    crate::entry::guard("cuMemcpyAsync_ptsz", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemcpyAsync_ptsz(dst, src, ByteCount, hStream) }
-    })
+    crate::entry::traced(
+        "cuMemcpyAsync_ptsz",
+        || format!("{:?}, {:?}, {:?}, {:?}", dst, src, ByteCount, hStream),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemcpyAsync_ptsz(dst, src, ByteCount, hStream) }
+        },
+    )
 }
 
 /// Legacy ABI: the headers declare this spelling only under `__CUDA_API_VERSION_INTERNAL`.
@@ -4789,10 +6660,19 @@ pub unsafe extern "C" fn cuMemcpyAtoA(
     srcOffset: c_uint,
     ByteCount: c_uint,
 ) -> CUresult {
-    crate::entry::guard("cuMemcpyAtoA", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemcpyAtoA(dstArray, dstOffset, srcArray, srcOffset, ByteCount) }
-    })
+    crate::entry::traced(
+        "cuMemcpyAtoA",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}, {:?}",
+                dstArray, dstOffset, srcArray, srcOffset, ByteCount
+            )
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemcpyAtoA(dstArray, dstOffset, srcArray, srcOffset, ByteCount) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -4803,10 +6683,21 @@ pub unsafe extern "C" fn cuMemcpyAtoA_v2(
     srcOffset: usize,
     ByteCount: usize,
 ) -> CUresult {
-    crate::entry::guard("cuMemcpyAtoA_v2", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemcpyAtoA_v2(dstArray, dstOffset, srcArray, srcOffset, ByteCount) }
-    })
+    crate::entry::traced(
+        "cuMemcpyAtoA_v2",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}, {:?}",
+                dstArray, dstOffset, srcArray, srcOffset, ByteCount
+            )
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe {
+                crate::api::cuMemcpyAtoA_v2(dstArray, dstOffset, srcArray, srcOffset, ByteCount)
+            }
+        },
+    )
 }
 
 /// Per-thread default stream spelling (what `CUDA_API_PER_THREAD_DEFAULT_STREAM` selects).
@@ -4818,12 +6709,23 @@ pub unsafe extern "C" fn cuMemcpyAtoA_v2_ptds(
     srcOffset: usize,
     ByteCount: usize,
 ) -> CUresult {
-    crate::entry::guard("cuMemcpyAtoA_v2_ptds", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe {
-            crate::api::cuMemcpyAtoA_v2_ptds(dstArray, dstOffset, srcArray, srcOffset, ByteCount)
-        }
-    })
+    crate::entry::traced(
+        "cuMemcpyAtoA_v2_ptds",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}, {:?}",
+                dstArray, dstOffset, srcArray, srcOffset, ByteCount
+            )
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe {
+                crate::api::cuMemcpyAtoA_v2_ptds(
+                    dstArray, dstOffset, srcArray, srcOffset, ByteCount,
+                )
+            }
+        },
+    )
 }
 
 /// Legacy ABI: the headers declare this spelling only under `__CUDA_API_VERSION_INTERNAL`.
@@ -4834,10 +6736,19 @@ pub unsafe extern "C" fn cuMemcpyAtoD(
     srcOffset: c_uint,
     ByteCount: c_uint,
 ) -> CUresult {
-    crate::entry::guard("cuMemcpyAtoD", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemcpyAtoD(dstDevice, srcArray, srcOffset, ByteCount) }
-    })
+    crate::entry::traced(
+        "cuMemcpyAtoD",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}",
+                dstDevice, srcArray, srcOffset, ByteCount
+            )
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemcpyAtoD(dstDevice, srcArray, srcOffset, ByteCount) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -4847,10 +6758,19 @@ pub unsafe extern "C" fn cuMemcpyAtoD_v2(
     srcOffset: usize,
     ByteCount: usize,
 ) -> CUresult {
-    crate::entry::guard("cuMemcpyAtoD_v2", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemcpyAtoD_v2(dstDevice, srcArray, srcOffset, ByteCount) }
-    })
+    crate::entry::traced(
+        "cuMemcpyAtoD_v2",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}",
+                dstDevice, srcArray, srcOffset, ByteCount
+            )
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemcpyAtoD_v2(dstDevice, srcArray, srcOffset, ByteCount) }
+        },
+    )
 }
 
 /// Per-thread default stream spelling (what `CUDA_API_PER_THREAD_DEFAULT_STREAM` selects).
@@ -4861,10 +6781,19 @@ pub unsafe extern "C" fn cuMemcpyAtoD_v2_ptds(
     srcOffset: usize,
     ByteCount: usize,
 ) -> CUresult {
-    crate::entry::guard("cuMemcpyAtoD_v2_ptds", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemcpyAtoD_v2_ptds(dstDevice, srcArray, srcOffset, ByteCount) }
-    })
+    crate::entry::traced(
+        "cuMemcpyAtoD_v2_ptds",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}",
+                dstDevice, srcArray, srcOffset, ByteCount
+            )
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemcpyAtoD_v2_ptds(dstDevice, srcArray, srcOffset, ByteCount) }
+        },
+    )
 }
 
 /// Legacy ABI: the headers declare this spelling only under `__CUDA_API_VERSION_INTERNAL`.
@@ -4875,10 +6804,19 @@ pub unsafe extern "C" fn cuMemcpyAtoH(
     srcOffset: c_uint,
     ByteCount: c_uint,
 ) -> CUresult {
-    crate::entry::guard("cuMemcpyAtoH", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemcpyAtoH(dstHost, srcArray, srcOffset, ByteCount) }
-    })
+    crate::entry::traced(
+        "cuMemcpyAtoH",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}",
+                dstHost, srcArray, srcOffset, ByteCount
+            )
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemcpyAtoH(dstHost, srcArray, srcOffset, ByteCount) }
+        },
+    )
 }
 
 /// Legacy ABI: the headers declare this spelling only under `__CUDA_API_VERSION_INTERNAL`.
@@ -4890,10 +6828,21 @@ pub unsafe extern "C" fn cuMemcpyAtoHAsync(
     ByteCount: c_uint,
     hStream: CUstream,
 ) -> CUresult {
-    crate::entry::guard("cuMemcpyAtoHAsync", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemcpyAtoHAsync(dstHost, srcArray, srcOffset, ByteCount, hStream) }
-    })
+    crate::entry::traced(
+        "cuMemcpyAtoHAsync",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}, {:?}",
+                dstHost, srcArray, srcOffset, ByteCount, hStream
+            )
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe {
+                crate::api::cuMemcpyAtoHAsync(dstHost, srcArray, srcOffset, ByteCount, hStream)
+            }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -4904,12 +6853,21 @@ pub unsafe extern "C" fn cuMemcpyAtoHAsync_v2(
     ByteCount: usize,
     hStream: CUstream,
 ) -> CUresult {
-    crate::entry::guard("cuMemcpyAtoHAsync_v2", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe {
-            crate::api::cuMemcpyAtoHAsync_v2(dstHost, srcArray, srcOffset, ByteCount, hStream)
-        }
-    })
+    crate::entry::traced(
+        "cuMemcpyAtoHAsync_v2",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}, {:?}",
+                dstHost, srcArray, srcOffset, ByteCount, hStream
+            )
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe {
+                crate::api::cuMemcpyAtoHAsync_v2(dstHost, srcArray, srcOffset, ByteCount, hStream)
+            }
+        },
+    )
 }
 
 /// Per-thread default stream spelling (what `CUDA_API_PER_THREAD_DEFAULT_STREAM` selects).
@@ -4921,12 +6879,23 @@ pub unsafe extern "C" fn cuMemcpyAtoHAsync_v2_ptsz(
     ByteCount: usize,
     hStream: CUstream,
 ) -> CUresult {
-    crate::entry::guard("cuMemcpyAtoHAsync_v2_ptsz", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe {
-            crate::api::cuMemcpyAtoHAsync_v2_ptsz(dstHost, srcArray, srcOffset, ByteCount, hStream)
-        }
-    })
+    crate::entry::traced(
+        "cuMemcpyAtoHAsync_v2_ptsz",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}, {:?}",
+                dstHost, srcArray, srcOffset, ByteCount, hStream
+            )
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe {
+                crate::api::cuMemcpyAtoHAsync_v2_ptsz(
+                    dstHost, srcArray, srcOffset, ByteCount, hStream,
+                )
+            }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -4936,10 +6905,19 @@ pub unsafe extern "C" fn cuMemcpyAtoH_v2(
     srcOffset: usize,
     ByteCount: usize,
 ) -> CUresult {
-    crate::entry::guard("cuMemcpyAtoH_v2", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemcpyAtoH_v2(dstHost, srcArray, srcOffset, ByteCount) }
-    })
+    crate::entry::traced(
+        "cuMemcpyAtoH_v2",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}",
+                dstHost, srcArray, srcOffset, ByteCount
+            )
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemcpyAtoH_v2(dstHost, srcArray, srcOffset, ByteCount) }
+        },
+    )
 }
 
 /// Per-thread default stream spelling (what `CUDA_API_PER_THREAD_DEFAULT_STREAM` selects).
@@ -4950,10 +6928,19 @@ pub unsafe extern "C" fn cuMemcpyAtoH_v2_ptds(
     srcOffset: usize,
     ByteCount: usize,
 ) -> CUresult {
-    crate::entry::guard("cuMemcpyAtoH_v2_ptds", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemcpyAtoH_v2_ptds(dstHost, srcArray, srcOffset, ByteCount) }
-    })
+    crate::entry::traced(
+        "cuMemcpyAtoH_v2_ptds",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}",
+                dstHost, srcArray, srcOffset, ByteCount
+            )
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemcpyAtoH_v2_ptds(dstHost, srcArray, srcOffset, ByteCount) }
+        },
+    )
 }
 
 /// Legacy ABI: the headers declare this spelling only under `__CUDA_API_VERSION_INTERNAL`.
@@ -4969,14 +6956,23 @@ pub unsafe extern "C" fn cuMemcpyBatchAsync(
     failIdx: *mut usize,
     hStream: CUstream,
 ) -> CUresult {
-    crate::entry::guard("cuMemcpyBatchAsync", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe {
-            crate::api::cuMemcpyBatchAsync(
-                dsts, srcs, sizes, count, attrs, attrsIdxs, numAttrs, failIdx, hStream,
+    crate::entry::traced(
+        "cuMemcpyBatchAsync",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}, {:?}, {:?}, {:?}, {:?}, {:?}",
+                dsts, srcs, sizes, count, attrs, attrsIdxs, numAttrs, failIdx, hStream
             )
-        }
-    })
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe {
+                crate::api::cuMemcpyBatchAsync(
+                    dsts, srcs, sizes, count, attrs, attrsIdxs, numAttrs, failIdx, hStream,
+                )
+            }
+        },
+    )
 }
 
 /// Legacy ABI: the headers declare this spelling only under `__CUDA_API_VERSION_INTERNAL`.
@@ -4992,14 +6988,23 @@ pub unsafe extern "C" fn cuMemcpyBatchAsync_ptsz(
     failIdx: *mut usize,
     hStream: CUstream,
 ) -> CUresult {
-    crate::entry::guard("cuMemcpyBatchAsync_ptsz", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe {
-            crate::api::cuMemcpyBatchAsync_ptsz(
-                dsts, srcs, sizes, count, attrs, attrsIdxs, numAttrs, failIdx, hStream,
+    crate::entry::traced(
+        "cuMemcpyBatchAsync_ptsz",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}, {:?}, {:?}, {:?}, {:?}, {:?}",
+                dsts, srcs, sizes, count, attrs, attrsIdxs, numAttrs, failIdx, hStream
             )
-        }
-    })
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe {
+                crate::api::cuMemcpyBatchAsync_ptsz(
+                    dsts, srcs, sizes, count, attrs, attrsIdxs, numAttrs, failIdx, hStream,
+                )
+            }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -5013,14 +7018,23 @@ pub unsafe extern "C" fn cuMemcpyBatchAsync_v2(
     numAttrs: usize,
     hStream: CUstream,
 ) -> CUresult {
-    crate::entry::guard("cuMemcpyBatchAsync_v2", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe {
-            crate::api::cuMemcpyBatchAsync_v2(
-                dsts, srcs, sizes, count, attrs, attrsIdxs, numAttrs, hStream,
+    crate::entry::traced(
+        "cuMemcpyBatchAsync_v2",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}, {:?}, {:?}, {:?}, {:?}",
+                dsts, srcs, sizes, count, attrs, attrsIdxs, numAttrs, hStream
             )
-        }
-    })
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe {
+                crate::api::cuMemcpyBatchAsync_v2(
+                    dsts, srcs, sizes, count, attrs, attrsIdxs, numAttrs, hStream,
+                )
+            }
+        },
+    )
 }
 
 /// Per-thread default stream spelling (what `CUDA_API_PER_THREAD_DEFAULT_STREAM` selects).
@@ -5035,14 +7049,23 @@ pub unsafe extern "C" fn cuMemcpyBatchAsync_v2_ptsz(
     numAttrs: usize,
     hStream: CUstream,
 ) -> CUresult {
-    crate::entry::guard("cuMemcpyBatchAsync_v2_ptsz", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe {
-            crate::api::cuMemcpyBatchAsync_v2_ptsz(
-                dsts, srcs, sizes, count, attrs, attrsIdxs, numAttrs, hStream,
+    crate::entry::traced(
+        "cuMemcpyBatchAsync_v2_ptsz",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}, {:?}, {:?}, {:?}, {:?}",
+                dsts, srcs, sizes, count, attrs, attrsIdxs, numAttrs, hStream
             )
-        }
-    })
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe {
+                crate::api::cuMemcpyBatchAsync_v2_ptsz(
+                    dsts, srcs, sizes, count, attrs, attrsIdxs, numAttrs, hStream,
+                )
+            }
+        },
+    )
 }
 
 /// Legacy ABI: the headers declare this spelling only under `__CUDA_API_VERSION_INTERNAL`.
@@ -5053,10 +7076,19 @@ pub unsafe extern "C" fn cuMemcpyDtoA(
     srcDevice: CUdeviceptr_v1,
     ByteCount: c_uint,
 ) -> CUresult {
-    crate::entry::guard("cuMemcpyDtoA", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemcpyDtoA(dstArray, dstOffset, srcDevice, ByteCount) }
-    })
+    crate::entry::traced(
+        "cuMemcpyDtoA",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}",
+                dstArray, dstOffset, srcDevice, ByteCount
+            )
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemcpyDtoA(dstArray, dstOffset, srcDevice, ByteCount) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -5066,10 +7098,19 @@ pub unsafe extern "C" fn cuMemcpyDtoA_v2(
     srcDevice: CUdeviceptr,
     ByteCount: usize,
 ) -> CUresult {
-    crate::entry::guard("cuMemcpyDtoA_v2", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemcpyDtoA_v2(dstArray, dstOffset, srcDevice, ByteCount) }
-    })
+    crate::entry::traced(
+        "cuMemcpyDtoA_v2",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}",
+                dstArray, dstOffset, srcDevice, ByteCount
+            )
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemcpyDtoA_v2(dstArray, dstOffset, srcDevice, ByteCount) }
+        },
+    )
 }
 
 /// Per-thread default stream spelling (what `CUDA_API_PER_THREAD_DEFAULT_STREAM` selects).
@@ -5080,10 +7121,19 @@ pub unsafe extern "C" fn cuMemcpyDtoA_v2_ptds(
     srcDevice: CUdeviceptr,
     ByteCount: usize,
 ) -> CUresult {
-    crate::entry::guard("cuMemcpyDtoA_v2_ptds", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemcpyDtoA_v2_ptds(dstArray, dstOffset, srcDevice, ByteCount) }
-    })
+    crate::entry::traced(
+        "cuMemcpyDtoA_v2_ptds",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}",
+                dstArray, dstOffset, srcDevice, ByteCount
+            )
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemcpyDtoA_v2_ptds(dstArray, dstOffset, srcDevice, ByteCount) }
+        },
+    )
 }
 
 /// Legacy ABI: the headers declare this spelling only under `__CUDA_API_VERSION_INTERNAL`.
@@ -5093,10 +7143,14 @@ pub unsafe extern "C" fn cuMemcpyDtoD(
     srcDevice: CUdeviceptr_v1,
     ByteCount: c_uint,
 ) -> CUresult {
-    crate::entry::guard("cuMemcpyDtoD", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemcpyDtoD(dstDevice, srcDevice, ByteCount) }
-    })
+    crate::entry::traced(
+        "cuMemcpyDtoD",
+        || format!("{:?}, {:?}, {:?}", dstDevice, srcDevice, ByteCount),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemcpyDtoD(dstDevice, srcDevice, ByteCount) }
+        },
+    )
 }
 
 /// Legacy ABI: the headers declare this spelling only under `__CUDA_API_VERSION_INTERNAL`.
@@ -5107,10 +7161,19 @@ pub unsafe extern "C" fn cuMemcpyDtoDAsync(
     ByteCount: c_uint,
     hStream: CUstream,
 ) -> CUresult {
-    crate::entry::guard("cuMemcpyDtoDAsync", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemcpyDtoDAsync(dstDevice, srcDevice, ByteCount, hStream) }
-    })
+    crate::entry::traced(
+        "cuMemcpyDtoDAsync",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}",
+                dstDevice, srcDevice, ByteCount, hStream
+            )
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemcpyDtoDAsync(dstDevice, srcDevice, ByteCount, hStream) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -5120,10 +7183,19 @@ pub unsafe extern "C" fn cuMemcpyDtoDAsync_v2(
     ByteCount: usize,
     hStream: CUstream,
 ) -> CUresult {
-    crate::entry::guard("cuMemcpyDtoDAsync_v2", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemcpyDtoDAsync_v2(dstDevice, srcDevice, ByteCount, hStream) }
-    })
+    crate::entry::traced(
+        "cuMemcpyDtoDAsync_v2",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}",
+                dstDevice, srcDevice, ByteCount, hStream
+            )
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemcpyDtoDAsync_v2(dstDevice, srcDevice, ByteCount, hStream) }
+        },
+    )
 }
 
 /// Per-thread default stream spelling (what `CUDA_API_PER_THREAD_DEFAULT_STREAM` selects).
@@ -5134,10 +7206,21 @@ pub unsafe extern "C" fn cuMemcpyDtoDAsync_v2_ptsz(
     ByteCount: usize,
     hStream: CUstream,
 ) -> CUresult {
-    crate::entry::guard("cuMemcpyDtoDAsync_v2_ptsz", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemcpyDtoDAsync_v2_ptsz(dstDevice, srcDevice, ByteCount, hStream) }
-    })
+    crate::entry::traced(
+        "cuMemcpyDtoDAsync_v2_ptsz",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}",
+                dstDevice, srcDevice, ByteCount, hStream
+            )
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe {
+                crate::api::cuMemcpyDtoDAsync_v2_ptsz(dstDevice, srcDevice, ByteCount, hStream)
+            }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -5146,10 +7229,14 @@ pub unsafe extern "C" fn cuMemcpyDtoD_v2(
     srcDevice: CUdeviceptr,
     ByteCount: usize,
 ) -> CUresult {
-    crate::entry::guard("cuMemcpyDtoD_v2", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemcpyDtoD_v2(dstDevice, srcDevice, ByteCount) }
-    })
+    crate::entry::traced(
+        "cuMemcpyDtoD_v2",
+        || format!("{:?}, {:?}, {:?}", dstDevice, srcDevice, ByteCount),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemcpyDtoD_v2(dstDevice, srcDevice, ByteCount) }
+        },
+    )
 }
 
 /// Per-thread default stream spelling (what `CUDA_API_PER_THREAD_DEFAULT_STREAM` selects).
@@ -5159,10 +7246,14 @@ pub unsafe extern "C" fn cuMemcpyDtoD_v2_ptds(
     srcDevice: CUdeviceptr,
     ByteCount: usize,
 ) -> CUresult {
-    crate::entry::guard("cuMemcpyDtoD_v2_ptds", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemcpyDtoD_v2_ptds(dstDevice, srcDevice, ByteCount) }
-    })
+    crate::entry::traced(
+        "cuMemcpyDtoD_v2_ptds",
+        || format!("{:?}, {:?}, {:?}", dstDevice, srcDevice, ByteCount),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemcpyDtoD_v2_ptds(dstDevice, srcDevice, ByteCount) }
+        },
+    )
 }
 
 /// Legacy ABI: the headers declare this spelling only under `__CUDA_API_VERSION_INTERNAL`.
@@ -5172,10 +7263,14 @@ pub unsafe extern "C" fn cuMemcpyDtoH(
     srcDevice: CUdeviceptr_v1,
     ByteCount: c_uint,
 ) -> CUresult {
-    crate::entry::guard("cuMemcpyDtoH", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemcpyDtoH(dstHost, srcDevice, ByteCount) }
-    })
+    crate::entry::traced(
+        "cuMemcpyDtoH",
+        || format!("{:?}, {:?}, {:?}", dstHost, srcDevice, ByteCount),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemcpyDtoH(dstHost, srcDevice, ByteCount) }
+        },
+    )
 }
 
 /// Legacy ABI: the headers declare this spelling only under `__CUDA_API_VERSION_INTERNAL`.
@@ -5186,10 +7281,19 @@ pub unsafe extern "C" fn cuMemcpyDtoHAsync(
     ByteCount: c_uint,
     hStream: CUstream,
 ) -> CUresult {
-    crate::entry::guard("cuMemcpyDtoHAsync", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemcpyDtoHAsync(dstHost, srcDevice, ByteCount, hStream) }
-    })
+    crate::entry::traced(
+        "cuMemcpyDtoHAsync",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}",
+                dstHost, srcDevice, ByteCount, hStream
+            )
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemcpyDtoHAsync(dstHost, srcDevice, ByteCount, hStream) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -5199,10 +7303,19 @@ pub unsafe extern "C" fn cuMemcpyDtoHAsync_v2(
     ByteCount: usize,
     hStream: CUstream,
 ) -> CUresult {
-    crate::entry::guard("cuMemcpyDtoHAsync_v2", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemcpyDtoHAsync_v2(dstHost, srcDevice, ByteCount, hStream) }
-    })
+    crate::entry::traced(
+        "cuMemcpyDtoHAsync_v2",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}",
+                dstHost, srcDevice, ByteCount, hStream
+            )
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemcpyDtoHAsync_v2(dstHost, srcDevice, ByteCount, hStream) }
+        },
+    )
 }
 
 /// Per-thread default stream spelling (what `CUDA_API_PER_THREAD_DEFAULT_STREAM` selects).
@@ -5213,10 +7326,19 @@ pub unsafe extern "C" fn cuMemcpyDtoHAsync_v2_ptsz(
     ByteCount: usize,
     hStream: CUstream,
 ) -> CUresult {
-    crate::entry::guard("cuMemcpyDtoHAsync_v2_ptsz", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemcpyDtoHAsync_v2_ptsz(dstHost, srcDevice, ByteCount, hStream) }
-    })
+    crate::entry::traced(
+        "cuMemcpyDtoHAsync_v2_ptsz",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}",
+                dstHost, srcDevice, ByteCount, hStream
+            )
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemcpyDtoHAsync_v2_ptsz(dstHost, srcDevice, ByteCount, hStream) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -5225,10 +7347,14 @@ pub unsafe extern "C" fn cuMemcpyDtoH_v2(
     srcDevice: CUdeviceptr,
     ByteCount: usize,
 ) -> CUresult {
-    crate::entry::guard("cuMemcpyDtoH_v2", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemcpyDtoH_v2(dstHost, srcDevice, ByteCount) }
-    })
+    crate::entry::traced(
+        "cuMemcpyDtoH_v2",
+        || format!("{:?}, {:?}, {:?}", dstHost, srcDevice, ByteCount),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemcpyDtoH_v2(dstHost, srcDevice, ByteCount) }
+        },
+    )
 }
 
 /// Per-thread default stream spelling (what `CUDA_API_PER_THREAD_DEFAULT_STREAM` selects).
@@ -5238,10 +7364,14 @@ pub unsafe extern "C" fn cuMemcpyDtoH_v2_ptds(
     srcDevice: CUdeviceptr,
     ByteCount: usize,
 ) -> CUresult {
-    crate::entry::guard("cuMemcpyDtoH_v2_ptds", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemcpyDtoH_v2_ptds(dstHost, srcDevice, ByteCount) }
-    })
+    crate::entry::traced(
+        "cuMemcpyDtoH_v2_ptds",
+        || format!("{:?}, {:?}, {:?}", dstHost, srcDevice, ByteCount),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemcpyDtoH_v2_ptds(dstHost, srcDevice, ByteCount) }
+        },
+    )
 }
 
 /// Legacy ABI: the headers declare this spelling only under `__CUDA_API_VERSION_INTERNAL`.
@@ -5252,10 +7382,19 @@ pub unsafe extern "C" fn cuMemcpyHtoA(
     srcHost: *const c_void,
     ByteCount: c_uint,
 ) -> CUresult {
-    crate::entry::guard("cuMemcpyHtoA", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemcpyHtoA(dstArray, dstOffset, srcHost, ByteCount) }
-    })
+    crate::entry::traced(
+        "cuMemcpyHtoA",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}",
+                dstArray, dstOffset, srcHost, ByteCount
+            )
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemcpyHtoA(dstArray, dstOffset, srcHost, ByteCount) }
+        },
+    )
 }
 
 /// Legacy ABI: the headers declare this spelling only under `__CUDA_API_VERSION_INTERNAL`.
@@ -5267,10 +7406,21 @@ pub unsafe extern "C" fn cuMemcpyHtoAAsync(
     ByteCount: c_uint,
     hStream: CUstream,
 ) -> CUresult {
-    crate::entry::guard("cuMemcpyHtoAAsync", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemcpyHtoAAsync(dstArray, dstOffset, srcHost, ByteCount, hStream) }
-    })
+    crate::entry::traced(
+        "cuMemcpyHtoAAsync",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}, {:?}",
+                dstArray, dstOffset, srcHost, ByteCount, hStream
+            )
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe {
+                crate::api::cuMemcpyHtoAAsync(dstArray, dstOffset, srcHost, ByteCount, hStream)
+            }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -5281,12 +7431,21 @@ pub unsafe extern "C" fn cuMemcpyHtoAAsync_v2(
     ByteCount: usize,
     hStream: CUstream,
 ) -> CUresult {
-    crate::entry::guard("cuMemcpyHtoAAsync_v2", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe {
-            crate::api::cuMemcpyHtoAAsync_v2(dstArray, dstOffset, srcHost, ByteCount, hStream)
-        }
-    })
+    crate::entry::traced(
+        "cuMemcpyHtoAAsync_v2",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}, {:?}",
+                dstArray, dstOffset, srcHost, ByteCount, hStream
+            )
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe {
+                crate::api::cuMemcpyHtoAAsync_v2(dstArray, dstOffset, srcHost, ByteCount, hStream)
+            }
+        },
+    )
 }
 
 /// Per-thread default stream spelling (what `CUDA_API_PER_THREAD_DEFAULT_STREAM` selects).
@@ -5298,12 +7457,23 @@ pub unsafe extern "C" fn cuMemcpyHtoAAsync_v2_ptsz(
     ByteCount: usize,
     hStream: CUstream,
 ) -> CUresult {
-    crate::entry::guard("cuMemcpyHtoAAsync_v2_ptsz", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe {
-            crate::api::cuMemcpyHtoAAsync_v2_ptsz(dstArray, dstOffset, srcHost, ByteCount, hStream)
-        }
-    })
+    crate::entry::traced(
+        "cuMemcpyHtoAAsync_v2_ptsz",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}, {:?}",
+                dstArray, dstOffset, srcHost, ByteCount, hStream
+            )
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe {
+                crate::api::cuMemcpyHtoAAsync_v2_ptsz(
+                    dstArray, dstOffset, srcHost, ByteCount, hStream,
+                )
+            }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -5313,10 +7483,19 @@ pub unsafe extern "C" fn cuMemcpyHtoA_v2(
     srcHost: *const c_void,
     ByteCount: usize,
 ) -> CUresult {
-    crate::entry::guard("cuMemcpyHtoA_v2", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemcpyHtoA_v2(dstArray, dstOffset, srcHost, ByteCount) }
-    })
+    crate::entry::traced(
+        "cuMemcpyHtoA_v2",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}",
+                dstArray, dstOffset, srcHost, ByteCount
+            )
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemcpyHtoA_v2(dstArray, dstOffset, srcHost, ByteCount) }
+        },
+    )
 }
 
 /// Per-thread default stream spelling (what `CUDA_API_PER_THREAD_DEFAULT_STREAM` selects).
@@ -5327,10 +7506,19 @@ pub unsafe extern "C" fn cuMemcpyHtoA_v2_ptds(
     srcHost: *const c_void,
     ByteCount: usize,
 ) -> CUresult {
-    crate::entry::guard("cuMemcpyHtoA_v2_ptds", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemcpyHtoA_v2_ptds(dstArray, dstOffset, srcHost, ByteCount) }
-    })
+    crate::entry::traced(
+        "cuMemcpyHtoA_v2_ptds",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}",
+                dstArray, dstOffset, srcHost, ByteCount
+            )
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemcpyHtoA_v2_ptds(dstArray, dstOffset, srcHost, ByteCount) }
+        },
+    )
 }
 
 /// Legacy ABI: the headers declare this spelling only under `__CUDA_API_VERSION_INTERNAL`.
@@ -5340,10 +7528,14 @@ pub unsafe extern "C" fn cuMemcpyHtoD(
     srcHost: *const c_void,
     ByteCount: c_uint,
 ) -> CUresult {
-    crate::entry::guard("cuMemcpyHtoD", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemcpyHtoD(dstDevice, srcHost, ByteCount) }
-    })
+    crate::entry::traced(
+        "cuMemcpyHtoD",
+        || format!("{:?}, {:?}, {:?}", dstDevice, srcHost, ByteCount),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemcpyHtoD(dstDevice, srcHost, ByteCount) }
+        },
+    )
 }
 
 /// Legacy ABI: the headers declare this spelling only under `__CUDA_API_VERSION_INTERNAL`.
@@ -5354,10 +7546,19 @@ pub unsafe extern "C" fn cuMemcpyHtoDAsync(
     ByteCount: c_uint,
     hStream: CUstream,
 ) -> CUresult {
-    crate::entry::guard("cuMemcpyHtoDAsync", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemcpyHtoDAsync(dstDevice, srcHost, ByteCount, hStream) }
-    })
+    crate::entry::traced(
+        "cuMemcpyHtoDAsync",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}",
+                dstDevice, srcHost, ByteCount, hStream
+            )
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemcpyHtoDAsync(dstDevice, srcHost, ByteCount, hStream) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -5367,10 +7568,19 @@ pub unsafe extern "C" fn cuMemcpyHtoDAsync_v2(
     ByteCount: usize,
     hStream: CUstream,
 ) -> CUresult {
-    crate::entry::guard("cuMemcpyHtoDAsync_v2", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemcpyHtoDAsync_v2(dstDevice, srcHost, ByteCount, hStream) }
-    })
+    crate::entry::traced(
+        "cuMemcpyHtoDAsync_v2",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}",
+                dstDevice, srcHost, ByteCount, hStream
+            )
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemcpyHtoDAsync_v2(dstDevice, srcHost, ByteCount, hStream) }
+        },
+    )
 }
 
 /// Per-thread default stream spelling (what `CUDA_API_PER_THREAD_DEFAULT_STREAM` selects).
@@ -5381,10 +7591,19 @@ pub unsafe extern "C" fn cuMemcpyHtoDAsync_v2_ptsz(
     ByteCount: usize,
     hStream: CUstream,
 ) -> CUresult {
-    crate::entry::guard("cuMemcpyHtoDAsync_v2_ptsz", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemcpyHtoDAsync_v2_ptsz(dstDevice, srcHost, ByteCount, hStream) }
-    })
+    crate::entry::traced(
+        "cuMemcpyHtoDAsync_v2_ptsz",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}",
+                dstDevice, srcHost, ByteCount, hStream
+            )
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemcpyHtoDAsync_v2_ptsz(dstDevice, srcHost, ByteCount, hStream) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -5393,10 +7612,14 @@ pub unsafe extern "C" fn cuMemcpyHtoD_v2(
     srcHost: *const c_void,
     ByteCount: usize,
 ) -> CUresult {
-    crate::entry::guard("cuMemcpyHtoD_v2", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemcpyHtoD_v2(dstDevice, srcHost, ByteCount) }
-    })
+    crate::entry::traced(
+        "cuMemcpyHtoD_v2",
+        || format!("{:?}, {:?}, {:?}", dstDevice, srcHost, ByteCount),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemcpyHtoD_v2(dstDevice, srcHost, ByteCount) }
+        },
+    )
 }
 
 /// Per-thread default stream spelling (what `CUDA_API_PER_THREAD_DEFAULT_STREAM` selects).
@@ -5406,10 +7629,14 @@ pub unsafe extern "C" fn cuMemcpyHtoD_v2_ptds(
     srcHost: *const c_void,
     ByteCount: usize,
 ) -> CUresult {
-    crate::entry::guard("cuMemcpyHtoD_v2_ptds", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemcpyHtoD_v2_ptds(dstDevice, srcHost, ByteCount) }
-    })
+    crate::entry::traced(
+        "cuMemcpyHtoD_v2_ptds",
+        || format!("{:?}, {:?}, {:?}", dstDevice, srcHost, ByteCount),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemcpyHtoD_v2_ptds(dstDevice, srcHost, ByteCount) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -5420,10 +7647,21 @@ pub unsafe extern "C" fn cuMemcpyPeer(
     srcContext: CUcontext,
     ByteCount: usize,
 ) -> CUresult {
-    crate::entry::guard("cuMemcpyPeer", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemcpyPeer(dstDevice, dstContext, srcDevice, srcContext, ByteCount) }
-    })
+    crate::entry::traced(
+        "cuMemcpyPeer",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}, {:?}",
+                dstDevice, dstContext, srcDevice, srcContext, ByteCount
+            )
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe {
+                crate::api::cuMemcpyPeer(dstDevice, dstContext, srcDevice, srcContext, ByteCount)
+            }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -5435,14 +7673,23 @@ pub unsafe extern "C" fn cuMemcpyPeerAsync(
     ByteCount: usize,
     hStream: CUstream,
 ) -> CUresult {
-    crate::entry::guard("cuMemcpyPeerAsync", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe {
-            crate::api::cuMemcpyPeerAsync(
-                dstDevice, dstContext, srcDevice, srcContext, ByteCount, hStream,
+    crate::entry::traced(
+        "cuMemcpyPeerAsync",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}, {:?}, {:?}",
+                dstDevice, dstContext, srcDevice, srcContext, ByteCount, hStream
             )
-        }
-    })
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe {
+                crate::api::cuMemcpyPeerAsync(
+                    dstDevice, dstContext, srcDevice, srcContext, ByteCount, hStream,
+                )
+            }
+        },
+    )
 }
 
 /// Per-thread default stream spelling (what `CUDA_API_PER_THREAD_DEFAULT_STREAM` selects).
@@ -5455,14 +7702,23 @@ pub unsafe extern "C" fn cuMemcpyPeerAsync_ptsz(
     ByteCount: usize,
     hStream: CUstream,
 ) -> CUresult {
-    crate::entry::guard("cuMemcpyPeerAsync_ptsz", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe {
-            crate::api::cuMemcpyPeerAsync_ptsz(
-                dstDevice, dstContext, srcDevice, srcContext, ByteCount, hStream,
+    crate::entry::traced(
+        "cuMemcpyPeerAsync_ptsz",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}, {:?}, {:?}",
+                dstDevice, dstContext, srcDevice, srcContext, ByteCount, hStream
             )
-        }
-    })
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe {
+                crate::api::cuMemcpyPeerAsync_ptsz(
+                    dstDevice, dstContext, srcDevice, srcContext, ByteCount, hStream,
+                )
+            }
+        },
+    )
 }
 
 /// Per-thread default stream spelling (what `CUDA_API_PER_THREAD_DEFAULT_STREAM` selects).
@@ -5474,12 +7730,23 @@ pub unsafe extern "C" fn cuMemcpyPeer_ptds(
     srcContext: CUcontext,
     ByteCount: usize,
 ) -> CUresult {
-    crate::entry::guard("cuMemcpyPeer_ptds", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe {
-            crate::api::cuMemcpyPeer_ptds(dstDevice, dstContext, srcDevice, srcContext, ByteCount)
-        }
-    })
+    crate::entry::traced(
+        "cuMemcpyPeer_ptds",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}, {:?}",
+                dstDevice, dstContext, srcDevice, srcContext, ByteCount
+            )
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe {
+                crate::api::cuMemcpyPeer_ptds(
+                    dstDevice, dstContext, srcDevice, srcContext, ByteCount,
+                )
+            }
+        },
+    )
 }
 
 /// Per-thread default stream spelling (what `CUDA_API_PER_THREAD_DEFAULT_STREAM` selects).
@@ -5489,10 +7756,14 @@ pub unsafe extern "C" fn cuMemcpy_ptds(
     src: CUdeviceptr,
     ByteCount: usize,
 ) -> CUresult {
-    crate::entry::guard("cuMemcpy_ptds", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemcpy_ptds(dst, src, ByteCount) }
-    })
+    crate::entry::traced(
+        "cuMemcpy_ptds",
+        || format!("{:?}, {:?}, {:?}", dst, src, ByteCount),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemcpy_ptds(dst, src, ByteCount) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -5502,10 +7773,14 @@ pub unsafe extern "C" fn cuMemCreate(
     prop: *const CUmemAllocationProp,
     flags: c_ulonglong,
 ) -> CUresult {
-    crate::entry::guard("cuMemCreate", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemCreate(handle, size, prop, flags) }
-    })
+    crate::entry::traced(
+        "cuMemCreate",
+        || format!("{:?}, {:?}, {:?}, {:?}", handle, size, prop, flags),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemCreate(handle, size, prop, flags) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -5519,21 +7794,30 @@ pub unsafe extern "C" fn cuMemDiscardAndPrefetchBatchAsync(
     flags: c_ulonglong,
     hStream: CUstream,
 ) -> CUresult {
-    crate::entry::guard("cuMemDiscardAndPrefetchBatchAsync", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe {
-            crate::api::cuMemDiscardAndPrefetchBatchAsync(
-                dptrs,
-                sizes,
-                count,
-                prefetchLocs,
-                prefetchLocIdxs,
-                numPrefetchLocs,
-                flags,
-                hStream,
+    crate::entry::traced(
+        "cuMemDiscardAndPrefetchBatchAsync",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}, {:?}, {:?}, {:?}, {:?}",
+                dptrs, sizes, count, prefetchLocs, prefetchLocIdxs, numPrefetchLocs, flags, hStream
             )
-        }
-    })
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe {
+                crate::api::cuMemDiscardAndPrefetchBatchAsync(
+                    dptrs,
+                    sizes,
+                    count,
+                    prefetchLocs,
+                    prefetchLocIdxs,
+                    numPrefetchLocs,
+                    flags,
+                    hStream,
+                )
+            }
+        },
+    )
 }
 
 /// Per-thread default stream spelling (what `CUDA_API_PER_THREAD_DEFAULT_STREAM` selects).
@@ -5548,21 +7832,30 @@ pub unsafe extern "C" fn cuMemDiscardAndPrefetchBatchAsync_ptsz(
     flags: c_ulonglong,
     hStream: CUstream,
 ) -> CUresult {
-    crate::entry::guard("cuMemDiscardAndPrefetchBatchAsync_ptsz", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe {
-            crate::api::cuMemDiscardAndPrefetchBatchAsync_ptsz(
-                dptrs,
-                sizes,
-                count,
-                prefetchLocs,
-                prefetchLocIdxs,
-                numPrefetchLocs,
-                flags,
-                hStream,
+    crate::entry::traced(
+        "cuMemDiscardAndPrefetchBatchAsync_ptsz",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}, {:?}, {:?}, {:?}, {:?}",
+                dptrs, sizes, count, prefetchLocs, prefetchLocIdxs, numPrefetchLocs, flags, hStream
             )
-        }
-    })
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe {
+                crate::api::cuMemDiscardAndPrefetchBatchAsync_ptsz(
+                    dptrs,
+                    sizes,
+                    count,
+                    prefetchLocs,
+                    prefetchLocIdxs,
+                    numPrefetchLocs,
+                    flags,
+                    hStream,
+                )
+            }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -5573,10 +7866,19 @@ pub unsafe extern "C" fn cuMemDiscardBatchAsync(
     flags: c_ulonglong,
     hStream: CUstream,
 ) -> CUresult {
-    crate::entry::guard("cuMemDiscardBatchAsync", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemDiscardBatchAsync(dptrs, sizes, count, flags, hStream) }
-    })
+    crate::entry::traced(
+        "cuMemDiscardBatchAsync",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}, {:?}",
+                dptrs, sizes, count, flags, hStream
+            )
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemDiscardBatchAsync(dptrs, sizes, count, flags, hStream) }
+        },
+    )
 }
 
 /// Per-thread default stream spelling (what `CUDA_API_PER_THREAD_DEFAULT_STREAM` selects).
@@ -5588,10 +7890,19 @@ pub unsafe extern "C" fn cuMemDiscardBatchAsync_ptsz(
     flags: c_ulonglong,
     hStream: CUstream,
 ) -> CUresult {
-    crate::entry::guard("cuMemDiscardBatchAsync_ptsz", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemDiscardBatchAsync_ptsz(dptrs, sizes, count, flags, hStream) }
-    })
+    crate::entry::traced(
+        "cuMemDiscardBatchAsync_ptsz",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}, {:?}",
+                dptrs, sizes, count, flags, hStream
+            )
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemDiscardBatchAsync_ptsz(dptrs, sizes, count, flags, hStream) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -5601,54 +7912,83 @@ pub unsafe extern "C" fn cuMemExportToShareableHandle(
     handleType: CUmemAllocationHandleType,
     flags: c_ulonglong,
 ) -> CUresult {
-    crate::entry::guard("cuMemExportToShareableHandle", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe {
-            crate::api::cuMemExportToShareableHandle(shareableHandle, handle, handleType, flags)
-        }
-    })
+    crate::entry::traced(
+        "cuMemExportToShareableHandle",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}",
+                shareableHandle, handle, handleType, flags
+            )
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe {
+                crate::api::cuMemExportToShareableHandle(shareableHandle, handle, handleType, flags)
+            }
+        },
+    )
 }
 
 /// Legacy ABI: the headers declare this spelling only under `__CUDA_API_VERSION_INTERNAL`.
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuMemFree(dptr: CUdeviceptr_v1) -> CUresult {
-    crate::entry::guard("cuMemFree", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemFree(dptr) }
-    })
+    crate::entry::traced(
+        "cuMemFree",
+        || format!("{:?}", dptr),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemFree(dptr) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuMemFreeAsync(dptr: CUdeviceptr, hStream: CUstream) -> CUresult {
-    crate::entry::guard("cuMemFreeAsync", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemFreeAsync(dptr, hStream) }
-    })
+    crate::entry::traced(
+        "cuMemFreeAsync",
+        || format!("{:?}, {:?}", dptr, hStream),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemFreeAsync(dptr, hStream) }
+        },
+    )
 }
 
 /// Per-thread default stream spelling (what `CUDA_API_PER_THREAD_DEFAULT_STREAM` selects).
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuMemFreeAsync_ptsz(dptr: CUdeviceptr, hStream: CUstream) -> CUresult {
-    crate::entry::guard("cuMemFreeAsync_ptsz", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemFreeAsync_ptsz(dptr, hStream) }
-    })
+    crate::entry::traced(
+        "cuMemFreeAsync_ptsz",
+        || format!("{:?}, {:?}", dptr, hStream),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemFreeAsync_ptsz(dptr, hStream) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuMemFreeHost(p: *mut c_void) -> CUresult {
-    crate::entry::guard("cuMemFreeHost", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemFreeHost(p) }
-    })
+    crate::entry::traced(
+        "cuMemFreeHost",
+        || format!("{:?}", p),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemFreeHost(p) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuMemFree_v2(dptr: CUdeviceptr) -> CUresult {
-    crate::entry::guard("cuMemFree_v2", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemFree_v2(dptr) }
-    })
+    crate::entry::traced(
+        "cuMemFree_v2",
+        || format!("{:?}", dptr),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemFree_v2(dptr) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -5657,10 +7997,14 @@ pub unsafe extern "C" fn cuMemGetAccess(
     location: *const CUmemLocation,
     ptr: CUdeviceptr,
 ) -> CUresult {
-    crate::entry::guard("cuMemGetAccess", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemGetAccess(flags, location, ptr) }
-    })
+    crate::entry::traced(
+        "cuMemGetAccess",
+        || format!("{:?}, {:?}, {:?}", flags, location, ptr),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemGetAccess(flags, location, ptr) }
+        },
+    )
 }
 
 /// Legacy ABI: the headers declare this spelling only under `__CUDA_API_VERSION_INTERNAL`.
@@ -5670,10 +8014,14 @@ pub unsafe extern "C" fn cuMemGetAddressRange(
     psize: *mut c_uint,
     dptr: CUdeviceptr_v1,
 ) -> CUresult {
-    crate::entry::guard("cuMemGetAddressRange", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemGetAddressRange(pbase, psize, dptr) }
-    })
+    crate::entry::traced(
+        "cuMemGetAddressRange",
+        || format!("{:?}, {:?}, {:?}", pbase, psize, dptr),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemGetAddressRange(pbase, psize, dptr) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -5682,10 +8030,14 @@ pub unsafe extern "C" fn cuMemGetAddressRange_v2(
     psize: *mut usize,
     dptr: CUdeviceptr,
 ) -> CUresult {
-    crate::entry::guard("cuMemGetAddressRange_v2", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemGetAddressRange_v2(pbase, psize, dptr) }
-    })
+    crate::entry::traced(
+        "cuMemGetAddressRange_v2",
+        || format!("{:?}, {:?}, {:?}", pbase, psize, dptr),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemGetAddressRange_v2(pbase, psize, dptr) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -5694,10 +8046,14 @@ pub unsafe extern "C" fn cuMemGetAllocationGranularity(
     prop: *const CUmemAllocationProp,
     option: CUmemAllocationGranularity_flags,
 ) -> CUresult {
-    crate::entry::guard("cuMemGetAllocationGranularity", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemGetAllocationGranularity(granularity, prop, option) }
-    })
+    crate::entry::traced(
+        "cuMemGetAllocationGranularity",
+        || format!("{:?}, {:?}, {:?}", granularity, prop, option),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemGetAllocationGranularity(granularity, prop, option) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -5705,10 +8061,14 @@ pub unsafe extern "C" fn cuMemGetAllocationPropertiesFromHandle(
     prop: *mut CUmemAllocationProp,
     handle: CUmemGenericAllocationHandle,
 ) -> CUresult {
-    crate::entry::guard("cuMemGetAllocationPropertiesFromHandle", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemGetAllocationPropertiesFromHandle(prop, handle) }
-    })
+    crate::entry::traced(
+        "cuMemGetAllocationPropertiesFromHandle",
+        || format!("{:?}, {:?}", prop, handle),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemGetAllocationPropertiesFromHandle(prop, handle) }
+        },
+    )
 }
 
 /// No header declares `cuMemGetAttribute`; see cuda-abi/README.md.
@@ -5733,10 +8093,14 @@ pub unsafe extern "C" fn cuMemGetDefaultMemPool(
     location: *mut CUmemLocation,
     type_: CUmemAllocationType,
 ) -> CUresult {
-    crate::entry::guard("cuMemGetDefaultMemPool", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemGetDefaultMemPool(pool_out, location, type_) }
-    })
+    crate::entry::traced(
+        "cuMemGetDefaultMemPool",
+        || format!("{:?}, {:?}, {:?}", pool_out, location, type_),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemGetDefaultMemPool(pool_out, location, type_) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -5747,27 +8111,46 @@ pub unsafe extern "C" fn cuMemGetHandleForAddressRange(
     handleType: CUmemRangeHandleType,
     flags: c_ulonglong,
 ) -> CUresult {
-    crate::entry::guard("cuMemGetHandleForAddressRange", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemGetHandleForAddressRange(handle, dptr, size, handleType, flags) }
-    })
+    crate::entry::traced(
+        "cuMemGetHandleForAddressRange",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}, {:?}",
+                handle, dptr, size, handleType, flags
+            )
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe {
+                crate::api::cuMemGetHandleForAddressRange(handle, dptr, size, handleType, flags)
+            }
+        },
+    )
 }
 
 /// Legacy ABI: the headers declare this spelling only under `__CUDA_API_VERSION_INTERNAL`.
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuMemGetInfo(free: *mut c_uint, total: *mut c_uint) -> CUresult {
-    crate::entry::guard("cuMemGetInfo", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemGetInfo(free, total) }
-    })
+    crate::entry::traced(
+        "cuMemGetInfo",
+        || format!("{:?}, {:?}", free, total),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemGetInfo(free, total) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuMemGetInfo_v2(free: *mut usize, total: *mut usize) -> CUresult {
-    crate::entry::guard("cuMemGetInfo_v2", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemGetInfo_v2(free, total) }
-    })
+    crate::entry::traced(
+        "cuMemGetInfo_v2",
+        || format!("{:?}, {:?}", free, total),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemGetInfo_v2(free, total) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -5776,10 +8159,14 @@ pub unsafe extern "C" fn cuMemGetMemPool(
     location: *mut CUmemLocation,
     type_: CUmemAllocationType,
 ) -> CUresult {
-    crate::entry::guard("cuMemGetMemPool", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemGetMemPool(pool, location, type_) }
-    })
+    crate::entry::traced(
+        "cuMemGetMemPool",
+        || format!("{:?}, {:?}, {:?}", pool, location, type_),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemGetMemPool(pool, location, type_) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -5788,10 +8175,14 @@ pub unsafe extern "C" fn cuMemHostAlloc(
     bytesize: usize,
     Flags: c_uint,
 ) -> CUresult {
-    crate::entry::guard("cuMemHostAlloc", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemHostAlloc(pp, bytesize, Flags) }
-    })
+    crate::entry::traced(
+        "cuMemHostAlloc",
+        || format!("{:?}, {:?}, {:?}", pp, bytesize, Flags),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemHostAlloc(pp, bytesize, Flags) }
+        },
+    )
 }
 
 /// Legacy ABI: the headers declare this spelling only under `__CUDA_API_VERSION_INTERNAL`.
@@ -5801,10 +8192,14 @@ pub unsafe extern "C" fn cuMemHostGetDevicePointer(
     p: *mut c_void,
     Flags: c_uint,
 ) -> CUresult {
-    crate::entry::guard("cuMemHostGetDevicePointer", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemHostGetDevicePointer(pdptr, p, Flags) }
-    })
+    crate::entry::traced(
+        "cuMemHostGetDevicePointer",
+        || format!("{:?}, {:?}, {:?}", pdptr, p, Flags),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemHostGetDevicePointer(pdptr, p, Flags) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -5813,18 +8208,26 @@ pub unsafe extern "C" fn cuMemHostGetDevicePointer_v2(
     p: *mut c_void,
     Flags: c_uint,
 ) -> CUresult {
-    crate::entry::guard("cuMemHostGetDevicePointer_v2", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemHostGetDevicePointer_v2(pdptr, p, Flags) }
-    })
+    crate::entry::traced(
+        "cuMemHostGetDevicePointer_v2",
+        || format!("{:?}, {:?}, {:?}", pdptr, p, Flags),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemHostGetDevicePointer_v2(pdptr, p, Flags) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuMemHostGetFlags(pFlags: *mut c_uint, p: *mut c_void) -> CUresult {
-    crate::entry::guard("cuMemHostGetFlags", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemHostGetFlags(pFlags, p) }
-    })
+    crate::entry::traced(
+        "cuMemHostGetFlags",
+        || format!("{:?}, {:?}", pFlags, p),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemHostGetFlags(pFlags, p) }
+        },
+    )
 }
 
 /// Legacy ABI: the headers declare this spelling only under `__CUDA_API_VERSION_INTERNAL`.
@@ -5834,10 +8237,14 @@ pub unsafe extern "C" fn cuMemHostRegister(
     bytesize: usize,
     Flags: c_uint,
 ) -> CUresult {
-    crate::entry::guard("cuMemHostRegister", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemHostRegister(p, bytesize, Flags) }
-    })
+    crate::entry::traced(
+        "cuMemHostRegister",
+        || format!("{:?}, {:?}, {:?}", p, bytesize, Flags),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemHostRegister(p, bytesize, Flags) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -5846,18 +8253,26 @@ pub unsafe extern "C" fn cuMemHostRegister_v2(
     bytesize: usize,
     Flags: c_uint,
 ) -> CUresult {
-    crate::entry::guard("cuMemHostRegister_v2", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemHostRegister_v2(p, bytesize, Flags) }
-    })
+    crate::entry::traced(
+        "cuMemHostRegister_v2",
+        || format!("{:?}, {:?}, {:?}", p, bytesize, Flags),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemHostRegister_v2(p, bytesize, Flags) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuMemHostUnregister(p: *mut c_void) -> CUresult {
-    crate::entry::guard("cuMemHostUnregister", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemHostUnregister(p) }
-    })
+    crate::entry::traced(
+        "cuMemHostUnregister",
+        || format!("{:?}", p),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemHostUnregister(p) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -5866,10 +8281,14 @@ pub unsafe extern "C" fn cuMemImportFromShareableHandle(
     osHandle: *mut c_void,
     shHandleType: CUmemAllocationHandleType,
 ) -> CUresult {
-    crate::entry::guard("cuMemImportFromShareableHandle", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemImportFromShareableHandle(handle, osHandle, shHandleType) }
-    })
+    crate::entry::traced(
+        "cuMemImportFromShareableHandle",
+        || format!("{:?}, {:?}, {:?}", handle, osHandle, shHandleType),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemImportFromShareableHandle(handle, osHandle, shHandleType) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -5880,10 +8299,19 @@ pub unsafe extern "C" fn cuMemMap(
     handle: CUmemGenericAllocationHandle,
     flags: c_ulonglong,
 ) -> CUresult {
-    crate::entry::guard("cuMemMap", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemMap(ptr, size, offset, handle, flags) }
-    })
+    crate::entry::traced(
+        "cuMemMap",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}, {:?}",
+                ptr, size, offset, handle, flags
+            )
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemMap(ptr, size, offset, handle, flags) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -5892,10 +8320,14 @@ pub unsafe extern "C" fn cuMemMapArrayAsync(
     count: c_uint,
     hStream: CUstream,
 ) -> CUresult {
-    crate::entry::guard("cuMemMapArrayAsync", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemMapArrayAsync(mapInfoList, count, hStream) }
-    })
+    crate::entry::traced(
+        "cuMemMapArrayAsync",
+        || format!("{:?}, {:?}, {:?}", mapInfoList, count, hStream),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemMapArrayAsync(mapInfoList, count, hStream) }
+        },
+    )
 }
 
 /// Per-thread default stream spelling (what `CUDA_API_PER_THREAD_DEFAULT_STREAM` selects).
@@ -5905,10 +8337,14 @@ pub unsafe extern "C" fn cuMemMapArrayAsync_ptsz(
     count: c_uint,
     hStream: CUstream,
 ) -> CUresult {
-    crate::entry::guard("cuMemMapArrayAsync_ptsz", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemMapArrayAsync_ptsz(mapInfoList, count, hStream) }
-    })
+    crate::entry::traced(
+        "cuMemMapArrayAsync_ptsz",
+        || format!("{:?}, {:?}, {:?}", mapInfoList, count, hStream),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemMapArrayAsync_ptsz(mapInfoList, count, hStream) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -5916,18 +8352,26 @@ pub unsafe extern "C" fn cuMemPoolCreate(
     pool: *mut CUmemoryPool,
     poolProps: *const CUmemPoolProps,
 ) -> CUresult {
-    crate::entry::guard("cuMemPoolCreate", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemPoolCreate(pool, poolProps) }
-    })
+    crate::entry::traced(
+        "cuMemPoolCreate",
+        || format!("{:?}, {:?}", pool, poolProps),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemPoolCreate(pool, poolProps) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuMemPoolDestroy(pool: CUmemoryPool) -> CUresult {
-    crate::entry::guard("cuMemPoolDestroy", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemPoolDestroy(pool) }
-    })
+    crate::entry::traced(
+        "cuMemPoolDestroy",
+        || format!("{:?}", pool),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemPoolDestroy(pool) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -5935,10 +8379,14 @@ pub unsafe extern "C" fn cuMemPoolExportPointer(
     shareData_out: *mut CUmemPoolPtrExportData,
     ptr: CUdeviceptr,
 ) -> CUresult {
-    crate::entry::guard("cuMemPoolExportPointer", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemPoolExportPointer(shareData_out, ptr) }
-    })
+    crate::entry::traced(
+        "cuMemPoolExportPointer",
+        || format!("{:?}, {:?}", shareData_out, ptr),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemPoolExportPointer(shareData_out, ptr) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -5948,10 +8396,21 @@ pub unsafe extern "C" fn cuMemPoolExportToShareableHandle(
     handleType: CUmemAllocationHandleType,
     flags: c_ulonglong,
 ) -> CUresult {
-    crate::entry::guard("cuMemPoolExportToShareableHandle", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemPoolExportToShareableHandle(handle_out, pool, handleType, flags) }
-    })
+    crate::entry::traced(
+        "cuMemPoolExportToShareableHandle",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}",
+                handle_out, pool, handleType, flags
+            )
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe {
+                crate::api::cuMemPoolExportToShareableHandle(handle_out, pool, handleType, flags)
+            }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -5960,10 +8419,14 @@ pub unsafe extern "C" fn cuMemPoolGetAccess(
     memPool: CUmemoryPool,
     location: *mut CUmemLocation,
 ) -> CUresult {
-    crate::entry::guard("cuMemPoolGetAccess", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemPoolGetAccess(flags, memPool, location) }
-    })
+    crate::entry::traced(
+        "cuMemPoolGetAccess",
+        || format!("{:?}, {:?}, {:?}", flags, memPool, location),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemPoolGetAccess(flags, memPool, location) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -5972,10 +8435,14 @@ pub unsafe extern "C" fn cuMemPoolGetAttribute(
     attr: CUmemPool_attribute,
     value: *mut c_void,
 ) -> CUresult {
-    crate::entry::guard("cuMemPoolGetAttribute", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemPoolGetAttribute(pool, attr, value) }
-    })
+    crate::entry::traced(
+        "cuMemPoolGetAttribute",
+        || format!("{:?}, {:?}, {:?}", pool, attr, value),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemPoolGetAttribute(pool, attr, value) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -5985,12 +8452,21 @@ pub unsafe extern "C" fn cuMemPoolImportFromShareableHandle(
     handleType: CUmemAllocationHandleType,
     flags: c_ulonglong,
 ) -> CUresult {
-    crate::entry::guard("cuMemPoolImportFromShareableHandle", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe {
-            crate::api::cuMemPoolImportFromShareableHandle(pool_out, handle, handleType, flags)
-        }
-    })
+    crate::entry::traced(
+        "cuMemPoolImportFromShareableHandle",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}",
+                pool_out, handle, handleType, flags
+            )
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe {
+                crate::api::cuMemPoolImportFromShareableHandle(pool_out, handle, handleType, flags)
+            }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -5999,10 +8475,14 @@ pub unsafe extern "C" fn cuMemPoolImportPointer(
     pool: CUmemoryPool,
     shareData: *mut CUmemPoolPtrExportData,
 ) -> CUresult {
-    crate::entry::guard("cuMemPoolImportPointer", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemPoolImportPointer(ptr_out, pool, shareData) }
-    })
+    crate::entry::traced(
+        "cuMemPoolImportPointer",
+        || format!("{:?}, {:?}, {:?}", ptr_out, pool, shareData),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemPoolImportPointer(ptr_out, pool, shareData) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -6011,10 +8491,14 @@ pub unsafe extern "C" fn cuMemPoolSetAccess(
     map: *const CUmemAccessDesc,
     count: usize,
 ) -> CUresult {
-    crate::entry::guard("cuMemPoolSetAccess", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemPoolSetAccess(pool, map, count) }
-    })
+    crate::entry::traced(
+        "cuMemPoolSetAccess",
+        || format!("{:?}, {:?}, {:?}", pool, map, count),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemPoolSetAccess(pool, map, count) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -6023,18 +8507,26 @@ pub unsafe extern "C" fn cuMemPoolSetAttribute(
     attr: CUmemPool_attribute,
     value: *mut c_void,
 ) -> CUresult {
-    crate::entry::guard("cuMemPoolSetAttribute", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemPoolSetAttribute(pool, attr, value) }
-    })
+    crate::entry::traced(
+        "cuMemPoolSetAttribute",
+        || format!("{:?}, {:?}, {:?}", pool, attr, value),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemPoolSetAttribute(pool, attr, value) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuMemPoolTrimTo(pool: CUmemoryPool, minBytesToKeep: usize) -> CUresult {
-    crate::entry::guard("cuMemPoolTrimTo", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemPoolTrimTo(pool, minBytesToKeep) }
-    })
+    crate::entry::traced(
+        "cuMemPoolTrimTo",
+        || format!("{:?}, {:?}", pool, minBytesToKeep),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemPoolTrimTo(pool, minBytesToKeep) }
+        },
+    )
 }
 
 /// Legacy ABI: the headers declare this spelling only under `__CUDA_API_VERSION_INTERNAL`.
@@ -6045,10 +8537,14 @@ pub unsafe extern "C" fn cuMemPrefetchAsync(
     dstDevice: CUdevice,
     hStream: CUstream,
 ) -> CUresult {
-    crate::entry::guard("cuMemPrefetchAsync", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemPrefetchAsync(devPtr, count, dstDevice, hStream) }
-    })
+    crate::entry::traced(
+        "cuMemPrefetchAsync",
+        || format!("{:?}, {:?}, {:?}, {:?}", devPtr, count, dstDevice, hStream),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemPrefetchAsync(devPtr, count, dstDevice, hStream) }
+        },
+    )
 }
 
 /// Legacy ABI: the headers declare this spelling only under `__CUDA_API_VERSION_INTERNAL`.
@@ -6059,10 +8555,14 @@ pub unsafe extern "C" fn cuMemPrefetchAsync_ptsz(
     dstDevice: CUdevice,
     hStream: CUstream,
 ) -> CUresult {
-    crate::entry::guard("cuMemPrefetchAsync_ptsz", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemPrefetchAsync_ptsz(devPtr, count, dstDevice, hStream) }
-    })
+    crate::entry::traced(
+        "cuMemPrefetchAsync_ptsz",
+        || format!("{:?}, {:?}, {:?}, {:?}", devPtr, count, dstDevice, hStream),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemPrefetchAsync_ptsz(devPtr, count, dstDevice, hStream) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -6073,10 +8573,19 @@ pub unsafe extern "C" fn cuMemPrefetchAsync_v2(
     flags: c_uint,
     hStream: CUstream,
 ) -> CUresult {
-    crate::entry::guard("cuMemPrefetchAsync_v2", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemPrefetchAsync_v2(devPtr, count, location, flags, hStream) }
-    })
+    crate::entry::traced(
+        "cuMemPrefetchAsync_v2",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}, {:?}",
+                devPtr, count, location, flags, hStream
+            )
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemPrefetchAsync_v2(devPtr, count, location, flags, hStream) }
+        },
+    )
 }
 
 /// Per-thread default stream spelling (what `CUDA_API_PER_THREAD_DEFAULT_STREAM` selects).
@@ -6088,10 +8597,21 @@ pub unsafe extern "C" fn cuMemPrefetchAsync_v2_ptsz(
     flags: c_uint,
     hStream: CUstream,
 ) -> CUresult {
-    crate::entry::guard("cuMemPrefetchAsync_v2_ptsz", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemPrefetchAsync_v2_ptsz(devPtr, count, location, flags, hStream) }
-    })
+    crate::entry::traced(
+        "cuMemPrefetchAsync_v2_ptsz",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}, {:?}",
+                devPtr, count, location, flags, hStream
+            )
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe {
+                crate::api::cuMemPrefetchAsync_v2_ptsz(devPtr, count, location, flags, hStream)
+            }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -6105,21 +8625,30 @@ pub unsafe extern "C" fn cuMemPrefetchBatchAsync(
     flags: c_ulonglong,
     hStream: CUstream,
 ) -> CUresult {
-    crate::entry::guard("cuMemPrefetchBatchAsync", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe {
-            crate::api::cuMemPrefetchBatchAsync(
-                dptrs,
-                sizes,
-                count,
-                prefetchLocs,
-                prefetchLocIdxs,
-                numPrefetchLocs,
-                flags,
-                hStream,
+    crate::entry::traced(
+        "cuMemPrefetchBatchAsync",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}, {:?}, {:?}, {:?}, {:?}",
+                dptrs, sizes, count, prefetchLocs, prefetchLocIdxs, numPrefetchLocs, flags, hStream
             )
-        }
-    })
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe {
+                crate::api::cuMemPrefetchBatchAsync(
+                    dptrs,
+                    sizes,
+                    count,
+                    prefetchLocs,
+                    prefetchLocIdxs,
+                    numPrefetchLocs,
+                    flags,
+                    hStream,
+                )
+            }
+        },
+    )
 }
 
 /// Per-thread default stream spelling (what `CUDA_API_PER_THREAD_DEFAULT_STREAM` selects).
@@ -6134,21 +8663,30 @@ pub unsafe extern "C" fn cuMemPrefetchBatchAsync_ptsz(
     flags: c_ulonglong,
     hStream: CUstream,
 ) -> CUresult {
-    crate::entry::guard("cuMemPrefetchBatchAsync_ptsz", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe {
-            crate::api::cuMemPrefetchBatchAsync_ptsz(
-                dptrs,
-                sizes,
-                count,
-                prefetchLocs,
-                prefetchLocIdxs,
-                numPrefetchLocs,
-                flags,
-                hStream,
+    crate::entry::traced(
+        "cuMemPrefetchBatchAsync_ptsz",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}, {:?}, {:?}, {:?}, {:?}",
+                dptrs, sizes, count, prefetchLocs, prefetchLocIdxs, numPrefetchLocs, flags, hStream
             )
-        }
-    })
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe {
+                crate::api::cuMemPrefetchBatchAsync_ptsz(
+                    dptrs,
+                    sizes,
+                    count,
+                    prefetchLocs,
+                    prefetchLocIdxs,
+                    numPrefetchLocs,
+                    flags,
+                    hStream,
+                )
+            }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -6159,10 +8697,19 @@ pub unsafe extern "C" fn cuMemRangeGetAttribute(
     devPtr: CUdeviceptr,
     count: usize,
 ) -> CUresult {
-    crate::entry::guard("cuMemRangeGetAttribute", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemRangeGetAttribute(data, dataSize, attribute, devPtr, count) }
-    })
+    crate::entry::traced(
+        "cuMemRangeGetAttribute",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}, {:?}",
+                data, dataSize, attribute, devPtr, count
+            )
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemRangeGetAttribute(data, dataSize, attribute, devPtr, count) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -6174,27 +8721,40 @@ pub unsafe extern "C" fn cuMemRangeGetAttributes(
     devPtr: CUdeviceptr,
     count: usize,
 ) -> CUresult {
-    crate::entry::guard("cuMemRangeGetAttributes", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe {
-            crate::api::cuMemRangeGetAttributes(
-                data,
-                dataSizes,
-                attributes,
-                numAttributes,
-                devPtr,
-                count,
+    crate::entry::traced(
+        "cuMemRangeGetAttributes",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}, {:?}, {:?}",
+                data, dataSizes, attributes, numAttributes, devPtr, count
             )
-        }
-    })
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe {
+                crate::api::cuMemRangeGetAttributes(
+                    data,
+                    dataSizes,
+                    attributes,
+                    numAttributes,
+                    devPtr,
+                    count,
+                )
+            }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuMemRelease(handle: CUmemGenericAllocationHandle) -> CUresult {
-    crate::entry::guard("cuMemRelease", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemRelease(handle) }
-    })
+    crate::entry::traced(
+        "cuMemRelease",
+        || format!("{:?}", handle),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemRelease(handle) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -6202,10 +8762,14 @@ pub unsafe extern "C" fn cuMemRetainAllocationHandle(
     handle: *mut CUmemGenericAllocationHandle,
     addr: *mut c_void,
 ) -> CUresult {
-    crate::entry::guard("cuMemRetainAllocationHandle", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemRetainAllocationHandle(handle, addr) }
-    })
+    crate::entry::traced(
+        "cuMemRetainAllocationHandle",
+        || format!("{:?}, {:?}", handle, addr),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemRetainAllocationHandle(handle, addr) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -6215,10 +8779,14 @@ pub unsafe extern "C" fn cuMemSetAccess(
     desc: *const CUmemAccessDesc,
     count: usize,
 ) -> CUresult {
-    crate::entry::guard("cuMemSetAccess", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemSetAccess(ptr, size, desc, count) }
-    })
+    crate::entry::traced(
+        "cuMemSetAccess",
+        || format!("{:?}, {:?}, {:?}, {:?}", ptr, size, desc, count),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemSetAccess(ptr, size, desc, count) }
+        },
+    )
 }
 
 /// Legacy ABI: the headers declare this spelling only under `__CUDA_API_VERSION_INTERNAL`.
@@ -6228,10 +8796,14 @@ pub unsafe extern "C" fn cuMemsetD16(
     us: c_ushort,
     N: c_uint,
 ) -> CUresult {
-    crate::entry::guard("cuMemsetD16", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemsetD16(dstDevice, us, N) }
-    })
+    crate::entry::traced(
+        "cuMemsetD16",
+        || format!("{:?}, {:?}, {:?}", dstDevice, us, N),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemsetD16(dstDevice, us, N) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -6241,10 +8813,14 @@ pub unsafe extern "C" fn cuMemsetD16Async(
     N: usize,
     hStream: CUstream,
 ) -> CUresult {
-    crate::entry::guard("cuMemsetD16Async", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemsetD16Async(dstDevice, us, N, hStream) }
-    })
+    crate::entry::traced(
+        "cuMemsetD16Async",
+        || format!("{:?}, {:?}, {:?}, {:?}", dstDevice, us, N, hStream),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemsetD16Async(dstDevice, us, N, hStream) }
+        },
+    )
 }
 
 /// Per-thread default stream spelling (what `CUDA_API_PER_THREAD_DEFAULT_STREAM` selects).
@@ -6255,10 +8831,14 @@ pub unsafe extern "C" fn cuMemsetD16Async_ptsz(
     N: usize,
     hStream: CUstream,
 ) -> CUresult {
-    crate::entry::guard("cuMemsetD16Async_ptsz", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemsetD16Async_ptsz(dstDevice, us, N, hStream) }
-    })
+    crate::entry::traced(
+        "cuMemsetD16Async_ptsz",
+        || format!("{:?}, {:?}, {:?}, {:?}", dstDevice, us, N, hStream),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemsetD16Async_ptsz(dstDevice, us, N, hStream) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -6267,10 +8847,14 @@ pub unsafe extern "C" fn cuMemsetD16_v2(
     us: c_ushort,
     N: usize,
 ) -> CUresult {
-    crate::entry::guard("cuMemsetD16_v2", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemsetD16_v2(dstDevice, us, N) }
-    })
+    crate::entry::traced(
+        "cuMemsetD16_v2",
+        || format!("{:?}, {:?}, {:?}", dstDevice, us, N),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemsetD16_v2(dstDevice, us, N) }
+        },
+    )
 }
 
 /// Per-thread default stream spelling (what `CUDA_API_PER_THREAD_DEFAULT_STREAM` selects).
@@ -6280,10 +8864,14 @@ pub unsafe extern "C" fn cuMemsetD16_v2_ptds(
     us: c_ushort,
     N: usize,
 ) -> CUresult {
-    crate::entry::guard("cuMemsetD16_v2_ptds", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemsetD16_v2_ptds(dstDevice, us, N) }
-    })
+    crate::entry::traced(
+        "cuMemsetD16_v2_ptds",
+        || format!("{:?}, {:?}, {:?}", dstDevice, us, N),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemsetD16_v2_ptds(dstDevice, us, N) }
+        },
+    )
 }
 
 /// Legacy ABI: the headers declare this spelling only under `__CUDA_API_VERSION_INTERNAL`.
@@ -6295,10 +8883,19 @@ pub unsafe extern "C" fn cuMemsetD2D16(
     Width: c_uint,
     Height: c_uint,
 ) -> CUresult {
-    crate::entry::guard("cuMemsetD2D16", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemsetD2D16(dstDevice, dstPitch, us, Width, Height) }
-    })
+    crate::entry::traced(
+        "cuMemsetD2D16",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}, {:?}",
+                dstDevice, dstPitch, us, Width, Height
+            )
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemsetD2D16(dstDevice, dstPitch, us, Width, Height) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -6310,10 +8907,21 @@ pub unsafe extern "C" fn cuMemsetD2D16Async(
     Height: usize,
     hStream: CUstream,
 ) -> CUresult {
-    crate::entry::guard("cuMemsetD2D16Async", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemsetD2D16Async(dstDevice, dstPitch, us, Width, Height, hStream) }
-    })
+    crate::entry::traced(
+        "cuMemsetD2D16Async",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}, {:?}, {:?}",
+                dstDevice, dstPitch, us, Width, Height, hStream
+            )
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe {
+                crate::api::cuMemsetD2D16Async(dstDevice, dstPitch, us, Width, Height, hStream)
+            }
+        },
+    )
 }
 
 /// Per-thread default stream spelling (what `CUDA_API_PER_THREAD_DEFAULT_STREAM` selects).
@@ -6326,12 +8934,21 @@ pub unsafe extern "C" fn cuMemsetD2D16Async_ptsz(
     Height: usize,
     hStream: CUstream,
 ) -> CUresult {
-    crate::entry::guard("cuMemsetD2D16Async_ptsz", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe {
-            crate::api::cuMemsetD2D16Async_ptsz(dstDevice, dstPitch, us, Width, Height, hStream)
-        }
-    })
+    crate::entry::traced(
+        "cuMemsetD2D16Async_ptsz",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}, {:?}, {:?}",
+                dstDevice, dstPitch, us, Width, Height, hStream
+            )
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe {
+                crate::api::cuMemsetD2D16Async_ptsz(dstDevice, dstPitch, us, Width, Height, hStream)
+            }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -6342,10 +8959,19 @@ pub unsafe extern "C" fn cuMemsetD2D16_v2(
     Width: usize,
     Height: usize,
 ) -> CUresult {
-    crate::entry::guard("cuMemsetD2D16_v2", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemsetD2D16_v2(dstDevice, dstPitch, us, Width, Height) }
-    })
+    crate::entry::traced(
+        "cuMemsetD2D16_v2",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}, {:?}",
+                dstDevice, dstPitch, us, Width, Height
+            )
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemsetD2D16_v2(dstDevice, dstPitch, us, Width, Height) }
+        },
+    )
 }
 
 /// Per-thread default stream spelling (what `CUDA_API_PER_THREAD_DEFAULT_STREAM` selects).
@@ -6357,10 +8983,19 @@ pub unsafe extern "C" fn cuMemsetD2D16_v2_ptds(
     Width: usize,
     Height: usize,
 ) -> CUresult {
-    crate::entry::guard("cuMemsetD2D16_v2_ptds", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemsetD2D16_v2_ptds(dstDevice, dstPitch, us, Width, Height) }
-    })
+    crate::entry::traced(
+        "cuMemsetD2D16_v2_ptds",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}, {:?}",
+                dstDevice, dstPitch, us, Width, Height
+            )
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemsetD2D16_v2_ptds(dstDevice, dstPitch, us, Width, Height) }
+        },
+    )
 }
 
 /// Legacy ABI: the headers declare this spelling only under `__CUDA_API_VERSION_INTERNAL`.
@@ -6372,10 +9007,19 @@ pub unsafe extern "C" fn cuMemsetD2D32(
     Width: c_uint,
     Height: c_uint,
 ) -> CUresult {
-    crate::entry::guard("cuMemsetD2D32", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemsetD2D32(dstDevice, dstPitch, ui, Width, Height) }
-    })
+    crate::entry::traced(
+        "cuMemsetD2D32",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}, {:?}",
+                dstDevice, dstPitch, ui, Width, Height
+            )
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemsetD2D32(dstDevice, dstPitch, ui, Width, Height) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -6387,10 +9031,21 @@ pub unsafe extern "C" fn cuMemsetD2D32Async(
     Height: usize,
     hStream: CUstream,
 ) -> CUresult {
-    crate::entry::guard("cuMemsetD2D32Async", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemsetD2D32Async(dstDevice, dstPitch, ui, Width, Height, hStream) }
-    })
+    crate::entry::traced(
+        "cuMemsetD2D32Async",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}, {:?}, {:?}",
+                dstDevice, dstPitch, ui, Width, Height, hStream
+            )
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe {
+                crate::api::cuMemsetD2D32Async(dstDevice, dstPitch, ui, Width, Height, hStream)
+            }
+        },
+    )
 }
 
 /// Per-thread default stream spelling (what `CUDA_API_PER_THREAD_DEFAULT_STREAM` selects).
@@ -6403,12 +9058,21 @@ pub unsafe extern "C" fn cuMemsetD2D32Async_ptsz(
     Height: usize,
     hStream: CUstream,
 ) -> CUresult {
-    crate::entry::guard("cuMemsetD2D32Async_ptsz", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe {
-            crate::api::cuMemsetD2D32Async_ptsz(dstDevice, dstPitch, ui, Width, Height, hStream)
-        }
-    })
+    crate::entry::traced(
+        "cuMemsetD2D32Async_ptsz",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}, {:?}, {:?}",
+                dstDevice, dstPitch, ui, Width, Height, hStream
+            )
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe {
+                crate::api::cuMemsetD2D32Async_ptsz(dstDevice, dstPitch, ui, Width, Height, hStream)
+            }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -6419,10 +9083,19 @@ pub unsafe extern "C" fn cuMemsetD2D32_v2(
     Width: usize,
     Height: usize,
 ) -> CUresult {
-    crate::entry::guard("cuMemsetD2D32_v2", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemsetD2D32_v2(dstDevice, dstPitch, ui, Width, Height) }
-    })
+    crate::entry::traced(
+        "cuMemsetD2D32_v2",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}, {:?}",
+                dstDevice, dstPitch, ui, Width, Height
+            )
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemsetD2D32_v2(dstDevice, dstPitch, ui, Width, Height) }
+        },
+    )
 }
 
 /// Per-thread default stream spelling (what `CUDA_API_PER_THREAD_DEFAULT_STREAM` selects).
@@ -6434,10 +9107,19 @@ pub unsafe extern "C" fn cuMemsetD2D32_v2_ptds(
     Width: usize,
     Height: usize,
 ) -> CUresult {
-    crate::entry::guard("cuMemsetD2D32_v2_ptds", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemsetD2D32_v2_ptds(dstDevice, dstPitch, ui, Width, Height) }
-    })
+    crate::entry::traced(
+        "cuMemsetD2D32_v2_ptds",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}, {:?}",
+                dstDevice, dstPitch, ui, Width, Height
+            )
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemsetD2D32_v2_ptds(dstDevice, dstPitch, ui, Width, Height) }
+        },
+    )
 }
 
 /// Legacy ABI: the headers declare this spelling only under `__CUDA_API_VERSION_INTERNAL`.
@@ -6449,10 +9131,19 @@ pub unsafe extern "C" fn cuMemsetD2D8(
     Width: c_uint,
     Height: c_uint,
 ) -> CUresult {
-    crate::entry::guard("cuMemsetD2D8", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemsetD2D8(dstDevice, dstPitch, uc, Width, Height) }
-    })
+    crate::entry::traced(
+        "cuMemsetD2D8",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}, {:?}",
+                dstDevice, dstPitch, uc, Width, Height
+            )
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemsetD2D8(dstDevice, dstPitch, uc, Width, Height) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -6464,10 +9155,21 @@ pub unsafe extern "C" fn cuMemsetD2D8Async(
     Height: usize,
     hStream: CUstream,
 ) -> CUresult {
-    crate::entry::guard("cuMemsetD2D8Async", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemsetD2D8Async(dstDevice, dstPitch, uc, Width, Height, hStream) }
-    })
+    crate::entry::traced(
+        "cuMemsetD2D8Async",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}, {:?}, {:?}",
+                dstDevice, dstPitch, uc, Width, Height, hStream
+            )
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe {
+                crate::api::cuMemsetD2D8Async(dstDevice, dstPitch, uc, Width, Height, hStream)
+            }
+        },
+    )
 }
 
 /// Per-thread default stream spelling (what `CUDA_API_PER_THREAD_DEFAULT_STREAM` selects).
@@ -6480,12 +9182,21 @@ pub unsafe extern "C" fn cuMemsetD2D8Async_ptsz(
     Height: usize,
     hStream: CUstream,
 ) -> CUresult {
-    crate::entry::guard("cuMemsetD2D8Async_ptsz", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe {
-            crate::api::cuMemsetD2D8Async_ptsz(dstDevice, dstPitch, uc, Width, Height, hStream)
-        }
-    })
+    crate::entry::traced(
+        "cuMemsetD2D8Async_ptsz",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}, {:?}, {:?}",
+                dstDevice, dstPitch, uc, Width, Height, hStream
+            )
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe {
+                crate::api::cuMemsetD2D8Async_ptsz(dstDevice, dstPitch, uc, Width, Height, hStream)
+            }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -6496,10 +9207,19 @@ pub unsafe extern "C" fn cuMemsetD2D8_v2(
     Width: usize,
     Height: usize,
 ) -> CUresult {
-    crate::entry::guard("cuMemsetD2D8_v2", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemsetD2D8_v2(dstDevice, dstPitch, uc, Width, Height) }
-    })
+    crate::entry::traced(
+        "cuMemsetD2D8_v2",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}, {:?}",
+                dstDevice, dstPitch, uc, Width, Height
+            )
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemsetD2D8_v2(dstDevice, dstPitch, uc, Width, Height) }
+        },
+    )
 }
 
 /// Per-thread default stream spelling (what `CUDA_API_PER_THREAD_DEFAULT_STREAM` selects).
@@ -6511,19 +9231,32 @@ pub unsafe extern "C" fn cuMemsetD2D8_v2_ptds(
     Width: usize,
     Height: usize,
 ) -> CUresult {
-    crate::entry::guard("cuMemsetD2D8_v2_ptds", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemsetD2D8_v2_ptds(dstDevice, dstPitch, uc, Width, Height) }
-    })
+    crate::entry::traced(
+        "cuMemsetD2D8_v2_ptds",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}, {:?}",
+                dstDevice, dstPitch, uc, Width, Height
+            )
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemsetD2D8_v2_ptds(dstDevice, dstPitch, uc, Width, Height) }
+        },
+    )
 }
 
 /// Legacy ABI: the headers declare this spelling only under `__CUDA_API_VERSION_INTERNAL`.
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuMemsetD32(dstDevice: CUdeviceptr_v1, ui: c_uint, N: c_uint) -> CUresult {
-    crate::entry::guard("cuMemsetD32", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemsetD32(dstDevice, ui, N) }
-    })
+    crate::entry::traced(
+        "cuMemsetD32",
+        || format!("{:?}, {:?}, {:?}", dstDevice, ui, N),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemsetD32(dstDevice, ui, N) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -6533,10 +9266,14 @@ pub unsafe extern "C" fn cuMemsetD32Async(
     N: usize,
     hStream: CUstream,
 ) -> CUresult {
-    crate::entry::guard("cuMemsetD32Async", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemsetD32Async(dstDevice, ui, N, hStream) }
-    })
+    crate::entry::traced(
+        "cuMemsetD32Async",
+        || format!("{:?}, {:?}, {:?}, {:?}", dstDevice, ui, N, hStream),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemsetD32Async(dstDevice, ui, N, hStream) }
+        },
+    )
 }
 
 /// Per-thread default stream spelling (what `CUDA_API_PER_THREAD_DEFAULT_STREAM` selects).
@@ -6547,18 +9284,26 @@ pub unsafe extern "C" fn cuMemsetD32Async_ptsz(
     N: usize,
     hStream: CUstream,
 ) -> CUresult {
-    crate::entry::guard("cuMemsetD32Async_ptsz", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemsetD32Async_ptsz(dstDevice, ui, N, hStream) }
-    })
+    crate::entry::traced(
+        "cuMemsetD32Async_ptsz",
+        || format!("{:?}, {:?}, {:?}, {:?}", dstDevice, ui, N, hStream),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemsetD32Async_ptsz(dstDevice, ui, N, hStream) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuMemsetD32_v2(dstDevice: CUdeviceptr, ui: c_uint, N: usize) -> CUresult {
-    crate::entry::guard("cuMemsetD32_v2", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemsetD32_v2(dstDevice, ui, N) }
-    })
+    crate::entry::traced(
+        "cuMemsetD32_v2",
+        || format!("{:?}, {:?}, {:?}", dstDevice, ui, N),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemsetD32_v2(dstDevice, ui, N) }
+        },
+    )
 }
 
 /// Per-thread default stream spelling (what `CUDA_API_PER_THREAD_DEFAULT_STREAM` selects).
@@ -6568,19 +9313,27 @@ pub unsafe extern "C" fn cuMemsetD32_v2_ptds(
     ui: c_uint,
     N: usize,
 ) -> CUresult {
-    crate::entry::guard("cuMemsetD32_v2_ptds", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemsetD32_v2_ptds(dstDevice, ui, N) }
-    })
+    crate::entry::traced(
+        "cuMemsetD32_v2_ptds",
+        || format!("{:?}, {:?}, {:?}", dstDevice, ui, N),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemsetD32_v2_ptds(dstDevice, ui, N) }
+        },
+    )
 }
 
 /// Legacy ABI: the headers declare this spelling only under `__CUDA_API_VERSION_INTERNAL`.
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuMemsetD8(dstDevice: CUdeviceptr_v1, uc: c_uchar, N: c_uint) -> CUresult {
-    crate::entry::guard("cuMemsetD8", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemsetD8(dstDevice, uc, N) }
-    })
+    crate::entry::traced(
+        "cuMemsetD8",
+        || format!("{:?}, {:?}, {:?}", dstDevice, uc, N),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemsetD8(dstDevice, uc, N) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -6590,10 +9343,14 @@ pub unsafe extern "C" fn cuMemsetD8Async(
     N: usize,
     hStream: CUstream,
 ) -> CUresult {
-    crate::entry::guard("cuMemsetD8Async", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemsetD8Async(dstDevice, uc, N, hStream) }
-    })
+    crate::entry::traced(
+        "cuMemsetD8Async",
+        || format!("{:?}, {:?}, {:?}, {:?}", dstDevice, uc, N, hStream),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemsetD8Async(dstDevice, uc, N, hStream) }
+        },
+    )
 }
 
 /// Per-thread default stream spelling (what `CUDA_API_PER_THREAD_DEFAULT_STREAM` selects).
@@ -6604,18 +9361,26 @@ pub unsafe extern "C" fn cuMemsetD8Async_ptsz(
     N: usize,
     hStream: CUstream,
 ) -> CUresult {
-    crate::entry::guard("cuMemsetD8Async_ptsz", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemsetD8Async_ptsz(dstDevice, uc, N, hStream) }
-    })
+    crate::entry::traced(
+        "cuMemsetD8Async_ptsz",
+        || format!("{:?}, {:?}, {:?}, {:?}", dstDevice, uc, N, hStream),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemsetD8Async_ptsz(dstDevice, uc, N, hStream) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuMemsetD8_v2(dstDevice: CUdeviceptr, uc: c_uchar, N: usize) -> CUresult {
-    crate::entry::guard("cuMemsetD8_v2", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemsetD8_v2(dstDevice, uc, N) }
-    })
+    crate::entry::traced(
+        "cuMemsetD8_v2",
+        || format!("{:?}, {:?}, {:?}", dstDevice, uc, N),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemsetD8_v2(dstDevice, uc, N) }
+        },
+    )
 }
 
 /// Per-thread default stream spelling (what `CUDA_API_PER_THREAD_DEFAULT_STREAM` selects).
@@ -6625,10 +9390,14 @@ pub unsafe extern "C" fn cuMemsetD8_v2_ptds(
     uc: c_uchar,
     N: usize,
 ) -> CUresult {
-    crate::entry::guard("cuMemsetD8_v2_ptds", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemsetD8_v2_ptds(dstDevice, uc, N) }
-    })
+    crate::entry::traced(
+        "cuMemsetD8_v2_ptds",
+        || format!("{:?}, {:?}, {:?}", dstDevice, uc, N),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemsetD8_v2_ptds(dstDevice, uc, N) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -6637,18 +9406,26 @@ pub unsafe extern "C" fn cuMemSetMemPool(
     type_: CUmemAllocationType,
     pool: CUmemoryPool,
 ) -> CUresult {
-    crate::entry::guard("cuMemSetMemPool", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemSetMemPool(location, type_, pool) }
-    })
+    crate::entry::traced(
+        "cuMemSetMemPool",
+        || format!("{:?}, {:?}, {:?}", location, type_, pool),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemSetMemPool(location, type_, pool) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuMemUnmap(ptr: CUdeviceptr, size: usize) -> CUresult {
-    crate::entry::guard("cuMemUnmap", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMemUnmap(ptr, size) }
-    })
+    crate::entry::traced(
+        "cuMemUnmap",
+        || format!("{:?}, {:?}", ptr, size),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMemUnmap(ptr, size) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -6657,18 +9434,33 @@ pub unsafe extern "C" fn cuMipmappedArrayCreate(
     pMipmappedArrayDesc: *const CUDA_ARRAY3D_DESCRIPTOR,
     numMipmapLevels: c_uint,
 ) -> CUresult {
-    crate::entry::guard("cuMipmappedArrayCreate", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMipmappedArrayCreate(pHandle, pMipmappedArrayDesc, numMipmapLevels) }
-    })
+    crate::entry::traced(
+        "cuMipmappedArrayCreate",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}",
+                pHandle, pMipmappedArrayDesc, numMipmapLevels
+            )
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe {
+                crate::api::cuMipmappedArrayCreate(pHandle, pMipmappedArrayDesc, numMipmapLevels)
+            }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuMipmappedArrayDestroy(hMipmappedArray: CUmipmappedArray) -> CUresult {
-    crate::entry::guard("cuMipmappedArrayDestroy", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMipmappedArrayDestroy(hMipmappedArray) }
-    })
+    crate::entry::traced(
+        "cuMipmappedArrayDestroy",
+        || format!("{:?}", hMipmappedArray),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMipmappedArrayDestroy(hMipmappedArray) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -6677,10 +9469,14 @@ pub unsafe extern "C" fn cuMipmappedArrayGetLevel(
     hMipmappedArray: CUmipmappedArray,
     level: c_uint,
 ) -> CUresult {
-    crate::entry::guard("cuMipmappedArrayGetLevel", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMipmappedArrayGetLevel(pLevelArray, hMipmappedArray, level) }
-    })
+    crate::entry::traced(
+        "cuMipmappedArrayGetLevel",
+        || format!("{:?}, {:?}, {:?}", pLevelArray, hMipmappedArray, level),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMipmappedArrayGetLevel(pLevelArray, hMipmappedArray, level) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -6689,12 +9485,20 @@ pub unsafe extern "C" fn cuMipmappedArrayGetMemoryRequirements(
     mipmap: CUmipmappedArray,
     device: CUdevice,
 ) -> CUresult {
-    crate::entry::guard("cuMipmappedArrayGetMemoryRequirements", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe {
-            crate::api::cuMipmappedArrayGetMemoryRequirements(memoryRequirements, mipmap, device)
-        }
-    })
+    crate::entry::traced(
+        "cuMipmappedArrayGetMemoryRequirements",
+        || format!("{:?}, {:?}, {:?}", memoryRequirements, mipmap, device),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe {
+                crate::api::cuMipmappedArrayGetMemoryRequirements(
+                    memoryRequirements,
+                    mipmap,
+                    device,
+                )
+            }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -6702,10 +9506,14 @@ pub unsafe extern "C" fn cuMipmappedArrayGetSparseProperties(
     sparseProperties: *mut CUDA_ARRAY_SPARSE_PROPERTIES,
     mipmap: CUmipmappedArray,
 ) -> CUresult {
-    crate::entry::guard("cuMipmappedArrayGetSparseProperties", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMipmappedArrayGetSparseProperties(sparseProperties, mipmap) }
-    })
+    crate::entry::traced(
+        "cuMipmappedArrayGetSparseProperties",
+        || format!("{:?}, {:?}", sparseProperties, mipmap),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMipmappedArrayGetSparseProperties(sparseProperties, mipmap) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -6714,10 +9522,14 @@ pub unsafe extern "C" fn cuModuleEnumerateFunctions(
     numFunctions: c_uint,
     mod_: CUmodule,
 ) -> CUresult {
-    crate::entry::guard("cuModuleEnumerateFunctions", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuModuleEnumerateFunctions(functions, numFunctions, mod_) }
-    })
+    crate::entry::traced(
+        "cuModuleEnumerateFunctions",
+        || format!("{:?}, {:?}, {:?}", functions, numFunctions, mod_),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuModuleEnumerateFunctions(functions, numFunctions, mod_) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -6726,18 +9538,26 @@ pub unsafe extern "C" fn cuModuleGetFunction(
     hmod: CUmodule,
     name: *const c_char,
 ) -> CUresult {
-    crate::entry::guard("cuModuleGetFunction", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuModuleGetFunction(hfunc, hmod, name) }
-    })
+    crate::entry::traced(
+        "cuModuleGetFunction",
+        || format!("{:?}, {:?}, {:?}", hfunc, hmod, name),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuModuleGetFunction(hfunc, hmod, name) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuModuleGetFunctionCount(count: *mut c_uint, mod_: CUmodule) -> CUresult {
-    crate::entry::guard("cuModuleGetFunctionCount", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuModuleGetFunctionCount(count, mod_) }
-    })
+    crate::entry::traced(
+        "cuModuleGetFunctionCount",
+        || format!("{:?}, {:?}", count, mod_),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuModuleGetFunctionCount(count, mod_) }
+        },
+    )
 }
 
 /// Legacy ABI: the headers declare this spelling only under `__CUDA_API_VERSION_INTERNAL`.
@@ -6748,10 +9568,14 @@ pub unsafe extern "C" fn cuModuleGetGlobal(
     hmod: CUmodule,
     name: *const c_char,
 ) -> CUresult {
-    crate::entry::guard("cuModuleGetGlobal", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuModuleGetGlobal(dptr, bytes, hmod, name) }
-    })
+    crate::entry::traced(
+        "cuModuleGetGlobal",
+        || format!("{:?}, {:?}, {:?}, {:?}", dptr, bytes, hmod, name),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuModuleGetGlobal(dptr, bytes, hmod, name) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -6761,18 +9585,26 @@ pub unsafe extern "C" fn cuModuleGetGlobal_v2(
     hmod: CUmodule,
     name: *const c_char,
 ) -> CUresult {
-    crate::entry::guard("cuModuleGetGlobal_v2", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuModuleGetGlobal_v2(dptr, bytes, hmod, name) }
-    })
+    crate::entry::traced(
+        "cuModuleGetGlobal_v2",
+        || format!("{:?}, {:?}, {:?}, {:?}", dptr, bytes, hmod, name),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuModuleGetGlobal_v2(dptr, bytes, hmod, name) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuModuleGetLoadingMode(mode: *mut CUmoduleLoadingMode) -> CUresult {
-    crate::entry::guard("cuModuleGetLoadingMode", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuModuleGetLoadingMode(mode) }
-    })
+    crate::entry::traced(
+        "cuModuleGetLoadingMode",
+        || format!("{:?}", mode),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuModuleGetLoadingMode(mode) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -6781,10 +9613,14 @@ pub unsafe extern "C" fn cuModuleGetSurfRef(
     hmod: CUmodule,
     name: *const c_char,
 ) -> CUresult {
-    crate::entry::guard("cuModuleGetSurfRef", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuModuleGetSurfRef(pSurfRef, hmod, name) }
-    })
+    crate::entry::traced(
+        "cuModuleGetSurfRef",
+        || format!("{:?}, {:?}, {:?}", pSurfRef, hmod, name),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuModuleGetSurfRef(pSurfRef, hmod, name) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -6793,26 +9629,38 @@ pub unsafe extern "C" fn cuModuleGetTexRef(
     hmod: CUmodule,
     name: *const c_char,
 ) -> CUresult {
-    crate::entry::guard("cuModuleGetTexRef", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuModuleGetTexRef(pTexRef, hmod, name) }
-    })
+    crate::entry::traced(
+        "cuModuleGetTexRef",
+        || format!("{:?}, {:?}, {:?}", pTexRef, hmod, name),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuModuleGetTexRef(pTexRef, hmod, name) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuModuleLoad(module: *mut CUmodule, fname: *const c_char) -> CUresult {
-    crate::entry::guard("cuModuleLoad", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuModuleLoad(module, fname) }
-    })
+    crate::entry::traced(
+        "cuModuleLoad",
+        || format!("{:?}, {:?}", module, fname),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuModuleLoad(module, fname) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuModuleLoadData(module: *mut CUmodule, image: *const c_void) -> CUresult {
-    crate::entry::guard("cuModuleLoadData", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuModuleLoadData(module, image) }
-    })
+    crate::entry::traced(
+        "cuModuleLoadData",
+        || format!("{:?}, {:?}", module, image),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuModuleLoadData(module, image) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -6823,10 +9671,21 @@ pub unsafe extern "C" fn cuModuleLoadDataEx(
     options: *mut CUjit_option,
     optionValues: *mut *mut c_void,
 ) -> CUresult {
-    crate::entry::guard("cuModuleLoadDataEx", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuModuleLoadDataEx(module, image, numOptions, options, optionValues) }
-    })
+    crate::entry::traced(
+        "cuModuleLoadDataEx",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}, {:?}",
+                module, image, numOptions, options, optionValues
+            )
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe {
+                crate::api::cuModuleLoadDataEx(module, image, numOptions, options, optionValues)
+            }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -6834,18 +9693,26 @@ pub unsafe extern "C" fn cuModuleLoadFatBinary(
     module: *mut CUmodule,
     fatCubin: *const c_void,
 ) -> CUresult {
-    crate::entry::guard("cuModuleLoadFatBinary", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuModuleLoadFatBinary(module, fatCubin) }
-    })
+    crate::entry::traced(
+        "cuModuleLoadFatBinary",
+        || format!("{:?}, {:?}", module, fatCubin),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuModuleLoadFatBinary(module, fatCubin) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuModuleUnload(hmod: CUmodule) -> CUresult {
-    crate::entry::guard("cuModuleUnload", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuModuleUnload(hmod) }
-    })
+    crate::entry::traced(
+        "cuModuleUnload",
+        || format!("{:?}", hmod),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuModuleUnload(hmod) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -6853,10 +9720,14 @@ pub unsafe extern "C" fn cuMulticastAddDevice(
     mcHandle: CUmemGenericAllocationHandle,
     dev: CUdevice,
 ) -> CUresult {
-    crate::entry::guard("cuMulticastAddDevice", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMulticastAddDevice(mcHandle, dev) }
-    })
+    crate::entry::traced(
+        "cuMulticastAddDevice",
+        || format!("{:?}, {:?}", mcHandle, dev),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMulticastAddDevice(mcHandle, dev) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -6867,10 +9738,19 @@ pub unsafe extern "C" fn cuMulticastBindAddr(
     size: usize,
     flags: c_ulonglong,
 ) -> CUresult {
-    crate::entry::guard("cuMulticastBindAddr", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMulticastBindAddr(mcHandle, mcOffset, memptr, size, flags) }
-    })
+    crate::entry::traced(
+        "cuMulticastBindAddr",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}, {:?}",
+                mcHandle, mcOffset, memptr, size, flags
+            )
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMulticastBindAddr(mcHandle, mcOffset, memptr, size, flags) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -6882,12 +9762,23 @@ pub unsafe extern "C" fn cuMulticastBindMem(
     size: usize,
     flags: c_ulonglong,
 ) -> CUresult {
-    crate::entry::guard("cuMulticastBindMem", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe {
-            crate::api::cuMulticastBindMem(mcHandle, mcOffset, memHandle, memOffset, size, flags)
-        }
-    })
+    crate::entry::traced(
+        "cuMulticastBindMem",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}, {:?}, {:?}",
+                mcHandle, mcOffset, memHandle, memOffset, size, flags
+            )
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe {
+                crate::api::cuMulticastBindMem(
+                    mcHandle, mcOffset, memHandle, memOffset, size, flags,
+                )
+            }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -6895,10 +9786,14 @@ pub unsafe extern "C" fn cuMulticastCreate(
     mcHandle: *mut CUmemGenericAllocationHandle,
     prop: *const CUmulticastObjectProp,
 ) -> CUresult {
-    crate::entry::guard("cuMulticastCreate", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMulticastCreate(mcHandle, prop) }
-    })
+    crate::entry::traced(
+        "cuMulticastCreate",
+        || format!("{:?}, {:?}", mcHandle, prop),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMulticastCreate(mcHandle, prop) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -6907,10 +9802,14 @@ pub unsafe extern "C" fn cuMulticastGetGranularity(
     prop: *const CUmulticastObjectProp,
     option: CUmulticastGranularity_flags,
 ) -> CUresult {
-    crate::entry::guard("cuMulticastGetGranularity", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMulticastGetGranularity(granularity, prop, option) }
-    })
+    crate::entry::traced(
+        "cuMulticastGetGranularity",
+        || format!("{:?}, {:?}, {:?}", granularity, prop, option),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMulticastGetGranularity(granularity, prop, option) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -6920,10 +9819,14 @@ pub unsafe extern "C" fn cuMulticastUnbind(
     mcOffset: usize,
     size: usize,
 ) -> CUresult {
-    crate::entry::guard("cuMulticastUnbind", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuMulticastUnbind(mcHandle, dev, mcOffset, size) }
-    })
+    crate::entry::traced(
+        "cuMulticastUnbind",
+        || format!("{:?}, {:?}, {:?}, {:?}", mcHandle, dev, mcOffset, size),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuMulticastUnbind(mcHandle, dev, mcOffset, size) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -6933,17 +9836,26 @@ pub unsafe extern "C" fn cuOccupancyAvailableDynamicSMemPerBlock(
     numBlocks: c_int,
     blockSize: c_int,
 ) -> CUresult {
-    crate::entry::guard("cuOccupancyAvailableDynamicSMemPerBlock", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe {
-            crate::api::cuOccupancyAvailableDynamicSMemPerBlock(
-                dynamicSmemSize,
-                func,
-                numBlocks,
-                blockSize,
+    crate::entry::traced(
+        "cuOccupancyAvailableDynamicSMemPerBlock",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}",
+                dynamicSmemSize, func, numBlocks, blockSize
             )
-        }
-    })
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe {
+                crate::api::cuOccupancyAvailableDynamicSMemPerBlock(
+                    dynamicSmemSize,
+                    func,
+                    numBlocks,
+                    blockSize,
+                )
+            }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -6953,17 +9865,26 @@ pub unsafe extern "C" fn cuOccupancyMaxActiveBlocksPerMultiprocessor(
     blockSize: c_int,
     dynamicSMemSize: usize,
 ) -> CUresult {
-    crate::entry::guard("cuOccupancyMaxActiveBlocksPerMultiprocessor", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe {
-            crate::api::cuOccupancyMaxActiveBlocksPerMultiprocessor(
-                numBlocks,
-                func,
-                blockSize,
-                dynamicSMemSize,
+    crate::entry::traced(
+        "cuOccupancyMaxActiveBlocksPerMultiprocessor",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}",
+                numBlocks, func, blockSize, dynamicSMemSize
             )
-        }
-    })
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe {
+                crate::api::cuOccupancyMaxActiveBlocksPerMultiprocessor(
+                    numBlocks,
+                    func,
+                    blockSize,
+                    dynamicSMemSize,
+                )
+            }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -6974,8 +9895,14 @@ pub unsafe extern "C" fn cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(
     dynamicSMemSize: usize,
     flags: c_uint,
 ) -> CUresult {
-    crate::entry::guard(
+    crate::entry::traced(
         "cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}, {:?}",
+                numBlocks, func, blockSize, dynamicSMemSize, flags
+            )
+        },
         || {
             // SAFETY: the caller upholds the driver API's contract for these arguments.
             unsafe {
@@ -6997,10 +9924,14 @@ pub unsafe extern "C" fn cuOccupancyMaxActiveClusters(
     func: CUfunction,
     config: *const CUlaunchConfig,
 ) -> CUresult {
-    crate::entry::guard("cuOccupancyMaxActiveClusters", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuOccupancyMaxActiveClusters(numClusters, func, config) }
-    })
+    crate::entry::traced(
+        "cuOccupancyMaxActiveClusters",
+        || format!("{:?}, {:?}, {:?}", numClusters, func, config),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuOccupancyMaxActiveClusters(numClusters, func, config) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -7012,19 +9943,33 @@ pub unsafe extern "C" fn cuOccupancyMaxPotentialBlockSize(
     dynamicSMemSize: usize,
     blockSizeLimit: c_int,
 ) -> CUresult {
-    crate::entry::guard("cuOccupancyMaxPotentialBlockSize", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe {
-            crate::api::cuOccupancyMaxPotentialBlockSize(
+    crate::entry::traced(
+        "cuOccupancyMaxPotentialBlockSize",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}, {:?}, {:?}",
                 minGridSize,
                 blockSize,
                 func,
                 blockSizeToDynamicSMemSize,
                 dynamicSMemSize,
-                blockSizeLimit,
+                blockSizeLimit
             )
-        }
-    })
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe {
+                crate::api::cuOccupancyMaxPotentialBlockSize(
+                    minGridSize,
+                    blockSize,
+                    func,
+                    blockSizeToDynamicSMemSize,
+                    dynamicSMemSize,
+                    blockSizeLimit,
+                )
+            }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -7037,20 +9982,35 @@ pub unsafe extern "C" fn cuOccupancyMaxPotentialBlockSizeWithFlags(
     blockSizeLimit: c_int,
     flags: c_uint,
 ) -> CUresult {
-    crate::entry::guard("cuOccupancyMaxPotentialBlockSizeWithFlags", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe {
-            crate::api::cuOccupancyMaxPotentialBlockSizeWithFlags(
+    crate::entry::traced(
+        "cuOccupancyMaxPotentialBlockSizeWithFlags",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}, {:?}, {:?}, {:?}",
                 minGridSize,
                 blockSize,
                 func,
                 blockSizeToDynamicSMemSize,
                 dynamicSMemSize,
                 blockSizeLimit,
-                flags,
+                flags
             )
-        }
-    })
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe {
+                crate::api::cuOccupancyMaxPotentialBlockSizeWithFlags(
+                    minGridSize,
+                    blockSize,
+                    func,
+                    blockSizeToDynamicSMemSize,
+                    dynamicSMemSize,
+                    blockSizeLimit,
+                    flags,
+                )
+            }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -7059,34 +10019,50 @@ pub unsafe extern "C" fn cuOccupancyMaxPotentialClusterSize(
     func: CUfunction,
     config: *const CUlaunchConfig,
 ) -> CUresult {
-    crate::entry::guard("cuOccupancyMaxPotentialClusterSize", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuOccupancyMaxPotentialClusterSize(clusterSize, func, config) }
-    })
+    crate::entry::traced(
+        "cuOccupancyMaxPotentialClusterSize",
+        || format!("{:?}, {:?}, {:?}", clusterSize, func, config),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuOccupancyMaxPotentialClusterSize(clusterSize, func, config) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuParamSetf(hfunc: CUfunction, offset: c_int, value: f32) -> CUresult {
-    crate::entry::guard("cuParamSetf", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuParamSetf(hfunc, offset, value) }
-    })
+    crate::entry::traced(
+        "cuParamSetf",
+        || format!("{:?}, {:?}, {:?}", hfunc, offset, value),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuParamSetf(hfunc, offset, value) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuParamSeti(hfunc: CUfunction, offset: c_int, value: c_uint) -> CUresult {
-    crate::entry::guard("cuParamSeti", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuParamSeti(hfunc, offset, value) }
-    })
+    crate::entry::traced(
+        "cuParamSeti",
+        || format!("{:?}, {:?}, {:?}", hfunc, offset, value),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuParamSeti(hfunc, offset, value) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuParamSetSize(hfunc: CUfunction, numbytes: c_uint) -> CUresult {
-    crate::entry::guard("cuParamSetSize", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuParamSetSize(hfunc, numbytes) }
-    })
+    crate::entry::traced(
+        "cuParamSetSize",
+        || format!("{:?}, {:?}", hfunc, numbytes),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuParamSetSize(hfunc, numbytes) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -7095,10 +10071,14 @@ pub unsafe extern "C" fn cuParamSetTexRef(
     texunit: c_int,
     hTexRef: CUtexref,
 ) -> CUresult {
-    crate::entry::guard("cuParamSetTexRef", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuParamSetTexRef(hfunc, texunit, hTexRef) }
-    })
+    crate::entry::traced(
+        "cuParamSetTexRef",
+        || format!("{:?}, {:?}, {:?}", hfunc, texunit, hTexRef),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuParamSetTexRef(hfunc, texunit, hTexRef) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -7108,10 +10088,14 @@ pub unsafe extern "C" fn cuParamSetv(
     ptr: *mut c_void,
     numbytes: c_uint,
 ) -> CUresult {
-    crate::entry::guard("cuParamSetv", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuParamSetv(hfunc, offset, ptr, numbytes) }
-    })
+    crate::entry::traced(
+        "cuParamSetv",
+        || format!("{:?}, {:?}, {:?}, {:?}", hfunc, offset, ptr, numbytes),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuParamSetv(hfunc, offset, ptr, numbytes) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -7120,10 +10104,14 @@ pub unsafe extern "C" fn cuPointerGetAttribute(
     attribute: CUpointer_attribute,
     ptr: CUdeviceptr,
 ) -> CUresult {
-    crate::entry::guard("cuPointerGetAttribute", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuPointerGetAttribute(data, attribute, ptr) }
-    })
+    crate::entry::traced(
+        "cuPointerGetAttribute",
+        || format!("{:?}, {:?}, {:?}", data, attribute, ptr),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuPointerGetAttribute(data, attribute, ptr) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -7133,10 +10121,19 @@ pub unsafe extern "C" fn cuPointerGetAttributes(
     data: *mut *mut c_void,
     ptr: CUdeviceptr,
 ) -> CUresult {
-    crate::entry::guard("cuPointerGetAttributes", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuPointerGetAttributes(numAttributes, attributes, data, ptr) }
-    })
+    crate::entry::traced(
+        "cuPointerGetAttributes",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}",
+                numAttributes, attributes, data, ptr
+            )
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuPointerGetAttributes(numAttributes, attributes, data, ptr) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -7145,10 +10142,14 @@ pub unsafe extern "C" fn cuPointerSetAttribute(
     attribute: CUpointer_attribute,
     ptr: CUdeviceptr,
 ) -> CUresult {
-    crate::entry::guard("cuPointerSetAttribute", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuPointerSetAttribute(value, attribute, ptr) }
-    })
+    crate::entry::traced(
+        "cuPointerSetAttribute",
+        || format!("{:?}, {:?}, {:?}", value, attribute, ptr),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuPointerSetAttribute(value, attribute, ptr) }
+        },
+    )
 }
 
 /// Signature from `PFN_cuProfilerInitialize_v4000` (no header declares `cuProfilerInitialize`).
@@ -7158,16 +10159,20 @@ pub unsafe extern "C" fn cuProfilerInitialize(
     outputFile: *const c_char,
     outputMode: CUoutput_mode,
 ) -> CUresult {
-    crate::entry::guard("cuProfilerInitialize", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuProfilerInitialize(configFile, outputFile, outputMode) }
-    })
+    crate::entry::traced(
+        "cuProfilerInitialize",
+        || format!("{:?}, {:?}, {:?}", configFile, outputFile, outputMode),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuProfilerInitialize(configFile, outputFile, outputMode) }
+        },
+    )
 }
 
 /// Signature from `PFN_cuProfilerStart_v4000` (no header declares `cuProfilerStart`).
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuProfilerStart() -> CUresult {
-    crate::entry::guard("cuProfilerStart", || {
+    crate::entry::traced("cuProfilerStart", String::new, || {
         // SAFETY: the caller upholds the driver API's contract for these arguments.
         unsafe { crate::api::cuProfilerStart() }
     })
@@ -7176,7 +10181,7 @@ pub unsafe extern "C" fn cuProfilerStart() -> CUresult {
 /// Signature from `PFN_cuProfilerStop_v4000` (no header declares `cuProfilerStop`).
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuProfilerStop() -> CUresult {
-    crate::entry::guard("cuProfilerStop", || {
+    crate::entry::traced("cuProfilerStop", String::new, || {
         // SAFETY: the caller upholds the driver API's contract for these arguments.
         unsafe { crate::api::cuProfilerStop() }
     })
@@ -7189,17 +10194,26 @@ pub unsafe extern "C" fn cuSignalExternalSemaphoresAsync(
     numExtSems: c_uint,
     stream: CUstream,
 ) -> CUresult {
-    crate::entry::guard("cuSignalExternalSemaphoresAsync", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe {
-            crate::api::cuSignalExternalSemaphoresAsync(
-                extSemArray,
-                paramsArray,
-                numExtSems,
-                stream,
+    crate::entry::traced(
+        "cuSignalExternalSemaphoresAsync",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}",
+                extSemArray, paramsArray, numExtSems, stream
             )
-        }
-    })
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe {
+                crate::api::cuSignalExternalSemaphoresAsync(
+                    extSemArray,
+                    paramsArray,
+                    numExtSems,
+                    stream,
+                )
+            }
+        },
+    )
 }
 
 /// Per-thread default stream spelling (what `CUDA_API_PER_THREAD_DEFAULT_STREAM` selects).
@@ -7210,17 +10224,26 @@ pub unsafe extern "C" fn cuSignalExternalSemaphoresAsync_ptsz(
     numExtSems: c_uint,
     stream: CUstream,
 ) -> CUresult {
-    crate::entry::guard("cuSignalExternalSemaphoresAsync_ptsz", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe {
-            crate::api::cuSignalExternalSemaphoresAsync_ptsz(
-                extSemArray,
-                paramsArray,
-                numExtSems,
-                stream,
+    crate::entry::traced(
+        "cuSignalExternalSemaphoresAsync_ptsz",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}",
+                extSemArray, paramsArray, numExtSems, stream
             )
-        }
-    })
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe {
+                crate::api::cuSignalExternalSemaphoresAsync_ptsz(
+                    extSemArray,
+                    paramsArray,
+                    numExtSems,
+                    stream,
+                )
+            }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -7230,10 +10253,14 @@ pub unsafe extern "C" fn cuStreamAddCallback(
     userData: *mut c_void,
     flags: c_uint,
 ) -> CUresult {
-    crate::entry::guard("cuStreamAddCallback", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuStreamAddCallback(hStream, callback, userData, flags) }
-    })
+    crate::entry::traced(
+        "cuStreamAddCallback",
+        || format!("{:?}, {:?}, {:?}, {:?}", hStream, callback, userData, flags),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuStreamAddCallback(hStream, callback, userData, flags) }
+        },
+    )
 }
 
 /// Per-thread default stream spelling (what `CUDA_API_PER_THREAD_DEFAULT_STREAM` selects).
@@ -7244,10 +10271,14 @@ pub unsafe extern "C" fn cuStreamAddCallback_ptsz(
     userData: *mut c_void,
     flags: c_uint,
 ) -> CUresult {
-    crate::entry::guard("cuStreamAddCallback_ptsz", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuStreamAddCallback_ptsz(hStream, callback, userData, flags) }
-    })
+    crate::entry::traced(
+        "cuStreamAddCallback_ptsz",
+        || format!("{:?}, {:?}, {:?}, {:?}", hStream, callback, userData, flags),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuStreamAddCallback_ptsz(hStream, callback, userData, flags) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -7257,10 +10288,14 @@ pub unsafe extern "C" fn cuStreamAttachMemAsync(
     length: usize,
     flags: c_uint,
 ) -> CUresult {
-    crate::entry::guard("cuStreamAttachMemAsync", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuStreamAttachMemAsync(hStream, dptr, length, flags) }
-    })
+    crate::entry::traced(
+        "cuStreamAttachMemAsync",
+        || format!("{:?}, {:?}, {:?}, {:?}", hStream, dptr, length, flags),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuStreamAttachMemAsync(hStream, dptr, length, flags) }
+        },
+    )
 }
 
 /// Per-thread default stream spelling (what `CUDA_API_PER_THREAD_DEFAULT_STREAM` selects).
@@ -7271,10 +10306,14 @@ pub unsafe extern "C" fn cuStreamAttachMemAsync_ptsz(
     length: usize,
     flags: c_uint,
 ) -> CUresult {
-    crate::entry::guard("cuStreamAttachMemAsync_ptsz", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuStreamAttachMemAsync_ptsz(hStream, dptr, length, flags) }
-    })
+    crate::entry::traced(
+        "cuStreamAttachMemAsync_ptsz",
+        || format!("{:?}, {:?}, {:?}, {:?}", hStream, dptr, length, flags),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuStreamAttachMemAsync_ptsz(hStream, dptr, length, flags) }
+        },
+    )
 }
 
 /// Legacy ABI: the headers declare this spelling only under `__CUDA_API_VERSION_INTERNAL`.
@@ -7285,10 +10324,14 @@ pub unsafe extern "C" fn cuStreamBatchMemOp(
     paramArray: *mut CUstreamBatchMemOpParams,
     flags: c_uint,
 ) -> CUresult {
-    crate::entry::guard("cuStreamBatchMemOp", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuStreamBatchMemOp(stream, count, paramArray, flags) }
-    })
+    crate::entry::traced(
+        "cuStreamBatchMemOp",
+        || format!("{:?}, {:?}, {:?}, {:?}", stream, count, paramArray, flags),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuStreamBatchMemOp(stream, count, paramArray, flags) }
+        },
+    )
 }
 
 /// Legacy ABI: the headers declare this spelling only under `__CUDA_API_VERSION_INTERNAL`.
@@ -7299,10 +10342,14 @@ pub unsafe extern "C" fn cuStreamBatchMemOp_ptsz(
     paramArray: *mut CUstreamBatchMemOpParams,
     flags: c_uint,
 ) -> CUresult {
-    crate::entry::guard("cuStreamBatchMemOp_ptsz", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuStreamBatchMemOp_ptsz(stream, count, paramArray, flags) }
-    })
+    crate::entry::traced(
+        "cuStreamBatchMemOp_ptsz",
+        || format!("{:?}, {:?}, {:?}, {:?}", stream, count, paramArray, flags),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuStreamBatchMemOp_ptsz(stream, count, paramArray, flags) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -7312,10 +10359,14 @@ pub unsafe extern "C" fn cuStreamBatchMemOp_v2(
     paramArray: *mut CUstreamBatchMemOpParams,
     flags: c_uint,
 ) -> CUresult {
-    crate::entry::guard("cuStreamBatchMemOp_v2", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuStreamBatchMemOp_v2(stream, count, paramArray, flags) }
-    })
+    crate::entry::traced(
+        "cuStreamBatchMemOp_v2",
+        || format!("{:?}, {:?}, {:?}, {:?}", stream, count, paramArray, flags),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuStreamBatchMemOp_v2(stream, count, paramArray, flags) }
+        },
+    )
 }
 
 /// Per-thread default stream spelling (what `CUDA_API_PER_THREAD_DEFAULT_STREAM` selects).
@@ -7326,28 +10377,40 @@ pub unsafe extern "C" fn cuStreamBatchMemOp_v2_ptsz(
     paramArray: *mut CUstreamBatchMemOpParams,
     flags: c_uint,
 ) -> CUresult {
-    crate::entry::guard("cuStreamBatchMemOp_v2_ptsz", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuStreamBatchMemOp_v2_ptsz(stream, count, paramArray, flags) }
-    })
+    crate::entry::traced(
+        "cuStreamBatchMemOp_v2_ptsz",
+        || format!("{:?}, {:?}, {:?}, {:?}", stream, count, paramArray, flags),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuStreamBatchMemOp_v2_ptsz(stream, count, paramArray, flags) }
+        },
+    )
 }
 
 /// Legacy ABI: the headers declare this spelling only under `__CUDA_API_VERSION_INTERNAL`.
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuStreamBeginCapture(hStream: CUstream) -> CUresult {
-    crate::entry::guard("cuStreamBeginCapture", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuStreamBeginCapture(hStream) }
-    })
+    crate::entry::traced(
+        "cuStreamBeginCapture",
+        || format!("{:?}", hStream),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuStreamBeginCapture(hStream) }
+        },
+    )
 }
 
 /// Legacy ABI: the headers declare this spelling only under `__CUDA_API_VERSION_INTERNAL`.
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuStreamBeginCapture_ptsz(hStream: CUstream) -> CUresult {
-    crate::entry::guard("cuStreamBeginCapture_ptsz", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuStreamBeginCapture_ptsz(hStream) }
-    })
+    crate::entry::traced(
+        "cuStreamBeginCapture_ptsz",
+        || format!("{:?}", hStream),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuStreamBeginCapture_ptsz(hStream) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -7359,19 +10422,28 @@ pub unsafe extern "C" fn cuStreamBeginCaptureToGraph(
     numDependencies: usize,
     mode: CUstreamCaptureMode,
 ) -> CUresult {
-    crate::entry::guard("cuStreamBeginCaptureToGraph", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe {
-            crate::api::cuStreamBeginCaptureToGraph(
-                hStream,
-                hGraph,
-                dependencies,
-                dependencyData,
-                numDependencies,
-                mode,
+    crate::entry::traced(
+        "cuStreamBeginCaptureToGraph",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}, {:?}, {:?}",
+                hStream, hGraph, dependencies, dependencyData, numDependencies, mode
             )
-        }
-    })
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe {
+                crate::api::cuStreamBeginCaptureToGraph(
+                    hStream,
+                    hGraph,
+                    dependencies,
+                    dependencyData,
+                    numDependencies,
+                    mode,
+                )
+            }
+        },
+    )
 }
 
 /// Per-thread default stream spelling (what `CUDA_API_PER_THREAD_DEFAULT_STREAM` selects).
@@ -7384,19 +10456,28 @@ pub unsafe extern "C" fn cuStreamBeginCaptureToGraph_ptsz(
     numDependencies: usize,
     mode: CUstreamCaptureMode,
 ) -> CUresult {
-    crate::entry::guard("cuStreamBeginCaptureToGraph_ptsz", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe {
-            crate::api::cuStreamBeginCaptureToGraph_ptsz(
-                hStream,
-                hGraph,
-                dependencies,
-                dependencyData,
-                numDependencies,
-                mode,
+    crate::entry::traced(
+        "cuStreamBeginCaptureToGraph_ptsz",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}, {:?}, {:?}",
+                hStream, hGraph, dependencies, dependencyData, numDependencies, mode
             )
-        }
-    })
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe {
+                crate::api::cuStreamBeginCaptureToGraph_ptsz(
+                    hStream,
+                    hGraph,
+                    dependencies,
+                    dependencyData,
+                    numDependencies,
+                    mode,
+                )
+            }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -7404,10 +10485,14 @@ pub unsafe extern "C" fn cuStreamBeginCapture_v2(
     hStream: CUstream,
     mode: CUstreamCaptureMode,
 ) -> CUresult {
-    crate::entry::guard("cuStreamBeginCapture_v2", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuStreamBeginCapture_v2(hStream, mode) }
-    })
+    crate::entry::traced(
+        "cuStreamBeginCapture_v2",
+        || format!("{:?}, {:?}", hStream, mode),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuStreamBeginCapture_v2(hStream, mode) }
+        },
+    )
 }
 
 /// Per-thread default stream spelling (what `CUDA_API_PER_THREAD_DEFAULT_STREAM` selects).
@@ -7416,35 +10501,51 @@ pub unsafe extern "C" fn cuStreamBeginCapture_v2_ptsz(
     hStream: CUstream,
     mode: CUstreamCaptureMode,
 ) -> CUresult {
-    crate::entry::guard("cuStreamBeginCapture_v2_ptsz", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuStreamBeginCapture_v2_ptsz(hStream, mode) }
-    })
+    crate::entry::traced(
+        "cuStreamBeginCapture_v2_ptsz",
+        || format!("{:?}, {:?}", hStream, mode),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuStreamBeginCapture_v2_ptsz(hStream, mode) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuStreamCopyAttributes(dst: CUstream, src: CUstream) -> CUresult {
-    crate::entry::guard("cuStreamCopyAttributes", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuStreamCopyAttributes(dst, src) }
-    })
+    crate::entry::traced(
+        "cuStreamCopyAttributes",
+        || format!("{:?}, {:?}", dst, src),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuStreamCopyAttributes(dst, src) }
+        },
+    )
 }
 
 /// Per-thread default stream spelling (what `CUDA_API_PER_THREAD_DEFAULT_STREAM` selects).
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuStreamCopyAttributes_ptsz(dst: CUstream, src: CUstream) -> CUresult {
-    crate::entry::guard("cuStreamCopyAttributes_ptsz", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuStreamCopyAttributes_ptsz(dst, src) }
-    })
+    crate::entry::traced(
+        "cuStreamCopyAttributes_ptsz",
+        || format!("{:?}, {:?}", dst, src),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuStreamCopyAttributes_ptsz(dst, src) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuStreamCreate(phStream: *mut CUstream, Flags: c_uint) -> CUresult {
-    crate::entry::guard("cuStreamCreate", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuStreamCreate(phStream, Flags) }
-    })
+    crate::entry::traced(
+        "cuStreamCreate",
+        || format!("{:?}, {:?}", phStream, Flags),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuStreamCreate(phStream, Flags) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -7453,35 +10554,51 @@ pub unsafe extern "C" fn cuStreamCreateWithPriority(
     flags: c_uint,
     priority: c_int,
 ) -> CUresult {
-    crate::entry::guard("cuStreamCreateWithPriority", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuStreamCreateWithPriority(phStream, flags, priority) }
-    })
+    crate::entry::traced(
+        "cuStreamCreateWithPriority",
+        || format!("{:?}, {:?}, {:?}", phStream, flags, priority),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuStreamCreateWithPriority(phStream, flags, priority) }
+        },
+    )
 }
 
 /// Legacy ABI: the headers declare this spelling only under `__CUDA_API_VERSION_INTERNAL`.
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuStreamDestroy(hStream: CUstream) -> CUresult {
-    crate::entry::guard("cuStreamDestroy", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuStreamDestroy(hStream) }
-    })
+    crate::entry::traced(
+        "cuStreamDestroy",
+        || format!("{:?}", hStream),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuStreamDestroy(hStream) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuStreamDestroy_v2(hStream: CUstream) -> CUresult {
-    crate::entry::guard("cuStreamDestroy_v2", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuStreamDestroy_v2(hStream) }
-    })
+    crate::entry::traced(
+        "cuStreamDestroy_v2",
+        || format!("{:?}", hStream),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuStreamDestroy_v2(hStream) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuStreamEndCapture(hStream: CUstream, phGraph: *mut CUgraph) -> CUresult {
-    crate::entry::guard("cuStreamEndCapture", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuStreamEndCapture(hStream, phGraph) }
-    })
+    crate::entry::traced(
+        "cuStreamEndCapture",
+        || format!("{:?}, {:?}", hStream, phGraph),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuStreamEndCapture(hStream, phGraph) }
+        },
+    )
 }
 
 /// Per-thread default stream spelling (what `CUDA_API_PER_THREAD_DEFAULT_STREAM` selects).
@@ -7490,10 +10607,14 @@ pub unsafe extern "C" fn cuStreamEndCapture_ptsz(
     hStream: CUstream,
     phGraph: *mut CUgraph,
 ) -> CUresult {
-    crate::entry::guard("cuStreamEndCapture_ptsz", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuStreamEndCapture_ptsz(hStream, phGraph) }
-    })
+    crate::entry::traced(
+        "cuStreamEndCapture_ptsz",
+        || format!("{:?}, {:?}", hStream, phGraph),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuStreamEndCapture_ptsz(hStream, phGraph) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -7502,10 +10623,14 @@ pub unsafe extern "C" fn cuStreamGetAttribute(
     attr: CUstreamAttrID,
     value_out: *mut CUstreamAttrValue,
 ) -> CUresult {
-    crate::entry::guard("cuStreamGetAttribute", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuStreamGetAttribute(hStream, attr, value_out) }
-    })
+    crate::entry::traced(
+        "cuStreamGetAttribute",
+        || format!("{:?}, {:?}, {:?}", hStream, attr, value_out),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuStreamGetAttribute(hStream, attr, value_out) }
+        },
+    )
 }
 
 /// Per-thread default stream spelling (what `CUDA_API_PER_THREAD_DEFAULT_STREAM` selects).
@@ -7515,10 +10640,14 @@ pub unsafe extern "C" fn cuStreamGetAttribute_ptsz(
     attr: CUstreamAttrID,
     value_out: *mut CUstreamAttrValue,
 ) -> CUresult {
-    crate::entry::guard("cuStreamGetAttribute_ptsz", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuStreamGetAttribute_ptsz(hStream, attr, value_out) }
-    })
+    crate::entry::traced(
+        "cuStreamGetAttribute_ptsz",
+        || format!("{:?}, {:?}, {:?}", hStream, attr, value_out),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuStreamGetAttribute_ptsz(hStream, attr, value_out) }
+        },
+    )
 }
 
 /// Legacy ABI: the headers declare this spelling only under `__CUDA_API_VERSION_INTERNAL`.
@@ -7528,10 +10657,14 @@ pub unsafe extern "C" fn cuStreamGetCaptureInfo(
     captureStatus_out: *mut CUstreamCaptureStatus,
     id_out: *mut cuuint64_t,
 ) -> CUresult {
-    crate::entry::guard("cuStreamGetCaptureInfo", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuStreamGetCaptureInfo(hStream, captureStatus_out, id_out) }
-    })
+    crate::entry::traced(
+        "cuStreamGetCaptureInfo",
+        || format!("{:?}, {:?}, {:?}", hStream, captureStatus_out, id_out),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuStreamGetCaptureInfo(hStream, captureStatus_out, id_out) }
+        },
+    )
 }
 
 /// Legacy ABI: the headers declare this spelling only under `__CUDA_API_VERSION_INTERNAL`.
@@ -7541,10 +10674,14 @@ pub unsafe extern "C" fn cuStreamGetCaptureInfo_ptsz(
     captureStatus_out: *mut CUstreamCaptureStatus,
     id_out: *mut cuuint64_t,
 ) -> CUresult {
-    crate::entry::guard("cuStreamGetCaptureInfo_ptsz", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuStreamGetCaptureInfo_ptsz(hStream, captureStatus_out, id_out) }
-    })
+    crate::entry::traced(
+        "cuStreamGetCaptureInfo_ptsz",
+        || format!("{:?}, {:?}, {:?}", hStream, captureStatus_out, id_out),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuStreamGetCaptureInfo_ptsz(hStream, captureStatus_out, id_out) }
+        },
+    )
 }
 
 /// Legacy ABI: the headers declare this spelling only under `__CUDA_API_VERSION_INTERNAL`.
@@ -7557,19 +10694,33 @@ pub unsafe extern "C" fn cuStreamGetCaptureInfo_v2(
     dependencies_out: *mut *const CUgraphNode,
     numDependencies_out: *mut usize,
 ) -> CUresult {
-    crate::entry::guard("cuStreamGetCaptureInfo_v2", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe {
-            crate::api::cuStreamGetCaptureInfo_v2(
+    crate::entry::traced(
+        "cuStreamGetCaptureInfo_v2",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}, {:?}, {:?}",
                 hStream,
                 captureStatus_out,
                 id_out,
                 graph_out,
                 dependencies_out,
-                numDependencies_out,
+                numDependencies_out
             )
-        }
-    })
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe {
+                crate::api::cuStreamGetCaptureInfo_v2(
+                    hStream,
+                    captureStatus_out,
+                    id_out,
+                    graph_out,
+                    dependencies_out,
+                    numDependencies_out,
+                )
+            }
+        },
+    )
 }
 
 /// Legacy ABI: the headers declare this spelling only under `__CUDA_API_VERSION_INTERNAL`.
@@ -7582,19 +10733,33 @@ pub unsafe extern "C" fn cuStreamGetCaptureInfo_v2_ptsz(
     dependencies_out: *mut *const CUgraphNode,
     numDependencies_out: *mut usize,
 ) -> CUresult {
-    crate::entry::guard("cuStreamGetCaptureInfo_v2_ptsz", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe {
-            crate::api::cuStreamGetCaptureInfo_v2_ptsz(
+    crate::entry::traced(
+        "cuStreamGetCaptureInfo_v2_ptsz",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}, {:?}, {:?}",
                 hStream,
                 captureStatus_out,
                 id_out,
                 graph_out,
                 dependencies_out,
-                numDependencies_out,
+                numDependencies_out
             )
-        }
-    })
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe {
+                crate::api::cuStreamGetCaptureInfo_v2_ptsz(
+                    hStream,
+                    captureStatus_out,
+                    id_out,
+                    graph_out,
+                    dependencies_out,
+                    numDependencies_out,
+                )
+            }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -7607,20 +10772,35 @@ pub unsafe extern "C" fn cuStreamGetCaptureInfo_v3(
     edgeData_out: *mut *const CUgraphEdgeData,
     numDependencies_out: *mut usize,
 ) -> CUresult {
-    crate::entry::guard("cuStreamGetCaptureInfo_v3", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe {
-            crate::api::cuStreamGetCaptureInfo_v3(
+    crate::entry::traced(
+        "cuStreamGetCaptureInfo_v3",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}, {:?}, {:?}, {:?}",
                 hStream,
                 captureStatus_out,
                 id_out,
                 graph_out,
                 dependencies_out,
                 edgeData_out,
-                numDependencies_out,
+                numDependencies_out
             )
-        }
-    })
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe {
+                crate::api::cuStreamGetCaptureInfo_v3(
+                    hStream,
+                    captureStatus_out,
+                    id_out,
+                    graph_out,
+                    dependencies_out,
+                    edgeData_out,
+                    numDependencies_out,
+                )
+            }
+        },
+    )
 }
 
 /// Per-thread default stream spelling (what `CUDA_API_PER_THREAD_DEFAULT_STREAM` selects).
@@ -7634,37 +10814,60 @@ pub unsafe extern "C" fn cuStreamGetCaptureInfo_v3_ptsz(
     edgeData_out: *mut *const CUgraphEdgeData,
     numDependencies_out: *mut usize,
 ) -> CUresult {
-    crate::entry::guard("cuStreamGetCaptureInfo_v3_ptsz", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe {
-            crate::api::cuStreamGetCaptureInfo_v3_ptsz(
+    crate::entry::traced(
+        "cuStreamGetCaptureInfo_v3_ptsz",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}, {:?}, {:?}, {:?}",
                 hStream,
                 captureStatus_out,
                 id_out,
                 graph_out,
                 dependencies_out,
                 edgeData_out,
-                numDependencies_out,
+                numDependencies_out
             )
-        }
-    })
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe {
+                crate::api::cuStreamGetCaptureInfo_v3_ptsz(
+                    hStream,
+                    captureStatus_out,
+                    id_out,
+                    graph_out,
+                    dependencies_out,
+                    edgeData_out,
+                    numDependencies_out,
+                )
+            }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuStreamGetCtx(hStream: CUstream, pctx: *mut CUcontext) -> CUresult {
-    crate::entry::guard("cuStreamGetCtx", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuStreamGetCtx(hStream, pctx) }
-    })
+    crate::entry::traced(
+        "cuStreamGetCtx",
+        || format!("{:?}, {:?}", hStream, pctx),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuStreamGetCtx(hStream, pctx) }
+        },
+    )
 }
 
 /// Per-thread default stream spelling (what `CUDA_API_PER_THREAD_DEFAULT_STREAM` selects).
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuStreamGetCtx_ptsz(hStream: CUstream, pctx: *mut CUcontext) -> CUresult {
-    crate::entry::guard("cuStreamGetCtx_ptsz", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuStreamGetCtx_ptsz(hStream, pctx) }
-    })
+    crate::entry::traced(
+        "cuStreamGetCtx_ptsz",
+        || format!("{:?}, {:?}", hStream, pctx),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuStreamGetCtx_ptsz(hStream, pctx) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -7673,10 +10876,14 @@ pub unsafe extern "C" fn cuStreamGetCtx_v2(
     pCtx: *mut CUcontext,
     pGreenCtx: *mut CUgreenCtx,
 ) -> CUresult {
-    crate::entry::guard("cuStreamGetCtx_v2", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuStreamGetCtx_v2(hStream, pCtx, pGreenCtx) }
-    })
+    crate::entry::traced(
+        "cuStreamGetCtx_v2",
+        || format!("{:?}, {:?}, {:?}", hStream, pCtx, pGreenCtx),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuStreamGetCtx_v2(hStream, pCtx, pGreenCtx) }
+        },
+    )
 }
 
 /// Per-thread default stream spelling (what `CUDA_API_PER_THREAD_DEFAULT_STREAM` selects).
@@ -7686,18 +10893,26 @@ pub unsafe extern "C" fn cuStreamGetCtx_v2_ptsz(
     pCtx: *mut CUcontext,
     pGreenCtx: *mut CUgreenCtx,
 ) -> CUresult {
-    crate::entry::guard("cuStreamGetCtx_v2_ptsz", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuStreamGetCtx_v2_ptsz(hStream, pCtx, pGreenCtx) }
-    })
+    crate::entry::traced(
+        "cuStreamGetCtx_v2_ptsz",
+        || format!("{:?}, {:?}, {:?}", hStream, pCtx, pGreenCtx),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuStreamGetCtx_v2_ptsz(hStream, pCtx, pGreenCtx) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuStreamGetDevice(hStream: CUstream, device: *mut CUdevice) -> CUresult {
-    crate::entry::guard("cuStreamGetDevice", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuStreamGetDevice(hStream, device) }
-    })
+    crate::entry::traced(
+        "cuStreamGetDevice",
+        || format!("{:?}, {:?}", hStream, device),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuStreamGetDevice(hStream, device) }
+        },
+    )
 }
 
 /// Per-thread default stream spelling (what `CUDA_API_PER_THREAD_DEFAULT_STREAM` selects).
@@ -7706,27 +10921,39 @@ pub unsafe extern "C" fn cuStreamGetDevice_ptsz(
     hStream: CUstream,
     device: *mut CUdevice,
 ) -> CUresult {
-    crate::entry::guard("cuStreamGetDevice_ptsz", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuStreamGetDevice_ptsz(hStream, device) }
-    })
+    crate::entry::traced(
+        "cuStreamGetDevice_ptsz",
+        || format!("{:?}, {:?}", hStream, device),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuStreamGetDevice_ptsz(hStream, device) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuStreamGetFlags(hStream: CUstream, flags: *mut c_uint) -> CUresult {
-    crate::entry::guard("cuStreamGetFlags", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuStreamGetFlags(hStream, flags) }
-    })
+    crate::entry::traced(
+        "cuStreamGetFlags",
+        || format!("{:?}, {:?}", hStream, flags),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuStreamGetFlags(hStream, flags) }
+        },
+    )
 }
 
 /// Per-thread default stream spelling (what `CUDA_API_PER_THREAD_DEFAULT_STREAM` selects).
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuStreamGetFlags_ptsz(hStream: CUstream, flags: *mut c_uint) -> CUresult {
-    crate::entry::guard("cuStreamGetFlags_ptsz", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuStreamGetFlags_ptsz(hStream, flags) }
-    })
+    crate::entry::traced(
+        "cuStreamGetFlags_ptsz",
+        || format!("{:?}, {:?}", hStream, flags),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuStreamGetFlags_ptsz(hStream, flags) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -7734,18 +10961,26 @@ pub unsafe extern "C" fn cuStreamGetGreenCtx(
     hStream: CUstream,
     phCtx: *mut CUgreenCtx,
 ) -> CUresult {
-    crate::entry::guard("cuStreamGetGreenCtx", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuStreamGetGreenCtx(hStream, phCtx) }
-    })
+    crate::entry::traced(
+        "cuStreamGetGreenCtx",
+        || format!("{:?}, {:?}", hStream, phCtx),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuStreamGetGreenCtx(hStream, phCtx) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuStreamGetId(hStream: CUstream, streamId: *mut c_ulonglong) -> CUresult {
-    crate::entry::guard("cuStreamGetId", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuStreamGetId(hStream, streamId) }
-    })
+    crate::entry::traced(
+        "cuStreamGetId",
+        || format!("{:?}, {:?}", hStream, streamId),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuStreamGetId(hStream, streamId) }
+        },
+    )
 }
 
 /// Per-thread default stream spelling (what `CUDA_API_PER_THREAD_DEFAULT_STREAM` selects).
@@ -7754,18 +10989,26 @@ pub unsafe extern "C" fn cuStreamGetId_ptsz(
     hStream: CUstream,
     streamId: *mut c_ulonglong,
 ) -> CUresult {
-    crate::entry::guard("cuStreamGetId_ptsz", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuStreamGetId_ptsz(hStream, streamId) }
-    })
+    crate::entry::traced(
+        "cuStreamGetId_ptsz",
+        || format!("{:?}, {:?}", hStream, streamId),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuStreamGetId_ptsz(hStream, streamId) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuStreamGetPriority(hStream: CUstream, priority: *mut c_int) -> CUresult {
-    crate::entry::guard("cuStreamGetPriority", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuStreamGetPriority(hStream, priority) }
-    })
+    crate::entry::traced(
+        "cuStreamGetPriority",
+        || format!("{:?}, {:?}", hStream, priority),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuStreamGetPriority(hStream, priority) }
+        },
+    )
 }
 
 /// Per-thread default stream spelling (what `CUDA_API_PER_THREAD_DEFAULT_STREAM` selects).
@@ -7774,10 +11017,14 @@ pub unsafe extern "C" fn cuStreamGetPriority_ptsz(
     hStream: CUstream,
     priority: *mut c_int,
 ) -> CUresult {
-    crate::entry::guard("cuStreamGetPriority_ptsz", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuStreamGetPriority_ptsz(hStream, priority) }
-    })
+    crate::entry::traced(
+        "cuStreamGetPriority_ptsz",
+        || format!("{:?}, {:?}", hStream, priority),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuStreamGetPriority_ptsz(hStream, priority) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -7785,10 +11032,14 @@ pub unsafe extern "C" fn cuStreamIsCapturing(
     hStream: CUstream,
     captureStatus: *mut CUstreamCaptureStatus,
 ) -> CUresult {
-    crate::entry::guard("cuStreamIsCapturing", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuStreamIsCapturing(hStream, captureStatus) }
-    })
+    crate::entry::traced(
+        "cuStreamIsCapturing",
+        || format!("{:?}, {:?}", hStream, captureStatus),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuStreamIsCapturing(hStream, captureStatus) }
+        },
+    )
 }
 
 /// Per-thread default stream spelling (what `CUDA_API_PER_THREAD_DEFAULT_STREAM` selects).
@@ -7797,27 +11048,39 @@ pub unsafe extern "C" fn cuStreamIsCapturing_ptsz(
     hStream: CUstream,
     captureStatus: *mut CUstreamCaptureStatus,
 ) -> CUresult {
-    crate::entry::guard("cuStreamIsCapturing_ptsz", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuStreamIsCapturing_ptsz(hStream, captureStatus) }
-    })
+    crate::entry::traced(
+        "cuStreamIsCapturing_ptsz",
+        || format!("{:?}, {:?}", hStream, captureStatus),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuStreamIsCapturing_ptsz(hStream, captureStatus) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuStreamQuery(hStream: CUstream) -> CUresult {
-    crate::entry::guard("cuStreamQuery", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuStreamQuery(hStream) }
-    })
+    crate::entry::traced(
+        "cuStreamQuery",
+        || format!("{:?}", hStream),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuStreamQuery(hStream) }
+        },
+    )
 }
 
 /// Per-thread default stream spelling (what `CUDA_API_PER_THREAD_DEFAULT_STREAM` selects).
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuStreamQuery_ptsz(hStream: CUstream) -> CUresult {
-    crate::entry::guard("cuStreamQuery_ptsz", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuStreamQuery_ptsz(hStream) }
-    })
+    crate::entry::traced(
+        "cuStreamQuery_ptsz",
+        || format!("{:?}", hStream),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuStreamQuery_ptsz(hStream) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -7826,10 +11089,14 @@ pub unsafe extern "C" fn cuStreamSetAttribute(
     attr: CUstreamAttrID,
     value: *const CUstreamAttrValue,
 ) -> CUresult {
-    crate::entry::guard("cuStreamSetAttribute", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuStreamSetAttribute(hStream, attr, value) }
-    })
+    crate::entry::traced(
+        "cuStreamSetAttribute",
+        || format!("{:?}, {:?}, {:?}", hStream, attr, value),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuStreamSetAttribute(hStream, attr, value) }
+        },
+    )
 }
 
 /// Per-thread default stream spelling (what `CUDA_API_PER_THREAD_DEFAULT_STREAM` selects).
@@ -7839,27 +11106,39 @@ pub unsafe extern "C" fn cuStreamSetAttribute_ptsz(
     attr: CUstreamAttrID,
     value: *const CUstreamAttrValue,
 ) -> CUresult {
-    crate::entry::guard("cuStreamSetAttribute_ptsz", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuStreamSetAttribute_ptsz(hStream, attr, value) }
-    })
+    crate::entry::traced(
+        "cuStreamSetAttribute_ptsz",
+        || format!("{:?}, {:?}, {:?}", hStream, attr, value),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuStreamSetAttribute_ptsz(hStream, attr, value) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuStreamSynchronize(hStream: CUstream) -> CUresult {
-    crate::entry::guard("cuStreamSynchronize", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuStreamSynchronize(hStream) }
-    })
+    crate::entry::traced(
+        "cuStreamSynchronize",
+        || format!("{:?}", hStream),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuStreamSynchronize(hStream) }
+        },
+    )
 }
 
 /// Per-thread default stream spelling (what `CUDA_API_PER_THREAD_DEFAULT_STREAM` selects).
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuStreamSynchronize_ptsz(hStream: CUstream) -> CUresult {
-    crate::entry::guard("cuStreamSynchronize_ptsz", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuStreamSynchronize_ptsz(hStream) }
-    })
+    crate::entry::traced(
+        "cuStreamSynchronize_ptsz",
+        || format!("{:?}", hStream),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuStreamSynchronize_ptsz(hStream) }
+        },
+    )
 }
 
 /// Legacy ABI: the headers declare this spelling only under `__CUDA_API_VERSION_INTERNAL`.
@@ -7870,17 +11149,26 @@ pub unsafe extern "C" fn cuStreamUpdateCaptureDependencies(
     numDependencies: usize,
     flags: c_uint,
 ) -> CUresult {
-    crate::entry::guard("cuStreamUpdateCaptureDependencies", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe {
-            crate::api::cuStreamUpdateCaptureDependencies(
-                hStream,
-                dependencies,
-                numDependencies,
-                flags,
+    crate::entry::traced(
+        "cuStreamUpdateCaptureDependencies",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}",
+                hStream, dependencies, numDependencies, flags
             )
-        }
-    })
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe {
+                crate::api::cuStreamUpdateCaptureDependencies(
+                    hStream,
+                    dependencies,
+                    numDependencies,
+                    flags,
+                )
+            }
+        },
+    )
 }
 
 /// Legacy ABI: the headers declare this spelling only under `__CUDA_API_VERSION_INTERNAL`.
@@ -7891,17 +11179,26 @@ pub unsafe extern "C" fn cuStreamUpdateCaptureDependencies_ptsz(
     numDependencies: usize,
     flags: c_uint,
 ) -> CUresult {
-    crate::entry::guard("cuStreamUpdateCaptureDependencies_ptsz", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe {
-            crate::api::cuStreamUpdateCaptureDependencies_ptsz(
-                hStream,
-                dependencies,
-                numDependencies,
-                flags,
+    crate::entry::traced(
+        "cuStreamUpdateCaptureDependencies_ptsz",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}",
+                hStream, dependencies, numDependencies, flags
             )
-        }
-    })
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe {
+                crate::api::cuStreamUpdateCaptureDependencies_ptsz(
+                    hStream,
+                    dependencies,
+                    numDependencies,
+                    flags,
+                )
+            }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -7912,18 +11209,27 @@ pub unsafe extern "C" fn cuStreamUpdateCaptureDependencies_v2(
     numDependencies: usize,
     flags: c_uint,
 ) -> CUresult {
-    crate::entry::guard("cuStreamUpdateCaptureDependencies_v2", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe {
-            crate::api::cuStreamUpdateCaptureDependencies_v2(
-                hStream,
-                dependencies,
-                dependencyData,
-                numDependencies,
-                flags,
+    crate::entry::traced(
+        "cuStreamUpdateCaptureDependencies_v2",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}, {:?}",
+                hStream, dependencies, dependencyData, numDependencies, flags
             )
-        }
-    })
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe {
+                crate::api::cuStreamUpdateCaptureDependencies_v2(
+                    hStream,
+                    dependencies,
+                    dependencyData,
+                    numDependencies,
+                    flags,
+                )
+            }
+        },
+    )
 }
 
 /// Per-thread default stream spelling (what `CUDA_API_PER_THREAD_DEFAULT_STREAM` selects).
@@ -7935,18 +11241,27 @@ pub unsafe extern "C" fn cuStreamUpdateCaptureDependencies_v2_ptsz(
     numDependencies: usize,
     flags: c_uint,
 ) -> CUresult {
-    crate::entry::guard("cuStreamUpdateCaptureDependencies_v2_ptsz", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe {
-            crate::api::cuStreamUpdateCaptureDependencies_v2_ptsz(
-                hStream,
-                dependencies,
-                dependencyData,
-                numDependencies,
-                flags,
+    crate::entry::traced(
+        "cuStreamUpdateCaptureDependencies_v2_ptsz",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}, {:?}",
+                hStream, dependencies, dependencyData, numDependencies, flags
             )
-        }
-    })
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe {
+                crate::api::cuStreamUpdateCaptureDependencies_v2_ptsz(
+                    hStream,
+                    dependencies,
+                    dependencyData,
+                    numDependencies,
+                    flags,
+                )
+            }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -7955,10 +11270,14 @@ pub unsafe extern "C" fn cuStreamWaitEvent(
     hEvent: CUevent,
     Flags: c_uint,
 ) -> CUresult {
-    crate::entry::guard("cuStreamWaitEvent", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuStreamWaitEvent(hStream, hEvent, Flags) }
-    })
+    crate::entry::traced(
+        "cuStreamWaitEvent",
+        || format!("{:?}, {:?}, {:?}", hStream, hEvent, Flags),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuStreamWaitEvent(hStream, hEvent, Flags) }
+        },
+    )
 }
 
 /// Per-thread default stream spelling (what `CUDA_API_PER_THREAD_DEFAULT_STREAM` selects).
@@ -7968,10 +11287,14 @@ pub unsafe extern "C" fn cuStreamWaitEvent_ptsz(
     hEvent: CUevent,
     Flags: c_uint,
 ) -> CUresult {
-    crate::entry::guard("cuStreamWaitEvent_ptsz", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuStreamWaitEvent_ptsz(hStream, hEvent, Flags) }
-    })
+    crate::entry::traced(
+        "cuStreamWaitEvent_ptsz",
+        || format!("{:?}, {:?}, {:?}", hStream, hEvent, Flags),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuStreamWaitEvent_ptsz(hStream, hEvent, Flags) }
+        },
+    )
 }
 
 /// Legacy ABI: the headers declare this spelling only under `__CUDA_API_VERSION_INTERNAL`.
@@ -7982,10 +11305,14 @@ pub unsafe extern "C" fn cuStreamWaitValue32(
     value: cuuint32_t,
     flags: c_uint,
 ) -> CUresult {
-    crate::entry::guard("cuStreamWaitValue32", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuStreamWaitValue32(stream, addr, value, flags) }
-    })
+    crate::entry::traced(
+        "cuStreamWaitValue32",
+        || format!("{:?}, {:?}, {:?}, {:?}", stream, addr, value, flags),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuStreamWaitValue32(stream, addr, value, flags) }
+        },
+    )
 }
 
 /// Legacy ABI: the headers declare this spelling only under `__CUDA_API_VERSION_INTERNAL`.
@@ -7996,10 +11323,14 @@ pub unsafe extern "C" fn cuStreamWaitValue32_ptsz(
     value: cuuint32_t,
     flags: c_uint,
 ) -> CUresult {
-    crate::entry::guard("cuStreamWaitValue32_ptsz", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuStreamWaitValue32_ptsz(stream, addr, value, flags) }
-    })
+    crate::entry::traced(
+        "cuStreamWaitValue32_ptsz",
+        || format!("{:?}, {:?}, {:?}, {:?}", stream, addr, value, flags),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuStreamWaitValue32_ptsz(stream, addr, value, flags) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -8009,10 +11340,14 @@ pub unsafe extern "C" fn cuStreamWaitValue32_v2(
     value: cuuint32_t,
     flags: c_uint,
 ) -> CUresult {
-    crate::entry::guard("cuStreamWaitValue32_v2", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuStreamWaitValue32_v2(stream, addr, value, flags) }
-    })
+    crate::entry::traced(
+        "cuStreamWaitValue32_v2",
+        || format!("{:?}, {:?}, {:?}, {:?}", stream, addr, value, flags),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuStreamWaitValue32_v2(stream, addr, value, flags) }
+        },
+    )
 }
 
 /// Per-thread default stream spelling (what `CUDA_API_PER_THREAD_DEFAULT_STREAM` selects).
@@ -8023,10 +11358,14 @@ pub unsafe extern "C" fn cuStreamWaitValue32_v2_ptsz(
     value: cuuint32_t,
     flags: c_uint,
 ) -> CUresult {
-    crate::entry::guard("cuStreamWaitValue32_v2_ptsz", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuStreamWaitValue32_v2_ptsz(stream, addr, value, flags) }
-    })
+    crate::entry::traced(
+        "cuStreamWaitValue32_v2_ptsz",
+        || format!("{:?}, {:?}, {:?}, {:?}", stream, addr, value, flags),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuStreamWaitValue32_v2_ptsz(stream, addr, value, flags) }
+        },
+    )
 }
 
 /// Legacy ABI: the headers declare this spelling only under `__CUDA_API_VERSION_INTERNAL`.
@@ -8037,10 +11376,14 @@ pub unsafe extern "C" fn cuStreamWaitValue64(
     value: cuuint64_t,
     flags: c_uint,
 ) -> CUresult {
-    crate::entry::guard("cuStreamWaitValue64", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuStreamWaitValue64(stream, addr, value, flags) }
-    })
+    crate::entry::traced(
+        "cuStreamWaitValue64",
+        || format!("{:?}, {:?}, {:?}, {:?}", stream, addr, value, flags),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuStreamWaitValue64(stream, addr, value, flags) }
+        },
+    )
 }
 
 /// Legacy ABI: the headers declare this spelling only under `__CUDA_API_VERSION_INTERNAL`.
@@ -8051,10 +11394,14 @@ pub unsafe extern "C" fn cuStreamWaitValue64_ptsz(
     value: cuuint64_t,
     flags: c_uint,
 ) -> CUresult {
-    crate::entry::guard("cuStreamWaitValue64_ptsz", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuStreamWaitValue64_ptsz(stream, addr, value, flags) }
-    })
+    crate::entry::traced(
+        "cuStreamWaitValue64_ptsz",
+        || format!("{:?}, {:?}, {:?}, {:?}", stream, addr, value, flags),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuStreamWaitValue64_ptsz(stream, addr, value, flags) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -8064,10 +11411,14 @@ pub unsafe extern "C" fn cuStreamWaitValue64_v2(
     value: cuuint64_t,
     flags: c_uint,
 ) -> CUresult {
-    crate::entry::guard("cuStreamWaitValue64_v2", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuStreamWaitValue64_v2(stream, addr, value, flags) }
-    })
+    crate::entry::traced(
+        "cuStreamWaitValue64_v2",
+        || format!("{:?}, {:?}, {:?}, {:?}", stream, addr, value, flags),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuStreamWaitValue64_v2(stream, addr, value, flags) }
+        },
+    )
 }
 
 /// Per-thread default stream spelling (what `CUDA_API_PER_THREAD_DEFAULT_STREAM` selects).
@@ -8078,10 +11429,14 @@ pub unsafe extern "C" fn cuStreamWaitValue64_v2_ptsz(
     value: cuuint64_t,
     flags: c_uint,
 ) -> CUresult {
-    crate::entry::guard("cuStreamWaitValue64_v2_ptsz", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuStreamWaitValue64_v2_ptsz(stream, addr, value, flags) }
-    })
+    crate::entry::traced(
+        "cuStreamWaitValue64_v2_ptsz",
+        || format!("{:?}, {:?}, {:?}, {:?}", stream, addr, value, flags),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuStreamWaitValue64_v2_ptsz(stream, addr, value, flags) }
+        },
+    )
 }
 
 /// Legacy ABI: the headers declare this spelling only under `__CUDA_API_VERSION_INTERNAL`.
@@ -8092,10 +11447,14 @@ pub unsafe extern "C" fn cuStreamWriteValue32(
     value: cuuint32_t,
     flags: c_uint,
 ) -> CUresult {
-    crate::entry::guard("cuStreamWriteValue32", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuStreamWriteValue32(stream, addr, value, flags) }
-    })
+    crate::entry::traced(
+        "cuStreamWriteValue32",
+        || format!("{:?}, {:?}, {:?}, {:?}", stream, addr, value, flags),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuStreamWriteValue32(stream, addr, value, flags) }
+        },
+    )
 }
 
 /// Legacy ABI: the headers declare this spelling only under `__CUDA_API_VERSION_INTERNAL`.
@@ -8106,10 +11465,14 @@ pub unsafe extern "C" fn cuStreamWriteValue32_ptsz(
     value: cuuint32_t,
     flags: c_uint,
 ) -> CUresult {
-    crate::entry::guard("cuStreamWriteValue32_ptsz", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuStreamWriteValue32_ptsz(stream, addr, value, flags) }
-    })
+    crate::entry::traced(
+        "cuStreamWriteValue32_ptsz",
+        || format!("{:?}, {:?}, {:?}, {:?}", stream, addr, value, flags),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuStreamWriteValue32_ptsz(stream, addr, value, flags) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -8119,10 +11482,14 @@ pub unsafe extern "C" fn cuStreamWriteValue32_v2(
     value: cuuint32_t,
     flags: c_uint,
 ) -> CUresult {
-    crate::entry::guard("cuStreamWriteValue32_v2", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuStreamWriteValue32_v2(stream, addr, value, flags) }
-    })
+    crate::entry::traced(
+        "cuStreamWriteValue32_v2",
+        || format!("{:?}, {:?}, {:?}, {:?}", stream, addr, value, flags),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuStreamWriteValue32_v2(stream, addr, value, flags) }
+        },
+    )
 }
 
 /// Per-thread default stream spelling (what `CUDA_API_PER_THREAD_DEFAULT_STREAM` selects).
@@ -8133,10 +11500,14 @@ pub unsafe extern "C" fn cuStreamWriteValue32_v2_ptsz(
     value: cuuint32_t,
     flags: c_uint,
 ) -> CUresult {
-    crate::entry::guard("cuStreamWriteValue32_v2_ptsz", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuStreamWriteValue32_v2_ptsz(stream, addr, value, flags) }
-    })
+    crate::entry::traced(
+        "cuStreamWriteValue32_v2_ptsz",
+        || format!("{:?}, {:?}, {:?}, {:?}", stream, addr, value, flags),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuStreamWriteValue32_v2_ptsz(stream, addr, value, flags) }
+        },
+    )
 }
 
 /// Legacy ABI: the headers declare this spelling only under `__CUDA_API_VERSION_INTERNAL`.
@@ -8147,10 +11518,14 @@ pub unsafe extern "C" fn cuStreamWriteValue64(
     value: cuuint64_t,
     flags: c_uint,
 ) -> CUresult {
-    crate::entry::guard("cuStreamWriteValue64", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuStreamWriteValue64(stream, addr, value, flags) }
-    })
+    crate::entry::traced(
+        "cuStreamWriteValue64",
+        || format!("{:?}, {:?}, {:?}, {:?}", stream, addr, value, flags),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuStreamWriteValue64(stream, addr, value, flags) }
+        },
+    )
 }
 
 /// Legacy ABI: the headers declare this spelling only under `__CUDA_API_VERSION_INTERNAL`.
@@ -8161,10 +11536,14 @@ pub unsafe extern "C" fn cuStreamWriteValue64_ptsz(
     value: cuuint64_t,
     flags: c_uint,
 ) -> CUresult {
-    crate::entry::guard("cuStreamWriteValue64_ptsz", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuStreamWriteValue64_ptsz(stream, addr, value, flags) }
-    })
+    crate::entry::traced(
+        "cuStreamWriteValue64_ptsz",
+        || format!("{:?}, {:?}, {:?}, {:?}", stream, addr, value, flags),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuStreamWriteValue64_ptsz(stream, addr, value, flags) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -8174,10 +11553,14 @@ pub unsafe extern "C" fn cuStreamWriteValue64_v2(
     value: cuuint64_t,
     flags: c_uint,
 ) -> CUresult {
-    crate::entry::guard("cuStreamWriteValue64_v2", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuStreamWriteValue64_v2(stream, addr, value, flags) }
-    })
+    crate::entry::traced(
+        "cuStreamWriteValue64_v2",
+        || format!("{:?}, {:?}, {:?}, {:?}", stream, addr, value, flags),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuStreamWriteValue64_v2(stream, addr, value, flags) }
+        },
+    )
 }
 
 /// Per-thread default stream spelling (what `CUDA_API_PER_THREAD_DEFAULT_STREAM` selects).
@@ -8188,10 +11571,14 @@ pub unsafe extern "C" fn cuStreamWriteValue64_v2_ptsz(
     value: cuuint64_t,
     flags: c_uint,
 ) -> CUresult {
-    crate::entry::guard("cuStreamWriteValue64_v2_ptsz", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuStreamWriteValue64_v2_ptsz(stream, addr, value, flags) }
-    })
+    crate::entry::traced(
+        "cuStreamWriteValue64_v2_ptsz",
+        || format!("{:?}, {:?}, {:?}, {:?}", stream, addr, value, flags),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuStreamWriteValue64_v2_ptsz(stream, addr, value, flags) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -8199,18 +11586,26 @@ pub unsafe extern "C" fn cuSurfObjectCreate(
     pSurfObject: *mut CUsurfObject,
     pResDesc: *const CUDA_RESOURCE_DESC,
 ) -> CUresult {
-    crate::entry::guard("cuSurfObjectCreate", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuSurfObjectCreate(pSurfObject, pResDesc) }
-    })
+    crate::entry::traced(
+        "cuSurfObjectCreate",
+        || format!("{:?}, {:?}", pSurfObject, pResDesc),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuSurfObjectCreate(pSurfObject, pResDesc) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuSurfObjectDestroy(surfObject: CUsurfObject) -> CUresult {
-    crate::entry::guard("cuSurfObjectDestroy", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuSurfObjectDestroy(surfObject) }
-    })
+    crate::entry::traced(
+        "cuSurfObjectDestroy",
+        || format!("{:?}", surfObject),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuSurfObjectDestroy(surfObject) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -8218,18 +11613,26 @@ pub unsafe extern "C" fn cuSurfObjectGetResourceDesc(
     pResDesc: *mut CUDA_RESOURCE_DESC,
     surfObject: CUsurfObject,
 ) -> CUresult {
-    crate::entry::guard("cuSurfObjectGetResourceDesc", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuSurfObjectGetResourceDesc(pResDesc, surfObject) }
-    })
+    crate::entry::traced(
+        "cuSurfObjectGetResourceDesc",
+        || format!("{:?}, {:?}", pResDesc, surfObject),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuSurfObjectGetResourceDesc(pResDesc, surfObject) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuSurfRefGetArray(phArray: *mut CUarray, hSurfRef: CUsurfref) -> CUresult {
-    crate::entry::guard("cuSurfRefGetArray", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuSurfRefGetArray(phArray, hSurfRef) }
-    })
+    crate::entry::traced(
+        "cuSurfRefGetArray",
+        || format!("{:?}, {:?}", phArray, hSurfRef),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuSurfRefGetArray(phArray, hSurfRef) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -8238,10 +11641,14 @@ pub unsafe extern "C" fn cuSurfRefSetArray(
     hArray: CUarray,
     Flags: c_uint,
 ) -> CUresult {
-    crate::entry::guard("cuSurfRefSetArray", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuSurfRefSetArray(hSurfRef, hArray, Flags) }
-    })
+    crate::entry::traced(
+        "cuSurfRefSetArray",
+        || format!("{:?}, {:?}, {:?}", hSurfRef, hArray, Flags),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuSurfRefSetArray(hSurfRef, hArray, Flags) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -8262,28 +11669,34 @@ pub unsafe extern "C" fn cuTensorMapEncodeIm2col(
     l2Promotion: CUtensorMapL2promotion,
     oobFill: CUtensorMapFloatOOBfill,
 ) -> CUresult {
-    crate::entry::guard("cuTensorMapEncodeIm2col", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe {
-            crate::api::cuTensorMapEncodeIm2col(
-                tensorMap,
-                tensorDataType,
-                tensorRank,
-                globalAddress,
-                globalDim,
-                globalStrides,
-                pixelBoxLowerCorner,
-                pixelBoxUpperCorner,
-                channelsPerPixel,
-                pixelsPerColumn,
-                elementStrides,
-                interleave,
-                swizzle,
-                l2Promotion,
-                oobFill,
-            )
-        }
-    })
+    crate::entry::traced(
+        "cuTensorMapEncodeIm2col",
+        || {
+            format!("{:?}, {:?}, {:?}, {:?}, {:?}, {:?}, {:?}, {:?}, {:?}, {:?}, {:?}, {:?}, {:?}, {:?}, {:?}", tensorMap, tensorDataType, tensorRank, globalAddress, globalDim, globalStrides, pixelBoxLowerCorner, pixelBoxUpperCorner, channelsPerPixel, pixelsPerColumn, elementStrides, interleave, swizzle, l2Promotion, oobFill)
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe {
+                crate::api::cuTensorMapEncodeIm2col(
+                    tensorMap,
+                    tensorDataType,
+                    tensorRank,
+                    globalAddress,
+                    globalDim,
+                    globalStrides,
+                    pixelBoxLowerCorner,
+                    pixelBoxUpperCorner,
+                    channelsPerPixel,
+                    pixelsPerColumn,
+                    elementStrides,
+                    interleave,
+                    swizzle,
+                    l2Promotion,
+                    oobFill,
+                )
+            }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -8305,29 +11718,35 @@ pub unsafe extern "C" fn cuTensorMapEncodeIm2colWide(
     l2Promotion: CUtensorMapL2promotion,
     oobFill: CUtensorMapFloatOOBfill,
 ) -> CUresult {
-    crate::entry::guard("cuTensorMapEncodeIm2colWide", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe {
-            crate::api::cuTensorMapEncodeIm2colWide(
-                tensorMap,
-                tensorDataType,
-                tensorRank,
-                globalAddress,
-                globalDim,
-                globalStrides,
-                pixelBoxLowerCornerWidth,
-                pixelBoxUpperCornerWidth,
-                channelsPerPixel,
-                pixelsPerColumn,
-                elementStrides,
-                interleave,
-                mode,
-                swizzle,
-                l2Promotion,
-                oobFill,
-            )
-        }
-    })
+    crate::entry::traced(
+        "cuTensorMapEncodeIm2colWide",
+        || {
+            format!("{:?}, {:?}, {:?}, {:?}, {:?}, {:?}, {:?}, {:?}, {:?}, {:?}, {:?}, {:?}, {:?}, {:?}, {:?}, {:?}", tensorMap, tensorDataType, tensorRank, globalAddress, globalDim, globalStrides, pixelBoxLowerCornerWidth, pixelBoxUpperCornerWidth, channelsPerPixel, pixelsPerColumn, elementStrides, interleave, mode, swizzle, l2Promotion, oobFill)
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe {
+                crate::api::cuTensorMapEncodeIm2colWide(
+                    tensorMap,
+                    tensorDataType,
+                    tensorRank,
+                    globalAddress,
+                    globalDim,
+                    globalStrides,
+                    pixelBoxLowerCornerWidth,
+                    pixelBoxUpperCornerWidth,
+                    channelsPerPixel,
+                    pixelsPerColumn,
+                    elementStrides,
+                    interleave,
+                    mode,
+                    swizzle,
+                    l2Promotion,
+                    oobFill,
+                )
+            }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -8345,10 +11764,11 @@ pub unsafe extern "C" fn cuTensorMapEncodeTiled(
     l2Promotion: CUtensorMapL2promotion,
     oobFill: CUtensorMapFloatOOBfill,
 ) -> CUresult {
-    crate::entry::guard("cuTensorMapEncodeTiled", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe {
-            crate::api::cuTensorMapEncodeTiled(
+    crate::entry::traced(
+        "cuTensorMapEncodeTiled",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}, {:?}, {:?}, {:?}, {:?}, {:?}, {:?}, {:?}, {:?}",
                 tensorMap,
                 tensorDataType,
                 tensorRank,
@@ -8360,10 +11780,29 @@ pub unsafe extern "C" fn cuTensorMapEncodeTiled(
                 interleave,
                 swizzle,
                 l2Promotion,
-                oobFill,
+                oobFill
             )
-        }
-    })
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe {
+                crate::api::cuTensorMapEncodeTiled(
+                    tensorMap,
+                    tensorDataType,
+                    tensorRank,
+                    globalAddress,
+                    globalDim,
+                    globalStrides,
+                    boxDim,
+                    elementStrides,
+                    interleave,
+                    swizzle,
+                    l2Promotion,
+                    oobFill,
+                )
+            }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -8371,10 +11810,14 @@ pub unsafe extern "C" fn cuTensorMapReplaceAddress(
     tensorMap: *mut CUtensorMap,
     globalAddress: *mut c_void,
 ) -> CUresult {
-    crate::entry::guard("cuTensorMapReplaceAddress", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuTensorMapReplaceAddress(tensorMap, globalAddress) }
-    })
+    crate::entry::traced(
+        "cuTensorMapReplaceAddress",
+        || format!("{:?}, {:?}", tensorMap, globalAddress),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuTensorMapReplaceAddress(tensorMap, globalAddress) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -8384,18 +11827,31 @@ pub unsafe extern "C" fn cuTexObjectCreate(
     pTexDesc: *const CUDA_TEXTURE_DESC,
     pResViewDesc: *const CUDA_RESOURCE_VIEW_DESC,
 ) -> CUresult {
-    crate::entry::guard("cuTexObjectCreate", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuTexObjectCreate(pTexObject, pResDesc, pTexDesc, pResViewDesc) }
-    })
+    crate::entry::traced(
+        "cuTexObjectCreate",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}",
+                pTexObject, pResDesc, pTexDesc, pResViewDesc
+            )
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuTexObjectCreate(pTexObject, pResDesc, pTexDesc, pResViewDesc) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuTexObjectDestroy(texObject: CUtexObject) -> CUresult {
-    crate::entry::guard("cuTexObjectDestroy", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuTexObjectDestroy(texObject) }
-    })
+    crate::entry::traced(
+        "cuTexObjectDestroy",
+        || format!("{:?}", texObject),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuTexObjectDestroy(texObject) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -8403,10 +11859,14 @@ pub unsafe extern "C" fn cuTexObjectGetResourceDesc(
     pResDesc: *mut CUDA_RESOURCE_DESC,
     texObject: CUtexObject,
 ) -> CUresult {
-    crate::entry::guard("cuTexObjectGetResourceDesc", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuTexObjectGetResourceDesc(pResDesc, texObject) }
-    })
+    crate::entry::traced(
+        "cuTexObjectGetResourceDesc",
+        || format!("{:?}, {:?}", pResDesc, texObject),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuTexObjectGetResourceDesc(pResDesc, texObject) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -8414,10 +11874,14 @@ pub unsafe extern "C" fn cuTexObjectGetResourceViewDesc(
     pResViewDesc: *mut CUDA_RESOURCE_VIEW_DESC,
     texObject: CUtexObject,
 ) -> CUresult {
-    crate::entry::guard("cuTexObjectGetResourceViewDesc", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuTexObjectGetResourceViewDesc(pResViewDesc, texObject) }
-    })
+    crate::entry::traced(
+        "cuTexObjectGetResourceViewDesc",
+        || format!("{:?}, {:?}", pResViewDesc, texObject),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuTexObjectGetResourceViewDesc(pResViewDesc, texObject) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -8425,26 +11889,38 @@ pub unsafe extern "C" fn cuTexObjectGetTextureDesc(
     pTexDesc: *mut CUDA_TEXTURE_DESC,
     texObject: CUtexObject,
 ) -> CUresult {
-    crate::entry::guard("cuTexObjectGetTextureDesc", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuTexObjectGetTextureDesc(pTexDesc, texObject) }
-    })
+    crate::entry::traced(
+        "cuTexObjectGetTextureDesc",
+        || format!("{:?}, {:?}", pTexDesc, texObject),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuTexObjectGetTextureDesc(pTexDesc, texObject) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuTexRefCreate(pTexRef: *mut CUtexref) -> CUresult {
-    crate::entry::guard("cuTexRefCreate", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuTexRefCreate(pTexRef) }
-    })
+    crate::entry::traced(
+        "cuTexRefCreate",
+        || format!("{:?}", pTexRef),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuTexRefCreate(pTexRef) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuTexRefDestroy(hTexRef: CUtexref) -> CUresult {
-    crate::entry::guard("cuTexRefDestroy", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuTexRefDestroy(hTexRef) }
-    })
+    crate::entry::traced(
+        "cuTexRefDestroy",
+        || format!("{:?}", hTexRef),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuTexRefDestroy(hTexRef) }
+        },
+    )
 }
 
 /// Legacy ABI: the headers declare this spelling only under `__CUDA_API_VERSION_INTERNAL`.
@@ -8453,10 +11929,14 @@ pub unsafe extern "C" fn cuTexRefGetAddress(
     pdptr: *mut CUdeviceptr_v1,
     hTexRef: CUtexref,
 ) -> CUresult {
-    crate::entry::guard("cuTexRefGetAddress", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuTexRefGetAddress(pdptr, hTexRef) }
-    })
+    crate::entry::traced(
+        "cuTexRefGetAddress",
+        || format!("{:?}, {:?}", pdptr, hTexRef),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuTexRefGetAddress(pdptr, hTexRef) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -8465,10 +11945,14 @@ pub unsafe extern "C" fn cuTexRefGetAddressMode(
     hTexRef: CUtexref,
     dim: c_int,
 ) -> CUresult {
-    crate::entry::guard("cuTexRefGetAddressMode", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuTexRefGetAddressMode(pam, hTexRef, dim) }
-    })
+    crate::entry::traced(
+        "cuTexRefGetAddressMode",
+        || format!("{:?}, {:?}, {:?}", pam, hTexRef, dim),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuTexRefGetAddressMode(pam, hTexRef, dim) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -8476,18 +11960,26 @@ pub unsafe extern "C" fn cuTexRefGetAddress_v2(
     pdptr: *mut CUdeviceptr,
     hTexRef: CUtexref,
 ) -> CUresult {
-    crate::entry::guard("cuTexRefGetAddress_v2", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuTexRefGetAddress_v2(pdptr, hTexRef) }
-    })
+    crate::entry::traced(
+        "cuTexRefGetAddress_v2",
+        || format!("{:?}, {:?}", pdptr, hTexRef),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuTexRefGetAddress_v2(pdptr, hTexRef) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuTexRefGetArray(phArray: *mut CUarray, hTexRef: CUtexref) -> CUresult {
-    crate::entry::guard("cuTexRefGetArray", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuTexRefGetArray(phArray, hTexRef) }
-    })
+    crate::entry::traced(
+        "cuTexRefGetArray",
+        || format!("{:?}, {:?}", phArray, hTexRef),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuTexRefGetArray(phArray, hTexRef) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -8495,10 +11987,14 @@ pub unsafe extern "C" fn cuTexRefGetBorderColor(
     pBorderColor: *mut f32,
     hTexRef: CUtexref,
 ) -> CUresult {
-    crate::entry::guard("cuTexRefGetBorderColor", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuTexRefGetBorderColor(pBorderColor, hTexRef) }
-    })
+    crate::entry::traced(
+        "cuTexRefGetBorderColor",
+        || format!("{:?}, {:?}", pBorderColor, hTexRef),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuTexRefGetBorderColor(pBorderColor, hTexRef) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -8506,18 +12002,26 @@ pub unsafe extern "C" fn cuTexRefGetFilterMode(
     pfm: *mut CUfilter_mode,
     hTexRef: CUtexref,
 ) -> CUresult {
-    crate::entry::guard("cuTexRefGetFilterMode", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuTexRefGetFilterMode(pfm, hTexRef) }
-    })
+    crate::entry::traced(
+        "cuTexRefGetFilterMode",
+        || format!("{:?}, {:?}", pfm, hTexRef),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuTexRefGetFilterMode(pfm, hTexRef) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuTexRefGetFlags(pFlags: *mut c_uint, hTexRef: CUtexref) -> CUresult {
-    crate::entry::guard("cuTexRefGetFlags", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuTexRefGetFlags(pFlags, hTexRef) }
-    })
+    crate::entry::traced(
+        "cuTexRefGetFlags",
+        || format!("{:?}, {:?}", pFlags, hTexRef),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuTexRefGetFlags(pFlags, hTexRef) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -8526,10 +12030,14 @@ pub unsafe extern "C" fn cuTexRefGetFormat(
     pNumChannels: *mut c_int,
     hTexRef: CUtexref,
 ) -> CUresult {
-    crate::entry::guard("cuTexRefGetFormat", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuTexRefGetFormat(pFormat, pNumChannels, hTexRef) }
-    })
+    crate::entry::traced(
+        "cuTexRefGetFormat",
+        || format!("{:?}, {:?}, {:?}", pFormat, pNumChannels, hTexRef),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuTexRefGetFormat(pFormat, pNumChannels, hTexRef) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -8537,10 +12045,14 @@ pub unsafe extern "C" fn cuTexRefGetMaxAnisotropy(
     pmaxAniso: *mut c_int,
     hTexRef: CUtexref,
 ) -> CUresult {
-    crate::entry::guard("cuTexRefGetMaxAnisotropy", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuTexRefGetMaxAnisotropy(pmaxAniso, hTexRef) }
-    })
+    crate::entry::traced(
+        "cuTexRefGetMaxAnisotropy",
+        || format!("{:?}, {:?}", pmaxAniso, hTexRef),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuTexRefGetMaxAnisotropy(pmaxAniso, hTexRef) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -8548,10 +12060,14 @@ pub unsafe extern "C" fn cuTexRefGetMipmapFilterMode(
     pfm: *mut CUfilter_mode,
     hTexRef: CUtexref,
 ) -> CUresult {
-    crate::entry::guard("cuTexRefGetMipmapFilterMode", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuTexRefGetMipmapFilterMode(pfm, hTexRef) }
-    })
+    crate::entry::traced(
+        "cuTexRefGetMipmapFilterMode",
+        || format!("{:?}, {:?}", pfm, hTexRef),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuTexRefGetMipmapFilterMode(pfm, hTexRef) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -8559,10 +12075,14 @@ pub unsafe extern "C" fn cuTexRefGetMipmapLevelBias(
     pbias: *mut f32,
     hTexRef: CUtexref,
 ) -> CUresult {
-    crate::entry::guard("cuTexRefGetMipmapLevelBias", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuTexRefGetMipmapLevelBias(pbias, hTexRef) }
-    })
+    crate::entry::traced(
+        "cuTexRefGetMipmapLevelBias",
+        || format!("{:?}, {:?}", pbias, hTexRef),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuTexRefGetMipmapLevelBias(pbias, hTexRef) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -8571,16 +12091,25 @@ pub unsafe extern "C" fn cuTexRefGetMipmapLevelClamp(
     pmaxMipmapLevelClamp: *mut f32,
     hTexRef: CUtexref,
 ) -> CUresult {
-    crate::entry::guard("cuTexRefGetMipmapLevelClamp", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe {
-            crate::api::cuTexRefGetMipmapLevelClamp(
-                pminMipmapLevelClamp,
-                pmaxMipmapLevelClamp,
-                hTexRef,
+    crate::entry::traced(
+        "cuTexRefGetMipmapLevelClamp",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}",
+                pminMipmapLevelClamp, pmaxMipmapLevelClamp, hTexRef
             )
-        }
-    })
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe {
+                crate::api::cuTexRefGetMipmapLevelClamp(
+                    pminMipmapLevelClamp,
+                    pmaxMipmapLevelClamp,
+                    hTexRef,
+                )
+            }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -8588,10 +12117,14 @@ pub unsafe extern "C" fn cuTexRefGetMipmappedArray(
     phMipmappedArray: *mut CUmipmappedArray,
     hTexRef: CUtexref,
 ) -> CUresult {
-    crate::entry::guard("cuTexRefGetMipmappedArray", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuTexRefGetMipmappedArray(phMipmappedArray, hTexRef) }
-    })
+    crate::entry::traced(
+        "cuTexRefGetMipmappedArray",
+        || format!("{:?}, {:?}", phMipmappedArray, hTexRef),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuTexRefGetMipmappedArray(phMipmappedArray, hTexRef) }
+        },
+    )
 }
 
 /// Legacy ABI: the headers declare this spelling only under `__CUDA_API_VERSION_INTERNAL`.
@@ -8602,10 +12135,14 @@ pub unsafe extern "C" fn cuTexRefSetAddress(
     dptr: CUdeviceptr_v1,
     bytes: c_uint,
 ) -> CUresult {
-    crate::entry::guard("cuTexRefSetAddress", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuTexRefSetAddress(ByteOffset, hTexRef, dptr, bytes) }
-    })
+    crate::entry::traced(
+        "cuTexRefSetAddress",
+        || format!("{:?}, {:?}, {:?}, {:?}", ByteOffset, hTexRef, dptr, bytes),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuTexRefSetAddress(ByteOffset, hTexRef, dptr, bytes) }
+        },
+    )
 }
 
 /// Legacy ABI: the headers declare this spelling only under `__CUDA_API_VERSION_INTERNAL`.
@@ -8616,10 +12153,14 @@ pub unsafe extern "C" fn cuTexRefSetAddress2D(
     dptr: CUdeviceptr_v1,
     Pitch: c_uint,
 ) -> CUresult {
-    crate::entry::guard("cuTexRefSetAddress2D", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuTexRefSetAddress2D(hTexRef, desc, dptr, Pitch) }
-    })
+    crate::entry::traced(
+        "cuTexRefSetAddress2D",
+        || format!("{:?}, {:?}, {:?}, {:?}", hTexRef, desc, dptr, Pitch),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuTexRefSetAddress2D(hTexRef, desc, dptr, Pitch) }
+        },
+    )
 }
 
 /// Legacy ABI: the headers declare this spelling only under `__CUDA_API_VERSION_INTERNAL`.
@@ -8630,10 +12171,14 @@ pub unsafe extern "C" fn cuTexRefSetAddress2D_v2(
     dptr: CUdeviceptr,
     Pitch: usize,
 ) -> CUresult {
-    crate::entry::guard("cuTexRefSetAddress2D_v2", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuTexRefSetAddress2D_v2(hTexRef, desc, dptr, Pitch) }
-    })
+    crate::entry::traced(
+        "cuTexRefSetAddress2D_v2",
+        || format!("{:?}, {:?}, {:?}, {:?}", hTexRef, desc, dptr, Pitch),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuTexRefSetAddress2D_v2(hTexRef, desc, dptr, Pitch) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -8643,10 +12188,14 @@ pub unsafe extern "C" fn cuTexRefSetAddress2D_v3(
     dptr: CUdeviceptr,
     Pitch: usize,
 ) -> CUresult {
-    crate::entry::guard("cuTexRefSetAddress2D_v3", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuTexRefSetAddress2D_v3(hTexRef, desc, dptr, Pitch) }
-    })
+    crate::entry::traced(
+        "cuTexRefSetAddress2D_v3",
+        || format!("{:?}, {:?}, {:?}, {:?}", hTexRef, desc, dptr, Pitch),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuTexRefSetAddress2D_v3(hTexRef, desc, dptr, Pitch) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -8655,10 +12204,14 @@ pub unsafe extern "C" fn cuTexRefSetAddressMode(
     dim: c_int,
     am: CUaddress_mode,
 ) -> CUresult {
-    crate::entry::guard("cuTexRefSetAddressMode", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuTexRefSetAddressMode(hTexRef, dim, am) }
-    })
+    crate::entry::traced(
+        "cuTexRefSetAddressMode",
+        || format!("{:?}, {:?}, {:?}", hTexRef, dim, am),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuTexRefSetAddressMode(hTexRef, dim, am) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -8668,10 +12221,14 @@ pub unsafe extern "C" fn cuTexRefSetAddress_v2(
     dptr: CUdeviceptr,
     bytes: usize,
 ) -> CUresult {
-    crate::entry::guard("cuTexRefSetAddress_v2", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuTexRefSetAddress_v2(ByteOffset, hTexRef, dptr, bytes) }
-    })
+    crate::entry::traced(
+        "cuTexRefSetAddress_v2",
+        || format!("{:?}, {:?}, {:?}, {:?}", ByteOffset, hTexRef, dptr, bytes),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuTexRefSetAddress_v2(ByteOffset, hTexRef, dptr, bytes) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -8680,10 +12237,14 @@ pub unsafe extern "C" fn cuTexRefSetArray(
     hArray: CUarray,
     Flags: c_uint,
 ) -> CUresult {
-    crate::entry::guard("cuTexRefSetArray", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuTexRefSetArray(hTexRef, hArray, Flags) }
-    })
+    crate::entry::traced(
+        "cuTexRefSetArray",
+        || format!("{:?}, {:?}, {:?}", hTexRef, hArray, Flags),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuTexRefSetArray(hTexRef, hArray, Flags) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -8691,26 +12252,38 @@ pub unsafe extern "C" fn cuTexRefSetBorderColor(
     hTexRef: CUtexref,
     pBorderColor: *mut f32,
 ) -> CUresult {
-    crate::entry::guard("cuTexRefSetBorderColor", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuTexRefSetBorderColor(hTexRef, pBorderColor) }
-    })
+    crate::entry::traced(
+        "cuTexRefSetBorderColor",
+        || format!("{:?}, {:?}", hTexRef, pBorderColor),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuTexRefSetBorderColor(hTexRef, pBorderColor) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuTexRefSetFilterMode(hTexRef: CUtexref, fm: CUfilter_mode) -> CUresult {
-    crate::entry::guard("cuTexRefSetFilterMode", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuTexRefSetFilterMode(hTexRef, fm) }
-    })
+    crate::entry::traced(
+        "cuTexRefSetFilterMode",
+        || format!("{:?}, {:?}", hTexRef, fm),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuTexRefSetFilterMode(hTexRef, fm) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuTexRefSetFlags(hTexRef: CUtexref, Flags: c_uint) -> CUresult {
-    crate::entry::guard("cuTexRefSetFlags", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuTexRefSetFlags(hTexRef, Flags) }
-    })
+    crate::entry::traced(
+        "cuTexRefSetFlags",
+        || format!("{:?}, {:?}", hTexRef, Flags),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuTexRefSetFlags(hTexRef, Flags) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -8719,18 +12292,26 @@ pub unsafe extern "C" fn cuTexRefSetFormat(
     fmt: CUarray_format,
     NumPackedComponents: c_int,
 ) -> CUresult {
-    crate::entry::guard("cuTexRefSetFormat", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuTexRefSetFormat(hTexRef, fmt, NumPackedComponents) }
-    })
+    crate::entry::traced(
+        "cuTexRefSetFormat",
+        || format!("{:?}, {:?}, {:?}", hTexRef, fmt, NumPackedComponents),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuTexRefSetFormat(hTexRef, fmt, NumPackedComponents) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuTexRefSetMaxAnisotropy(hTexRef: CUtexref, maxAniso: c_uint) -> CUresult {
-    crate::entry::guard("cuTexRefSetMaxAnisotropy", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuTexRefSetMaxAnisotropy(hTexRef, maxAniso) }
-    })
+    crate::entry::traced(
+        "cuTexRefSetMaxAnisotropy",
+        || format!("{:?}, {:?}", hTexRef, maxAniso),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuTexRefSetMaxAnisotropy(hTexRef, maxAniso) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -8738,18 +12319,26 @@ pub unsafe extern "C" fn cuTexRefSetMipmapFilterMode(
     hTexRef: CUtexref,
     fm: CUfilter_mode,
 ) -> CUresult {
-    crate::entry::guard("cuTexRefSetMipmapFilterMode", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuTexRefSetMipmapFilterMode(hTexRef, fm) }
-    })
+    crate::entry::traced(
+        "cuTexRefSetMipmapFilterMode",
+        || format!("{:?}, {:?}", hTexRef, fm),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuTexRefSetMipmapFilterMode(hTexRef, fm) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuTexRefSetMipmapLevelBias(hTexRef: CUtexref, bias: f32) -> CUresult {
-    crate::entry::guard("cuTexRefSetMipmapLevelBias", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuTexRefSetMipmapLevelBias(hTexRef, bias) }
-    })
+    crate::entry::traced(
+        "cuTexRefSetMipmapLevelBias",
+        || format!("{:?}, {:?}", hTexRef, bias),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuTexRefSetMipmapLevelBias(hTexRef, bias) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -8758,16 +12347,25 @@ pub unsafe extern "C" fn cuTexRefSetMipmapLevelClamp(
     minMipmapLevelClamp: f32,
     maxMipmapLevelClamp: f32,
 ) -> CUresult {
-    crate::entry::guard("cuTexRefSetMipmapLevelClamp", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe {
-            crate::api::cuTexRefSetMipmapLevelClamp(
-                hTexRef,
-                minMipmapLevelClamp,
-                maxMipmapLevelClamp,
+    crate::entry::traced(
+        "cuTexRefSetMipmapLevelClamp",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}",
+                hTexRef, minMipmapLevelClamp, maxMipmapLevelClamp
             )
-        }
-    })
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe {
+                crate::api::cuTexRefSetMipmapLevelClamp(
+                    hTexRef,
+                    minMipmapLevelClamp,
+                    maxMipmapLevelClamp,
+                )
+            }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -8776,20 +12374,28 @@ pub unsafe extern "C" fn cuTexRefSetMipmappedArray(
     hMipmappedArray: CUmipmappedArray,
     Flags: c_uint,
 ) -> CUresult {
-    crate::entry::guard("cuTexRefSetMipmappedArray", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuTexRefSetMipmappedArray(hTexRef, hMipmappedArray, Flags) }
-    })
+    crate::entry::traced(
+        "cuTexRefSetMipmappedArray",
+        || format!("{:?}, {:?}, {:?}", hTexRef, hMipmappedArray, Flags),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuTexRefSetMipmappedArray(hTexRef, hMipmappedArray, Flags) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuThreadExchangeStreamCaptureMode(
     mode: *mut CUstreamCaptureMode,
 ) -> CUresult {
-    crate::entry::guard("cuThreadExchangeStreamCaptureMode", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuThreadExchangeStreamCaptureMode(mode) }
-    })
+    crate::entry::traced(
+        "cuThreadExchangeStreamCaptureMode",
+        || format!("{:?}", mode),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuThreadExchangeStreamCaptureMode(mode) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -8800,26 +12406,45 @@ pub unsafe extern "C" fn cuUserObjectCreate(
     initialRefcount: c_uint,
     flags: c_uint,
 ) -> CUresult {
-    crate::entry::guard("cuUserObjectCreate", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuUserObjectCreate(object_out, ptr, destroy, initialRefcount, flags) }
-    })
+    crate::entry::traced(
+        "cuUserObjectCreate",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}, {:?}",
+                object_out, ptr, destroy, initialRefcount, flags
+            )
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe {
+                crate::api::cuUserObjectCreate(object_out, ptr, destroy, initialRefcount, flags)
+            }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuUserObjectRelease(object: CUuserObject, count: c_uint) -> CUresult {
-    crate::entry::guard("cuUserObjectRelease", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuUserObjectRelease(object, count) }
-    })
+    crate::entry::traced(
+        "cuUserObjectRelease",
+        || format!("{:?}, {:?}", object, count),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuUserObjectRelease(object, count) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
 pub unsafe extern "C" fn cuUserObjectRetain(object: CUuserObject, count: c_uint) -> CUresult {
-    crate::entry::guard("cuUserObjectRetain", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuUserObjectRetain(object, count) }
-    })
+    crate::entry::traced(
+        "cuUserObjectRetain",
+        || format!("{:?}, {:?}", object, count),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuUserObjectRetain(object, count) }
+        },
+    )
 }
 
 /// Legacy ABI: the headers declare this spelling only under `__CUDA_API_VERSION_INTERNAL`.
@@ -8831,10 +12456,21 @@ pub unsafe extern "C" fn cuVDPAUCtxCreate(
     vdpDevice: VdpDevice,
     vdpGetProcAddress: VdpGetProcAddress,
 ) -> CUresult {
-    crate::entry::guard("cuVDPAUCtxCreate", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuVDPAUCtxCreate(pCtx, flags, device, vdpDevice, vdpGetProcAddress) }
-    })
+    crate::entry::traced(
+        "cuVDPAUCtxCreate",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}, {:?}",
+                pCtx, flags, device, vdpDevice, vdpGetProcAddress
+            )
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe {
+                crate::api::cuVDPAUCtxCreate(pCtx, flags, device, vdpDevice, vdpGetProcAddress)
+            }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -8845,12 +12481,21 @@ pub unsafe extern "C" fn cuVDPAUCtxCreate_v2(
     vdpDevice: VdpDevice,
     vdpGetProcAddress: VdpGetProcAddress,
 ) -> CUresult {
-    crate::entry::guard("cuVDPAUCtxCreate_v2", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe {
-            crate::api::cuVDPAUCtxCreate_v2(pCtx, flags, device, vdpDevice, vdpGetProcAddress)
-        }
-    })
+    crate::entry::traced(
+        "cuVDPAUCtxCreate_v2",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}, {:?}",
+                pCtx, flags, device, vdpDevice, vdpGetProcAddress
+            )
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe {
+                crate::api::cuVDPAUCtxCreate_v2(pCtx, flags, device, vdpDevice, vdpGetProcAddress)
+            }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -8859,10 +12504,14 @@ pub unsafe extern "C" fn cuVDPAUGetDevice(
     vdpDevice: VdpDevice,
     vdpGetProcAddress: VdpGetProcAddress,
 ) -> CUresult {
-    crate::entry::guard("cuVDPAUGetDevice", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe { crate::api::cuVDPAUGetDevice(pDevice, vdpDevice, vdpGetProcAddress) }
-    })
+    crate::entry::traced(
+        "cuVDPAUGetDevice",
+        || format!("{:?}, {:?}, {:?}", pDevice, vdpDevice, vdpGetProcAddress),
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe { crate::api::cuVDPAUGetDevice(pDevice, vdpDevice, vdpGetProcAddress) }
+        },
+    )
 }
 
 #[cfg_attr(not(test), no_mangle)]
@@ -8872,12 +12521,26 @@ pub unsafe extern "C" fn cuWaitExternalSemaphoresAsync(
     numExtSems: c_uint,
     stream: CUstream,
 ) -> CUresult {
-    crate::entry::guard("cuWaitExternalSemaphoresAsync", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe {
-            crate::api::cuWaitExternalSemaphoresAsync(extSemArray, paramsArray, numExtSems, stream)
-        }
-    })
+    crate::entry::traced(
+        "cuWaitExternalSemaphoresAsync",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}",
+                extSemArray, paramsArray, numExtSems, stream
+            )
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe {
+                crate::api::cuWaitExternalSemaphoresAsync(
+                    extSemArray,
+                    paramsArray,
+                    numExtSems,
+                    stream,
+                )
+            }
+        },
+    )
 }
 
 /// Per-thread default stream spelling (what `CUDA_API_PER_THREAD_DEFAULT_STREAM` selects).
@@ -8888,17 +12551,26 @@ pub unsafe extern "C" fn cuWaitExternalSemaphoresAsync_ptsz(
     numExtSems: c_uint,
     stream: CUstream,
 ) -> CUresult {
-    crate::entry::guard("cuWaitExternalSemaphoresAsync_ptsz", || {
-        // SAFETY: the caller upholds the driver API's contract for these arguments.
-        unsafe {
-            crate::api::cuWaitExternalSemaphoresAsync_ptsz(
-                extSemArray,
-                paramsArray,
-                numExtSems,
-                stream,
+    crate::entry::traced(
+        "cuWaitExternalSemaphoresAsync_ptsz",
+        || {
+            format!(
+                "{:?}, {:?}, {:?}, {:?}",
+                extSemArray, paramsArray, numExtSems, stream
             )
-        }
-    })
+        },
+        || {
+            // SAFETY: the caller upholds the driver API's contract for these arguments.
+            unsafe {
+                crate::api::cuWaitExternalSemaphoresAsync_ptsz(
+                    extSemArray,
+                    paramsArray,
+                    numExtSems,
+                    stream,
+                )
+            }
+        },
+    )
 }
 
 /// The address of an exported entry point, as handed out by `cuGetProcAddress`.
