@@ -73,6 +73,8 @@ ops! {
     CopyDtoHStaged = 25 => Staged,
     FuncSetAttribute = 26 => FuncSetAttribute,
     Occupancy = 27 => Occupancy,
+    CtxLimit = 28 => CtxLimit,
+    HostFunc = 29 => HostFunc,
 }
 
 /// First bytes of every message.
@@ -290,6 +292,26 @@ pub struct Occupancy {
     pub flags: u32,
     /// For `OCC_MAX_POTENTIAL_BLOCK_SIZE`.
     pub block_size_limit: u32,
+}
+
+/// `cuCtxSetLimit` (`set` = 1) or `cuCtxGetLimit` (`set` = 0); answered with the value.
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct CtxLimit {
+    pub device: u32,
+    pub set: u32,
+    pub limit: u32,
+    pub _pad: u32,
+    pub value: u64,
+}
+
+/// `cuLaunchHostFunc`: when the stream gets here, the daemon asks the client (through the
+/// region's mailbox) to run its callback `id`, and the stream waits until the client is done.
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct HostFunc {
+    pub stream: u64,
+    pub id: u64,
 }
 
 /// Number of `CUfunction_attribute` values reported with each function (0..16).

@@ -83,6 +83,21 @@ pub struct RegionHeader {
 }
 
 pub const HEADER_SIZE: usize = 4096;
+
+/// Where the host-callback mailbox lives inside the header page.
+const MAILBOX_OFFSET: usize = 2048;
+
+/// Host callbacks (`cuLaunchHostFunc`) run in the client: the daemon posts one request at a
+/// time here and waits for the client's acknowledgement, which holds back the stream as CUDA
+/// does. `request` and `done` are futex words counting requests posted and finished.
+#[repr(C)]
+pub struct Mailbox {
+    pub callback: AtomicU64,
+    pub request: AtomicU32,
+    pub done: AtomicU32,
+}
+const _: () = assert!(MAILBOX_OFFSET >= core::mem::size_of::<RegionHeader>());
+const _: () = assert!(MAILBOX_OFFSET + core::mem::size_of::<Mailbox>() <= HEADER_SIZE);
 const PAGE: usize = 4096;
 
 fn round_up(x: usize, to: usize) -> usize {
@@ -238,6 +253,13 @@ impl Region {
 
     pub fn base(&self) -> *mut u8 {
         self.base
+    }
+
+    /// The host-callback mailbox.
+    pub fn mailbox(&self) -> &Mailbox {
+        // SAFETY: inside the header page (asserted above), 8-aligned, and a `Mailbox` of atomics
+        // has no invalid bit patterns.
+        unsafe { &*(self.base.add(MAILBOX_OFFSET) as *const Mailbox) }
     }
 
     /// Pointer and length of the command ring.

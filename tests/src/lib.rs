@@ -87,6 +87,22 @@ extern "C" {
     pub fn cuGetErrorName(e: CUresult, s: *mut *const c_char) -> CUresult;
     pub fn cuGetErrorString(e: CUresult, s: *mut *const c_char) -> CUresult;
     pub fn cuGraphCreate(g: *mut CUgraph, flags: c_uint) -> CUresult;
+    pub fn cuLaunchHostFunc(s: CUstream, f: CUhostFn, data: *mut c_void) -> CUresult;
+    pub fn cuCtxGetLimit(v: *mut usize, l: CUlimit) -> CUresult;
+    pub fn cuCtxSetLimit(l: CUlimit, v: usize) -> CUresult;
+    pub fn cuPointerGetAttribute(
+        data: *mut c_void,
+        a: CUpointer_attribute,
+        p: CUdeviceptr,
+    ) -> CUresult;
+    pub fn cuCtxGetDevice_v2(d: *mut CUdevice, ctx: CUcontext) -> CUresult;
+    pub fn cuGetProcAddress_v2(
+        name: *const c_char,
+        pfn: *mut *mut c_void,
+        version: c_int,
+        flags: u64,
+        status: *mut CUdriverProcAddressQueryResult,
+    ) -> CUresult;
 }
 
 /// Panics with the call and its error name unless `r` is `CUDA_SUCCESS`.

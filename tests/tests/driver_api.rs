@@ -275,3 +275,84 @@ fn queries_after_synchronisation_report_idle_at_once() {
     cu!(cuStreamDestroy_v2(s));
     cu!(cuEventDestroy_v2(e));
 }
+
+unsafe extern "C" fn bump(data: *mut c_void) {
+    // SAFETY: the test passes a pointer to a live AtomicU32.
+    let n = unsafe { &*(data as *const std::sync::atomic::AtomicU32) };
+    n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+}
+
+#[test]
+fn host_functions_run_in_stream_order() {
+    init_thread();
+    let (_m, _, _, empty) = load_kernels();
+    let mut s = null_mut();
+    cu!(cuStreamCreate(&mut s, 1));
+    let count = Box::leak(Box::new(std::sync::atomic::AtomicU32::new(0)));
+    for _ in 0..10 {
+        cu!(cuLaunchKernel(
+            empty,
+            1,
+            1,
+            1,
+            32,
+            1,
+            1,
+            0,
+            s,
+            null_mut(),
+            null_mut()
+        ));
+        cu!(cuLaunchHostFunc(
+            s,
+            Some(bump),
+            count as *const _ as *mut c_void
+        ));
+    }
+    cu!(cuStreamSynchronize(s));
+    assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), 10);
+    cu!(cuStreamDestroy_v2(s));
+}
+
+#[test]
+fn limits_pointer_attributes_and_proc_addresses() {
+    init_thread();
+    cu!(cuCtxSetLimit(CUlimit::CU_LIMIT_MALLOC_HEAP_SIZE, 1 << 24));
+    let mut v = 0;
+    cu!(cuCtxGetLimit(&mut v, CUlimit::CU_LIMIT_MALLOC_HEAP_SIZE));
+    assert_eq!(v, 1 << 24);
+    let mut p = 0;
+    cu!(cuMemAlloc_v2(&mut p, 4096));
+    let mut ty = CUmemorytype(0);
+    cu!(cuPointerGetAttribute(
+        &mut ty as *mut _ as *mut c_void,
+        CUpointer_attribute::CU_POINTER_ATTRIBUTE_MEMORY_TYPE,
+        p + 10
+    ));
+    assert_eq!(ty, CUmemorytype::CU_MEMORYTYPE_DEVICE);
+    let mut start = 0u64;
+    cu!(cuPointerGetAttribute(
+        &mut start as *mut _ as *mut c_void,
+        CUpointer_attribute::CU_POINTER_ATTRIBUTE_RANGE_START_ADDR,
+        p + 10
+    ));
+    assert_eq!(start, p);
+    cu!(cuMemFree_v2(p));
+    let mut d = -1;
+    cu!(cuCtxGetDevice_v2(&mut d, null_mut()));
+    assert_eq!(d, 0);
+    let mut f = null_mut();
+    let mut st = CUdriverProcAddressQueryResult(7);
+    cu!(cuGetProcAddress_v2(
+        c"cuCtxGetDevice".as_ptr(),
+        &mut f,
+        13000,
+        0,
+        &mut st
+    ));
+    assert_eq!(st.0, 0);
+    assert_eq!(
+        f as usize, cuCtxGetDevice_v2 as *const () as usize,
+        "13.0 asks for the _v2 variant"
+    );
+}

@@ -155,6 +155,15 @@ fn describe(ordinal: i32, get_attr: GetAttrFn) -> GpuResult<DeviceInfo> {
     })
 }
 
+/// The limits every 13.x driver knows (`CU_LIMIT_STACK_SIZE` .. `CU_LIMIT_PERSISTING_L2_CACHE_SIZE`).
+fn known_limit(limit: u32) -> GpuResult<sys::CUlimit> {
+    if limit > 6 {
+        return Err(GpuError(code::NOT_SUPPORTED));
+    }
+    // SAFETY: 0..=6 are variants of the enum in every supported binding.
+    Ok(unsafe { std::mem::transmute::<u32, sys::CUlimit>(limit) })
+}
+
 fn stream(s: Raw) -> sys::CUstream {
     s as usize as sys::CUstream
 }
@@ -502,6 +511,39 @@ impl Executor for CudaExecutor {
         self.bind(device)?;
         // SAFETY: `addr` is the device address of a registered completion word.
         check(unsafe { sys::cuStreamWriteValue64_v2(stream(s), addr, value, 0) })
+    }
+
+    fn get_limit(&self, device: u32, limit: u32) -> GpuResult<u64> {
+        self.bind(device)?;
+        let l = known_limit(limit)?;
+        let mut v = 0usize;
+        // SAFETY: out-pointer to a local; `l` is a valid enum value.
+        check(unsafe { sys::cuCtxGetLimit(&mut v, l) })?;
+        Ok(v as u64)
+    }
+    fn set_limit(&self, device: u32, limit: u32, value: u64) -> GpuResult<()> {
+        self.bind(device)?;
+        let l = known_limit(limit)?;
+        // SAFETY: plain driver call with a valid enum value.
+        check(unsafe { sys::cuCtxSetLimit(l, value as usize) })
+    }
+
+    fn host_func(&self, device: u32, s: Raw, f: Box<dyn FnOnce() + Send>) -> GpuResult<()> {
+        self.bind(device)?;
+        unsafe extern "C" fn trampoline(data: *mut c_void) {
+            // SAFETY: `data` is the box leaked below, handed to exactly one call.
+            let f = unsafe { Box::from_raw(data as *mut Box<dyn FnOnce() + Send>) };
+            // A panic must not unwind into the driver.
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+        }
+        let data = Box::into_raw(Box::new(f)) as *mut c_void;
+        // SAFETY: valid stream; the trampoline takes ownership of `data` when it runs.
+        let r = check(unsafe { sys::cuLaunchHostFunc(stream(s), Some(trampoline), data) });
+        if r.is_err() {
+            // SAFETY: the driver refused it, so the trampoline will never run: reclaim the box.
+            drop(unsafe { Box::from_raw(data as *mut Box<dyn FnOnce() + Send>) });
+        }
+        r
     }
 
     fn launch(

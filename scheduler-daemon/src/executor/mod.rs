@@ -131,6 +131,13 @@ pub trait Executor: Send + Sync + 'static {
     /// [`Executor::host_register`]) once the stream's earlier work is done.
     fn write_value(&self, device: u32, stream: Raw, addr: u64, value: u64) -> GpuResult<()>;
 
+    fn get_limit(&self, device: u32, limit: u32) -> GpuResult<u64>;
+    fn set_limit(&self, device: u32, limit: u32, value: u64) -> GpuResult<()>;
+
+    /// Runs `f` on a driver thread once the stream's earlier work is done; later work on the
+    /// stream waits until `f` returns.
+    fn host_func(&self, device: u32, stream: Raw, f: Box<dyn FnOnce() + Send>) -> GpuResult<()>;
+
     /// `params` is the packed parameter block; `params.len()` is its size.
     fn launch(
         &self,

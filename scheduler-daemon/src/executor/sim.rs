@@ -34,6 +34,7 @@ struct State {
     funcs: HashMap<Raw, (String, FunctionInfo)>,
     streams: HashMap<Raw, ()>,
     events: HashMap<Raw, Option<Instant>>,
+    limits: HashMap<u32, u64>,
 }
 
 pub struct SimExecutor {
@@ -461,6 +462,30 @@ impl Executor for SimExecutor {
         let w = st.mem(addr, 8)?;
         // A plain byte copy suffices: the reader polls with atomics and the sim holds its lock.
         w.copy_from_slice(&value.to_le_bytes());
+        Ok(())
+    }
+
+    fn get_limit(&self, _device: u32, limit: u32) -> GpuResult<u64> {
+        let set = self.lock().limits.get(&limit).copied();
+        set.or(match limit {
+            0 => Some(1024),
+            1 | 2 => Some(8 << 20),
+            3..=6 => Some(0),
+            _ => None,
+        })
+        .ok_or(GpuError(code::NOT_SUPPORTED))
+    }
+    fn set_limit(&self, _device: u32, limit: u32, value: u64) -> GpuResult<()> {
+        if limit > 6 {
+            return Err(GpuError(code::NOT_SUPPORTED));
+        }
+        self.lock().limits.insert(limit, value);
+        Ok(())
+    }
+    fn host_func(&self, _device: u32, _stream: Raw, f: Box<dyn FnOnce() + Send>) -> GpuResult<()> {
+        // Streams are always idle in the simulator: the callback's turn is now, and running it
+        // here holds back the session's later commands as the stream would.
+        f();
         Ok(())
     }
 

@@ -373,6 +373,21 @@ impl Session {
                 }
                 Ok(Answer::default())
             }
+            Op::CtxLimit => {
+                let b: p::CtxLimit = m.body().map_err(body_err)?;
+                if b.set != 0 {
+                    exec.set_limit(b.device, b.limit, b.value)?;
+                }
+                Ok(Answer::value(exec.get_limit(b.device, b.limit)?))
+            }
+            Op::HostFunc => {
+                let b: p::HostFunc = m.body().map_err(body_err)?;
+                let (device, stream) = self.streams.prepare(exec, b.stream)?;
+                let call =
+                    super::host_calls::HostCall::new(self.shared.clone(), self.mailbox(), b.id);
+                exec.host_func(device, stream, Box::new(move || call.run()))?;
+                Ok(Answer::default())
+            }
             Op::Occupancy => {
                 let b: p::Occupancy = m.body().map_err(body_err)?;
                 let f = self.funcs.get(b.func)?;

@@ -7,6 +7,7 @@
 //! [`baton_ipc::region::Region`].
 
 mod dispatch;
+mod host_calls;
 pub mod streams;
 pub mod tables;
 
@@ -40,6 +41,8 @@ pub struct Shared {
     pub memory_bytes: AtomicU64,
     pub commands: AtomicU64,
     pub launches: AtomicU64,
+    /// Serialises host-callback requests through the session's one mailbox.
+    pub mailbox_lock: host_calls::MailboxLock,
 }
 
 impl Shared {
@@ -53,6 +56,7 @@ impl Shared {
             memory_bytes: AtomicU64::new(0),
             commands: AtomicU64::new(0),
             launches: AtomicU64::new(0),
+            mailbox_lock: Default::default(),
         }
     }
 
@@ -178,6 +182,10 @@ impl Session {
         lock(&self.shared.blobs).clear();
         let _ = exec.host_unregister(self.mapping.as_ptr());
         self.shared.memory_bytes.store(0, Ordering::Relaxed);
+    }
+
+    fn mailbox(&self) -> host_calls::MailboxPtr {
+        host_calls::MailboxPtr(self.region.mailbox())
     }
 
     fn reply_slot(&self, i: u32) -> Option<&ReplySlot> {

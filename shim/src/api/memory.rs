@@ -580,3 +580,113 @@ pub(crate) unsafe fn cuMemsetD2D32Async(
 ) -> CUresult {
     ret(memset(dst, pitch, v, 4, w, h, Some(s)))
 }
+
+/// What the shim knows about a pointer: (memory type, device, range start, range size).
+fn pointer_info(p: u64) -> Option<(CUmemorytype, u32, u64, u64)> {
+    if let Some((s, len, dev)) = device_range(p) {
+        return Some((CUmemorytype::CU_MEMORYTYPE_DEVICE, dev, s, len));
+    }
+    let heap = lock(&HOST);
+    let (s, len, _) = heap.find(p as usize, 1)?;
+    Some((CUmemorytype::CU_MEMORYTYPE_HOST, 0, s as u64, len as u64))
+}
+
+/// Writes one attribute of a known pointer; `false` for an attribute Baton does not answer.
+///
+/// # Safety
+/// `data` must be valid for a write of the attribute's type.
+unsafe fn write_attr(
+    data: *mut c_void,
+    a: CUpointer_attribute,
+    info: (CUmemorytype, u32, u64, u64),
+    p: u64,
+) -> Result<bool, CUresult> {
+    let (ty, dev, start, len) = info;
+    type A = CUpointer_attribute;
+    // SAFETY: per the contract, `data` holds the attribute's type: a context handle, a
+    // CUmemorytype, a device or host pointer, a 64-bit id, a 32-bit bool or int, or a size.
+    unsafe {
+        match a {
+            A::CU_POINTER_ATTRIBUTE_CONTEXT => {
+                let (ctx, _) = super::context::primary(ready()?, dev as CUdevice)?;
+                out(data as *mut CUcontext, ctx.handle())?
+            }
+            A::CU_POINTER_ATTRIBUTE_MEMORY_TYPE => out(data as *mut CUmemorytype, ty)?,
+            A::CU_POINTER_ATTRIBUTE_DEVICE_POINTER => out(data as *mut CUdeviceptr, p)?,
+            A::CU_POINTER_ATTRIBUTE_HOST_POINTER => {
+                if ty != CUmemorytype::CU_MEMORYTYPE_HOST {
+                    return Err(CUresult::CUDA_ERROR_INVALID_VALUE);
+                }
+                out(data as *mut *mut c_void, p as *mut c_void)?
+            }
+            A::CU_POINTER_ATTRIBUTE_BUFFER_ID => out(data as *mut u64, start)?,
+            A::CU_POINTER_ATTRIBUTE_IS_MANAGED => out(data as *mut u32, 0)?,
+            A::CU_POINTER_ATTRIBUTE_SYNC_MEMOPS | A::CU_POINTER_ATTRIBUTE_MAPPED => {
+                out(data as *mut u32, 1)?
+            }
+            A::CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL => out(data as *mut i32, dev as i32)?,
+            A::CU_POINTER_ATTRIBUTE_RANGE_START_ADDR => out(data as *mut CUdeviceptr, start)?,
+            A::CU_POINTER_ATTRIBUTE_RANGE_SIZE => out(data as *mut usize, len as usize)?,
+            _ => return Ok(false),
+        }
+    }
+    Ok(true)
+}
+
+pub(crate) unsafe fn cuPointerGetAttribute(
+    data: *mut c_void,
+    a: CUpointer_attribute,
+    p: CUdeviceptr,
+) -> CUresult {
+    ret((|| {
+        ready()?;
+        let info = pointer_info(p).ok_or(CUresult::CUDA_ERROR_INVALID_VALUE)?;
+        // SAFETY: forwarded caller contract.
+        match unsafe { write_attr(data, a, info, p)? } {
+            true => Ok(()),
+            false => Err(CUresult::CUDA_ERROR_NOT_SUPPORTED),
+        }
+    })())
+}
+
+/// Like the driver, an unknown pointer is not an error here: its memory type reads as 0 and
+/// the other attributes are left zeroed.
+pub(crate) unsafe fn cuPointerGetAttributes(
+    n: c_uint,
+    attrs: *mut CUpointer_attribute,
+    data: *mut *mut c_void,
+    p: CUdeviceptr,
+) -> CUresult {
+    ret((|| {
+        ready()?;
+        if n > 0 && (attrs.is_null() || data.is_null()) {
+            return Err(CUresult::CUDA_ERROR_INVALID_VALUE);
+        }
+        let info = pointer_info(p);
+        for i in 0..n as usize {
+            // SAFETY: both arrays have `n` entries.
+            let (a, d) = unsafe { (*attrs.add(i), *data.add(i)) };
+            if d.is_null() {
+                continue;
+            }
+            match info {
+                Some(info) => {
+                    // SAFETY: `d` holds the attribute's type, per the caller's contract.
+                    let answered = unsafe { write_attr(d, a, info, p)? };
+                    if !answered {
+                        crate::log::once(
+                            "cuPointerGetAttributes",
+                            &format!("does not answer attribute {}", a.0),
+                        );
+                    }
+                }
+                None if a == CUpointer_attribute::CU_POINTER_ATTRIBUTE_MEMORY_TYPE => {
+                    // SAFETY: as above.
+                    unsafe { out(d as *mut u32, 0)? }
+                }
+                None => {}
+            }
+        }
+        Ok(())
+    })())
+}

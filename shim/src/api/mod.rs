@@ -6,8 +6,10 @@
 //! Functions keep the driver's names, so they are not snake case.
 #![allow(non_snake_case)]
 
-mod context;
+mod compat;
+pub(crate) mod context;
 mod error_text;
+mod host_func;
 mod init;
 mod launch;
 pub(crate) mod memory;
@@ -20,6 +22,13 @@ mod util;
 #[allow(unused_imports)]
 pub(crate) use crate::generated::stubs::*;
 
+pub(crate) use compat::{
+    cuCtxDestroy, cuCtxGetCacheConfig, cuCtxGetDevice_v2, cuCtxGetLimit, cuCtxPopCurrent,
+    cuCtxPushCurrent, cuCtxSetCacheConfig, cuCtxSetLimit, cuCtxSynchronize_v2, cuDeviceGetLuid,
+    cuDevicePrimaryCtxRelease, cuDevicePrimaryCtxReset, cuDevicePrimaryCtxSetFlags, cuEventDestroy,
+    cuFuncGetParamInfo, cuFuncSetCacheConfig, cuModuleGetLoadingMode, cuStreamDestroy,
+    cuStreamGetDevice, cuStreamGetId,
+};
 pub(crate) use context::{
     cuCtxCreate_v2, cuCtxCreate_v4, cuCtxDestroy_v2, cuCtxGetApiVersion, cuCtxGetCurrent,
     cuCtxGetDevice, cuCtxGetFlags, cuCtxGetId, cuCtxGetStreamPriorityRange, cuCtxPopCurrent_v2,
@@ -27,6 +36,7 @@ pub(crate) use context::{
     cuDevicePrimaryCtxRelease_v2, cuDevicePrimaryCtxReset_v2, cuDevicePrimaryCtxRetain,
     cuDevicePrimaryCtxSetFlags_v2,
 };
+pub(crate) use host_func::cuLaunchHostFunc;
 pub(crate) use init::{
     cuDeviceCanAccessPeer, cuDeviceComputeCapability, cuDeviceGet, cuDeviceGetAttribute,
     cuDeviceGetByPCIBusId, cuDeviceGetCount, cuDeviceGetName, cuDeviceGetPCIBusId, cuDeviceGetUuid,
@@ -40,7 +50,8 @@ pub(crate) use memory::{
     cuMemcpyAsync, cuMemcpyDtoDAsync_v2, cuMemcpyDtoD_v2, cuMemcpyDtoHAsync_v2, cuMemcpyDtoH_v2,
     cuMemcpyHtoDAsync_v2, cuMemcpyHtoD_v2, cuMemsetD16Async, cuMemsetD16_v2, cuMemsetD2D16Async,
     cuMemsetD2D16_v2, cuMemsetD2D32Async, cuMemsetD2D32_v2, cuMemsetD2D8Async, cuMemsetD2D8_v2,
-    cuMemsetD32Async, cuMemsetD32_v2, cuMemsetD8Async, cuMemsetD8_v2,
+    cuMemsetD32Async, cuMemsetD32_v2, cuMemsetD8Async, cuMemsetD8_v2, cuPointerGetAttribute,
+    cuPointerGetAttributes,
 };
 pub(crate) use module::{
     cuFuncGetAttribute, cuFuncGetModule, cuFuncGetName, cuFuncSetAttribute, cuKernelGetAttribute,

@@ -1,0 +1,83 @@
+//! `cuLaunchHostFunc`: callbacks run in this process, on a thread the shim starts the first
+//! time one is launched. The daemon posts each request in the region's mailbox when the stream
+//! reaches it and holds the stream until this thread has run the callback.
+
+use super::stream::{resolve, submitted};
+use super::util::{ready, ret};
+use crate::client::{lock, Client};
+use baton_ipc::protocol::{HostFunc, Op};
+use cuda_abi::*;
+use std::collections::HashMap;
+use std::ffi::c_void;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, Once};
+use std::time::Duration;
+
+struct Callback {
+    f: unsafe extern "C" fn(*mut c_void),
+    data: usize,
+}
+
+static PENDING: Mutex<Option<HashMap<u64, Callback>>> = Mutex::new(None);
+static NEXT: AtomicU64 = AtomicU64::new(1);
+static START: Once = Once::new();
+
+fn serve(c: &'static Client) {
+    let mb = c.region.mailbox();
+    let mut seen = mb.request.load(Ordering::Acquire);
+    loop {
+        let now = mb.request.load(Ordering::Acquire);
+        if now == seen {
+            baton_ipc::futex::wait(&mb.request, seen, Some(Duration::from_millis(200)));
+            continue;
+        }
+        seen = now;
+        let id = mb.callback.load(Ordering::Relaxed);
+        let cb = lock(&PENDING).as_mut().and_then(|p| p.remove(&id));
+        if let Some(cb) = cb {
+            // SAFETY: the program registered this function and argument with cuLaunchHostFunc;
+            // calling it once, when its stream gets here, is the contract. A panic inside
+            // Rust code cannot come from a C callback, and is stopped here if one does.
+            let _ = std::panic::catch_unwind(|| unsafe { (cb.f)(cb.data as *mut c_void) });
+        }
+        mb.done.store(now, Ordering::Release);
+        baton_ipc::futex::wake_all(&mb.done);
+    }
+}
+
+pub(crate) unsafe fn cuLaunchHostFunc(
+    stream: CUstream,
+    f: CUhostFn,
+    data: *mut c_void,
+) -> CUresult {
+    ret((|| {
+        let c = ready()?;
+        let f = f.ok_or(CUresult::CUDA_ERROR_INVALID_VALUE)?;
+        let s = resolve(c, stream)?;
+        START.call_once(|| {
+            let _ = std::thread::Builder::new()
+                .name("baton-callbacks".into())
+                .spawn(move || serve(c));
+        });
+        let id = NEXT.fetch_add(1, Ordering::Relaxed);
+        lock(&PENDING).get_or_insert_with(HashMap::new).insert(
+            id,
+            Callback {
+                f,
+                data: data as usize,
+            },
+        );
+        submitted(s);
+        c.post(
+            Op::HostFunc,
+            &HostFunc {
+                stream: s.daemon_id()?,
+                id,
+            },
+            &[],
+        )
+        .inspect_err(|_| {
+            lock(&PENDING).as_mut().map(|p| p.remove(&id));
+        })
+    })())
+}
