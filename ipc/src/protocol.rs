@@ -75,6 +75,9 @@ ops! {
     Occupancy = 27 => Occupancy,
     CtxLimit = 28 => CtxLimit,
     HostFunc = 29 => HostFunc,
+    MemAllocAsync = 30 => MemAllocAsync,
+    MemFreeAsync = 31 => MemFreeAsync,
+    Copy2D = 32 => Copy2D,
 }
 
 /// First bytes of every message.
@@ -312,6 +315,40 @@ pub struct CtxLimit {
 pub struct HostFunc {
     pub stream: u64,
     pub id: u64,
+}
+
+/// Stream-ordered allocation from the device's default pool; answered with the address.
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct MemAllocAsync {
+    pub stream: u64,
+    pub bytes: u64,
+}
+
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct MemFreeAsync {
+    pub dptr: u64,
+    pub stream: u64,
+}
+
+/// `Copy2D::flags` bits: the source / destination is pinned host memory (else device memory).
+pub const COPY2D_SRC_HOST: u32 = 1;
+pub const COPY2D_DST_HOST: u32 = 2;
+
+/// A pitched copy between device memory and/or pinned host memory.
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct Copy2D {
+    pub dst: u64,
+    pub dst_pitch: u64,
+    pub src: u64,
+    pub src_pitch: u64,
+    pub width: u64,
+    pub height: u64,
+    pub stream: u64,
+    pub flags: u32,
+    pub _pad: u32,
 }
 
 /// Number of `CUfunction_attribute` values reported with each function (0..16).

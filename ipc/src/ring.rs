@@ -47,9 +47,10 @@
 //! only the owner of a position ever writes `p + 1`. `seq` values of a slot only grow, so there
 //! is no ABA. A stale read can only make us retry or wait, never reserve a busy slot.
 //!
-//! The producer then writes the payloads, publishes slots `t+1 .. t+k` (`Release` store of
-//! `p + 1`), and publishes the first slot *last*, so a consumer that sees the first slot
-//! published sees the whole message. Messages are delivered in reservation order.
+//! The producer then writes the payloads (as relaxed atomic words), publishes slots
+//! `t+1 .. t+k` (`Release` store of `p + 1`), and publishes the first slot *last*, so a consumer
+//! that sees the first slot published sees the whole message (it checks every slot anyway).
+//! Messages are delivered in reservation order.
 //!
 //! # Memory ordering
 //!
@@ -93,8 +94,9 @@
 //!
 //! Under `cfg(loom)` the atomics come from `loom`, slot payloads become `loom::cell::UnsafeCell`
 //! (so loom checks that producer writes and consumer reads never overlap), the futex is modelled
-//! in [`crate::futex`], and the ring lives on the heap: see `loom_ring`. The algorithm code is
-//! the same in both builds.
+//! in [`crate::futex`] (blocking, no timeouts: a lost wake-up is a reported deadlock), and the
+//! ring lives on the heap: see `loom_ring`. The algorithm code is the same in both builds.
+//! `RUSTFLAGS="--cfg loom" cargo test -p baton-ipc --test loom_ring --release`
 
 // `cfg(loom)` is set by RUSTFLAGS for the loom model; until the workspace declares it
 // (`unexpected_cfgs = { level = "warn", check-cfg = ["cfg(loom)"] }`), don't warn about it here.
@@ -135,8 +137,15 @@ pub const RING_ALIGN: usize = 8;
 /// How long a producer waiting for space sleeps before re-checking `alive()`.
 pub const PRODUCER_WAIT_SLICE: Duration = Duration::from_millis(50);
 
-/// Re-tries of a full ring before a producer goes to sleep.
-const SPIN_LIMIT: u32 = if cfg!(loom) { 0 } else { 128 };
+/// Re-tries of a full ring before a producer goes to sleep (none in the loom model, where
+/// spinning only multiplies the schedules to explore).
+fn spin_limit() -> u32 {
+    if cfg!(loom) {
+        0
+    } else {
+        128
+    }
+}
 
 /// Errors from attaching to or using a ring.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -438,7 +447,8 @@ impl Ring {
         if len < need {
             return Err(RingError::TooSmall { need, have: len });
         }
-        // SAFETY: HEADER_SIZE < len, so the result stays inside the caller's allocation.
+        // SAFETY: HEADER_SIZE <= need <= len, so the result stays inside (or one past the end
+        // of) the caller's allocation.
         let slots = unsafe { mem.add(HEADER_SIZE) }.cast::<Slot>();
         Ok(Ring {
             header,
@@ -702,7 +712,7 @@ impl Producer {
             if let Some(p) = self.try_reserve(k) {
                 return Ok(p);
             }
-            if spins < SPIN_LIMIT {
+            if spins < spin_limit() {
                 spins += 1;
                 spin_hint();
                 continue;

@@ -322,8 +322,9 @@ pub fn reserve_address_range(len: usize) -> Result<usize, ShmError> {
 ///
 /// # Safety
 /// The range must have come from [`reserve_address_range`] (or be otherwise owned by the caller)
-/// and nothing may still use memory in it; any [`SharedRegion`] mapped over part of it must not
-/// be used afterwards (dropping it is fine: unmapping an unmapped range is a no-op).
+/// and nothing may still use memory in it. Drop every [`SharedRegion`] placed inside it with
+/// [`SharedRegion::map_over`] first: once released, the kernel may hand the addresses to someone
+/// else, and a later drop would unmap their memory.
 pub unsafe fn release_address_range(addr: usize, len: usize) -> Result<(), ShmError> {
     let ptr = NonNull::new(addr as *mut c_void).ok_or(ShmError::Misaligned { addr })?;
     // SAFETY: forwarded from the caller's contract.

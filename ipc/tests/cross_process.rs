@@ -68,7 +68,9 @@ fn words(region: &SharedRegion) -> (&AtomicU32, &AtomicU32) {
 /// Entry point of the child; a no-op in a normal test run.
 #[test]
 fn child_main() {
-    let Ok(role) = std::env::var(ROLE) else { return };
+    let Ok(role) = std::env::var(ROLE) else {
+        return;
+    };
     let fd: RawFd = std::env::var(FD).unwrap().parse().unwrap();
     let len: usize = std::env::var(LEN).unwrap().parse().unwrap();
     // SAFETY: the parent left this descriptor open across exec for us, and nothing else in this
@@ -88,7 +90,10 @@ fn child_futex(region: &SharedRegion) {
     // only be the parent, blocked in FUTEX_WAIT in another process.
     let start = Instant::now();
     while futex::wake(to_parent, 1) == 0 {
-        assert!(start.elapsed() < PROMPT, "parent never showed up as a futex waiter");
+        assert!(
+            start.elapsed() < PROMPT,
+            "parent never showed up as a futex waiter"
+        );
         std::thread::sleep(Duration::from_millis(1));
     }
     to_parent.store(1, Ordering::Release);
@@ -99,7 +104,11 @@ fn child_futex(region: &SharedRegion) {
         futex::wait(to_child, 0, Some(LONG));
         assert!(start.elapsed() < LONG);
     }
-    assert!(start.elapsed() < PROMPT, "parent's wake took {:?}", start.elapsed());
+    assert!(
+        start.elapsed() < PROMPT,
+        "parent's wake took {:?}",
+        start.elapsed()
+    );
 }
 
 #[test]
@@ -158,7 +167,11 @@ fn ring_across_processes() {
     // The consumer sleeps on the doorbell; the child's push must wake it.
     let start = Instant::now();
     assert_eq!(c.wait(Duration::ZERO, LONG), Ok(true));
-    assert!(start.elapsed() < PROMPT, "doorbell took {:?}", start.elapsed());
+    assert!(
+        start.elapsed() < PROMPT,
+        "doorbell took {:?}",
+        start.elapsed()
+    );
     assert!(c.try_pop(&mut out).unwrap());
     assert_eq!(out, b"hello");
 
@@ -175,7 +188,11 @@ fn ring_across_processes() {
 
     let start = Instant::now();
     assert_eq!(c.wait(Duration::ZERO, LONG), Ok(true));
-    assert!(start.elapsed() < PROMPT, "doorbell took {:?}", start.elapsed());
+    assert!(
+        start.elapsed() < PROMPT,
+        "doorbell took {:?}",
+        start.elapsed()
+    );
     assert!(c.try_pop(&mut out).unwrap());
     assert_eq!(out, b"bye");
     finish(child);

@@ -44,11 +44,19 @@ fn setup(capacity: u32) -> Setup {
     let consumer = unsafe { Consumer::init(region.as_ptr(), len, capacity) }.unwrap();
     // SAFETY: as above; the ring was just initialised.
     let producer = Arc::new(unsafe { Producer::attach(region.as_ptr(), len) }.unwrap());
-    Setup { producer, consumer, region }
+    Setup {
+        producer,
+        consumer,
+        region,
+    }
 }
 
 fn run(producers: u8, per_producer: u32, max_len: usize, capacity: u32, spin: Duration) {
-    let Setup { producer, mut consumer, region } = setup(capacity);
+    let Setup {
+        producer,
+        mut consumer,
+        region,
+    } = setup(capacity);
     assert!(max_len <= producer.max_message());
     let threads: Vec<_> = (0..producers)
         .map(|id| {
@@ -87,7 +95,10 @@ fn run(producers: u8, per_producer: u32, max_len: usize, capacity: u32, spin: Du
             }
         } else {
             consumer.wait(spin, Duration::from_millis(100)).unwrap();
-            assert!(idle_since.elapsed() < Duration::from_secs(30), "no progress for 30 s");
+            assert!(
+                idle_since.elapsed() < Duration::from_secs(30),
+                "no progress for 30 s"
+            );
         }
     }
     for t in threads {

@@ -10,6 +10,7 @@
 mod api;
 mod client;
 mod entry;
+mod export_tables;
 mod generated;
 mod image;
 mod log;

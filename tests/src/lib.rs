@@ -5,6 +5,8 @@
 // Link the shim: its exported driver entry points become this binary's.
 extern crate cuda as _;
 
+pub mod cudart;
+
 pub use cuda_abi::*;
 use std::ffi::{c_char, c_int, c_uint, c_void};
 use std::path::PathBuf;
@@ -88,6 +90,24 @@ extern "C" {
     pub fn cuGetErrorString(e: CUresult, s: *mut *const c_char) -> CUresult;
     pub fn cuGraphCreate(g: *mut CUgraph, flags: c_uint) -> CUresult;
     pub fn cuLaunchHostFunc(s: CUstream, f: CUhostFn, data: *mut c_void) -> CUresult;
+    pub fn cuStreamAddCallback(
+        s: CUstream,
+        f: CUstreamCallback,
+        data: *mut c_void,
+        flags: c_uint,
+    ) -> CUresult;
+    pub fn cuMemAllocPitch_v2(
+        p: *mut CUdeviceptr,
+        pitch: *mut usize,
+        w: usize,
+        h: usize,
+        elem: c_uint,
+    ) -> CUresult;
+    pub fn cuMemcpy2D_v2(p: *const CUDA_MEMCPY2D) -> CUresult;
+    pub fn cuMemAllocAsync(p: *mut CUdeviceptr, n: usize, s: CUstream) -> CUresult;
+    pub fn cuMemFreeAsync(p: CUdeviceptr, s: CUstream) -> CUresult;
+    pub fn cuMemHostRegister_v2(p: *mut c_void, n: usize, flags: c_uint) -> CUresult;
+    pub fn cuMemHostUnregister(p: *mut c_void) -> CUresult;
     pub fn cuCtxGetLimit(v: *mut usize, l: CUlimit) -> CUresult;
     pub fn cuCtxSetLimit(l: CUlimit, v: usize) -> CUresult;
     pub fn cuPointerGetAttribute(

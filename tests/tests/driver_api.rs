@@ -356,3 +356,120 @@ fn limits_pointer_attributes_and_proc_addresses() {
         "13.0 asks for the _v2 variant"
     );
 }
+
+unsafe extern "C" fn stream_cb(_s: CUstream, status: CUresult, data: *mut c_void) {
+    assert_eq!(status, CUresult::CUDA_SUCCESS);
+    // SAFETY: the test passes a pointer to a live AtomicU32.
+    unsafe { bump(data) };
+}
+
+#[test]
+fn pitched_copies_async_allocations_callbacks_and_registered_memory() {
+    init_thread();
+    // A pitched allocation, filled from pageable rows and read back into another layout.
+    let (w, h) = (100usize, 37usize);
+    let (mut d, mut pitch) = (0, 0);
+    cu!(cuMemAllocPitch_v2(&mut d, &mut pitch, w, h, 4));
+    assert!(pitch >= w && pitch % 4 == 0);
+    let src: Vec<u8> = (0..w * h).map(|i| (i * 7 % 251) as u8).collect();
+    let mut cp = CUDA_MEMCPY2D {
+        srcMemoryType: CUmemorytype::CU_MEMORYTYPE_HOST,
+        srcHost: src.as_ptr() as *const c_void,
+        srcPitch: w,
+        dstMemoryType: CUmemorytype::CU_MEMORYTYPE_DEVICE,
+        dstDevice: d,
+        dstPitch: pitch,
+        WidthInBytes: w,
+        Height: h,
+        ..Default::default()
+    };
+    cu!(cuMemcpy2D_v2(&cp));
+    // Device to device, shifting by one row, then back to a wider host layout.
+    let (mut d2, mut pitch2) = (0, 0);
+    cu!(cuMemAllocPitch_v2(&mut d2, &mut pitch2, w, h, 4));
+    cp = CUDA_MEMCPY2D {
+        srcMemoryType: CUmemorytype::CU_MEMORYTYPE_DEVICE,
+        srcDevice: d,
+        srcPitch: pitch,
+        srcY: 1,
+        dstMemoryType: CUmemorytype::CU_MEMORYTYPE_DEVICE,
+        dstDevice: d2,
+        dstPitch: pitch2,
+        WidthInBytes: w,
+        Height: h - 1,
+        ..Default::default()
+    };
+    cu!(cuMemcpy2D_v2(&cp));
+    let mut back = vec![0u8; (w + 5) * h];
+    cp = CUDA_MEMCPY2D {
+        srcMemoryType: CUmemorytype::CU_MEMORYTYPE_DEVICE,
+        srcDevice: d2,
+        srcPitch: pitch2,
+        dstMemoryType: CUmemorytype::CU_MEMORYTYPE_HOST,
+        dstHost: back.as_mut_ptr() as *mut c_void,
+        dstPitch: w + 5,
+        WidthInBytes: w,
+        Height: h - 1,
+        ..Default::default()
+    };
+    cu!(cuMemcpy2D_v2(&cp));
+    for r in 0..h - 1 {
+        assert_eq!(
+            &back[r * (w + 5)..r * (w + 5) + w],
+            &src[(r + 1) * w..(r + 2) * w],
+            "row {r}"
+        );
+    }
+    cu!(cuMemFree_v2(d));
+    cu!(cuMemFree_v2(d2));
+
+    // Stream-ordered allocation.
+    let mut s = null_mut();
+    cu!(cuStreamCreate(&mut s, 1));
+    let mut a = 0;
+    cu!(cuMemAllocAsync(&mut a, 4096, s));
+    cu!(cuMemsetD8Async(a, 9, 4096, s));
+    let mut bytes = [0u8; 16];
+    cu!(cuStreamSynchronize(s));
+    cu!(cuMemcpyDtoH_v2(bytes.as_mut_ptr() as *mut c_void, a, 16));
+    assert_eq!(bytes, [9u8; 16]);
+    cu!(cuMemFreeAsync(a, s));
+    // SAFETY: already freed.
+    assert_eq!(
+        unsafe { cuMemFreeAsync(a, s) },
+        CUresult::CUDA_ERROR_INVALID_VALUE
+    );
+
+    // Stream callbacks.
+    let count = Box::leak(Box::new(std::sync::atomic::AtomicU32::new(0)));
+    cu!(cuStreamAddCallback(
+        s,
+        Some(stream_cb),
+        count as *const _ as *mut c_void,
+        0
+    ));
+    cu!(cuStreamSynchronize(s));
+    assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), 1);
+    cu!(cuStreamDestroy_v2(s));
+
+    // Registered memory works for copies.
+    let mut page = vec![3u8; 8192];
+    cu!(cuMemHostRegister_v2(
+        page.as_mut_ptr() as *mut c_void,
+        page.len(),
+        0
+    ));
+    // SAFETY: overlapping registration.
+    assert_eq!(
+        unsafe { cuMemHostRegister_v2(page.as_mut_ptr() as *mut c_void, 10, 0) },
+        CUresult::CUDA_ERROR_HOST_MEMORY_ALREADY_REGISTERED
+    );
+    let mut dd = 0;
+    cu!(cuMemAlloc_v2(&mut dd, 8192));
+    cu!(cuMemcpyHtoD_v2(dd, page.as_ptr() as *const c_void, 8192));
+    let mut check = vec![0u8; 8192];
+    cu!(cuMemcpyDtoH_v2(check.as_mut_ptr() as *mut c_void, dd, 8192));
+    assert_eq!(check, page);
+    cu!(cuMemHostUnregister(page.as_mut_ptr() as *mut c_void));
+    cu!(cuMemFree_v2(dd));
+}

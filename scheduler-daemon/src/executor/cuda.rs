@@ -3,7 +3,7 @@
 //! Every `unsafe` block here is a driver call: arguments are either values the session layer
 //! has already validated against its tables or pointers to locals.
 
-use super::{code, Executor, GpuError, GpuResult, JitLogs, LaunchConfig, OccupancyQuery, Raw};
+use super::{code, Executor, GpuError, GpuResult, JitLogs, LaunchConfig, Mem, OccupancyQuery, Raw};
 use baton_ipc::control::DeviceInfo;
 use baton_ipc::protocol::{
     FunctionInfo, ImageKind, FUNC_ATTRS, JIT_LOG_BYTES, OCC_AVAILABLE_DYNAMIC_SMEM,
@@ -511,6 +511,60 @@ impl Executor for CudaExecutor {
         self.bind(device)?;
         // SAFETY: `addr` is the device address of a registered completion word.
         check(unsafe { sys::cuStreamWriteValue64_v2(stream(s), addr, value, 0) })
+    }
+
+    fn mem_alloc_async(&self, device: u32, bytes: u64, s: Raw) -> GpuResult<u64> {
+        self.bind(device)?;
+        let mut p = 0;
+        // SAFETY: out-pointer to a local, valid stream.
+        check(unsafe { sys::cuMemAllocAsync(&mut p, bytes as usize, stream(s)) })?;
+        Ok(p)
+    }
+    fn mem_free_async(&self, device: u32, ptr: u64, s: Raw) -> GpuResult<()> {
+        self.bind(device)?;
+        // SAFETY: the session frees only stream-ordered allocations it made.
+        check(unsafe { sys::cuMemFreeAsync(ptr, stream(s)) })
+    }
+    fn copy_2d(
+        &self,
+        device: u32,
+        dst: Mem,
+        dst_pitch: u64,
+        src: Mem,
+        src_pitch: u64,
+        width: u64,
+        height: u64,
+        s: Raw,
+    ) -> GpuResult<()> {
+        self.bind(device)?;
+        // SAFETY: an all-zero CUDA_MEMCPY2D is a valid C value; the fields are set below.
+        let mut c: sys::CUDA_MEMCPY2D = unsafe { std::mem::zeroed() };
+        match src {
+            Mem::Device(p) => {
+                c.srcMemoryType = sys::CUmemorytype::CU_MEMORYTYPE_DEVICE;
+                c.srcDevice = p;
+            }
+            Mem::Host(p) => {
+                c.srcMemoryType = sys::CUmemorytype::CU_MEMORYTYPE_HOST;
+                c.srcHost = p as *const c_void;
+            }
+        }
+        match dst {
+            Mem::Device(p) => {
+                c.dstMemoryType = sys::CUmemorytype::CU_MEMORYTYPE_DEVICE;
+                c.dstDevice = p;
+            }
+            Mem::Host(p) => {
+                c.dstMemoryType = sys::CUmemorytype::CU_MEMORYTYPE_HOST;
+                c.dstHost = p as *mut c_void;
+            }
+        }
+        c.srcPitch = src_pitch as usize;
+        c.dstPitch = dst_pitch as usize;
+        c.WidthInBytes = width as usize;
+        c.Height = height as usize;
+        // SAFETY: ranges were checked by the session; `c` outlives the call.
+        check(unsafe { sys::cuMemcpy2DAsync_v2(&c, stream(s)) })
     }
 
     fn get_limit(&self, device: u32, limit: u32) -> GpuResult<u64> {

@@ -49,6 +49,14 @@ pub struct LaunchConfig {
     pub cooperative: bool,
 }
 
+/// One side of a copy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mem {
+    Device(u64),
+    /// Host memory registered with [`Executor::host_register`].
+    Host(*mut u8),
+}
+
 /// What the JIT compiler said while loading an image.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct JitLogs {
@@ -130,6 +138,22 @@ pub trait Executor: Send + Sync + 'static {
     /// Writes `value` to the 8-byte word at device address `addr` (host memory registered by
     /// [`Executor::host_register`]) once the stream's earlier work is done.
     fn write_value(&self, device: u32, stream: Raw, addr: u64, value: u64) -> GpuResult<()>;
+
+    /// Stream-ordered allocation from the device's default pool.
+    fn mem_alloc_async(&self, device: u32, bytes: u64, stream: Raw) -> GpuResult<u64>;
+    fn mem_free_async(&self, device: u32, ptr: u64, stream: Raw) -> GpuResult<()>;
+    /// A pitched copy; each side is a device address or registered host memory.
+    fn copy_2d(
+        &self,
+        device: u32,
+        dst: Mem,
+        dst_pitch: u64,
+        src: Mem,
+        src_pitch: u64,
+        width: u64,
+        height: u64,
+        stream: Raw,
+    ) -> GpuResult<()>;
 
     fn get_limit(&self, device: u32, limit: u32) -> GpuResult<u64>;
     fn set_limit(&self, device: u32, limit: u32, value: u64) -> GpuResult<()>;

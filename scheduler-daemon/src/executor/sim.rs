@@ -9,7 +9,7 @@
 //! ```
 //! naming each kernel and its parameters' sizes (packed with natural alignment).
 
-use super::{code, Executor, GpuError, GpuResult, JitLogs, LaunchConfig, OccupancyQuery, Raw};
+use super::{code, Executor, GpuError, GpuResult, JitLogs, LaunchConfig, Mem, OccupancyQuery, Raw};
 use baton_ipc::control::DeviceInfo;
 use baton_ipc::protocol::{FunctionInfo, ImageKind};
 use std::collections::{BTreeMap, HashMap};
@@ -462,6 +462,36 @@ impl Executor for SimExecutor {
         let w = st.mem(addr, 8)?;
         // A plain byte copy suffices: the reader polls with atomics and the sim holds its lock.
         w.copy_from_slice(&value.to_le_bytes());
+        Ok(())
+    }
+
+    fn mem_alloc_async(&self, device: u32, bytes: u64, _stream: Raw) -> GpuResult<u64> {
+        self.mem_alloc(device, bytes)
+    }
+    fn mem_free_async(&self, device: u32, ptr: u64, _stream: Raw) -> GpuResult<()> {
+        self.mem_free(device, ptr)
+    }
+    fn copy_2d(
+        &self,
+        _device: u32,
+        dst: Mem,
+        dst_pitch: u64,
+        src: Mem,
+        src_pitch: u64,
+        width: u64,
+        height: u64,
+        _stream: Raw,
+    ) -> GpuResult<()> {
+        let addr = |m: Mem| match m {
+            Mem::Device(p) => p,
+            Mem::Host(p) => p as u64,
+        };
+        let mut st = self.lock();
+        for row in 0..height {
+            let tmp = st.mem(addr(src) + row * src_pitch, width)?.to_vec();
+            st.mem(addr(dst) + row * dst_pitch, width)?
+                .copy_from_slice(&tmp);
+        }
         Ok(())
     }
 

@@ -51,7 +51,7 @@ impl Session {
         ) || (m.reply != NO_REPLY
             && matches!(
                 m.op,
-                Op::Memset | Op::CopyDtoD | Op::CopyHtoDPinned | Op::CopyDtoHPinned
+                Op::Memset | Op::CopyDtoD | Op::CopyHtoDPinned | Op::CopyDtoHPinned | Op::Copy2D
             ));
         let result = self.execute(&m);
         if m.reply == NO_REPLY {
@@ -372,6 +372,72 @@ impl Session {
                     *slot = b.value;
                 }
                 Ok(Answer::default())
+            }
+            Op::MemAllocAsync => {
+                let b: p::MemAllocAsync = m.body().map_err(body_err)?;
+                if b.bytes == 0 {
+                    return Err(invalid());
+                }
+                let (device, stream) = self.streams.prepare(exec, b.stream)?;
+                let ptr = exec.mem_alloc_async(device, b.bytes, stream)?;
+                self.ranges.insert(ptr, b.bytes, device, Owner::AsyncAlloc);
+                self.shared
+                    .memory_bytes
+                    .fetch_add(b.bytes, Ordering::Relaxed);
+                Ok(Answer::value(ptr))
+            }
+            Op::MemFreeAsync => {
+                let b: p::MemFreeAsync = m.body().map_err(body_err)?;
+                let (len, _) = self
+                    .ranges
+                    .remove_owned(b.dptr, Owner::AsyncAlloc)
+                    .ok_or_else(invalid)?;
+                let (device, stream) = self.streams.prepare(exec, b.stream)?;
+                self.shared.memory_bytes.fetch_sub(len, Ordering::Relaxed);
+                exec.mem_free_async(device, b.dptr, stream)
+                    .map(|_| Answer::default())
+            }
+            Op::Copy2D => {
+                let b: p::Copy2D = m.body().map_err(body_err)?;
+                let span = |pitch: u64| -> GpuResult<u64> {
+                    if b.height == 0 || b.width == 0 {
+                        return Ok(0);
+                    }
+                    if pitch < b.width {
+                        return Err(invalid());
+                    }
+                    pitch
+                        .checked_mul(b.height - 1)
+                        .and_then(|x| x.checked_add(b.width))
+                        .ok_or_else(invalid)
+                };
+                let (sspan, dspan) = (span(b.src_pitch)?, span(b.dst_pitch)?);
+                let side =
+                    |addr: u64, len: u64, host: bool| -> GpuResult<super::super::executor::Mem> {
+                        if host {
+                            if !lock(&self.shared.host).check(addr, len) {
+                                return Err(invalid());
+                            }
+                            Ok(super::super::executor::Mem::Host(addr as usize as *mut u8))
+                        } else {
+                            self.check_device_range(addr, len)?;
+                            Ok(super::super::executor::Mem::Device(addr))
+                        }
+                    };
+                let src = side(b.src, sspan, b.flags & p::COPY2D_SRC_HOST != 0)?;
+                let dst = side(b.dst, dspan, b.flags & p::COPY2D_DST_HOST != 0)?;
+                let (device, stream) = self.streams.prepare(exec, b.stream)?;
+                exec.copy_2d(
+                    device,
+                    dst,
+                    b.dst_pitch,
+                    src,
+                    b.src_pitch,
+                    b.width,
+                    b.height,
+                    stream,
+                )?;
+                self.finish_if_sync(m, device, stream)
             }
             Op::CtxLimit => {
                 let b: p::CtxLimit = m.body().map_err(body_err)?;

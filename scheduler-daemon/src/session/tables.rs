@@ -79,6 +79,8 @@ pub struct Event {
 pub enum Owner {
     /// The session's own allocation: freed at exit, counted against its quota.
     Alloc,
+    /// A stream-ordered allocation (`cuMemAllocAsync`), freed with `cuMemFreeAsync`.
+    AsyncAlloc,
     /// A `__device__` variable of one of the session's images, valid until it is unloaded.
     Global(u64),
 }
@@ -96,8 +98,12 @@ impl Ranges {
     }
     /// Removes the allocation starting at `start`; anything else there stays.
     pub fn remove_alloc(&mut self, start: u64) -> Option<(u64, u32)> {
+        self.remove_owned(start, Owner::Alloc)
+    }
+    /// Removes the range starting at `start` if `owner` owns it.
+    pub fn remove_owned(&mut self, start: u64, owner: Owner) -> Option<(u64, u32)> {
         match self.map.get(&start) {
-            Some(&(len, dev, Owner::Alloc)) => {
+            Some(&(len, dev, o)) if o == owner => {
                 self.map.remove(&start);
                 Some((len, dev))
             }
@@ -116,7 +122,7 @@ impl Ranges {
     pub fn owned_bytes(&self) -> u64 {
         self.map
             .values()
-            .filter(|v| v.2 == Owner::Alloc)
+            .filter(|v| matches!(v.2, Owner::Alloc | Owner::AsyncAlloc))
             .map(|v| v.0)
             .sum()
     }
@@ -125,7 +131,7 @@ impl Ranges {
         let owned = self
             .map
             .iter()
-            .filter(|(_, v)| v.2 == Owner::Alloc)
+            .filter(|(_, v)| matches!(v.2, Owner::Alloc | Owner::AsyncAlloc))
             .map(|(&k, v)| (k, v.1))
             .collect();
         self.map.clear();

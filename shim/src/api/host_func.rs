@@ -13,9 +13,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, Once};
 use std::time::Duration;
 
-struct Callback {
-    f: unsafe extern "C" fn(*mut c_void),
-    data: usize,
+enum Callback {
+    Host {
+        f: unsafe extern "C" fn(*mut c_void),
+        data: usize,
+    },
+    /// `cuStreamAddCallback`: also told the stream and a status.
+    Stream {
+        f: unsafe extern "C" fn(CUstream, CUresult, *mut c_void),
+        stream: usize,
+        data: usize,
+    },
 }
 
 static PENDING: Mutex<Option<HashMap<u64, Callback>>> = Mutex::new(None);
@@ -38,7 +46,16 @@ fn serve(c: &'static Client) {
             // SAFETY: the program registered this function and argument with cuLaunchHostFunc;
             // calling it once, when its stream gets here, is the contract. A panic inside
             // Rust code cannot come from a C callback, and is stopped here if one does.
-            let _ = std::panic::catch_unwind(|| unsafe { (cb.f)(cb.data as *mut c_void) });
+            let _ = std::panic::catch_unwind(|| unsafe {
+                match cb {
+                    Callback::Host { f, data } => f(data as *mut c_void),
+                    Callback::Stream { f, stream, data } => f(
+                        stream as CUstream,
+                        CUresult::CUDA_SUCCESS,
+                        data as *mut c_void,
+                    ),
+                }
+            });
         }
         mb.done.store(now, Ordering::Release);
         baton_ipc::futex::wake_all(&mb.done);
@@ -50,34 +67,62 @@ pub(crate) unsafe fn cuLaunchHostFunc(
     f: CUhostFn,
     data: *mut c_void,
 ) -> CUresult {
-    ret((|| {
-        let c = ready()?;
-        let f = f.ok_or(CUresult::CUDA_ERROR_INVALID_VALUE)?;
-        let s = resolve(c, stream)?;
-        START.call_once(|| {
-            let _ = std::thread::Builder::new()
-                .name("baton-callbacks".into())
-                .spawn(move || serve(c));
-        });
-        let id = NEXT.fetch_add(1, Ordering::Relaxed);
-        lock(&PENDING).get_or_insert_with(HashMap::new).insert(
+    let Some(f) = f else {
+        return CUresult::CUDA_ERROR_INVALID_VALUE;
+    };
+    ret(enqueue(
+        stream,
+        Callback::Host {
+            f,
+            data: data as usize,
+        },
+    ))
+}
+
+pub(crate) unsafe fn cuStreamAddCallback(
+    stream: CUstream,
+    cb: CUstreamCallback,
+    data: *mut c_void,
+    flags: std::ffi::c_uint,
+) -> CUresult {
+    let Some(f) = cb else {
+        return CUresult::CUDA_ERROR_INVALID_VALUE;
+    };
+    if flags != 0 {
+        return CUresult::CUDA_ERROR_INVALID_VALUE;
+    }
+    ret(enqueue(
+        stream,
+        Callback::Stream {
+            f,
+            stream: stream as usize,
+            data: data as usize,
+        },
+    ))
+}
+
+fn enqueue(stream: CUstream, cb: Callback) -> Result<(), CUresult> {
+    let c = ready()?;
+    let s = resolve(c, stream)?;
+    START.call_once(|| {
+        let _ = std::thread::Builder::new()
+            .name("baton-callbacks".into())
+            .spawn(move || serve(c));
+    });
+    let id = NEXT.fetch_add(1, Ordering::Relaxed);
+    lock(&PENDING)
+        .get_or_insert_with(HashMap::new)
+        .insert(id, cb);
+    submitted(s);
+    c.post(
+        Op::HostFunc,
+        &HostFunc {
+            stream: s.daemon_id()?,
             id,
-            Callback {
-                f,
-                data: data as usize,
-            },
-        );
-        submitted(s);
-        c.post(
-            Op::HostFunc,
-            &HostFunc {
-                stream: s.daemon_id()?,
-                id,
-            },
-            &[],
-        )
-        .inspect_err(|_| {
-            lock(&PENDING).as_mut().map(|p| p.remove(&id));
-        })
-    })())
+        },
+        &[],
+    )
+    .inspect_err(|_| {
+        lock(&PENDING).as_mut().map(|p| p.remove(&id));
+    })
 }

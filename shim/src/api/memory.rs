@@ -586,8 +586,8 @@ fn pointer_info(p: u64) -> Option<(CUmemorytype, u32, u64, u64)> {
     if let Some((s, len, dev)) = device_range(p) {
         return Some((CUmemorytype::CU_MEMORYTYPE_DEVICE, dev, s, len));
     }
-    let heap = lock(&HOST);
-    let (s, len, _) = heap.find(p as usize, 1)?;
+    let found = lock(&HOST).find(p as usize, 1).map(|(s, l, _)| (s, l));
+    let (s, len) = found.or_else(|| registered(p as usize))?;
     Some((CUmemorytype::CU_MEMORYTYPE_HOST, 0, s as u64, len as u64))
 }
 
@@ -689,4 +689,244 @@ pub(crate) unsafe fn cuPointerGetAttributes(
         }
         Ok(())
     })())
+}
+
+/// Host memory registered with `cuMemHostRegister`: start -> (len, flags).
+static REGISTERED: Mutex<BTreeMap<usize, (usize, c_uint)>> = Mutex::new(BTreeMap::new());
+
+/// Registered client memory stays the client's own pages, which the daemon cannot reach: copies
+/// from it go through the staging chunks like pageable memory (correct, not zero-copy), and it
+/// cannot be mapped for kernels (`cuMemHostGetDevicePointer` refuses it).
+pub(crate) unsafe fn cuMemHostRegister_v2(p: *mut c_void, bytes: usize, flags: c_uint) -> CUresult {
+    ret((|| {
+        ready()?;
+        if p.is_null() || bytes == 0 {
+            return Err(CUresult::CUDA_ERROR_INVALID_VALUE);
+        }
+        let mut r = lock(&REGISTERED);
+        let start = p as usize;
+        let overlaps = r
+            .range(..start.saturating_add(bytes))
+            .next_back()
+            .is_some_and(|(&s, &(l, _))| s + l > start);
+        if overlaps {
+            return Err(CUresult::CUDA_ERROR_HOST_MEMORY_ALREADY_REGISTERED);
+        }
+        crate::log::once("cuMemHostRegister", "keeps registered memory in the program: copies from it are staged, and it is not mapped for kernels");
+        r.insert(start, (bytes, flags));
+        Ok(())
+    })())
+}
+
+pub(crate) unsafe fn cuMemHostUnregister(p: *mut c_void) -> CUresult {
+    ret(ready().and_then(|_| {
+        lock(&REGISTERED)
+            .remove(&(p as usize))
+            .map(|_| ())
+            .ok_or(CUresult::CUDA_ERROR_HOST_MEMORY_NOT_REGISTERED)
+    }))
+}
+
+fn registered(p: usize) -> Option<(usize, usize)> {
+    let r = lock(&REGISTERED);
+    let (&s, &(l, _)) = r.range(..=p).next_back()?;
+    (p < s + l).then_some((s, l))
+}
+
+pub(crate) unsafe fn cuMemAllocPitch_v2(
+    dptr: *mut CUdeviceptr,
+    pitch: *mut usize,
+    width: usize,
+    height: usize,
+    elem: c_uint,
+) -> CUresult {
+    ret((|| {
+        let c = ready()?;
+        if width == 0 || height == 0 || !matches!(elem, 4 | 8 | 16) {
+            return Err(CUresult::CUDA_ERROR_INVALID_VALUE);
+        }
+        let dev = super::init::device(c, current_device()? as CUdevice)?;
+        let align = dev
+            .attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_TEXTURE_PITCH_ALIGNMENT.0 as i32)
+            .filter(|&a| a > 0)
+            .unwrap_or(512) as usize;
+        let p = width.div_ceil(align) * align;
+        let bytes = p
+            .checked_mul(height)
+            .ok_or(CUresult::CUDA_ERROR_INVALID_VALUE)?;
+        // SAFETY: forwarded caller contract.
+        unsafe { cuMemAlloc_v2(dptr, bytes) }.result()?;
+        // SAFETY: forwarded caller contract.
+        unsafe { out(pitch, p) }
+    })())
+}
+
+pub(crate) unsafe fn cuMemAllocAsync(
+    dptr: *mut CUdeviceptr,
+    bytes: usize,
+    stream: CUstream,
+) -> CUresult {
+    ret((|| {
+        let (c, s) = on(stream)?;
+        if bytes == 0 {
+            return Err(CUresult::CUDA_ERROR_INVALID_VALUE);
+        }
+        submitted(s);
+        let r = c.call(
+            Op::MemAllocAsync,
+            &baton_ipc::protocol::MemAllocAsync {
+                stream: s.daemon_id()?,
+                bytes: bytes as u64,
+            },
+            &[],
+        )?;
+        lock(&DEVICE).insert(r.values[0], (bytes as u64, s.device, true));
+        // SAFETY: forwarded caller contract.
+        unsafe { out(dptr, r.values[0]) }
+    })())
+}
+
+pub(crate) unsafe fn cuMemFreeAsync(dptr: CUdeviceptr, stream: CUstream) -> CUresult {
+    ret((|| {
+        let (c, s) = on(stream)?;
+        if lock(&DEVICE).remove(&dptr).is_none() {
+            return Err(CUresult::CUDA_ERROR_INVALID_VALUE);
+        }
+        submitted(s);
+        c.post(
+            Op::MemFreeAsync,
+            &baton_ipc::protocol::MemFreeAsync {
+                dptr,
+                stream: s.daemon_id()?,
+            },
+            &[],
+        )
+    })())
+}
+
+/// One side of a 2D copy: its address (at the copy's start) and what it is.
+fn side(
+    ty: CUmemorytype,
+    host: u64,
+    device: u64,
+    x: usize,
+    y: usize,
+    pitch: usize,
+) -> Result<(u64, Kind), CUresult> {
+    let (base, k) = match ty {
+        CUmemorytype::CU_MEMORYTYPE_HOST => (
+            host,
+            if is_pinned(host as usize, 1) {
+                Kind::Pinned
+            } else {
+                Kind::Pageable
+            },
+        ),
+        CUmemorytype::CU_MEMORYTYPE_DEVICE => (device, Kind::Device),
+        CUmemorytype::CU_MEMORYTYPE_UNIFIED => (device, kind(device, 1)),
+        _ => return Err(CUresult::CUDA_ERROR_NOT_SUPPORTED),
+    };
+    let off = y
+        .checked_mul(pitch)
+        .and_then(|o| o.checked_add(x))
+        .ok_or(CUresult::CUDA_ERROR_INVALID_VALUE)?;
+    Ok((base + off as u64, k))
+}
+
+/// # Safety
+/// `p` must be null or point to a `CUDA_MEMCPY2D` whose host sides are valid for the copy.
+unsafe fn copy_2d(p: *const CUDA_MEMCPY2D, stream: Option<CUstream>) -> Result<(), CUresult> {
+    let (c, s) = match stream {
+        Some(h) => on(h)?,
+        None => legacy()?,
+    };
+    if p.is_null() {
+        return Err(CUresult::CUDA_ERROR_INVALID_VALUE);
+    }
+    // SAFETY: non-null, per the contract.
+    let p = unsafe { &*p };
+    let (w, h) = (p.WidthInBytes, p.Height);
+    if w == 0 || h == 0 {
+        return Ok(());
+    }
+    if (h > 1 && (p.srcPitch < w || p.dstPitch < w))
+        || !p.srcArray.is_null() && p.srcMemoryType == CUmemorytype::CU_MEMORYTYPE_ARRAY
+    {
+        return Err(CUresult::CUDA_ERROR_INVALID_VALUE);
+    }
+    let (src, sk) = side(
+        p.srcMemoryType,
+        p.srcHost as u64,
+        p.srcDevice,
+        p.srcXInBytes,
+        p.srcY,
+        p.srcPitch,
+    )?;
+    let (dst, dk) = side(
+        p.dstMemoryType,
+        p.dstHost as u64,
+        p.dstDevice,
+        p.dstXInBytes,
+        p.dstY,
+        p.dstPitch,
+    )?;
+    let sync = stream.is_none() || sk == Kind::Pageable || dk == Kind::Pageable;
+    if sk != Kind::Pageable && dk != Kind::Pageable && !(sk == Kind::Pinned && dk == Kind::Pinned) {
+        let mut flags = 0;
+        if sk == Kind::Pinned {
+            flags |= baton_ipc::protocol::COPY2D_SRC_HOST;
+        }
+        if dk == Kind::Pinned {
+            flags |= baton_ipc::protocol::COPY2D_DST_HOST;
+        }
+        let body = baton_ipc::protocol::Copy2D {
+            dst,
+            dst_pitch: p.dstPitch as u64,
+            src,
+            src_pitch: p.srcPitch as u64,
+            width: w as u64,
+            height: h as u64,
+            stream: s.daemon_id()?,
+            flags,
+            _pad: 0,
+        };
+        submitted(s);
+        // Device-to-device copies are asynchronous with respect to the host, even this form.
+        let host_side = sk == Kind::Pinned || dk == Kind::Pinned;
+        return if stream.is_none() && host_side {
+            c.call(Op::Copy2D, &body, &[]).map(|_| ())
+        } else {
+            c.post(Op::Copy2D, &body, &[])
+        };
+    }
+    // Pageable memory on a side: row by row through the staging chunks.
+    for row in 0..h as u64 {
+        // SAFETY: each row lies inside the caller's described regions.
+        unsafe {
+            copy(
+                c,
+                dst + row * p.dstPitch as u64,
+                src + row * p.srcPitch as u64,
+                w,
+                s,
+                sync,
+            )?
+        };
+    }
+    Ok(())
+}
+
+pub(crate) unsafe fn cuMemcpy2D_v2(p: *const CUDA_MEMCPY2D) -> CUresult {
+    // SAFETY: forwarded caller contract.
+    ret(unsafe { copy_2d(p, None) })
+}
+
+pub(crate) unsafe fn cuMemcpy2DUnaligned_v2(p: *const CUDA_MEMCPY2D) -> CUresult {
+    // SAFETY: forwarded caller contract.
+    ret(unsafe { copy_2d(p, None) })
+}
+
+pub(crate) unsafe fn cuMemcpy2DAsync_v2(p: *const CUDA_MEMCPY2D, stream: CUstream) -> CUresult {
+    // SAFETY: forwarded caller contract.
+    ret(unsafe { copy_2d(p, Some(stream)) })
 }

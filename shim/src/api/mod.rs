@@ -22,6 +22,8 @@ mod util;
 #[allow(unused_imports)]
 pub(crate) use crate::generated::stubs::*;
 
+pub(crate) use crate::export_tables::cuGetExportTable;
+
 pub(crate) use compat::{
     cuCtxDestroy, cuCtxGetCacheConfig, cuCtxGetDevice_v2, cuCtxGetLimit, cuCtxPopCurrent,
     cuCtxPushCurrent, cuCtxSetCacheConfig, cuCtxSetLimit, cuCtxSynchronize_v2, cuDeviceGetLuid,
@@ -36,7 +38,7 @@ pub(crate) use context::{
     cuDevicePrimaryCtxRelease_v2, cuDevicePrimaryCtxReset_v2, cuDevicePrimaryCtxRetain,
     cuDevicePrimaryCtxSetFlags_v2,
 };
-pub(crate) use host_func::cuLaunchHostFunc;
+pub(crate) use host_func::{cuLaunchHostFunc, cuStreamAddCallback};
 pub(crate) use init::{
     cuDeviceCanAccessPeer, cuDeviceComputeCapability, cuDeviceGet, cuDeviceGetAttribute,
     cuDeviceGetByPCIBusId, cuDeviceGetCount, cuDeviceGetName, cuDeviceGetPCIBusId, cuDeviceGetUuid,
@@ -45,9 +47,11 @@ pub(crate) use init::{
 };
 pub(crate) use launch::{cuLaunchCooperativeKernel, cuLaunchKernel, cuLaunchKernelEx};
 pub(crate) use memory::{
-    cuMemAllocHost_v2, cuMemAlloc_v2, cuMemFreeHost, cuMemFree_v2, cuMemGetAddressRange_v2,
-    cuMemGetInfo_v2, cuMemHostAlloc, cuMemHostGetDevicePointer_v2, cuMemHostGetFlags, cuMemcpy,
-    cuMemcpyAsync, cuMemcpyDtoDAsync_v2, cuMemcpyDtoD_v2, cuMemcpyDtoHAsync_v2, cuMemcpyDtoH_v2,
+    cuMemAllocAsync, cuMemAllocHost_v2, cuMemAllocPitch_v2, cuMemAlloc_v2, cuMemFreeAsync,
+    cuMemFreeHost, cuMemFree_v2, cuMemGetAddressRange_v2, cuMemGetInfo_v2, cuMemHostAlloc,
+    cuMemHostGetDevicePointer_v2, cuMemHostGetFlags, cuMemHostRegister_v2, cuMemHostUnregister,
+    cuMemcpy, cuMemcpy2DAsync_v2, cuMemcpy2DUnaligned_v2, cuMemcpy2D_v2, cuMemcpyAsync,
+    cuMemcpyDtoDAsync_v2, cuMemcpyDtoD_v2, cuMemcpyDtoHAsync_v2, cuMemcpyDtoH_v2,
     cuMemcpyHtoDAsync_v2, cuMemcpyHtoD_v2, cuMemsetD16Async, cuMemsetD16_v2, cuMemsetD2D16Async,
     cuMemsetD2D16_v2, cuMemsetD2D32Async, cuMemsetD2D32_v2, cuMemsetD2D8Async, cuMemsetD2D8_v2,
     cuMemsetD32Async, cuMemsetD32_v2, cuMemsetD8Async, cuMemsetD8_v2, cuPointerGetAttribute,
