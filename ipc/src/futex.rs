@@ -13,10 +13,6 @@
 //! model-wide lock and parks until a [`wake`] on the same word dequeues it. Timeouts are ignored,
 //! so a lost wake-up shows up as a deadlock that loom reports.
 
-// `cfg(loom)` is set by RUSTFLAGS for the loom model; until the workspace declares it
-// (`unexpected_cfgs = { level = "warn", check-cfg = ["cfg(loom)"] }`), don't warn about it here.
-#![allow(unexpected_cfgs)]
-
 use std::time::Duration;
 
 #[cfg(loom)]

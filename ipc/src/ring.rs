@@ -98,10 +98,6 @@
 //! ring lives on the heap: see `loom_ring`. The algorithm code is the same in both builds.
 //! `RUSTFLAGS="--cfg loom" cargo test -p baton-ipc --test loom_ring --release`
 
-// `cfg(loom)` is set by RUSTFLAGS for the loom model; until the workspace declares it
-// (`unexpected_cfgs = { level = "warn", check-cfg = ["cfg(loom)"] }`), don't warn about it here.
-#![allow(unexpected_cfgs)]
-
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
 use std::sync::Arc;
 use std::time::Duration;

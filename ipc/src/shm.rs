@@ -16,10 +16,6 @@
 //! map anywhere else or over an existing mapping. Alternatively reserve a range with
 //! [`reserve_address_range`] and place mappings inside it with [`SharedRegion::map_over`].
 
-// `cfg(loom)` is set by RUSTFLAGS for the loom model; until the workspace declares it
-// (`unexpected_cfgs = { level = "warn", check-cfg = ["cfg(loom)"] }`), don't warn about it here.
-#![allow(unexpected_cfgs)]
-
 use std::ffi::{c_void, CString};
 use std::num::NonZeroUsize;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};

@@ -3,7 +3,6 @@
 //! two talk through futexes and the ring. Proves that futex wake-ups cross process boundaries
 //! (a private futex would never reach the other process: the waits below would hit their 30 s
 //! timeouts and the child's wake loop would never see a woken waiter).
-#![allow(unexpected_cfgs)] // see src/ring.rs
 #![cfg(not(loom))]
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};

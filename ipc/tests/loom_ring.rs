@@ -8,7 +8,6 @@
 //! The preemption bound defaults to 2 here (about 50 s for all three models on a 2-core box);
 //! override with LOOM_MAX_PREEMPTIONS=N (3 takes well over 10 minutes). LOOM_MAX_BRANCHES=N
 //! raises loom's per-execution branch limit.
-#![allow(unexpected_cfgs)] // see src/ring.rs
 #![cfg(loom)]
 
 use std::sync::Arc;

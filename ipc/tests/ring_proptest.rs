@@ -1,6 +1,5 @@
 //! Property tests: hostile ring memory never makes the consumer panic or hang, and any sequence
 //! of pushes and pops round-trips.
-#![allow(unexpected_cfgs)] // see src/ring.rs
 #![cfg(not(loom))]
 
 use std::collections::VecDeque;

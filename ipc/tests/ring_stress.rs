@@ -1,7 +1,6 @@
 //! Multi-threaded stress of the ring in a memfd mapping: 4 producers x 20k messages of random
 //! lengths through a small ring, so wrap-around, multi-slot messages and full-ring waits all
 //! happen. The consumer checks content, per-producer order and the total count.
-#![allow(unexpected_cfgs)] // see src/ring.rs
 #![cfg(not(loom))]
 
 use std::sync::Arc;

@@ -120,8 +120,8 @@ pub struct Context {
     pub flags: std::sync::atomic::AtomicU32,
     pub primary: bool,
     pub alive: AtomicBool,
-    /// Per-context limits (`cuCtxSetLimit`), indexed by `CUlimit`.
-    pub limits: Mutex<HashMap<u32, usize>>,
+    /// `cuCtxGetId`: numbered from 1 in creation order, as the driver numbers contexts.
+    pub id: u64,
 }
 handle_conversions!(Context, CTX_MAGIC, CUresult::CUDA_ERROR_INVALID_CONTEXT);
 
@@ -295,13 +295,14 @@ impl Function {
 
 impl Context {
     pub fn new(device: u32, flags: u32, primary: bool) -> &'static Context {
+        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         Box::leak(Box::new(Context {
             magic: CTX_MAGIC,
             device,
             flags: std::sync::atomic::AtomicU32::new(flags),
             primary,
             alive: AtomicBool::new(true),
-            limits: Mutex::new(HashMap::new()),
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
         }))
     }
 }

@@ -50,22 +50,46 @@ impl Default for SimExecutor {
 
 impl SimExecutor {
     pub fn new() -> SimExecutor {
-        let attributes = vec![
-            (1, 1024), // MAX_THREADS_PER_BLOCK
-            (2, 1024), // MAX_BLOCK_DIM_X
-            (3, 1024),
-            (4, 64),
-            (5, 2147483647), // MAX_GRID_DIM_X
-            (6, 65535),
-            (7, 65535),
-            (8, 49152), // MAX_SHARED_MEMORY_PER_BLOCK
-            (10, 32),   // WARP_SIZE
-            (16, 4),    // MULTIPROCESSOR_COUNT
-            (75, 9),    // COMPUTE_CAPABILITY_MAJOR
-            (76, 0),    // COMPUTE_CAPABILITY_MINOR
-            (41, 1),    // UNIFIED_ADDRESSING
-            (19, 1),    // CAN_MAP_HOST_MEMORY
+        // Every attribute number a 13.0 driver answers (runtimes read them all at start-up),
+        // 0 unless set below to an H100-like value.
+        let known: &[(i32, i32)] = &[
+            (1, 1024),        // MAX_THREADS_PER_BLOCK
+            (2, 1024),        // MAX_BLOCK_DIM_X
+            (3, 1024),        // MAX_BLOCK_DIM_Y
+            (4, 64),          // MAX_BLOCK_DIM_Z
+            (5, 2147483647),  // MAX_GRID_DIM_X
+            (6, 65535),       // MAX_GRID_DIM_Y
+            (7, 65535),       // MAX_GRID_DIM_Z
+            (8, 49152),       // MAX_SHARED_MEMORY_PER_BLOCK
+            (9, 65536),       // TOTAL_CONSTANT_MEMORY
+            (10, 32),         // WARP_SIZE
+            (11, 2147483647), // MAX_PITCH
+            (12, 65536),      // MAX_REGISTERS_PER_BLOCK
+            (13, 1980000),    // CLOCK_RATE
+            (14, 512),        // TEXTURE_ALIGNMENT
+            (15, 1),          // GPU_OVERLAP
+            (16, 4),          // MULTIPROCESSOR_COUNT
+            (19, 1),          // CAN_MAP_HOST_MEMORY
+            (20, 0),          // COMPUTE_MODE
+            (31, 1),          // CONCURRENT_KERNELS
+            (36, 2619000),    // MEMORY_CLOCK_RATE
+            (37, 5120),       // GLOBAL_MEMORY_BUS_WIDTH
+            (38, 52428800),   // L2_CACHE_SIZE
+            (39, 2048),       // MAX_THREADS_PER_MULTIPROCESSOR
+            (40, 3),          // ASYNC_ENGINE_COUNT
+            (41, 1),          // UNIFIED_ADDRESSING
+            (75, 9),          // COMPUTE_CAPABILITY_MAJOR
+            (76, 0),          // COMPUTE_CAPABILITY_MINOR
+            (81, 233472),     // MAX_SHARED_MEMORY_PER_MULTIPROCESSOR
+            (82, 65536),      // MAX_REGISTERS_PER_MULTIPROCESSOR
+            (78, 1),          // STREAM_PRIORITIES_SUPPORTED
+            (91, 1),          // CAN_USE_HOST_POINTER_FOR_REGISTERED_MEM
+            (97, 232448),     // MAX_SHARED_MEMORY_PER_BLOCK_OPTIN
+            (106, 32),        // MAX_BLOCKS_PER_MULTIPROCESSOR
         ];
+        let attributes = (1..148)
+            .map(|a| (a, known.iter().find(|k| k.0 == a).map_or(0, |k| k.1)))
+            .collect();
         SimExecutor {
             infos: vec![DeviceInfo {
                 ordinal: 0,

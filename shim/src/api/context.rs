@@ -108,8 +108,9 @@ pub(crate) unsafe fn cuDevicePrimaryCtxSetFlags_v2(dev: CUdevice, flags: c_uint)
 pub(crate) unsafe fn cuDevicePrimaryCtxReset_v2(dev: CUdevice) -> CUresult {
     ret((|| {
         let c = ready()?;
-        primary(c, dev)?;
-        // The daemon's context is shared: a reset finishes this client's work on the device.
+        let (ctx, _) = primary(c, dev)?;
+        // The daemon's context is shared: a reset finishes this client's work on the device,
+        // and drops what the runtimes stored in the context, as a reset does.
         c.call(
             Op::CtxSynchronize,
             &DeviceOnly {
@@ -117,8 +118,9 @@ pub(crate) unsafe fn cuDevicePrimaryCtxReset_v2(dev: CUdevice) -> CUresult {
                 _pad: 0,
             },
             &[],
-        )
-        .map(|_| ())
+        )?;
+        crate::export_tables::context_destroyed(ctx.handle());
+        Ok(())
     })())
 }
 
@@ -164,6 +166,7 @@ pub(crate) unsafe fn cuCtxDestroy_v2(ctx: CUcontext) -> CUresult {
             ctx.alive.store(false, Ordering::Relaxed);
         }
         STACK.with(|s| s.borrow_mut().retain(|x| !std::ptr::eq(*x, ctx)));
+        crate::export_tables::context_destroyed(ctx.handle());
         Ok(())
     })())
 }
@@ -256,7 +259,7 @@ pub(crate) unsafe fn cuCtxGetId(ctx: CUcontext, id: *mut c_ulonglong) -> CUresul
             Context::from_handle(ctx)?
         };
         // SAFETY: forwarded caller contract.
-        unsafe { out(id, c as *const Context as usize as c_ulonglong) }
+        unsafe { out(id, c.id as c_ulonglong) }
     })())
 }
 

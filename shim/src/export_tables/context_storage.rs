@@ -27,8 +27,6 @@ pub(super) static TABLE: Table<1> = Table::new(stubs!(ID; 0))
 /// Called with (context, key, value) when the context is destroyed.
 type Destructor = unsafe extern "C" fn(CUcontext, *mut c_void, *mut c_void);
 
-// `destructor` is read by `context_destroyed`, which the context API is yet to call.
-#[allow(dead_code)]
 struct Entry {
     value: usize,
     destructor: Option<Destructor>,
@@ -143,7 +141,6 @@ unsafe extern "C" fn get(value: *mut *mut c_void, ctx: CUcontext, key: *mut c_vo
 /// Forgets every value stored for `ctx` and runs their destructors, outside the lock (a
 /// destructor may call back into this table). For the context API to call when a context is
 /// destroyed or a primary context reset, as the driver does.
-#[allow(dead_code)]
 pub(crate) fn context_destroyed(ctx: CUcontext) {
     let gone: Vec<((usize, usize), Entry)> = match write().as_mut() {
         Some(s) => {
