@@ -4,9 +4,14 @@
 //! - [`session`]: a client's region, handle tables and accounting; drains its command ring.
 //! - [`executor`]: every driver call ([`executor::cuda`]) or its test double ([`executor::sim`]).
 //! - [`host_memory`]: pinned host memory mapped at the same address in daemon and client.
+//! - [`config`]: the policy file (`[daemon]`, `[default]`, `[[tenant]]`) and tenant resolution.
+//! - [`scheduler`]: scheduling policies (`passthrough`, `priority`, `fair`, `srpt`), their
+//!   queues and cost estimates, and a simulated GPU to test them on.
 
+pub mod config;
 pub mod executor;
 pub mod host_memory;
+pub mod scheduler;
 pub mod server;
 pub mod session;
 

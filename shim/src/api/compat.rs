@@ -174,3 +174,56 @@ pub(crate) unsafe fn cuDeviceGetLuid(
         .and_then(|c| super::init::device(c, dev))
         .and(Err(CUresult::CUDA_ERROR_NOT_SUPPORTED)))
 }
+
+thread_local! {
+    static CAPTURE_MODE: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// Baton does not capture streams into graphs yet, so no stream is ever capturing.
+pub(crate) unsafe fn cuStreamIsCapturing(
+    stream: CUstream,
+    status: *mut CUstreamCaptureStatus,
+) -> CUresult {
+    ret((|| {
+        let c = ready()?;
+        super::stream::resolve(c, stream)?;
+        // SAFETY: forwarded caller contract.
+        unsafe { out(status, CUstreamCaptureStatus::CU_STREAM_CAPTURE_STATUS_NONE) }
+    })())
+}
+
+pub(crate) unsafe fn cuStreamGetCaptureInfo_v3(
+    stream: CUstream,
+    status: *mut CUstreamCaptureStatus,
+    id: *mut cuuint64_t,
+    _graph: *mut CUgraph,
+    _deps: *mut *const CUgraphNode,
+    _edges: *mut *const CUgraphEdgeData,
+    _ndeps: *mut usize,
+) -> CUresult {
+    ret((|| {
+        let c = ready()?;
+        super::stream::resolve(c, stream)?;
+        // SAFETY: forwarded caller contract; the other outputs are defined only while capturing.
+        unsafe {
+            out(status, CUstreamCaptureStatus::CU_STREAM_CAPTURE_STATUS_NONE)?;
+            if !id.is_null() {
+                out(id, 0)?;
+            }
+        }
+        Ok(())
+    })())
+}
+
+/// The thread's capture interaction mode, kept for the day capture is supported.
+pub(crate) unsafe fn cuThreadExchangeStreamCaptureMode(mode: *mut CUstreamCaptureMode) -> CUresult {
+    if mode.is_null() {
+        return CUresult::CUDA_ERROR_INVALID_VALUE;
+    }
+    // SAFETY: non-null in/out pointer from the caller.
+    let new = unsafe { *mode };
+    let old = CAPTURE_MODE.with(|m| m.replace(new.0));
+    // SAFETY: as above.
+    unsafe { *mode = CUstreamCaptureMode(old) };
+    CUresult::CUDA_SUCCESS
+}

@@ -29,7 +29,8 @@ pub(crate) use compat::{
     cuCtxPushCurrent, cuCtxSetCacheConfig, cuCtxSetLimit, cuCtxSynchronize_v2, cuDeviceGetLuid,
     cuDevicePrimaryCtxRelease, cuDevicePrimaryCtxReset, cuDevicePrimaryCtxSetFlags, cuEventDestroy,
     cuFuncGetParamInfo, cuFuncSetCacheConfig, cuModuleGetLoadingMode, cuStreamDestroy,
-    cuStreamGetDevice, cuStreamGetId,
+    cuStreamGetCaptureInfo_v3, cuStreamGetDevice, cuStreamGetId, cuStreamIsCapturing,
+    cuThreadExchangeStreamCaptureMode,
 };
 pub(crate) use context::{
     cuCtxCreate_v2, cuCtxCreate_v4, cuCtxDestroy_v2, cuCtxGetApiVersion, cuCtxGetCurrent,
@@ -75,3 +76,48 @@ pub(crate) use stream::{
     cuStreamCreateWithPriority, cuStreamDestroy_v2, cuStreamGetCtx, cuStreamGetFlags,
     cuStreamGetPriority, cuStreamQuery, cuStreamSynchronize, cuStreamWaitEvent,
 };
+
+// The per-thread-default-stream spellings (`_ptsz`/`_ptds`) have the same signatures; Baton
+// treats the per-thread default stream as the legacy one for now, so they share the code.
+pub(crate) use self::cuEventRecord as cuEventRecord_ptsz;
+pub(crate) use self::cuEventRecordWithFlags as cuEventRecordWithFlags_ptsz;
+pub(crate) use self::cuLaunchCooperativeKernel as cuLaunchCooperativeKernel_ptsz;
+pub(crate) use self::cuLaunchHostFunc as cuLaunchHostFunc_ptsz;
+pub(crate) use self::cuLaunchKernel as cuLaunchKernel_ptsz;
+pub(crate) use self::cuLaunchKernelEx as cuLaunchKernelEx_ptsz;
+pub(crate) use self::cuMemAllocAsync as cuMemAllocAsync_ptsz;
+pub(crate) use self::cuMemFreeAsync as cuMemFreeAsync_ptsz;
+pub(crate) use self::cuMemcpy as cuMemcpy_ptds;
+pub(crate) use self::cuMemcpy2DAsync_v2 as cuMemcpy2DAsync_v2_ptsz;
+pub(crate) use self::cuMemcpy2DUnaligned_v2 as cuMemcpy2DUnaligned_v2_ptds;
+pub(crate) use self::cuMemcpy2D_v2 as cuMemcpy2D_v2_ptds;
+pub(crate) use self::cuMemcpyAsync as cuMemcpyAsync_ptsz;
+pub(crate) use self::cuMemcpyDtoDAsync_v2 as cuMemcpyDtoDAsync_v2_ptsz;
+pub(crate) use self::cuMemcpyDtoD_v2 as cuMemcpyDtoD_v2_ptds;
+pub(crate) use self::cuMemcpyDtoHAsync_v2 as cuMemcpyDtoHAsync_v2_ptsz;
+pub(crate) use self::cuMemcpyDtoH_v2 as cuMemcpyDtoH_v2_ptds;
+pub(crate) use self::cuMemcpyHtoDAsync_v2 as cuMemcpyHtoDAsync_v2_ptsz;
+pub(crate) use self::cuMemcpyHtoD_v2 as cuMemcpyHtoD_v2_ptds;
+pub(crate) use self::cuMemsetD16Async as cuMemsetD16Async_ptsz;
+pub(crate) use self::cuMemsetD16_v2 as cuMemsetD16_v2_ptds;
+pub(crate) use self::cuMemsetD2D16Async as cuMemsetD2D16Async_ptsz;
+pub(crate) use self::cuMemsetD2D16_v2 as cuMemsetD2D16_v2_ptds;
+pub(crate) use self::cuMemsetD2D32Async as cuMemsetD2D32Async_ptsz;
+pub(crate) use self::cuMemsetD2D32_v2 as cuMemsetD2D32_v2_ptds;
+pub(crate) use self::cuMemsetD2D8Async as cuMemsetD2D8Async_ptsz;
+pub(crate) use self::cuMemsetD2D8_v2 as cuMemsetD2D8_v2_ptds;
+pub(crate) use self::cuMemsetD32Async as cuMemsetD32Async_ptsz;
+pub(crate) use self::cuMemsetD32_v2 as cuMemsetD32_v2_ptds;
+pub(crate) use self::cuMemsetD8Async as cuMemsetD8Async_ptsz;
+pub(crate) use self::cuMemsetD8_v2 as cuMemsetD8_v2_ptds;
+pub(crate) use self::cuStreamAddCallback as cuStreamAddCallback_ptsz;
+pub(crate) use self::cuStreamGetCaptureInfo_v3 as cuStreamGetCaptureInfo_v3_ptsz;
+pub(crate) use self::cuStreamGetCtx as cuStreamGetCtx_ptsz;
+pub(crate) use self::cuStreamGetDevice as cuStreamGetDevice_ptsz;
+pub(crate) use self::cuStreamGetFlags as cuStreamGetFlags_ptsz;
+pub(crate) use self::cuStreamGetId as cuStreamGetId_ptsz;
+pub(crate) use self::cuStreamGetPriority as cuStreamGetPriority_ptsz;
+pub(crate) use self::cuStreamIsCapturing as cuStreamIsCapturing_ptsz;
+pub(crate) use self::cuStreamQuery as cuStreamQuery_ptsz;
+pub(crate) use self::cuStreamSynchronize as cuStreamSynchronize_ptsz;
+pub(crate) use self::cuStreamWaitEvent as cuStreamWaitEvent_ptsz;

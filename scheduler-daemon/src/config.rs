@@ -1,0 +1,1118 @@
+//! The daemon's policy file (TOML): which scheduling policy runs, and what each tenant gets.
+//!
+//! ```toml
+//! [daemon]
+//! policy = "priority"            # passthrough | priority | fair | srpt
+//!
+//! [default]                      # tenants that match no [[tenant]] entry
+//! class = "normal"
+//!
+//! [[tenant]]
+//! uid = 1001                     # SO_PEERCRED: verified by the kernel
+//! name = "inference"             # BATON_TENANT: chosen by the client
+//! class = "high"
+//! memory_quota = "8GiB"
+//! ```
+//!
+//! [`Config::parse`] checks everything up front and names the offending entry in every error;
+//! [`Config::resolve`] turns a connecting client's identity into its [`TenantPolicy`]. The
+//! format and the matching rules are described in `docs/scheduling.md`.
+
+use serde::de::{self, Deserializer, Visitor};
+use serde::Deserialize;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+/// Where the metrics endpoint listens unless the file says otherwise.
+pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9464";
+/// Default of `[daemon] srpt_fairness`.
+pub const DEFAULT_SRPT_FAIRNESS: f64 = 0.5;
+/// Default of `[daemon] issue_window_us`.
+pub const DEFAULT_ISSUE_WINDOW_US: u64 = 1000;
+/// Default of `[daemon] low_in_flight`.
+pub const DEFAULT_LOW_IN_FLIGHT: u32 = 0;
+
+/// Which scheduling policy the daemon runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum PolicyKind {
+    /// Issue every command at once (what the daemon did before scheduling; MPS-like).
+    #[default]
+    Passthrough,
+    /// Strict tenant classes; lower classes are throttled while higher ones have work.
+    Priority,
+    /// Weighted fair share of GPU time.
+    Fair,
+    /// Shortest remaining job first, with aging.
+    Srpt,
+}
+
+impl PolicyKind {
+    pub const ALL: [PolicyKind; 4] = [
+        PolicyKind::Passthrough,
+        PolicyKind::Priority,
+        PolicyKind::Fair,
+        PolicyKind::Srpt,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            PolicyKind::Passthrough => "passthrough",
+            PolicyKind::Priority => "priority",
+            PolicyKind::Fair => "fair",
+            PolicyKind::Srpt => "srpt",
+        }
+    }
+}
+
+impl fmt::Display for PolicyKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for PolicyKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        PolicyKind::ALL
+            .into_iter()
+            .find(|p| p.name() == s)
+            .ok_or_else(|| {
+                format!("unknown policy `{s}`: expected passthrough, priority, fair or srpt")
+            })
+    }
+}
+
+impl<'de> Deserialize<'de> for PolicyKind {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(de::Error::custom)
+    }
+}
+
+/// A tenant's scheduling class: level 0 is the highest. `high`, `normal` and `low` are levels
+/// 0, 1 and 2; levels go down to [`Class::LOWEST`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Class(u8);
+
+impl Class {
+    pub const HIGH: Class = Class(0);
+    pub const NORMAL: Class = Class(1);
+    pub const LOW: Class = Class(2);
+    pub const LOWEST: Class = Class(7);
+
+    /// The class at `level` (0 = highest), if it is one.
+    pub fn new(level: u8) -> Option<Class> {
+        (level <= Self::LOWEST.0).then_some(Class(level))
+    }
+
+    pub const fn level(self) -> u8 {
+        self.0
+    }
+
+    /// Whether this class is served before `other`.
+    pub fn is_above(self, other: Class) -> bool {
+        self.0 < other.0
+    }
+
+    /// The lower (later-served) of two classes.
+    pub fn lower_of(self, other: Class) -> Class {
+        Class(self.0.max(other.0))
+    }
+}
+
+impl Default for Class {
+    fn default() -> Self {
+        Class::NORMAL
+    }
+}
+
+impl fmt::Display for Class {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            0 => f.write_str("high"),
+            1 => f.write_str("normal"),
+            2 => f.write_str("low"),
+            n => write!(f, "{n}"),
+        }
+    }
+}
+
+impl FromStr for Class {
+    type Err = String;
+    /// `high`, `normal`, `low` (any case) or a level `0`..=`7`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let t = s.trim();
+        match t.to_ascii_lowercase().as_str() {
+            "high" => return Ok(Class::HIGH),
+            "normal" => return Ok(Class::NORMAL),
+            "low" => return Ok(Class::LOW),
+            _ => {}
+        }
+        t.parse::<u8>().ok().and_then(Class::new).ok_or_else(|| {
+            format!(
+                "unknown class `{s}`: expected high, normal, low or a level 0..={}",
+                Class::LOWEST.0
+            )
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for Class {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Class;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "high, normal, low or a level 0..={}", Class::LOWEST.0)
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Class, E> {
+                s.parse().map_err(E::custom)
+            }
+            fn visit_i64<E: de::Error>(self, n: i64) -> Result<Class, E> {
+                u8::try_from(n)
+                    .ok()
+                    .and_then(Class::new)
+                    .ok_or_else(|| E::custom(format!("class level {n} is not in 0..=7")))
+            }
+            fn visit_u64<E: de::Error>(self, n: u64) -> Result<Class, E> {
+                self.visit_i64(i64::try_from(n).unwrap_or(i64::MAX))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Parses a byte count: a plain number of bytes, or a number with a unit: `B`, `KB`/`MB`/`GB`/
+/// `TB` (powers of 1000) or `KiB`/`MiB`/`GiB`/`TiB` (powers of 1024), in any case, with an
+/// optional space and decimal fraction (`"1.5GiB"`). The result is rounded down to a byte.
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let unit = unit.trim();
+    let mult: u64 = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" => 1000,
+        "mb" => 1000u64.pow(2),
+        "gb" => 1000u64.pow(3),
+        "tb" => 1000u64.pow(4),
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        "tib" => 1 << 40,
+        _ => {
+            return Err(format!(
+                "`{s}` is not a size: unknown unit `{unit}` (use B, KB, MB, GB, TB, KiB, MiB, GiB or TiB)"
+            ))
+        }
+    };
+    if num.is_empty() || num.starts_with('.') || num.ends_with('.') || num.matches('.').count() > 1
+    {
+        return Err(format!(
+            "`{s}` is not a size: expected a number and a unit, e.g. \"8GiB\""
+        ));
+    }
+    let (int, frac) = num.split_once('.').unwrap_or((num, ""));
+    let too_big = || format!("`{s}` is too large");
+    let whole = int
+        .parse::<u64>()
+        .map_err(|_| too_big())?
+        .checked_mul(mult)
+        .ok_or_else(too_big)?;
+    // The fraction, exactly: digits / 10^len * mult, rounded down.
+    let mut part = 0u128;
+    if !frac.is_empty() {
+        let digits = frac.len().min(18) as u32;
+        let f: u128 = frac[..digits as usize].parse().map_err(|_| too_big())?;
+        part = f * mult as u128 / 10u128.pow(digits);
+    }
+    whole.checked_add(part as u64).ok_or_else(too_big)
+}
+
+/// A memory quota as written: bytes or `"unlimited"`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Quota(Option<u64>);
+
+impl<'de> Deserialize<'de> for Quota {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Quota;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a number of bytes, a size such as \"8GiB\", or \"unlimited\"")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Quota, E> {
+                if s.trim().eq_ignore_ascii_case("unlimited") {
+                    return Ok(Quota(None));
+                }
+                parse_bytes(s).map(|b| Quota(Some(b))).map_err(E::custom)
+            }
+            fn visit_i64<E: de::Error>(self, n: i64) -> Result<Quota, E> {
+                u64::try_from(n)
+                    .map(|b| Quota(Some(b)))
+                    .map_err(|_| E::custom(format!("memory_quota {n} is negative")))
+            }
+            fn visit_u64<E: de::Error>(self, n: u64) -> Result<Quota, E> {
+                Ok(Quota(Some(n)))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A socket file mode: an octal string (`"660"`, `"0o660"`) or a TOML integer (`0o660`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Mode(u32);
+
+impl<'de> Deserialize<'de> for Mode {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Mode;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an octal mode such as \"660\" or 0o660")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Mode, E> {
+                let t = s.trim();
+                let digits = t.strip_prefix("0o").unwrap_or(t);
+                match u32::from_str_radix(digits, 8) {
+                    Ok(m) if m <= 0o777 && !digits.is_empty() => Ok(Mode(m)),
+                    _ => Err(E::custom(format!(
+                        "socket_mode `{s}` is not an octal mode between 000 and 777"
+                    ))),
+                }
+            }
+            fn visit_i64<E: de::Error>(self, n: i64) -> Result<Mode, E> {
+                match u32::try_from(n) {
+                    Ok(m) if m <= 0o777 => Ok(Mode(m)),
+                    _ => Err(E::custom(format!(
+                        "socket_mode {n} is not a mode: write it in octal, as \"660\" or 0o660"
+                    ))),
+                }
+            }
+            fn visit_u64<E: de::Error>(self, n: u64) -> Result<Mode, E> {
+                self.visit_i64(i64::try_from(n).unwrap_or(i64::MAX))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+// ---- the file as written -------------------------------------------------------------------
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    #[serde(default)]
+    daemon: RawDaemon,
+    #[serde(default)]
+    default: RawLimits,
+    #[serde(default)]
+    tenant: Vec<RawTenant>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDaemon {
+    policy: Option<PolicyKind>,
+    socket: Option<PathBuf>,
+    socket_mode: Option<Mode>,
+    metrics_listen: Option<String>,
+    srpt_fairness: Option<f64>,
+    issue_window_us: Option<u64>,
+    low_in_flight: Option<u32>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    class: Option<Class>,
+    weight: Option<f64>,
+    memory_quota: Option<Quota>,
+    sm_share: Option<f64>,
+    admit: Option<bool>,
+}
+
+// serde cannot combine `flatten` with `deny_unknown_fields`, so the limits are repeated here.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTenant {
+    name: Option<String>,
+    uid: Option<u32>,
+    gid: Option<u32>,
+    class: Option<Class>,
+    weight: Option<f64>,
+    memory_quota: Option<Quota>,
+    sm_share: Option<f64>,
+    admit: Option<bool>,
+}
+
+// ---- the checked configuration -------------------------------------------------------------
+
+/// `[daemon]`: how the daemon runs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DaemonConfig {
+    pub policy: PolicyKind,
+    /// Control socket path; `None`: the command line's or the built-in default.
+    pub socket: Option<PathBuf>,
+    /// Permissions of the socket file; `None`: the command line's or the built-in default.
+    pub socket_mode: Option<u32>,
+    /// Where the metrics endpoint listens; `None` (`metrics_listen = "off"`): no endpoint.
+    pub metrics_listen: Option<SocketAddr>,
+    /// `srpt` only: how fast waiting work gains priority (0 = pure SRPT; see `docs/scheduling.md`).
+    pub srpt_fairness: f64,
+    /// `priority`, `fair`, `srpt`: estimated GPU time the scheduler keeps in flight (per GPU, or
+    /// for `priority` per lower-class tenant) before it holds work back.
+    pub issue_window: Duration,
+    /// `priority`: items of lower classes allowed in flight while a higher class has work.
+    pub low_in_flight: u32,
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        DaemonConfig {
+            policy: PolicyKind::Passthrough,
+            socket: None,
+            socket_mode: None,
+            metrics_listen: Some(DEFAULT_METRICS_LISTEN.parse().expect("valid address")),
+            srpt_fairness: DEFAULT_SRPT_FAIRNESS,
+            issue_window: Duration::from_micros(DEFAULT_ISSUE_WINDOW_US),
+            low_in_flight: DEFAULT_LOW_IN_FLIGHT,
+        }
+    }
+}
+
+/// What a tenant gets (`[default]`, or a `[[tenant]]` entry with `[default]` filled in).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Limits {
+    pub class: Class,
+    /// Share of GPU time relative to other tenants (`fair`); positive.
+    pub weight: f64,
+    /// Device memory the tenant may hold, in bytes; `None`: unlimited.
+    pub memory_quota: Option<u64>,
+    /// Fraction of the GPU's SMs (0 < x <= 1), for green-context partitioning.
+    pub sm_share: f64,
+    /// `false`: clients matching this are refused.
+    pub admit: bool,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            class: Class::NORMAL,
+            weight: 1.0,
+            memory_quota: None,
+            sm_share: 1.0,
+            admit: true,
+        }
+    }
+}
+
+/// One `[[tenant]]` entry. It matches a client when every selector it names matches.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TenantRule {
+    /// 1-based position in the file, for messages.
+    pub index: usize,
+    /// Matches the client's `BATON_TENANT` (chosen by the client: a claim, not a credential).
+    pub name: Option<String>,
+    /// Matches the client's uid (`SO_PEERCRED`).
+    pub uid: Option<u32>,
+    /// Matches the client's primary gid (`SO_PEERCRED`).
+    pub gid: Option<u32>,
+    pub limits: Limits,
+}
+
+impl TenantRule {
+    /// Whether a client with this identity matches the entry.
+    pub fn matches(&self, name: Option<&str>, uid: u32, gid: u32) -> bool {
+        fn accepts<T: PartialEq>(want: Option<T>, got: T) -> bool {
+            match want {
+                Some(w) => w == got,
+                None => true,
+            }
+        }
+        accepts(self.uid, uid)
+            && accepts(self.gid, gid)
+            && match (&self.name, name) {
+                (None, _) => true,
+                (Some(want), Some(got)) => want == got,
+                (Some(_), None) => false,
+            }
+    }
+
+    /// Among matching entries the highest wins: verified identity (uid, then gid) outranks the
+    /// name a client claims. Two entries with equal rank that both match are duplicates, which
+    /// [`Config::parse`] refuses, so the winner is always unique.
+    pub fn specificity(&self) -> u8 {
+        4 * self.uid.is_some() as u8 + 2 * self.gid.is_some() as u8 + self.name.is_some() as u8
+    }
+
+    /// How messages name this entry: `[[tenant]] #2 (name = "train", uid = 1001)`.
+    pub fn describe(&self) -> String {
+        describe_entry(self.index, self.name.as_deref(), self.uid, self.gid)
+    }
+}
+
+fn describe_entry(index: usize, name: Option<&str>, uid: Option<u32>, gid: Option<u32>) -> String {
+    let mut sel = Vec::new();
+    if let Some(n) = name {
+        sel.push(format!("name = {n:?}"));
+    }
+    if let Some(u) = uid {
+        sel.push(format!("uid = {u}"));
+    }
+    if let Some(g) = gid {
+        sel.push(format!("gid = {g}"));
+    }
+    if sel.is_empty() {
+        format!("[[tenant]] #{index}")
+    } else {
+        format!("[[tenant]] #{index} ({})", sel.join(", "))
+    }
+}
+
+/// The whole policy file, checked.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Config {
+    pub daemon: DaemonConfig,
+    /// `[default]`: for clients that match no entry.
+    pub default: Limits,
+    pub tenants: Vec<TenantRule>,
+}
+
+/// The policy a connecting client gets.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TenantPolicy {
+    /// The tenant's name for accounting and logs: its `BATON_TENANT`, else `uid:N`.
+    pub name: String,
+    /// The entry that matched (as [`TenantRule::describe`] writes it), or `None` for `[default]`.
+    pub matched: Option<String>,
+    /// The class in force: the configured one, or a lower one the client asked for.
+    pub class: Class,
+    pub weight: f64,
+    pub memory_quota: Option<u64>,
+    pub sm_share: f64,
+}
+
+impl Default for TenantPolicy {
+    fn default() -> Self {
+        let l = Limits::default();
+        TenantPolicy {
+            name: String::new(),
+            matched: None,
+            class: l.class,
+            weight: l.weight,
+            memory_quota: l.memory_quota,
+            sm_share: l.sm_share,
+        }
+    }
+}
+
+/// Why a policy file was refused.
+#[derive(Debug)]
+pub enum ConfigError {
+    Io {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    /// Not TOML, an unknown key, or a value of the wrong form; the message gives the line,
+    /// column and key.
+    Syntax {
+        path: Option<PathBuf>,
+        message: String,
+    },
+    /// A value out of range or an inconsistency, in the entry `at`.
+    Invalid {
+        path: Option<PathBuf>,
+        at: String,
+        message: String,
+    },
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let prefix = |f: &mut fmt::Formatter<'_>, p: &Option<PathBuf>| match p {
+            Some(p) => write!(f, "{}: ", p.display()),
+            None => Ok(()),
+        };
+        match self {
+            ConfigError::Io { path, error } => write!(f, "reading {}: {error}", path.display()),
+            ConfigError::Syntax { path, message } => {
+                prefix(f, path)?;
+                f.write_str(message.trim_end())
+            }
+            ConfigError::Invalid { path, at, message } => {
+                prefix(f, path)?;
+                write!(f, "{at}: {message}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl ConfigError {
+    fn with_path(self, p: &Path) -> ConfigError {
+        match self {
+            ConfigError::Syntax { message, .. } => ConfigError::Syntax {
+                path: Some(p.to_owned()),
+                message,
+            },
+            ConfigError::Invalid { at, message, .. } => ConfigError::Invalid {
+                path: Some(p.to_owned()),
+                at,
+                message,
+            },
+            e => e,
+        }
+    }
+}
+
+/// Why a client is not let in.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum AdmitError {
+    #[error("uid {uid} (gid {gid}) is refused by {at} of the policy file")]
+    Refused { uid: u32, gid: u32, at: String },
+    #[error("BATON_CLASS={value:?}: {reason}")]
+    BadClass { value: String, reason: String },
+}
+
+fn invalid(at: &str, message: String) -> ConfigError {
+    ConfigError::Invalid {
+        path: None,
+        at: at.to_owned(),
+        message,
+    }
+}
+
+fn limits(raw: RawLimits, base: &Limits, at: &str) -> Result<Limits, ConfigError> {
+    let weight = raw.weight.unwrap_or(base.weight);
+    if !(weight.is_finite() && weight > 0.0) {
+        return Err(invalid(
+            at,
+            format!("weight must be a positive number, got {weight}"),
+        ));
+    }
+    let sm_share = raw.sm_share.unwrap_or(base.sm_share);
+    if !(sm_share.is_finite() && sm_share > 0.0 && sm_share <= 1.0) {
+        return Err(invalid(
+            at,
+            format!("sm_share must be in (0, 1] (a fraction of the GPU's SMs), got {sm_share}"),
+        ));
+    }
+    Ok(Limits {
+        class: raw.class.unwrap_or(base.class),
+        weight,
+        memory_quota: raw.memory_quota.map_or(base.memory_quota, |q| q.0),
+        sm_share,
+        // Entries exist to let clients in: they admit unless they say otherwise, whatever
+        // [default] says.
+        admit: raw.admit.unwrap_or(true),
+    })
+}
+
+impl Config {
+    /// Parses and checks a policy file's text.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let raw: RawFile = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: None,
+            message: e.to_string(),
+        })?;
+
+        let d = raw.daemon;
+        let mut daemon = DaemonConfig {
+            policy: d.policy.unwrap_or_default(),
+            socket: d.socket,
+            socket_mode: d.socket_mode.map(|m| m.0),
+            ..DaemonConfig::default()
+        };
+        if let Some(m) = d.metrics_listen {
+            daemon.metrics_listen = if m.trim().eq_ignore_ascii_case("off") {
+                None
+            } else {
+                Some(m.trim().parse().map_err(|e| {
+                    invalid(
+                        "[daemon]",
+                        format!("metrics_listen `{m}` is not an address such as \"127.0.0.1:9464\" (or \"off\"): {e}"),
+                    )
+                })?)
+            };
+        }
+        if let Some(f) = d.srpt_fairness {
+            if !(f.is_finite() && f >= 0.0) {
+                return Err(invalid(
+                    "[daemon]",
+                    format!("srpt_fairness must be a number >= 0, got {f}"),
+                ));
+            }
+            daemon.srpt_fairness = f;
+        }
+        if let Some(w) = d.issue_window_us {
+            if w == 0 {
+                return Err(invalid("[daemon]", "issue_window_us must be > 0".into()));
+            }
+            daemon.issue_window = Duration::from_micros(w);
+        }
+        if let Some(k) = d.low_in_flight {
+            daemon.low_in_flight = k;
+        }
+
+        let default = limits(raw.default, &Limits::default(), "[default]")?;
+
+        let mut tenants: Vec<TenantRule> = Vec::with_capacity(raw.tenant.len());
+        for (i, t) in raw.tenant.into_iter().enumerate() {
+            let index = i + 1;
+            let at = describe_entry(index, t.name.as_deref(), t.uid, t.gid);
+            if t.name.is_none() && t.uid.is_none() && t.gid.is_none() {
+                return Err(invalid(
+                    &at,
+                    "names no client: give it a `name`, a `uid` or a `gid` (use [default] for everyone else)".into(),
+                ));
+            }
+            if t.name.as_deref().is_some_and(|n| n.trim().is_empty()) {
+                return Err(invalid(&at, "`name` is empty".into()));
+            }
+            let raw_limits = RawLimits {
+                class: t.class,
+                weight: t.weight,
+                memory_quota: t.memory_quota,
+                sm_share: t.sm_share,
+                admit: t.admit,
+            };
+            let rule = TenantRule {
+                index,
+                name: t.name,
+                uid: t.uid,
+                gid: t.gid,
+                limits: limits(raw_limits, &default, &at)?,
+            };
+            if let Some(prev) = tenants
+                .iter()
+                .find(|p| (&p.name, p.uid, p.gid) == (&rule.name, rule.uid, rule.gid))
+            {
+                return Err(invalid(
+                    &at,
+                    format!(
+                        "duplicate of {}: both match the same clients",
+                        prev.describe()
+                    ),
+                ));
+            }
+            tenants.push(rule);
+        }
+        Ok(Config {
+            daemon,
+            default,
+            tenants,
+        })
+    }
+
+    /// Reads and checks a policy file; errors name the file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Io {
+            path: path.to_owned(),
+            error,
+        })?;
+        Config::parse(&text).map_err(|e| e.with_path(path))
+    }
+
+    /// The entry that applies to a client, or `None` for `[default]`.
+    pub fn matching(&self, name: Option<&str>, uid: u32, gid: u32) -> Option<&TenantRule> {
+        self.tenants
+            .iter()
+            .filter(|t| t.matches(name, uid, gid))
+            .max_by_key(|t| (t.specificity(), std::cmp::Reverse(t.index)))
+    }
+
+    /// The policy for a connecting client: `name` is its `BATON_TENANT`, `class_env` its
+    /// `BATON_CLASS`, `uid`/`gid` come from `SO_PEERCRED`.
+    ///
+    /// The most specific matching entry applies (uid outranks gid outranks name), else
+    /// `[default]`. A client may ask for a *lower* class than its entry grants, never a higher
+    /// one: a higher request is clamped to what the file grants.
+    pub fn resolve(
+        &self,
+        name: Option<&str>,
+        class_env: Option<&str>,
+        uid: u32,
+        gid: u32,
+    ) -> Result<TenantPolicy, AdmitError> {
+        let name = name.map(str::trim).filter(|n| !n.is_empty());
+        let rule = self.matching(name, uid, gid);
+        let l = rule.map_or(&self.default, |r| &r.limits);
+        if !l.admit {
+            return Err(AdmitError::Refused {
+                uid,
+                gid,
+                at: rule.map_or_else(|| "[default]".to_owned(), TenantRule::describe),
+            });
+        }
+        let mut class = l.class;
+        if let Some(v) = class_env.map(str::trim).filter(|v| !v.is_empty()) {
+            let asked: Class = v.parse().map_err(|reason| AdmitError::BadClass {
+                value: v.to_owned(),
+                reason,
+            })?;
+            class = class.lower_of(asked);
+        }
+        Ok(TenantPolicy {
+            name: name.map_or_else(|| format!("uid:{uid}"), str::to_owned),
+            matched: rule.map(TenantRule::describe),
+            class,
+            weight: l.weight,
+            memory_quota: l.memory_quota,
+            sm_share: l.sm_share,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> String {
+        Config::parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn empty_file_is_passthrough_with_defaults() {
+        let c = Config::parse("").unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.daemon.policy, PolicyKind::Passthrough);
+        assert_eq!(
+            c.daemon.metrics_listen,
+            Some("127.0.0.1:9464".parse().unwrap())
+        );
+        let p = c.resolve(None, None, 1000, 1000).unwrap();
+        assert_eq!(p.name, "uid:1000");
+        assert_eq!(p.class, Class::NORMAL);
+        assert_eq!(p.weight, 1.0);
+        assert_eq!(p.memory_quota, None);
+        assert_eq!(p.matched, None);
+    }
+
+    #[test]
+    fn example_file_parses() {
+        let text = include_str!("../../docs/config.example.toml");
+        let c = Config::parse(text).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.daemon.policy, PolicyKind::Priority);
+        assert_eq!(c.daemon.socket_mode, Some(0o660));
+        assert!(c.tenants.len() >= 3);
+        // The inference service: uid 1001 claiming its name.
+        let p = c.resolve(Some("inference"), None, 1001, 1001).unwrap();
+        assert_eq!(p.class, Class::HIGH);
+        assert_eq!(p.memory_quota, Some(8 << 30));
+        // Someone else claiming the same name does not get the inference entry.
+        let q = c.resolve(Some("inference"), None, 2000, 2000).unwrap();
+        assert_ne!(q.class, Class::HIGH);
+        // The refused uid.
+        assert!(matches!(
+            c.resolve(None, None, 65534, 65534),
+            Err(AdmitError::Refused { .. })
+        ));
+    }
+
+    #[test]
+    fn all_keys() {
+        let c = Config::parse(
+            r#"
+            [daemon]
+            policy = "srpt"
+            socket = "/tmp/b.sock"
+            socket_mode = "600"
+            metrics_listen = "0.0.0.0:9000"
+            srpt_fairness = 2
+            issue_window_us = 500
+            low_in_flight = 3
+
+            [default]
+            class = "low"
+            weight = 0.5
+            memory_quota = "1.5GiB"
+            sm_share = 0.25
+            admit = true
+
+            [[tenant]]
+            name = "a"
+            uid = 7
+            gid = 8
+            class = 4
+            weight = 3
+            memory_quota = 1024
+            sm_share = 1
+            admit = true
+            "#,
+        )
+        .unwrap();
+        let d = &c.daemon;
+        assert_eq!(d.policy, PolicyKind::Srpt);
+        assert_eq!(d.socket.as_deref(), Some(Path::new("/tmp/b.sock")));
+        assert_eq!(d.socket_mode, Some(0o600));
+        assert_eq!(d.metrics_listen, Some("0.0.0.0:9000".parse().unwrap()));
+        assert_eq!(d.srpt_fairness, 2.0);
+        assert_eq!(d.issue_window, Duration::from_micros(500));
+        assert_eq!(d.low_in_flight, 3);
+        assert_eq!(c.default.class, Class::LOW);
+        assert_eq!(c.default.memory_quota, Some(3 << 29));
+        let t = &c.tenants[0];
+        assert_eq!(t.limits.class, Class::new(4).unwrap());
+        assert_eq!(t.limits.weight, 3.0);
+        assert_eq!(t.limits.memory_quota, Some(1024));
+        assert_eq!(t.limits.sm_share, 1.0);
+    }
+
+    #[test]
+    fn tenant_fields_inherit_default() {
+        let c = Config::parse(
+            r#"
+            [default]
+            class = "low"
+            memory_quota = "2GiB"
+            weight = 2
+            [[tenant]]
+            uid = 5
+            class = "high"
+            [[tenant]]
+            uid = 6
+            memory_quota = "unlimited"
+            "#,
+        )
+        .unwrap();
+        let a = c.resolve(None, None, 5, 5).unwrap();
+        assert_eq!(
+            (a.class, a.memory_quota, a.weight),
+            (Class::HIGH, Some(2 << 30), 2.0)
+        );
+        let b = c.resolve(None, None, 6, 6).unwrap();
+        assert_eq!((b.class, b.memory_quota), (Class::LOW, None));
+        let other = c.resolve(None, None, 9, 9).unwrap();
+        assert_eq!(other.memory_quota, Some(2 << 30));
+    }
+
+    #[test]
+    fn socket_mode_forms() {
+        let m = |s: &str| Config::parse(&format!("[daemon]\nsocket_mode = {s}\n"));
+        assert_eq!(m("\"660\"").unwrap().daemon.socket_mode, Some(0o660));
+        assert_eq!(m("\"0o600\"").unwrap().daemon.socket_mode, Some(0o600));
+        assert_eq!(m("0o660").unwrap().daemon.socket_mode, Some(0o660));
+        let e = m("660").unwrap_err().to_string();
+        assert!(e.contains("socket_mode 660 is not a mode"), "{e}");
+        assert!(m("\"999\"").is_err());
+        assert!(m("\"\"").is_err());
+    }
+
+    #[test]
+    fn metrics_listen_off_and_bad() {
+        let c = Config::parse("[daemon]\nmetrics_listen = \"off\"\n").unwrap();
+        assert_eq!(c.daemon.metrics_listen, None);
+        let e = err("[daemon]\nmetrics_listen = \"localhost\"\n");
+        assert!(e.contains("[daemon]: metrics_listen `localhost`"), "{e}");
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_with_their_place() {
+        let e = err("[daemon]\npolicy = \"fair\"\npolcy = 1\n");
+        assert!(e.contains("unknown field `polcy`"), "{e}");
+        assert!(e.contains("line 3"), "{e}");
+        let e = err("[[tenant]]\nuid = 1\nwieght = 2\n");
+        assert!(e.contains("unknown field `wieght`"), "{e}");
+        assert!(e.contains("line 3"), "{e}");
+        let e = err("[default]\nnmae = \"x\"\n");
+        assert!(e.contains("unknown field `nmae`"), "{e}");
+        let e = err("[deamon]\n");
+        assert!(e.contains("unknown field `deamon`"), "{e}");
+    }
+
+    #[test]
+    fn unknown_policy_is_refused() {
+        let e = err("[daemon]\npolicy = \"lottery\"\n");
+        assert!(e.contains("unknown policy `lottery`"), "{e}");
+        assert!(e.contains("passthrough, priority, fair or srpt"), "{e}");
+        assert!(e.contains("line 2"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_name_their_entry() {
+        let e = err("[[tenant]]\nuid = 1\n[[tenant]]\nname = \"t\"\nweight = 0\n");
+        assert_eq!(
+            e,
+            "[[tenant]] #2 (name = \"t\"): weight must be a positive number, got 0"
+        );
+        let e = err("[[tenant]]\ngid = 3\nsm_share = 1.5\n");
+        assert!(
+            e.starts_with("[[tenant]] #1 (gid = 3): sm_share must be in (0, 1]"),
+            "{e}"
+        );
+        let e = err("[default]\nsm_share = 0\n");
+        assert!(e.starts_with("[default]: sm_share"), "{e}");
+        let e = err("[default]\nweight = -1\n");
+        assert!(e.starts_with("[default]: weight"), "{e}");
+        let e = err("[daemon]\nsrpt_fairness = -0.1\n");
+        assert!(e.starts_with("[daemon]: srpt_fairness"), "{e}");
+        let e = err("[daemon]\nissue_window_us = 0\n");
+        assert!(e.starts_with("[daemon]: issue_window_us"), "{e}");
+        let e = err("[[tenant]]\nuid = 1\nclass = \"urgent\"\n");
+        assert!(e.contains("unknown class `urgent`"), "{e}");
+        assert!(e.contains("line 3"), "{e}");
+        let e = err("[[tenant]]\nuid = 1\nclass = 9\n");
+        assert!(e.contains("class level 9"), "{e}");
+        let e = err("[[tenant]]\nuid = 1\nmemory_quota = \"8 GiBs\"\n");
+        assert!(e.contains("unknown unit `GiBs`"), "{e}");
+        let e = err("[[tenant]]\nuid = 1\nmemory_quota = -5\n");
+        assert!(e.contains("negative"), "{e}");
+        let e = err("[[tenant]]\nuid = -1\n");
+        assert!(e.contains("uid"), "{e}");
+        let e = err("[[tenant]]\nclass = \"high\"\n");
+        assert!(e.starts_with("[[tenant]] #1: names no client"), "{e}");
+        let e = err("[[tenant]]\nname = \" \"\n");
+        assert!(e.contains("`name` is empty"), "{e}");
+    }
+
+    #[test]
+    fn duplicates_are_refused() {
+        let e = err("[[tenant]]\nuid = 1\nname = \"a\"\n[[tenant]]\nuid = 2\n[[tenant]]\nname = \"a\"\nuid = 1\nclass = \"low\"\n");
+        assert_eq!(
+            e,
+            "[[tenant]] #3 (name = \"a\", uid = 1): duplicate of [[tenant]] #1 (name = \"a\", uid = 1): both match the same clients"
+        );
+        // Same uid with different names is not a duplicate.
+        Config::parse("[[tenant]]\nuid = 1\nname = \"a\"\n[[tenant]]\nuid = 1\nname = \"b\"\n")
+            .unwrap();
+    }
+
+    #[test]
+    fn load_names_the_file() {
+        let dir = std::env::temp_dir().join(format!("baton-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("bad.toml");
+        std::fs::write(&p, "[default]\nweight = 0\n").unwrap();
+        let e = Config::load(&p).unwrap_err().to_string();
+        assert!(
+            e.starts_with(&format!("{}: [default]: weight", p.display())),
+            "{e}"
+        );
+        let e = Config::load(&dir.join("missing.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("reading "), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_bytes("0"), Ok(0));
+        assert_eq!(parse_bytes("4096"), Ok(4096));
+        assert_eq!(parse_bytes("8GiB"), Ok(8 << 30));
+        assert_eq!(parse_bytes("8 gib"), Ok(8 << 30));
+        assert_eq!(parse_bytes("512MiB"), Ok(512 << 20));
+        assert_eq!(parse_bytes("2KiB"), Ok(2048));
+        assert_eq!(parse_bytes("1TiB"), Ok(1 << 40));
+        assert_eq!(parse_bytes("3GB"), Ok(3_000_000_000));
+        assert_eq!(parse_bytes("1.5GiB"), Ok(3 << 29));
+        assert_eq!(parse_bytes("0.5KB"), Ok(500));
+        assert_eq!(parse_bytes("100B"), Ok(100));
+        assert!(parse_bytes("").is_err());
+        assert!(parse_bytes("GiB").is_err());
+        assert!(parse_bytes("1.GiB").is_err());
+        assert!(parse_bytes("1..5GiB").is_err());
+        assert!(parse_bytes("-1GiB").is_err());
+        assert!(parse_bytes("8 GiBs").is_err());
+        assert!(parse_bytes("99999999999TiB").is_err());
+    }
+
+    #[test]
+    fn matching_prefers_verified_identity() {
+        let c = Config::parse(
+            r#"
+            [default]
+            admit = false
+            [[tenant]]
+            name = "svc"
+            class = "high"
+            [[tenant]]
+            gid = 100
+            class = "low"
+            [[tenant]]
+            uid = 1000
+            class = "normal"
+            [[tenant]]
+            uid = 1000
+            name = "svc"
+            class = 0
+            weight = 5
+            [[tenant]]
+            uid = 666
+            admit = false
+            "#,
+        )
+        .unwrap();
+        // Nothing matches: the default refuses.
+        let e = c.resolve(None, None, 1, 1).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "uid 1 (gid 1) is refused by [default] of the policy file"
+        );
+        // A name-only entry admits whoever claims it (documented: a claim, not a credential).
+        assert_eq!(
+            c.resolve(Some("svc"), None, 1, 1).unwrap().class,
+            Class::HIGH
+        );
+        // gid outranks the claimed name.
+        assert_eq!(
+            c.resolve(Some("svc"), None, 2, 100).unwrap().class,
+            Class::LOW
+        );
+        // uid outranks gid.
+        let p = c.resolve(None, None, 1000, 100).unwrap();
+        assert_eq!(p.class, Class::NORMAL);
+        assert_eq!(p.matched.as_deref(), Some("[[tenant]] #3 (uid = 1000)"));
+        // uid + name outranks uid alone.
+        let p = c.resolve(Some("svc"), None, 1000, 100).unwrap();
+        assert_eq!((p.class, p.weight), (Class::HIGH, 5.0));
+        assert_eq!(p.name, "svc");
+        // A refused uid cannot get in by claiming a name.
+        let e = c.resolve(Some("svc"), None, 666, 100).unwrap_err();
+        assert_eq!(
+            e,
+            AdmitError::Refused {
+                uid: 666,
+                gid: 100,
+                at: "[[tenant]] #5 (uid = 666)".into()
+            }
+        );
+    }
+
+    #[test]
+    fn class_env_may_lower_but_not_raise() {
+        let c = Config::parse("[[tenant]]\nuid = 1\nclass = \"normal\"\n").unwrap();
+        let class = |v: &str| c.resolve(None, Some(v), 1, 1).map(|p| p.class);
+        assert_eq!(class("low"), Ok(Class::LOW));
+        assert_eq!(class("LOW"), Ok(Class::LOW));
+        assert_eq!(class("5"), Ok(Class::new(5).unwrap()));
+        assert_eq!(class("high"), Ok(Class::NORMAL)); // clamped
+        assert_eq!(class("0"), Ok(Class::NORMAL)); // clamped
+        assert_eq!(class(""), Ok(Class::NORMAL)); // unset
+        assert!(matches!(class("urgent"), Err(AdmitError::BadClass { .. })));
+        assert!(matches!(class("8"), Err(AdmitError::BadClass { .. })));
+    }
+
+    #[test]
+    fn class_order_and_names() {
+        assert!(Class::HIGH.is_above(Class::NORMAL));
+        assert!(Class::NORMAL.is_above(Class::LOW));
+        assert!(!Class::LOW.is_above(Class::LOW));
+        assert_eq!(Class::HIGH.lower_of(Class::LOW), Class::LOW);
+        assert_eq!(Class::new(8), None);
+        for c in ["high", "normal", "low", "3"] {
+            assert_eq!(c.parse::<Class>().unwrap().to_string(), c);
+        }
+        for p in PolicyKind::ALL {
+            assert_eq!(p.name().parse::<PolicyKind>(), Ok(p));
+        }
+    }
+}

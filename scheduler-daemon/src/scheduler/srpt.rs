@@ -1,0 +1,300 @@
+//! `srpt`: shortest remaining job first, with aging.
+//!
+//! A *job* is the work a tenant submits between two of its synchronising calls (the `job`
+//! number of [`Work`](super::Work)): for an inference server that synchronises once per request,
+//! one request. A job's *remaining work* is the estimated GPU time of its items not yet issued;
+//! while the job is still open (the tenant has not synchronised since), it is at least the
+//! tenant's typical job size (an EWMA of its past jobs) minus what the job has issued so far, so
+//! a job is known to be long before all of its work has arrived.
+//!
+//! The scheduler keeps at most `window` of estimated GPU time in flight (at least one item);
+//! whenever there is room it issues the ready head whose job has the smallest
+//! `remaining - credit`. A job earns credit at `fairness` seconds per second while it has work
+//! ready and not issued, and spends its items' estimates when they are issued (credit never goes
+//! below zero). So:
+//!
+//! - `fairness = 0` is pure SRPT: the shortest job always goes first, and a long job waits for
+//!   as long as shorter work keeps the window full.
+//! - With `fairness = f > 0`, a job with remaining work `R` beats fresh work after waiting about
+//!   `R / f`; and a job that keeps losing to an endless supply of shorter work still gets about
+//!   `f / (1 + f)` of the issued GPU time (it earns `f` per unit of waiting, spends 1 per unit
+//!   issued). `f = 0.5`: a third.
+//! - Large `f` tends to first-come-first-served.
+
+use super::estimate::Ewma;
+use super::{InFlight, ItemId, Policy, TenantId, WorkItem};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+/// Weight of a finished job's size in the tenant's typical job size.
+const HISTORY_ALPHA: f64 = 0.25;
+
+#[derive(Default)]
+struct Tenant {
+    /// The job the tenant is submitting to now.
+    current: Option<u64>,
+    /// Sizes of its finished jobs (seconds of estimated GPU time).
+    history: Ewma,
+}
+
+#[derive(Default)]
+struct Job {
+    /// Estimated seconds of queued (not issued) work, and how many items.
+    queued: f64,
+    queued_items: usize,
+    /// Estimated seconds issued so far.
+    issued: f64,
+    flying: usize,
+    /// Seconds of credit earned by waiting.
+    credit: f64,
+    accrued_to: Option<Instant>,
+    /// The tenant has moved on to a later job: no more work will arrive for this one.
+    closed: bool,
+}
+
+impl Job {
+    fn finished(&self) -> bool {
+        self.closed && self.flying == 0 && self.queued_items == 0
+    }
+}
+
+pub struct Srpt {
+    window: Duration,
+    fairness: f64,
+    tenants: HashMap<TenantId, Tenant>,
+    jobs: HashMap<(TenantId, u64), Job>,
+    /// What each queued item added to its job's `queued` (its estimate at submission).
+    queued_est: HashMap<ItemId, (TenantId, f64)>,
+}
+
+impl Srpt {
+    /// `window`: estimated GPU time kept in flight; `fairness`: see the module documentation.
+    pub fn new(window: Duration, fairness: f64) -> Srpt {
+        Srpt {
+            window,
+            fairness: if fairness.is_finite() {
+                fairness.max(0.0)
+            } else {
+                0.0
+            },
+            tenants: HashMap::new(),
+            jobs: HashMap::new(),
+            queued_est: HashMap::new(),
+        }
+    }
+
+    /// The remaining estimated work of a tenant's job, as the policy sees it now.
+    pub fn remaining(&self, tenant: TenantId, job: u64) -> Option<Duration> {
+        let j = self.jobs.get(&(tenant, job))?;
+        Some(Duration::from_secs_f64(self.remaining_of(tenant, j)))
+    }
+
+    fn remaining_of(&self, tenant: TenantId, j: &Job) -> f64 {
+        let typical = if j.closed {
+            None
+        } else {
+            self.tenants.get(&tenant).and_then(|t| t.history.mean())
+        };
+        match typical {
+            Some(h) => j.queued.max(h - j.issued),
+            None => j.queued,
+        }
+    }
+
+    fn drop_if_finished(&mut self, key: (TenantId, u64)) {
+        if self.jobs.get(&key).is_some_and(Job::finished) {
+            self.jobs.remove(&key);
+        }
+    }
+}
+
+impl Policy for Srpt {
+    fn name(&self) -> &'static str {
+        "srpt"
+    }
+
+    fn remove_tenant(&mut self, tenant: TenantId) {
+        self.tenants.remove(&tenant);
+        self.jobs.retain(|(t, _), _| *t != tenant);
+        self.queued_est.retain(|_, (t, _)| *t != tenant);
+    }
+
+    fn on_submit(&mut self, _: Instant, item: &WorkItem) {
+        let t = self.tenants.entry(item.tenant).or_default();
+        if t.current != Some(item.job) {
+            let prev = t.current.replace(item.job);
+            if let Some(prev) = prev {
+                let key = (item.tenant, prev);
+                if let Some(j) = self.jobs.get_mut(&key) {
+                    j.closed = true;
+                    let size = j.queued + j.issued;
+                    t.history.update(size, HISTORY_ALPHA);
+                }
+                self.drop_if_finished(key);
+            }
+        }
+        let est = item.est.as_secs_f64();
+        self.queued_est.insert(item.id, (item.tenant, est));
+        let j = self.jobs.entry((item.tenant, item.job)).or_default();
+        j.queued += est;
+        j.queued_items += 1;
+    }
+
+    fn on_withdraw(&mut self, _: Instant, item: &WorkItem) {
+        let key = (item.tenant, item.job);
+        let est = self.queued_est.remove(&item.id).map_or(0.0, |e| e.1);
+        if let Some(j) = self.jobs.get_mut(&key) {
+            j.queued = (j.queued - est).max(0.0);
+            j.queued_items = j.queued_items.saturating_sub(1);
+        }
+        self.drop_if_finished(key);
+    }
+
+    fn on_complete(&mut self, _: Instant, item: &WorkItem, _: Option<Duration>) {
+        let key = (item.tenant, item.job);
+        if let Some(j) = self.jobs.get_mut(&key) {
+            j.flying = j.flying.saturating_sub(1);
+        }
+        self.drop_if_finished(key);
+    }
+
+    fn pick(
+        &mut self,
+        now: Instant,
+        ready: &[WorkItem],
+        in_flight: &InFlight,
+        out: &mut Vec<usize>,
+    ) {
+        if !in_flight.is_empty() && in_flight.total().est >= self.window {
+            return;
+        }
+        let mut best: Option<(f64, Instant, ItemId, usize)> = None;
+        for (i, item) in ready.iter().enumerate() {
+            let key = (item.tenant, item.job);
+            let mut j = self.jobs.remove(&key).unwrap_or_default();
+            let from = j.accrued_to.map_or(item.ready_at, |a| a.max(item.ready_at));
+            if now > from {
+                j.credit += self.fairness * (now - from).as_secs_f64();
+            }
+            j.accrued_to = Some(now);
+            let score = self.remaining_of(item.tenant, &j) - j.credit;
+            self.jobs.insert(key, j);
+            let k = (score, item.ready_at, item.id, i);
+            let better = match &best {
+                None => true,
+                Some(b) => (k.0, k.1, k.2) < (b.0, b.1, b.2),
+            };
+            if better {
+                best = Some(k);
+            }
+        }
+        let Some((_, _, _, i)) = best else {
+            return;
+        };
+        let item = &ready[i];
+        let est = item.est.as_secs_f64();
+        let queued_est = self.queued_est.remove(&item.id).map_or(0.0, |e| e.1);
+        let j = self.jobs.entry((item.tenant, item.job)).or_default();
+        j.queued = (j.queued - queued_est).max(0.0);
+        j.queued_items = j.queued_items.saturating_sub(1);
+        j.issued += est;
+        j.flying += 1;
+        j.credit = (j.credit - est).max(0.0);
+        out.push(i);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Scheduler, Work, WorkKind};
+    use super::*;
+
+    fn work(tenant: TenantId, job: u64) -> Work {
+        Work {
+            tenant,
+            stream: 0,
+            job,
+            kind: WorkKind::Kernel,
+            key: None,
+        }
+    }
+
+    #[test]
+    fn shorter_job_goes_first() {
+        let t0 = Instant::now();
+        let mut s: Scheduler = Scheduler::new(Box::new(Srpt::new(Duration::from_micros(1), 0.0)));
+        for _ in 0..10 {
+            s.submit(t0, work(1, 0), ());
+        }
+        s.submit(t0, work(2, 0), ());
+        s.submit(t0, work(2, 0), ());
+        let mut out = Vec::new();
+        let mut order = Vec::new();
+        let mut now = t0;
+        for _ in 0..12 {
+            out.clear();
+            s.poll(now, &mut out);
+            order.push(out[0].0.tenant);
+            now += Duration::from_micros(100);
+            s.complete(now, out[0].0.id, None);
+        }
+        assert_eq!(&order[..2], &[2, 2], "{order:?}");
+    }
+
+    fn item(id: ItemId, tenant: TenantId, job: u64, t0: Instant) -> WorkItem {
+        WorkItem {
+            id,
+            tenant,
+            stream: 0,
+            job,
+            kind: WorkKind::Kernel,
+            key: None,
+            est: Duration::from_micros(100),
+            submitted: t0,
+            ready_at: t0,
+            issued: None,
+        }
+    }
+
+    #[test]
+    fn history_marks_a_tenant_with_long_jobs() {
+        let t0 = Instant::now();
+        let mut p = Srpt::new(Duration::from_micros(1), 0.0);
+        // Tenant 1 ran a job of 50 items; its next job has 1 item so far.
+        for id in 0..50 {
+            p.on_submit(t0, &item(id, 1, 0, t0));
+        }
+        p.on_submit(t0, &item(50, 1, 1, t0));
+        assert_eq!(p.remaining(1, 0), Some(Duration::from_micros(5000)));
+        assert_eq!(p.remaining(1, 1), Some(Duration::from_micros(5000)));
+        // A tenant without history: only what it queued.
+        p.on_submit(t0, &item(51, 2, 0, t0));
+        assert_eq!(p.remaining(2, 0), Some(Duration::from_micros(100)));
+    }
+
+    #[test]
+    fn aging_lets_a_long_job_through() {
+        let t0 = Instant::now();
+        let mut s: Scheduler = Scheduler::new(Box::new(Srpt::new(Duration::from_micros(1), 1.0)));
+        // A long job of 20 items (2 ms) against single-item jobs that keep coming.
+        for _ in 0..20 {
+            s.submit(t0, work(1, 0), ());
+        }
+        let mut now = t0;
+        let mut out = Vec::new();
+        let mut first_long = None;
+        for n in 0..100u64 {
+            s.submit(now, work(2, n), ());
+            out.clear();
+            s.poll(now, &mut out);
+            if out[0].0.tenant == 1 && first_long.is_none() {
+                first_long = Some(n);
+            }
+            now += Duration::from_micros(100);
+            s.complete(now, out[0].0.id, None);
+        }
+        // Remaining 2 ms at fairness 1: it wins after about 2 ms of waiting, 20 items.
+        let n = first_long.expect("the long job ran");
+        assert!((15..=25).contains(&n), "{n}");
+    }
+}
