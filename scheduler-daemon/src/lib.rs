@@ -35,9 +35,13 @@ pub struct Options {
     /// Control socket path [default: $BATON_SOCKET, else /run/baton/baton.sock]
     #[arg(long)]
     pub socket: Option<PathBuf>,
-    /// Permissions of the socket file (octal): who may become a client.
-    #[arg(long, default_value = "660", value_parser = parse_mode)]
-    pub socket_mode: u32,
+    /// Permissions of the socket file (octal): who may become a client [default: the policy
+    /// file's, else 660]
+    #[arg(long, value_parser = parse_mode)]
+    pub socket_mode: Option<u32>,
+    /// Policy file (TOML): scheduling policy, tenants, quotas; see docs/config.example.toml.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t = ExecutorKind::Cuda)]
     pub executor: ExecutorKind,
     /// Log format on stderr.
@@ -89,10 +93,20 @@ fn bind(path: &Path, mode: u32) -> Result<UnixListener, String> {
 /// Opens the GPU (or simulator) and the socket, then serves clients until SIGINT/SIGTERM.
 /// Returns an error message for the user when it cannot start.
 pub fn run(opts: &Options) -> Result<(), String> {
+    let config = match &opts.config {
+        Some(p) => config::Config::load(p).map_err(|e| e.to_string())?,
+        None => config::Config::default(),
+    };
+    // The command line wins over the file, the file over the defaults.
     let path = opts
         .socket
         .clone()
+        .or_else(|| config.daemon.socket.clone())
         .unwrap_or_else(baton_ipc::control::socket_path);
+    let mode = opts
+        .socket_mode
+        .or(config.daemon.socket_mode)
+        .unwrap_or(0o660);
     // Block the stop signals in every thread; one thread waits for them and exits cleanly.
     let mut stop = nix::sys::signal::SigSet::empty();
     stop.add(nix::sys::signal::Signal::SIGINT);
@@ -109,10 +123,11 @@ pub fn run(opts: &Options) -> Result<(), String> {
         }
         ExecutorKind::Sim => Arc::new(executor::sim::SimExecutor::new()),
     };
-    let listener = bind(&path, opts.socket_mode)?;
+    let listener = bind(&path, mode)?;
     let devices: Vec<_> = exec.devices().iter().map(|d| d.name.clone()).collect();
     tracing::info!(socket = %path.display(), executor = exec.name(), ?devices, pid = std::process::id(), "batond ready");
-    let daemon = server::Daemon::new(exec, arena);
+    tracing::info!(policy = ?config.daemon.policy, tenants = config.tenants.len(), "policy file loaded");
+    let daemon = server::Daemon::new(exec, arena, config);
 
     let sock = path.clone();
     std::thread::Builder::new()

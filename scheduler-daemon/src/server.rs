@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex};
 /// Daemon-wide state shared by all connection and session threads.
 pub struct Daemon {
     pub exec: Arc<dyn Executor>,
+    config: crate::config::Config,
     arena: Arc<HostArena>,
     params: Params,
     sessions: Mutex<HashMap<u64, Arc<Shared>>>,
@@ -26,9 +27,14 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    pub fn new(exec: Arc<dyn Executor>, arena: Arc<HostArena>) -> Arc<Daemon> {
+    pub fn new(
+        exec: Arc<dyn Executor>,
+        arena: Arc<HostArena>,
+        config: crate::config::Config,
+    ) -> Arc<Daemon> {
         Arc::new(Daemon {
             exec,
+            config,
             arena,
             params: Params::DEFAULT,
             sessions: Mutex::new(HashMap::new()),
@@ -87,7 +93,7 @@ impl Daemon {
                 version,
                 pid,
                 tenant,
-                class: _,
+                class,
             } => {
                 if version != PROTOCOL_VERSION {
                     let message = format!(
@@ -96,7 +102,7 @@ impl Daemon {
                     let _ = control::send(&conn, &Response::Error { code: 999, message }, &[]);
                     return;
                 }
-                if let Err(e) = self.client(conn, pid, tenant) {
+                if let Err(e) = self.client(conn, pid, tenant, class) {
                     tracing::warn!(error = %e, "client connection ended with an error");
                 }
             }
@@ -112,6 +118,7 @@ impl Daemon {
         conn: UnixStream,
         claimed_pid: u32,
         tenant: Option<String>,
+        class: Option<String>,
     ) -> io::Result<()> {
         let cred = nix::sys::socket::getsockopt(&conn, nix::sys::socket::sockopt::PeerCredentials)
             .map_err(|e| io::Error::from_raw_os_error(e as i32))?;
@@ -123,16 +130,26 @@ impl Daemon {
                 "client's stated pid differs from SO_PEERCRED; using the kernel's"
             );
         }
+        let policy = match self
+            .config
+            .resolve(tenant.as_deref(), class.as_deref(), uid, gid)
+        {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(pid, uid, gid, error = %e, "client refused");
+                let message = format!("refused by the daemon's policy: {e}");
+                return control::send(&conn, &Response::Error { code: 100, message }, &[]);
+            }
+        };
         let session_id = self.next_session.fetch_add(1, Ordering::Relaxed);
-        let tenant = tenant.unwrap_or_else(|| format!("uid:{uid}"));
         let identity = Identity {
             session: session_id,
             pid,
             uid,
             gid,
-            tenant,
+            tenant: policy.name.clone(),
         };
-        let shared = Arc::new(Shared::new(identity.clone()));
+        let shared = Arc::new(Shared::new(identity.clone(), policy));
 
         let layout = Layout::new(self.params).expect("default region parameters are valid");
         let setup = (|| -> Result<(Session, OwnedFd), String> {

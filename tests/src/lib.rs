@@ -165,7 +165,11 @@ pub fn in_process_daemon() -> PathBuf {
             let arena = baton_daemon::host_memory::HostArena::reserve().expect("reserve");
             let exec = std::sync::Arc::new(baton_daemon::executor::sim::SimExecutor::new());
             let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
-            let daemon = baton_daemon::server::Daemon::new(exec, arena);
+            let daemon = baton_daemon::server::Daemon::new(
+                exec,
+                arena,
+                baton_daemon::config::Config::default(),
+            );
             std::thread::spawn(move || daemon.serve(listener));
             std::env::set_var(baton_ipc::control::SOCKET_ENV, &path);
             path

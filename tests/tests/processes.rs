@@ -38,9 +38,20 @@ impl Drop for TempDir {
 
 impl Daemon {
     fn start(tag: &str) -> Daemon {
+        Daemon::start_with(tag, None)
+    }
+
+    /// A daemon with the policy file `config`.
+    fn start_with(tag: &str, config: Option<&str>) -> Daemon {
         let dir = TempDir::new(tag);
         let socket = dir.0.join("baton.sock");
-        let child = Command::new(workspace_bin("batond"))
+        let mut cmd = Command::new(workspace_bin("batond"));
+        if let Some(text) = config {
+            let path = dir.0.join("baton.toml");
+            std::fs::write(&path, text).unwrap();
+            cmd.arg("--config").arg(path);
+        }
+        let child = cmd
             .args(["--executor", "sim", "--socket"])
             .arg(&socket)
             .env_remove("LD_PRELOAD")
@@ -577,4 +588,45 @@ fn tracing_logs_each_call_with_arguments_and_result() {
         "{err}"
     );
     assert!(lines.iter().any(|l| l.contains("cuLaunchKernel(")), "{err}");
+}
+
+#[test]
+fn memory_quotas_are_exact_and_shape_the_tenants_view() {
+    let d = Daemon::start_with("quota", Some("[default]\nmemory_quota = \"64MiB\"\n"));
+    run_client("client_quota", &d.socket);
+}
+
+#[test]
+#[ignore = "run in a child process"]
+fn client_quota() {
+    if !is_child() {
+        return;
+    }
+    init_client();
+    let (mut free, mut total) = (0, 0);
+    cu!(cuMemGetInfo_v2(&mut free, &mut total));
+    assert_eq!((free, total), (64 << 20, 64 << 20));
+    let mut a = 0;
+    cu!(cuMemAlloc_v2(&mut a, 48 << 20));
+    let mut b = 0;
+    // SAFETY: out-pointer to a local; past the quota this must fail for this tenant only.
+    let over = unsafe { cuMemAlloc_v2(&mut b, 32 << 20) };
+    assert_eq!(over, CUresult::CUDA_ERROR_OUT_OF_MEMORY);
+    cu!(cuMemGetInfo_v2(&mut free, &mut total));
+    assert_eq!((free, total), (16 << 20, 64 << 20));
+    cu!(cuMemAlloc_v2(&mut b, 16 << 20));
+    cu!(cuMemFree_v2(a));
+    cu!(cuMemAlloc_v2(&mut a, 32 << 20));
+}
+
+#[test]
+fn clients_the_policy_refuses_get_a_clear_error() {
+    let d = Daemon::start_with("refuse", Some("[default]\nadmit = false\n"));
+    let out = client("client_no_daemon", &d.socket).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("refused by the daemon's policy"),
+        "stderr: {err}"
+    );
 }

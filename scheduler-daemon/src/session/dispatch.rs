@@ -87,11 +87,14 @@ impl Session {
                 if b.bytes == 0 {
                     return Err(invalid());
                 }
-                let ptr = exec.mem_alloc(b.device, b.bytes)?;
+                // The quota is charged first, so concurrent allocations can never overshoot it.
+                if !self.shared.charge(b.bytes) {
+                    return Err(GpuError(code::OUT_OF_MEMORY));
+                }
+                let ptr = exec
+                    .mem_alloc(b.device, b.bytes)
+                    .inspect_err(|_| self.shared.refund(b.bytes))?;
                 self.ranges.insert(ptr, b.bytes, b.device, Owner::Alloc);
-                self.shared
-                    .memory_bytes
-                    .fetch_add(b.bytes, Ordering::Relaxed);
                 Ok(Answer::value(ptr))
             }
             Op::MemFree => {
@@ -100,13 +103,22 @@ impl Session {
                 // cuMemFree may not free memory that in-flight work of this tenant still uses;
                 // waiting for this session's own streams keeps other tenants out of it.
                 let _ = self.streams.synchronize_all(exec);
-                self.shared.memory_bytes.fetch_sub(len, Ordering::Relaxed);
+                self.shared.refund(len);
                 exec.mem_free(device, b.dptr).map(|_| Answer::default())
             }
             Op::MemGetInfo => {
                 let b: p::DeviceOnly = m.body().map_err(body_err)?;
                 let (free, total) = exec.mem_info(b.device)?;
-                Ok(Answer::values(free, total))
+                // A tenant with a quota sees the quota as its device: total is the quota, free
+                // what is left of it (never more than the device really has free).
+                Ok(match self.shared.policy.memory_quota {
+                    Some(q) => {
+                        let left =
+                            q.saturating_sub(self.shared.memory_bytes.load(Ordering::Acquire));
+                        Answer::values(left.min(free), q.min(total))
+                    }
+                    None => Answer::values(free, total),
+                })
             }
             Op::LoadModule => {
                 let b: p::LoadModule = m.body().map_err(body_err)?;
@@ -379,11 +391,13 @@ impl Session {
                     return Err(invalid());
                 }
                 let (device, stream) = self.streams.prepare(exec, b.stream)?;
-                let ptr = exec.mem_alloc_async(device, b.bytes, stream)?;
+                if !self.shared.charge(b.bytes) {
+                    return Err(GpuError(code::OUT_OF_MEMORY));
+                }
+                let ptr = exec
+                    .mem_alloc_async(device, b.bytes, stream)
+                    .inspect_err(|_| self.shared.refund(b.bytes))?;
                 self.ranges.insert(ptr, b.bytes, device, Owner::AsyncAlloc);
-                self.shared
-                    .memory_bytes
-                    .fetch_add(b.bytes, Ordering::Relaxed);
                 Ok(Answer::value(ptr))
             }
             Op::MemFreeAsync => {
@@ -393,7 +407,7 @@ impl Session {
                     .remove_owned(b.dptr, Owner::AsyncAlloc)
                     .ok_or_else(invalid)?;
                 let (device, stream) = self.streams.prepare(exec, b.stream)?;
-                self.shared.memory_bytes.fetch_sub(len, Ordering::Relaxed);
+                self.shared.refund(len);
                 exec.mem_free_async(device, b.dptr, stream)
                     .map(|_| Answer::default())
             }

@@ -34,6 +34,8 @@ pub struct Identity {
 /// The part of a session the control-socket thread and `status` also touch.
 pub struct Shared {
     pub identity: Identity,
+    /// What the policy file grants this tenant (class, weight, memory quota...).
+    pub policy: crate::config::TenantPolicy,
     pub closed: AtomicBool,
     pub blobs: Mutex<HashMap<u64, Vec<u8>>>,
     next_blob: AtomicU64,
@@ -46,9 +48,10 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(identity: Identity) -> Shared {
+    pub fn new(identity: Identity, policy: crate::config::TenantPolicy) -> Shared {
         Shared {
             identity,
+            policy,
             closed: AtomicBool::new(false),
             blobs: Mutex::new(HashMap::new()),
             next_blob: AtomicU64::new(1),
@@ -58,6 +61,21 @@ impl Shared {
             launches: AtomicU64::new(0),
             mailbox_lock: Default::default(),
         }
+    }
+
+    /// Reserves `bytes` against the tenant's memory quota; `false` if it would exceed it.
+    pub fn charge(&self, bytes: u64) -> bool {
+        let quota = self.policy.memory_quota.unwrap_or(u64::MAX);
+        self.memory_bytes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(bytes).filter(|&n| n <= quota)
+            })
+            .is_ok()
+    }
+
+    /// Returns `bytes` to the tenant's quota.
+    pub fn refund(&self, bytes: u64) {
+        self.memory_bytes.fetch_sub(bytes, Ordering::AcqRel);
     }
 
     pub fn add_blob(&self, bytes: Vec<u8>) -> u64 {
