@@ -32,7 +32,9 @@ static START: Once = Once::new();
 
 fn serve(c: &'static Client) {
     let mb = c.region.mailbox();
-    let mut seen = mb.request.load(Ordering::Acquire);
+    // Start from what was acknowledged, not what was requested: a request posted before this
+    // thread started must still be served.
+    let mut seen = mb.done.load(Ordering::Acquire);
     loop {
         let now = mb.request.load(Ordering::Acquire);
         if now == seen {
