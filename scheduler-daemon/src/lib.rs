@@ -14,6 +14,7 @@ pub mod host_memory;
 pub mod scheduler;
 pub mod server;
 pub mod session;
+pub mod systemd;
 
 use executor::Executor;
 use std::os::unix::fs::PermissionsExt;
@@ -134,11 +135,13 @@ pub fn run(opts: &Options) -> Result<(), String> {
         .name("baton-signals".into())
         .spawn(move || {
             let sig = stop.wait();
+            systemd::stopping();
             tracing::info!(signal = ?sig, "stopping");
             let _ = std::fs::remove_file(&sock);
             std::process::exit(0);
         })
         .map_err(|e| e.to_string())?;
+    systemd::ready();
     daemon
         .serve(listener)
         .map_err(|e| format!("accepting clients: {e}"))
