@@ -797,6 +797,12 @@ mod tests {
     }
 
     #[test]
+    fn packaged_file_parses() {
+        let c = Config::parse(include_str!("../../packaging/baton.toml")).unwrap();
+        assert_eq!(c.daemon.policy, PolicyKind::Passthrough);
+    }
+
+    #[test]
     fn example_file_parses() {
         let text = include_str!("../../docs/config.example.toml");
         let c = Config::parse(text).unwrap_or_else(|e| panic!("{e}"));
