@@ -78,6 +78,7 @@ ops! {
     MemAllocAsync = 30 => MemAllocAsync,
     MemFreeAsync = 31 => MemFreeAsync,
     Copy2D = 32 => Copy2D,
+    OccupancyClusters = 33 => OccupancyClusters,
 }
 
 /// First bytes of every message.
@@ -349,6 +350,17 @@ pub struct Copy2D {
     pub stream: u64,
     pub flags: u32,
     pub _pad: u32,
+}
+
+/// `cuOccupancyMaxActiveClusters` for a launch configuration; answered with the count.
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct OccupancyClusters {
+    pub func: u64,
+    pub grid: [u32; 3],
+    pub block: [u32; 3],
+    pub cluster: [u32; 3],
+    pub shared_mem: u32,
 }
 
 /// Number of `CUfunction_attribute` values reported with each function (0..16).

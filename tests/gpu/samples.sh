@@ -81,7 +81,7 @@ WORK=$(mktemp -d /tmp/baton-samples.XXXXXX)
 B=$WORK/build
 L=$WORK/logs
 mkdir -p "$B/samples" "$B/own" "$L"
-RUNS=$WORK/runs.tsv # name mode rc secs logfile
+RUNS=$WORK/runs.tsv # name mode rc secs logfile daemon(-|died)
 : >"$RUNS"
 
 trap 'stop_daemon' EXIT
@@ -153,9 +153,10 @@ say "$(grep -c $'\tok\t' "$MANIFEST") built, $(grep -c $'\tbuildfail\t' "$MANIFE
 
 # ---------------------------------------------------------------- running
 
-# run_one MODE NAME T [EXTRA_ENV...]: runs NAME in its folder; appends a row to $RUNS.
+# run_one MODE NAME T [EXTRA_ENV...]: runs NAME in its folder; appends a row to $RUNS,
+# noting whether the daemon died during a run under Baton.
 run_one() {
-    local mode=$1 n=$2 t=$3 out=$L/$2.$1.log start rc args=()
+    local mode=$1 n=$2 t=$3 out=$L/$2.$1.log start rc args=() dpid=$DAEMON_PID dstate=-
     shift 3
     [[ ${S_ARGS[$n]} == - ]] || read -ra args <<<"${S_ARGS[$n]}"
     start=$(date +%s.%N)
@@ -166,8 +167,21 @@ run_one() {
             "./$n" "${args[@]}") >"$out" 2>&1 </dev/null
     fi
     rc=$?
-    printf '%s\t%s\t%s\t%s\t%s\n' "$n" "$mode" "$rc" \
-        "$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN { printf "%.2f", b - a }')" "$out" >>"$RUNS"
+    if [[ $mode != native ]]; then
+        if ! kill -0 "$dpid" 2>/dev/null ||
+            grep -aqE '^baton: (lost the connection to|cannot reach) the Baton daemon' "$out"; then
+            dstate=died
+        fi
+    fi
+    printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$n" "$mode" "$rc" \
+        "$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN { printf "%.2f", b - a }')" "$out" "$dstate" >>"$RUNS"
+}
+
+# daemon_death_note: the reason the daemon's log gives for its last death.
+daemon_death_note() {
+    local why
+    why=$(sed 's/\x1b\[[0-9;]*m//g' "$DAEMON_LOG" | grep -aA1 'panicked at' | grep -av 'panicked at' | tail -n 1)
+    echo "${why:-no panic message; see batond.log}" | cut -c1-200
 }
 
 # phase MODE T END NAMES...: runs NAMES, PAR at a time, none started after END.
@@ -178,10 +192,17 @@ phase() {
     for n in "$@"; do
         left=$((end - $(date +%s)))
         if ((left < 5)); then
-            printf '%s\t%s\t%s\t%s\t%s\n' "$n" "$mode" budget 0 - >>"$RUNS"
+            printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$n" "$mode" budget 0 - - >>"$RUNS"
             continue
         fi
         ((left < t)) || left=$t
+        # A daemon that died (taking the programs then running with it) is
+        # started again before the next program.
+        if [[ $mode != native ]] && ! daemon_alive; then
+            say "batond died while running beside ${n}'s predecessors ($(daemon_death_note)); starting it again"
+            stop_daemon
+            start_daemon "$WORK/sock" || return 1
+        fi
         while :; do
             live=()
             for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && live+=("$p"); done
@@ -216,8 +237,8 @@ PASS = re.compile(r"Result = PASS|[Tt]est [Pp]assed|PASSED|^PASS\b|\bPASS\b|[Pp]
 FAIL = re.compile(r"Result = FAIL|[Tt]est [Ff]ailed|TEST FAILED|FAILED|^FAIL\b", re.M)
 rows = {}
 for line in open(sys.argv[1], errors="replace"):
-    n, mode, rc, secs, log = line.rstrip("\n").split("\t")
-    rows[(n, mode)] = (rc, secs, log)
+    n, mode, rc, secs, log, dstate = line.rstrip("\n").split("\t")
+    rows[(n, mode)] = (rc, secs, log, dstate)
 def text(log):
     try:
         return open(log, errors="replace").read()
@@ -230,7 +251,7 @@ def errline(t):
             return l.strip()[:220]
     tail = [l for l in t.splitlines() if l.strip() and not l.startswith("baton")][-1:]
     return ("output ends: " + tail[0].strip()[:200]) if tail else "no output"
-for (n, mode), (rc, secs, log) in rows.items():
+for (n, mode), (rc, secs, log, dstate) in rows.items():
     if rc == "budget":
         print(f"{n}\t{mode}\tskip\tnot run: time budget exhausted")
         continue
@@ -251,6 +272,8 @@ for (n, mode), (rc, secs, log) in rows.items():
             nt = text(rows[(n, "native")][2])
             if PASS.search(nt) and not PASS.search(t):
                 st, why = "fail", "exit 0 but no pass verdict (the native run printed one)"
+    if dstate == "died" and st != "pass":
+        why = "batond died during this run; " + why
     print(f"{n}\t{mode}\t{st}\t{why}")
 PY
 }
@@ -315,8 +338,13 @@ if [[ ${BATON_SAMPLES_NO_RERUN:-0} != 1 && ${#RERUN[@]} -gt 0 ]] && baton_bins_p
         start_daemon "$WORK/sock" || break
         rm -f "$WORK/trace-$n.txt"
         run_one rerun "$n" "$left" BATON_TRACE=1 "BATON_TRACE_FILE=$WORK/trace-$n.txt"
+        if ! daemon_alive; then
+            daemon_death_note >"$WORK/death-$n.txt"
+            say "batond died while running $n alone: $(cat "$WORK/death-$n.txt")"
+        fi
         {
             printf '\n===== %s: lone re-run under Baton with BATON_TRACE=1\n' "$n"
+            [[ -f $WORK/death-$n.txt ]] && echo "--- batond died during this run: $(cat "$WORK/death-$n.txt")"
             echo "--- calls that returned an error (first 25, unique; NOT_READY and cuGetProcAddress NOT_FOUND left out):"
             grep -aE -- '-> CUDA_ERROR_[A-Z_0-9]+$' "$WORK/trace-$n.txt" 2>/dev/null |
                 grep -avE -- '-> CUDA_ERROR_NOT_READY$|cuGetProcAddress.*-> CUDA_ERROR_NOT_FOUND$' |
@@ -351,7 +379,7 @@ done
 
 verdicts >"$WORK/verdicts.tsv"
 python3 - "$MANIFEST" "$WORK/verdicts.tsv" "$RUNS" "$WORK" "$JSON" "$OUT/samples-summary.txt" <<'PY'
-import json, re, sys, collections
+import collections, json, os, re, sys
 manifest, verdicts, runs, work, out_json, out_sum = sys.argv[1:7]
 V = {}
 for line in open(verdicts):
@@ -359,36 +387,45 @@ for line in open(verdicts):
     V[(n, mode)] = (st, why)
 LOGS = {}
 for line in open(runs):
-    n, mode, rc, secs, log = line.rstrip("\n").split("\t")
+    n, mode, rc, secs, log, dstate = line.rstrip("\n").split("\t")
     LOGS[(n, mode)] = log
 def read(p):
     try:
         return open(p, errors="replace").read()
     except OSError:
         return ""
-NS = re.compile(r"baton: (cu\w+) is not supported by Baton yet")
-def baton_notes(mode, n):
-    t = read(LOGS.get((n, mode), ""))
-    ns = list(dict.fromkeys(NS.findall(t)))
-    other = [l.strip() for l in t.splitlines()
-             if l.startswith("baton:") and not NS.search(l)]
-    return ns, list(dict.fromkeys(other))
+NS = re.compile(r"^baton: (cu\w+) is not supported by Baton yet", re.M)
+TABLE = re.compile(r"^baton: the driver's private table (\w+) is not supported by Baton", re.M)
+CONN = re.compile(r"^baton: (lost the connection to|cannot reach) the Baton daemon")
+def notes(n, modes):
+    """Unsupported entry points, private tables and other 'baton:' lines of those runs."""
+    ns, tables, other = [], [], []
+    for m in modes:
+        t = read(LOGS.get((n, m), ""))
+        ns += NS.findall(t)
+        tables += TABLE.findall(t)
+        other += [l.strip() for l in t.splitlines() if l.startswith("baton:")
+                  and not NS.search(l) and not TABLE.search(l) and not CONN.search(l)]
+    u = lambda xs: list(dict.fromkeys(xs))
+    return u(ns), u(tables), u(other)
 ERR = re.compile(r"-> (CUDA_ERROR_[A-Z_0-9]+)$")
 def failing_calls(n):
-    """First and last driver calls of the traced re-run that returned an error."""
+    """Last (and first) driver calls of the traced re-run that returned an error."""
     errs = []
     for l in read(f"{work}/trace-{n}.txt").splitlines():
         m = ERR.search(l)
         if not l.startswith("baton-trace") or not m or m.group(1) == "CUDA_ERROR_NOT_READY":
             continue
-        if l.split("] ", 1)[-1].startswith("cuGetProcAddress") and m.group(1) == "CUDA_ERROR_NOT_FOUND":
-            continue
-        errs.append(re.sub(r"^baton-trace\[[^]]*\] ", "", l)[:250])
+        call = re.sub(r"^baton-trace\[[^]]*\] ", "", l)
+        if call.startswith(("cuGetProcAddress", "cuGetExportTable")) and \
+                m.group(1) in ("CUDA_ERROR_NOT_FOUND", "CUDA_ERROR_INVALID_VALUE") and not errs:
+            continue  # the runtime's own probes at start-up, answered as the driver does
+        errs.append(call[:200])
     if not errs:
         return None
     if len(errs) == 1:
-        return "failing call: " + errs[0]
-    return f"last failing call: {errs[-1]}; first of {len(errs)}: {errs[0]}"
+        return "traced failing call: " + errs[0]
+    return f"traced failing calls: first {errs[0]}; last {errs[-1]}"
 res = []
 for line in open(manifest):
     n, st, d, re_, det, args = (line.rstrip("\n").split("\t") + ["-"] * 6)[:6]
@@ -405,55 +442,64 @@ for line in open(manifest):
     detail = []
     if nat != "pass":
         detail.append(f"native {nat}: {nwhy}")
-        if (n, "baton") not in V:
+        if (n, "baton") in V:
+            detail.append(f"baton {bat}: {bwhy}")
+        else:
             bat = "skip"
             detail.append("not run under Baton (no native pass to compare with)")
+        res.append({"name": n, "native": nat, "baton": bat, "detail": "; ".join(detail)[:1000]})
+        continue
+    rerun = V.get((n, "rerun"))
+    death = read(f"{work}/death-{n}.txt").strip()
+    ns, tables, other = notes(n, ["baton", "rerun"])
+    if rerun and rerun[0] == "pass":
+        bat = "pass"
+        if bwhy.startswith("batond died"):
+            detail.append("passed when re-run alone; its run beside other programs was cut short "
+                          "when batond died (another program's doing)")
         else:
-            detail.append(f"baton {bat}: {bwhy}")
-    else:
-        ns, other = baton_notes("baton", n)
-        if (n, "rerun") in V:
-            rst, rwhy = V[(n, "rerun")]
-            ns2, other2 = baton_notes("rerun", n)
-            ns = list(dict.fromkeys(ns + ns2))
-            other = list(dict.fromkeys(other + other2))
-            if rst == "pass":
-                detail.append(f"failed when run beside other programs ({bwhy}) "
-                              "but passed when re-run alone with BATON_TRACE=1")
-                bat = "pass"
-            else:
-                bat = "fail"
-                detail.append(f"{bwhy}")
-                if rwhy != bwhy:
-                    detail.append(f"alone with BATON_TRACE=1: {rwhy}")
-            call = failing_calls(n)
-            if call:
-                detail.append(call)
-        elif bat == "fail":
-            detail.append(bwhy)
-        elif bat == "pass":
-            detail.append(f"native {V[(n, 'native')][1]}, baton {bwhy}")
+            detail.append(f"passed when re-run alone; failed beside other programs: {bwhy}")
+    elif bat == "pass":
+        detail.append(f"native {nwhy}, baton {bwhy}")
+    elif bat == "fail":
+        why = rerun[1] if rerun else bwhy
+        detail.append(why)
+        if death:
+            detail.append(f"batond aborted while serving this program alone: {death}")
         if ns:
-            detail.append(("not supported by Baton: " if bat != "pass" else "touched, not supported: ")
-                          + ", ".join(ns[:8]))
-        if other:
-            detail.append("; ".join(other[:3])[:300])
-        if bat == "skip":
-            detail.append(bwhy)
-    res.append({"name": n, "native": nat, "baton": bat, "detail": "; ".join(detail)[:900]})
+            detail.append("not supported by Baton: " + ", ".join(ns[:8]))
+        if tables:
+            detail.append("private export tables not supported: " + ", ".join(tables))
+        call = failing_calls(n) if rerun else None
+        if call:
+            detail.append(call)
+        if rerun and bwhy != rerun[1]:
+            detail.append("beside other programs: " + bwhy[:200])
+        if not rerun:
+            detail.append("(not re-run alone: time budget)")
+    else:
+        detail.append(bwhy)
+    if bat == "pass":
+        if ns:
+            detail.append("called, not supported, coped: " + ", ".join(ns[:8]))
+        if tables:
+            detail.append("asked for private tables not supported: " + ", ".join(tables))
+    if other:
+        detail.append("; ".join(other[:3])[:300])
+    res.append({"name": n, "native": nat, "baton": bat, "detail": "; ".join(detail)[:1200]})
 with open(out_json, "w") as f:
     json.dump(res, f, indent=1)
     f.write("\n")
 npass = [r for r in res if r["native"] == "pass"]
 bpass = [r for r in npass if r["baton"] == "pass"]
 c = collections.Counter((r["native"], r["baton"]) for r in res)
-lines = [f"{len(res)} programs: {sum(1 for r in res if r['native']=='skip' and r['baton']=='skip')} skipped or not run, "
+lines = [f"{len(res)} programs: {sum(1 for r in res if r['native'] == 'skip' and r['baton'] == 'skip')} skipped, "
          f"{sum(1 for r in res if r['detail'].startswith('build failed'))} failed to build",
          f"pass natively: {len(npass)}; of those pass under Baton: {len(bpass)} "
          f"({100.0 * len(bpass) / max(1, len(npass)):.1f} %)",
          "by (native, baton): " + ", ".join(f"{a}/{b}: {k}" for (a, b), k in sorted(c.items())), ""]
 for r in res:
-    lines.append(f"{r['name']:32} {r['native']:5} {r['baton']:5} {r['detail'][:250]}")
+    lines.append(f"{r['name']:32} {r['native']:5} {r['baton']:5} {r['detail'][:300]}")
 open(out_sum, "w").write("\n".join(lines) + "\n")
 print("\n".join(lines))
 PY

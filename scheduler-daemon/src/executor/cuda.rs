@@ -567,6 +567,35 @@ impl Executor for CudaExecutor {
         check(unsafe { sys::cuMemcpy2DAsync_v2(&c, stream(s)) })
     }
 
+    fn max_active_clusters(&self, device: u32, f: Raw, cfg: &LaunchConfig) -> GpuResult<i64> {
+        self.bind(device)?;
+        // SAFETY: an all-zero launch attribute is a valid C value (the union is plain data).
+        let mut attr: sys::CUlaunchAttribute = unsafe { std::mem::zeroed() };
+        let clustered = cfg.cluster.iter().any(|&c| c != 0);
+        if clustered {
+            attr.id = sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION;
+            attr.value.clusterDim.x = cfg.cluster[0].max(1);
+            attr.value.clusterDim.y = cfg.cluster[1].max(1);
+            attr.value.clusterDim.z = cfg.cluster[2].max(1);
+        }
+        let config = sys::CUlaunchConfig {
+            gridDimX: cfg.grid[0],
+            gridDimY: cfg.grid[1],
+            gridDimZ: cfg.grid[2],
+            blockDimX: cfg.block[0],
+            blockDimY: cfg.block[1],
+            blockDimZ: cfg.block[2],
+            sharedMemBytes: cfg.shared_mem,
+            hStream: null_mut(),
+            attrs: &mut attr,
+            numAttrs: clustered as u32,
+        };
+        let mut n = 0;
+        // SAFETY: valid function; `config` and `attr` outlive the call.
+        check(unsafe { sys::cuOccupancyMaxActiveClusters(&mut n, func(f), &config) })?;
+        Ok(n as i64)
+    }
+
     fn get_limit(&self, device: u32, limit: u32) -> GpuResult<u64> {
         self.bind(device)?;
         let l = known_limit(limit)?;

@@ -155,6 +155,9 @@ pub trait Executor: Send + Sync + 'static {
         stream: Raw,
     ) -> GpuResult<()>;
 
+    /// `cuOccupancyMaxActiveClusters` for a launch of `func` with `cfg`.
+    fn max_active_clusters(&self, device: u32, func: Raw, cfg: &LaunchConfig) -> GpuResult<i64>;
+
     fn get_limit(&self, device: u32, limit: u32) -> GpuResult<u64>;
     fn set_limit(&self, device: u32, limit: u32, value: u64) -> GpuResult<()>;
 

@@ -519,6 +519,13 @@ impl Executor for SimExecutor {
         Ok(())
     }
 
+    fn max_active_clusters(&self, _device: u32, func: Raw, _cfg: &LaunchConfig) -> GpuResult<i64> {
+        if !self.lock().funcs.contains_key(&func) {
+            return Err(GpuError(code::INVALID_HANDLE));
+        }
+        Ok(4)
+    }
+
     fn get_limit(&self, _device: u32, limit: u32) -> GpuResult<u64> {
         let set = self.lock().limits.get(&limit).copied();
         set.or(match limit {

@@ -453,6 +453,20 @@ impl Session {
                 )?;
                 self.finish_if_sync(m, device, stream)
             }
+            Op::OccupancyClusters => {
+                let b: p::OccupancyClusters = m.body().map_err(body_err)?;
+                let f = self.funcs.get(b.func)?;
+                let cfg = LaunchConfig {
+                    grid: b.grid,
+                    block: b.block,
+                    cluster: b.cluster,
+                    shared_mem: b.shared_mem,
+                    cooperative: false,
+                };
+                Ok(Answer::value(
+                    exec.max_active_clusters(f.device, f.raw, &cfg)? as u64,
+                ))
+            }
             Op::CtxLimit => {
                 let b: p::CtxLimit = m.body().map_err(body_err)?;
                 if b.set != 0 {

@@ -222,7 +222,7 @@ pub(crate) unsafe fn cuThreadExchangeStreamCaptureMode(mode: *mut CUstreamCaptur
     }
     // SAFETY: non-null in/out pointer from the caller.
     let new = unsafe { *mode };
-    let old = CAPTURE_MODE.with(|m| m.replace(new.0));
+    let old = CAPTURE_MODE.try_with(|m| m.replace(new.0)).unwrap_or(0);
     // SAFETY: as above.
     unsafe { *mode = CUstreamCaptureMode(old) };
     CUresult::CUDA_SUCCESS

@@ -38,8 +38,11 @@ pub(crate) fn primary(
 
 /// The calling thread's current context.
 pub(crate) fn current() -> Result<&'static Context, CUresult> {
+    // While the thread exits its thread-locals are gone: it has no current context then.
     STACK
-        .with(|s| s.borrow().last().copied())
+        .try_with(|s| s.borrow().last().copied())
+        .ok()
+        .flatten()
         .filter(|c| c.alive.load(Ordering::Relaxed))
         .ok_or(CUresult::CUDA_ERROR_INVALID_CONTEXT)
 }
@@ -50,7 +53,7 @@ pub(crate) fn current_device() -> Result<u32, CUresult> {
 }
 
 fn set_current(ctx: Option<&'static Context>) {
-    STACK.with(|s| {
+    let _ = STACK.try_with(|s| {
         let mut s = s.borrow_mut();
         s.pop();
         if let Some(c) = ctx {
@@ -134,7 +137,7 @@ pub(crate) unsafe fn cuCtxCreate_v4(
         let c = ready()?;
         super::init::device(c, dev)?;
         let ctx = Context::new(dev as u32, flags, false);
-        STACK.with(|s| s.borrow_mut().push(ctx));
+        let _ = STACK.try_with(|s| s.borrow_mut().push(ctx));
         // SAFETY: forwarded caller contract.
         unsafe { out(pctx, ctx.handle()) }
     })())
@@ -165,7 +168,7 @@ pub(crate) unsafe fn cuCtxDestroy_v2(ctx: CUcontext) -> CUresult {
         if !ctx.primary {
             ctx.alive.store(false, Ordering::Relaxed);
         }
-        STACK.with(|s| s.borrow_mut().retain(|x| !std::ptr::eq(*x, ctx)));
+        let _ = STACK.try_with(|s| s.borrow_mut().retain(|x| !std::ptr::eq(*x, ctx)));
         crate::export_tables::context_destroyed(ctx.handle());
         Ok(())
     })())
@@ -193,7 +196,7 @@ pub(crate) unsafe fn cuCtxPushCurrent_v2(ctx: CUcontext) -> CUresult {
     ret((|| {
         ready()?;
         let c = Context::from_handle(ctx)?;
-        STACK.with(|s| s.borrow_mut().push(c));
+        let _ = STACK.try_with(|s| s.borrow_mut().push(c));
         Ok(())
     })())
 }
@@ -202,7 +205,9 @@ pub(crate) unsafe fn cuCtxPopCurrent_v2(pctx: *mut CUcontext) -> CUresult {
     ret((|| {
         ready()?;
         let c = STACK
-            .with(|s| s.borrow_mut().pop())
+            .try_with(|s| s.borrow_mut().pop())
+            .ok()
+            .flatten()
             .ok_or(CUresult::CUDA_ERROR_INVALID_CONTEXT)?;
         if !pctx.is_null() {
             // SAFETY: non-null out-pointer from the caller.

@@ -124,10 +124,9 @@ unsafe fn launch(
     if s.device != f.device {
         return Err(CUresult::CUDA_ERROR_INVALID_HANDLE);
     }
-    PARAMS.with(|buf| {
-        let mut buf = buf.borrow_mut();
+    let send = |buf: &mut Vec<u8>| -> Result<(), CUresult> {
         // SAFETY: per the contract.
-        unsafe { pack(f, params, extra, &mut buf)? };
+        unsafe { pack(f, params, extra, buf)? };
         let body = p::Launch {
             func: f.id,
             stream: s.daemon_id()?,
@@ -143,8 +142,13 @@ unsafe fn launch(
             params_len: buf.len() as u32,
         };
         submitted(s);
-        c.post(Op::Launch, &body, &buf)
-    })
+        c.post(Op::Launch, &body, buf)
+    };
+    // The thread's reusable buffer, or a fresh one while the thread is exiting.
+    match PARAMS.try_with(|b| send(&mut b.borrow_mut())) {
+        Ok(r) => r,
+        Err(_) => send(&mut Vec::new()),
+    }
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -179,3 +179,41 @@ pub(crate) unsafe fn cuOccupancyMaxPotentialBlockSize(
         )
     }
 }
+
+pub(crate) unsafe fn cuOccupancyMaxActiveClusters(
+    n: *mut c_int,
+    func: CUfunction,
+    config: *const CUlaunchConfig,
+) -> CUresult {
+    ret((|| {
+        let c = ready()?;
+        let f = Function::from_handle(func)?;
+        if config.is_null() {
+            return Err(CUresult::CUDA_ERROR_INVALID_VALUE);
+        }
+        // SAFETY: non-null config from the caller.
+        let cfg = unsafe { &*config };
+        let mut cluster = [0u32; 3];
+        if cfg.numAttrs > 0 && !cfg.attrs.is_null() {
+            for i in 0..cfg.numAttrs as usize {
+                // SAFETY: `numAttrs` entries.
+                let a = unsafe { &*cfg.attrs.add(i) };
+                if a.id == CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION {
+                    // SAFETY: the union member named by the id.
+                    let d = unsafe { a.value.clusterDim };
+                    cluster = [d.x, d.y, d.z];
+                }
+            }
+        }
+        let body = p::OccupancyClusters {
+            func: f.id,
+            grid: [cfg.gridDimX, cfg.gridDimY, cfg.gridDimZ],
+            block: [cfg.blockDimX, cfg.blockDimY, cfg.blockDimZ],
+            cluster,
+            shared_mem: cfg.sharedMemBytes,
+        };
+        let r = c.call(Op::OccupancyClusters, &body, &[])?;
+        // SAFETY: forwarded caller contract.
+        unsafe { out(n, r.values[0] as c_int) }
+    })())
+}

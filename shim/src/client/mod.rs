@@ -203,6 +203,31 @@ thread_local! {
     static ENCODE: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(1024));
 }
 
+/// Encodes a message in the thread's reusable buffer (or a fresh one while the thread is
+/// exiting: runtimes unload modules from exit handlers, after thread-locals are gone).
+fn encoded<B: IntoBytes + Immutable, R>(
+    op: Op,
+    reply: u32,
+    body: &B,
+    tail: &[u8],
+    send: impl FnOnce(&[u8]) -> R,
+) -> R {
+    let mut send = Some(send);
+    let r = ENCODE.try_with(|b| {
+        let mut b = b.borrow_mut();
+        encode(op, reply, body, tail, &mut b);
+        (send.take().expect("called once"))(&b)
+    });
+    match r {
+        Ok(r) => r,
+        Err(_) => {
+            let mut b = Vec::new();
+            encode(op, reply, body, tail, &mut b);
+            (send.take().expect("not called"))(&b)
+        }
+    }
+}
+
 impl Client {
     /// Whether the daemon is still there: its end of the control socket is open. A thread
     /// that is itself using the socket proves it is.
@@ -252,11 +277,7 @@ impl Client {
         body: &B,
         tail: &[u8],
     ) -> Result<(), CUresult> {
-        ENCODE.with(|b| {
-            let mut b = b.borrow_mut();
-            encode(op, NO_REPLY, body, tail, &mut b);
-            self.push(&b)
-        })
+        encoded(op, NO_REPLY, body, tail, |m| self.push(m))
     }
 
     /// Sends a command and waits for its answer.
@@ -283,11 +304,7 @@ impl Client {
     ) -> Result<Reply, CUresult> {
         let slot = self.region.reply(idx).ok_or(CUresult::CUDA_ERROR_UNKNOWN)?;
         slot.state.store(REPLY_PENDING, Ordering::Relaxed);
-        ENCODE.with(|b| {
-            let mut b = b.borrow_mut();
-            encode(op, idx, body, tail, &mut b);
-            self.push(&b)
-        })?;
+        encoded(op, idx, body, tail, |m| self.push(m))?;
         // Spin briefly (most answers come within microseconds), then sleep on the futex,
         // checking now and then that the daemon is still there.
         let spin_until = Instant::now() + Duration::from_micros(30);
