@@ -537,28 +537,33 @@ impl Executor for CudaExecutor {
         s: Raw,
     ) -> GpuResult<()> {
         self.bind(device)?;
-        // SAFETY: an all-zero CUDA_MEMCPY2D is a valid C value; the fields are set below.
-        let mut c: sys::CUDA_MEMCPY2D = unsafe { std::mem::zeroed() };
-        match src {
-            Mem::Device(p) => {
-                c.srcMemoryType = sys::CUmemorytype::CU_MEMORYTYPE_DEVICE;
-                c.srcDevice = p;
-            }
-            Mem::Host(p) => {
-                c.srcMemoryType = sys::CUmemorytype::CU_MEMORYTYPE_HOST;
-                c.srcHost = p as *const c_void;
-            }
-        }
-        match dst {
-            Mem::Device(p) => {
-                c.dstMemoryType = sys::CUmemorytype::CU_MEMORYTYPE_DEVICE;
-                c.dstDevice = p;
-            }
-            Mem::Host(p) => {
-                c.dstMemoryType = sys::CUmemorytype::CU_MEMORYTYPE_HOST;
-                c.dstHost = p as *mut c_void;
-            }
-        }
+        // Built field by field: the memory-type fields are Rust enums with no zero value.
+        let (src_type, src_host, src_device) = match src {
+            Mem::Device(p) => (sys::CUmemorytype::CU_MEMORYTYPE_DEVICE, std::ptr::null(), p),
+            Mem::Host(p) => (sys::CUmemorytype::CU_MEMORYTYPE_HOST, p as *const c_void, 0),
+        };
+        let (dst_type, dst_host, dst_device) = match dst {
+            Mem::Device(p) => (sys::CUmemorytype::CU_MEMORYTYPE_DEVICE, null_mut(), p),
+            Mem::Host(p) => (sys::CUmemorytype::CU_MEMORYTYPE_HOST, p as *mut c_void, 0),
+        };
+        let mut c = sys::CUDA_MEMCPY2D {
+            srcXInBytes: 0,
+            srcY: 0,
+            srcMemoryType: src_type,
+            srcHost: src_host,
+            srcDevice: src_device,
+            srcArray: null_mut(),
+            srcPitch: 0,
+            dstXInBytes: 0,
+            dstY: 0,
+            dstMemoryType: dst_type,
+            dstHost: dst_host,
+            dstDevice: dst_device,
+            dstArray: null_mut(),
+            dstPitch: 0,
+            WidthInBytes: 0,
+            Height: 0,
+        };
         c.srcPitch = src_pitch as usize;
         c.dstPitch = dst_pitch as usize;
         c.WidthInBytes = width as usize;
