@@ -155,12 +155,12 @@ fn describe(ordinal: i32, get_attr: GetAttrFn) -> GpuResult<DeviceInfo> {
     })
 }
 
-/// The limits every 13.x driver knows (`CU_LIMIT_STACK_SIZE` .. `CU_LIMIT_PERSISTING_L2_CACHE_SIZE`).
+/// The limits of the 13.0 ABI (`CU_LIMIT_STACK_SIZE` .. `CU_LIMIT_CIG_SHMEM_FALLBACK_ENABLED`).
 fn known_limit(limit: u32) -> GpuResult<sys::CUlimit> {
-    if limit > 6 {
+    if limit > 9 {
         return Err(GpuError(code::NOT_SUPPORTED));
     }
-    // SAFETY: 0..=6 are variants of the enum in every supported binding.
+    // SAFETY: 0..=9 are variants of the enum in the 13.0 bindings this crate pins.
     Ok(unsafe { std::mem::transmute::<u32, sys::CUlimit>(limit) })
 }
 

@@ -531,13 +531,13 @@ impl Executor for SimExecutor {
         set.or(match limit {
             0 => Some(1024),
             1 | 2 => Some(8 << 20),
-            3..=6 => Some(0),
+            3..=9 => Some(0),
             _ => None,
         })
         .ok_or(GpuError(code::NOT_SUPPORTED))
     }
     fn set_limit(&self, _device: u32, limit: u32, value: u64) -> GpuResult<()> {
-        if limit > 6 {
+        if limit > 9 {
             return Err(GpuError(code::NOT_SUPPORTED));
         }
         self.lock().limits.insert(limit, value);
