@@ -11,6 +11,7 @@
 pub mod config;
 pub mod executor;
 pub mod host_memory;
+pub mod metrics;
 pub mod scheduler;
 pub mod server;
 pub mod session;
@@ -131,6 +132,7 @@ pub fn run(opts: &Options) -> Result<(), String> {
     if config.daemon.policy != config::PolicyKind::Passthrough {
         tracing::warn!(policy = ?config.daemon.policy, "this policy is not in the daemon's issue path yet: work is issued at once (passthrough); admission and memory quotas do apply");
     }
+    let metrics_addr = config.daemon.metrics_listen;
     let daemon = server::Daemon::new(exec, arena, config);
 
     let sock = path.clone();
@@ -144,6 +146,9 @@ pub fn run(opts: &Options) -> Result<(), String> {
             std::process::exit(0);
         })
         .map_err(|e| e.to_string())?;
+    if let Some(addr) = metrics_addr {
+        metrics::serve(daemon.clone(), addr);
+    }
     systemd::ready();
     daemon
         .serve(listener)

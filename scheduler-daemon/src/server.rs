@@ -42,6 +42,14 @@ impl Daemon {
         })
     }
 
+    /// Each connected session's memory quota (`None`: unlimited).
+    pub fn quotas(&self) -> HashMap<u64, Option<u64>> {
+        lock(&self.sessions)
+            .iter()
+            .map(|(&id, s)| (id, s.policy.memory_quota))
+            .collect()
+    }
+
     pub fn status(&self) -> StatusReport {
         let mut clients: Vec<ClientStatus> = lock(&self.sessions)
             .values()

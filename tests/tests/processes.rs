@@ -630,3 +630,50 @@ fn clients_the_policy_refuses_get_a_clear_error() {
         "stderr: {err}"
     );
 }
+
+#[test]
+fn metrics_endpoint_reports_per_tenant_figures() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = format!(
+        "[daemon]\nmetrics_listen = \"127.0.0.1:{port}\"\n[default]\nmemory_quota = \"1GiB\"\n"
+    );
+    let d = Daemon::start_with("metrics", Some(&config));
+    let mut child = client("client_hold_memory", &d.socket)
+        .env("BATON_TENANT", "alice")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_ready(&mut BufReader::new(child.stdout.take().unwrap()));
+    d.wait_status("the client to hold memory", |s| {
+        s.clients.len() == 1 && s.clients[0].memory_bytes >= 64 << 20
+    });
+    let page = {
+        use std::io::{Read, Write};
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let mut s = String::new();
+        c.read_to_string(&mut s).unwrap();
+        s
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(page.starts_with("HTTP/1.1 200 OK"), "{page}");
+    assert!(page.contains("\nbaton_clients 1\n"), "{page}");
+    let mem = page
+        .lines()
+        .find(|l| l.starts_with("baton_tenant_memory_bytes{tenant=\"alice\""))
+        .unwrap_or_else(|| panic!("{page}"));
+    let bytes: u64 = mem.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(bytes >= 64 << 20, "{mem}");
+    assert!(
+        page.contains("baton_tenant_memory_quota_bytes{tenant=\"alice\""),
+        "{page}"
+    );
+    assert!(page.contains(" 1073741824\n"), "{page}");
+}

@@ -8,6 +8,8 @@
 
 mod dispatch;
 mod host_calls;
+#[cfg(test)]
+mod hostile;
 pub mod streams;
 pub mod tables;
 
