@@ -108,6 +108,15 @@ extern "C" {
     pub fn cuMemFreeAsync(p: CUdeviceptr, s: CUstream) -> CUresult;
     pub fn cuMemHostRegister_v2(p: *mut c_void, n: usize, flags: c_uint) -> CUresult;
     pub fn cuMemHostUnregister(p: *mut c_void) -> CUresult;
+    pub fn cuStreamIsCapturing(s: CUstream, st: *mut CUstreamCaptureStatus) -> CUresult;
+    pub fn cuStreamGetCaptureInfo_v2(
+        s: CUstream,
+        st: *mut CUstreamCaptureStatus,
+        id: *mut u64,
+        g: *mut CUgraph,
+        deps: *mut *const CUgraphNode,
+        n: *mut usize,
+    ) -> CUresult;
     pub fn cuCtxGetLimit(v: *mut usize, l: CUlimit) -> CUresult;
     pub fn cuCtxSetLimit(l: CUlimit, v: usize) -> CUresult;
     pub fn cuPointerGetAttribute(

@@ -469,3 +469,25 @@ fn pitched_copies_async_allocations_callbacks_and_registered_memory() {
     cu!(cuMemHostUnregister(page.as_mut_ptr() as *mut c_void));
     cu!(cuMemFree_v2(dd));
 }
+
+#[test]
+fn no_stream_is_ever_capturing() {
+    init_thread();
+    let mut st = CUstreamCaptureStatus(9);
+    cu!(cuStreamIsCapturing(null_mut(), &mut st));
+    assert_eq!(st, CUstreamCaptureStatus::CU_STREAM_CAPTURE_STATUS_NONE);
+    st = CUstreamCaptureStatus(9);
+    let mut id = 5u64;
+    cu!(cuStreamGetCaptureInfo_v2(
+        null_mut(),
+        &mut st,
+        &mut id,
+        null_mut(),
+        null_mut(),
+        null_mut()
+    ));
+    assert_eq!(
+        (st, id),
+        (CUstreamCaptureStatus::CU_STREAM_CAPTURE_STATUS_NONE, 0)
+    );
+}

@@ -237,3 +237,38 @@ pub(crate) unsafe fn cuProfilerStart() -> CUresult {
 pub(crate) unsafe fn cuProfilerStop() -> CUresult {
     ret(ready().map(|_| ()))
 }
+
+/// The 11.3 form (no edge data): as `cuStreamGetCaptureInfo_v3`, never capturing.
+pub(crate) unsafe fn cuStreamGetCaptureInfo_v2(
+    stream: CUstream,
+    status: *mut CUstreamCaptureStatus,
+    id: *mut cuuint64_t,
+    graph: *mut CUgraph,
+    deps: *mut *const CUgraphNode,
+    ndeps: *mut usize,
+) -> CUresult {
+    // SAFETY: same contract; the edge-data output is not asked for.
+    unsafe {
+        cuStreamGetCaptureInfo_v3(stream, status, id, graph, deps, std::ptr::null_mut(), ndeps)
+    }
+}
+
+/// The 10.1 form: status and capture id only.
+pub(crate) unsafe fn cuStreamGetCaptureInfo(
+    stream: CUstream,
+    status: *mut CUstreamCaptureStatus,
+    id: *mut cuuint64_t,
+) -> CUresult {
+    // SAFETY: same contract, fewer outputs.
+    unsafe {
+        cuStreamGetCaptureInfo_v3(
+            stream,
+            status,
+            id,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+        )
+    }
+}

@@ -29,8 +29,9 @@ pub(crate) use compat::{
     cuCtxPushCurrent, cuCtxSetCacheConfig, cuCtxSetLimit, cuCtxSynchronize_v2, cuDeviceGetLuid,
     cuDevicePrimaryCtxRelease, cuDevicePrimaryCtxReset, cuDevicePrimaryCtxSetFlags, cuEventDestroy,
     cuFuncGetParamInfo, cuFuncSetCacheConfig, cuModuleGetLoadingMode, cuProfilerStart,
-    cuProfilerStop, cuStreamDestroy, cuStreamGetCaptureInfo_v3, cuStreamGetDevice, cuStreamGetId,
-    cuStreamIsCapturing, cuThreadExchangeStreamCaptureMode,
+    cuProfilerStop, cuStreamDestroy, cuStreamGetCaptureInfo, cuStreamGetCaptureInfo_v2,
+    cuStreamGetCaptureInfo_v3, cuStreamGetDevice, cuStreamGetId, cuStreamIsCapturing,
+    cuThreadExchangeStreamCaptureMode,
 };
 pub(crate) use context::{
     cuCtxCreate_v2, cuCtxCreate_v4, cuCtxDestroy_v2, cuCtxGetApiVersion, cuCtxGetCurrent,
@@ -111,6 +112,8 @@ pub(crate) use self::cuMemsetD32_v2 as cuMemsetD32_v2_ptds;
 pub(crate) use self::cuMemsetD8Async as cuMemsetD8Async_ptsz;
 pub(crate) use self::cuMemsetD8_v2 as cuMemsetD8_v2_ptds;
 pub(crate) use self::cuStreamAddCallback as cuStreamAddCallback_ptsz;
+pub(crate) use self::cuStreamGetCaptureInfo as cuStreamGetCaptureInfo_ptsz;
+pub(crate) use self::cuStreamGetCaptureInfo_v2 as cuStreamGetCaptureInfo_v2_ptsz;
 pub(crate) use self::cuStreamGetCaptureInfo_v3 as cuStreamGetCaptureInfo_v3_ptsz;
 pub(crate) use self::cuStreamGetCtx as cuStreamGetCtx_ptsz;
 pub(crate) use self::cuStreamGetDevice as cuStreamGetDevice_ptsz;
