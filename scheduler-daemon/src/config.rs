@@ -797,6 +797,13 @@ mod tests {
     }
 
     #[test]
+    fn example_quota_file_parses() {
+        let c = Config::parse(include_str!("../../examples/quota.toml")).unwrap();
+        let p = c.resolve(Some("alice"), None, 1000, 1000).unwrap();
+        assert_eq!(p.memory_quota, Some(2 << 30));
+    }
+
+    #[test]
     fn packaged_file_parses() {
         let c = Config::parse(include_str!("../../packaging/baton.toml")).unwrap();
         assert_eq!(c.daemon.policy, PolicyKind::Passthrough);
