@@ -9,6 +9,8 @@ BIN=target/release
 export BATON_SOCKET=${BATON_SOCKET:-$(mktemp -d)/baton.sock}
 "$BIN/baton" run --tenant alice -- "$@" &
 A=$!
+# The first `baton run` starts the daemon; let it come up before the second connects.
+for _ in $(seq 100); do [ -S "$BATON_SOCKET" ] && break; sleep 0.1; done
 "$BIN/baton" run --tenant bob -- "$@" &
 B=$!
 sleep 1
