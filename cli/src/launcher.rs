@@ -95,6 +95,10 @@ fn start_daemon(socket: &Path) -> Result<(), String> {
             return Ok(());
         }
         if let Ok(Some(status)) = child.try_wait() {
+            // Another `baton run` may have started a daemon at the same moment: use it.
+            if UnixStream::connect(socket).is_ok() {
+                return Ok(());
+            }
             let log = std::fs::read_to_string(&log_path).unwrap_or_default();
             return Err(format!(
                 "the daemon exited ({status}) before it was ready:\n{}",
