@@ -272,3 +272,15 @@ pub(crate) unsafe fn cuStreamGetCaptureInfo(
         )
     }
 }
+
+pub(crate) unsafe fn cuKernelSetCacheConfig(
+    kernel: CUkernel,
+    _config: CUfunc_cache,
+    dev: CUdevice,
+) -> CUresult {
+    // A preference, like cuFuncSetCacheConfig: checked, not forwarded (see above).
+    ret(ready()
+        .and_then(|c| super::init::device(c, dev))
+        .and_then(|_| Function::from_handle(kernel))
+        .map(|_| ()))
+}

@@ -28,10 +28,10 @@ pub(crate) use compat::{
     cuCtxDestroy, cuCtxGetCacheConfig, cuCtxGetDevice_v2, cuCtxGetLimit, cuCtxPopCurrent,
     cuCtxPushCurrent, cuCtxSetCacheConfig, cuCtxSetLimit, cuCtxSynchronize_v2, cuDeviceGetLuid,
     cuDevicePrimaryCtxRelease, cuDevicePrimaryCtxReset, cuDevicePrimaryCtxSetFlags, cuEventDestroy,
-    cuFuncGetParamInfo, cuFuncSetCacheConfig, cuModuleGetLoadingMode, cuProfilerStart,
-    cuProfilerStop, cuStreamDestroy, cuStreamGetCaptureInfo, cuStreamGetCaptureInfo_v2,
-    cuStreamGetCaptureInfo_v3, cuStreamGetDevice, cuStreamGetId, cuStreamIsCapturing,
-    cuThreadExchangeStreamCaptureMode,
+    cuFuncGetParamInfo, cuFuncSetCacheConfig, cuKernelSetCacheConfig, cuModuleGetLoadingMode,
+    cuProfilerStart, cuProfilerStop, cuStreamDestroy, cuStreamGetCaptureInfo,
+    cuStreamGetCaptureInfo_v2, cuStreamGetCaptureInfo_v3, cuStreamGetDevice, cuStreamGetId,
+    cuStreamIsCapturing, cuThreadExchangeStreamCaptureMode,
 };
 pub(crate) use context::{
     cuCtxCreate_v2, cuCtxCreate_v4, cuCtxDestroy_v2, cuCtxGetApiVersion, cuCtxGetCurrent,
