@@ -278,6 +278,21 @@ impl SharedRegion {
     }
 }
 
+impl SharedRegion {
+    /// Gives up the region without unmapping it, returning its memory file. For a caller that
+    /// has already replaced the mapping itself (e.g. with a `MAP_FIXED` reservation over the
+    /// same range, so that no other mapping can slip into a hole in between).
+    ///
+    /// # Safety
+    /// The caller must have replaced or unmapped `[as_ptr(), as_ptr() + len())` already, or
+    /// accept that the mapping stays for the life of the process.
+    pub unsafe fn forget_mapping(self) -> OwnedFd {
+        let this = std::mem::ManuallyDrop::new(self);
+        // SAFETY: `this` is never dropped, so the fd is moved out exactly once.
+        unsafe { std::ptr::read(&this.fd) }
+    }
+}
+
 impl Drop for SharedRegion {
     fn drop(&mut self) {
         // SAFETY: `ptr`/`len` is exactly the mapping this value created and owns; no reference

@@ -172,9 +172,19 @@ impl HostChunk {
     pub fn release(mut self, exec: &dyn Executor) {
         if let Some(r) = self.region.take() {
             let _ = exec.host_unregister(r.as_ptr());
-            drop(r);
-            // SAFETY: the range belongs to our reservation and its mapping was just dropped.
-            let _ = unsafe { rereserve(self.addr, self.len) };
+            // Replace the shared mapping with reserved space in one step, then let the region
+            // go without unmapping: a plain munmap first would leave a hole another mapping of
+            // this process could take, and a later chunk mapped with MAP_FIXED would clobber it.
+            // SAFETY: the range belongs to our reservation; the GPU no longer uses it.
+            match unsafe { rereserve(self.addr, self.len) } {
+                // SAFETY: the mapping was just replaced by the reservation.
+                Ok(()) => drop(unsafe { r.forget_mapping() }),
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not re-reserve a freed pinned chunk; its range stays out of use");
+                    drop(r);
+                    return;
+                }
+            }
             self.arena.give_back(self.addr, self.len);
         }
     }
