@@ -35,17 +35,19 @@ pub fn show(socket: Option<PathBuf>, json: bool) -> Result<(), String> {
         path.display()
     );
     println!(
-        "{:>7} {:>8} {:>6} {:<16} {:>12} {:>10} {:>10}",
-        "SESSION", "PID", "UID", "TENANT", "MEMORY", "COMMANDS", "LAUNCHES"
+        "{:>7} {:>8} {:>6} {:<16} {:<7} {:>12} {:>12} {:>10} {:>10}",
+        "SESSION", "PID", "UID", "TENANT", "CLASS", "MEMORY", "QUOTA", "COMMANDS", "LAUNCHES"
     );
     for c in &report.clients {
         println!(
-            "{:>7} {:>8} {:>6} {:<16} {:>12} {:>10} {:>10}",
+            "{:>7} {:>8} {:>6} {:<16} {:<7} {:>12} {:>12} {:>10} {:>10}",
             c.session,
             c.pid,
             c.uid,
             c.tenant,
+            c.class,
             human_bytes(c.memory_bytes),
+            c.memory_quota.map_or_else(|| "-".to_string(), human_bytes),
             c.commands,
             c.launches
         );

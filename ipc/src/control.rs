@@ -118,6 +118,12 @@ pub struct ClientStatus {
     pub uid: u32,
     pub tenant: String,
     pub memory_bytes: u64,
+    /// The tenant's memory quota; `None`: unlimited.
+    #[serde(default)]
+    pub memory_quota: Option<u64>,
+    /// The tenant's class from the policy file ("high", "normal", "low" or a level).
+    #[serde(default)]
+    pub class: String,
     pub commands: u64,
     pub launches: u64,
 }

@@ -59,6 +59,8 @@ impl Daemon {
                 uid: s.identity.uid,
                 tenant: s.identity.tenant.clone(),
                 memory_bytes: s.memory_bytes.load(Ordering::Relaxed) + lock(&s.host).bytes(),
+                memory_quota: s.policy.memory_quota,
+                class: s.policy.class.to_string(),
                 commands: s.commands.load(Ordering::Relaxed),
                 launches: s.launches.load(Ordering::Relaxed),
             })

@@ -555,6 +555,7 @@ fn baton_status_lists_clients() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
     assert!(text.contains("Baton Simulated GPU"), "{text}");
+    assert!(text.contains("CLASS") && text.contains("normal"), "{text}");
     assert!(
         text.contains(&child.id().to_string()),
         "status should list the client's pid {}: {text}",
