@@ -6,8 +6,6 @@
 # skips what no longer fits and says so).
 #
 # Usage:  OUT=/dir/for/logs bash tests/gpu/run_all.sh
-#   e.g. with the device tool: carry [".carry"], command
-#        BATON_COMMIT=<sha> bash tests/gpu/run_all.sh
 #
 # $OUT gets at most 7 files: gpu-tests.log, batond.log, results.json,
 # results-meta.json, foundation.log, foundation.json, foundation.md.
