@@ -149,17 +149,11 @@ impl Policy for Fair {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{Scheduler, Work, WorkKind};
+    use super::super::{Scheduler, Work};
     use super::*;
 
     fn work(tenant: TenantId) -> Work {
-        Work {
-            tenant,
-            stream: 0,
-            job: 0,
-            kind: WorkKind::Kernel,
-            key: None,
-        }
+        crate::scheduler::test_work(tenant, 0)
     }
 
     #[test]

@@ -126,18 +126,12 @@ impl Gate {
 mod tests {
     use super::*;
     use crate::config::Class;
-    use crate::scheduler::{priority::Priority, WorkKind};
+    use crate::scheduler::priority::Priority;
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
 
     fn work(tenant: TenantId) -> Work {
-        Work {
-            tenant,
-            stream: 0,
-            job: 0,
-            kind: WorkKind::Kernel,
-            key: None,
-        }
+        crate::scheduler::test_work(tenant, 0)
     }
 
     #[test]

@@ -416,18 +416,24 @@ impl<T> Scheduler<T> {
     }
 }
 
+/// A kernel launch of job 0 with no cost key: the work item the policy tests submit.
+#[cfg(test)]
+pub(crate) fn test_work(tenant: TenantId, stream: StreamId) -> Work {
+    Work {
+        tenant,
+        stream,
+        job: 0,
+        kind: WorkKind::Kernel,
+        key: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn work(tenant: TenantId, stream: StreamId) -> Work {
-        Work {
-            tenant,
-            stream,
-            job: 0,
-            kind: WorkKind::Kernel,
-            key: None,
-        }
+        test_work(tenant, stream)
     }
 
     /// Picks only the first ready head each time.

@@ -150,7 +150,7 @@ impl Policy for Priority {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{Scheduler, Work, WorkKind};
+    use super::super::{Scheduler, Work};
     use super::*;
 
     fn tenant(class: Class) -> TenantPolicy {
@@ -161,13 +161,7 @@ mod tests {
     }
 
     fn work(tenant: TenantId) -> Work {
-        Work {
-            tenant,
-            stream: 0,
-            job: 0,
-            kind: WorkKind::Kernel,
-            key: None,
-        }
+        crate::scheduler::test_work(tenant, 0)
     }
 
     #[test]
