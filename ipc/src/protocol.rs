@@ -79,6 +79,24 @@ ops! {
     MemFreeAsync = 31 => MemFreeAsync,
     Copy2D = 32 => Copy2D,
     OccupancyClusters = 33 => OccupancyClusters,
+    VmmGranularity = 34 => VmmProp,
+    VmmReserve = 35 => VmmReserve,
+    VmmAddressFree = 36 => VmmRange,
+    VmmCreate = 37 => VmmCreate,
+    VmmRelease = 38 => ObjectId,
+    VmmMap = 39 => VmmMap,
+    VmmUnmap = 40 => VmmRange,
+    VmmSetAccess = 41 => VmmSetAccess,
+    VmmGetAccess = 42 => VmmGetAccess,
+    VmmRetain = 43 => MemFree,
+    CaptureBegin = 44 => CaptureBegin,
+    CaptureEnd = 45 => ObjectId,
+    GraphInstantiate = 46 => GraphInstantiate,
+    GraphLaunch = 47 => GraphLaunch,
+    GraphUpload = 48 => GraphLaunch,
+    GraphExecDestroy = 49 => ObjectId,
+    GraphDestroy = 50 => ObjectId,
+    GraphNodeCount = 51 => ObjectId,
 }
 
 /// First bytes of every message.
@@ -361,6 +379,116 @@ pub struct OccupancyClusters {
     pub block: [u32; 3],
     pub cluster: [u32; 3],
     pub shared_mem: u32,
+}
+
+// ---- Virtual memory management (`cuMemCreate`, `cuMemMap`, ...). Handles are session ids.
+
+/// The fields of `CUmemAllocationProp` the daemon needs (and, for `VmmGranularity`, which
+/// granularity: `CUmemAllocationGranularity_flags`); answered with the granularity.
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct VmmProp {
+    pub kind: u32,
+    pub location_type: u32,
+    pub location_id: i32,
+    pub handle_types: u32,
+    pub compression: u32,
+    pub gpu_direct_rdma: u32,
+    pub usage: u32,
+    pub option: u32,
+}
+
+/// `cuMemAddressReserve`; answered with the reserved address.
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct VmmReserve {
+    pub size: u64,
+    pub alignment: u64,
+    pub addr: u64,
+    pub flags: u64,
+}
+
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct VmmRange {
+    pub ptr: u64,
+    pub size: u64,
+}
+
+/// `cuMemCreate`; answered with the handle's session id.
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct VmmCreate {
+    pub size: u64,
+    pub prop: VmmProp,
+}
+
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct VmmMap {
+    pub ptr: u64,
+    pub size: u64,
+    pub offset: u64,
+    pub handle: u64,
+}
+
+/// Most access descriptors one `cuMemSetAccess` may carry (one per device, plus slack).
+pub const VMM_MAX_ACCESS: usize = 8;
+
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct VmmAccess {
+    pub location_type: u32,
+    pub location_id: i32,
+    pub flags: u32,
+    pub _pad: u32,
+}
+
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct VmmSetAccess {
+    pub ptr: u64,
+    pub size: u64,
+    pub count: u32,
+    pub _pad: u32,
+    pub access: [VmmAccess; VMM_MAX_ACCESS],
+}
+
+/// `cuMemGetAccess`; answered with the flags.
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct VmmGetAccess {
+    pub ptr: u64,
+    pub location_type: u32,
+    pub location_id: i32,
+}
+
+// ---- Stream capture and graphs. Graphs and executable graphs are session ids.
+
+/// `cuStreamBeginCapture`. The daemon always captures in relaxed mode: capture modes are
+/// per thread of a process, and a global-mode capture in the daemon would forbid calls that
+/// other tenants make.
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct CaptureBegin {
+    pub stream: u64,
+    pub mode: u32,
+    pub _pad: u32,
+}
+
+/// `cuGraphInstantiateWithFlags`; answered with the executable graph's id.
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct GraphInstantiate {
+    pub graph: u64,
+    pub flags: u64,
+}
+
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct GraphLaunch {
+    pub exec: u64,
+    pub stream: u64,
 }
 
 /// Number of `CUfunction_attribute` values reported with each function (0..16).

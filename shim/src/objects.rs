@@ -67,6 +67,8 @@ pub struct Stream {
     pub last_clock: AtomicU64,
     /// Submission clock at the start of the last successful synchronisation of the stream.
     pub synced_clock: AtomicU64,
+    /// The capture this stream takes part in (0: none), see `api::graph`.
+    pub capture: AtomicU64,
     pub word: u32,
     pub flags: u32,
     pub priority: i32,
@@ -82,6 +84,8 @@ pub struct Event {
     pub recorded: AtomicU64,
     /// The last record value a successful `cuEventSynchronize` saw complete.
     pub synced: AtomicU64,
+    /// The capture the last record was part of (0: a real record).
+    pub capture: AtomicU64,
     pub word: u32,
     pub flags: u32,
 }
@@ -148,6 +152,7 @@ impl Stream {
             marked: AtomicU64::new(0),
             last_clock: AtomicU64::new(0),
             synced_clock: AtomicU64::new(0),
+            capture: AtomicU64::new(0),
             word,
             flags: 0,
             priority: 0,
@@ -175,6 +180,7 @@ impl Stream {
             marked: AtomicU64::new(0),
             last_clock: AtomicU64::new(0),
             synced_clock: AtomicU64::new(0),
+            capture: AtomicU64::new(0),
             word,
             flags,
             priority,
@@ -217,6 +223,7 @@ impl Event {
             id: AtomicU64::new(id),
             recorded: AtomicU64::new(0),
             synced: AtomicU64::new(0),
+            capture: AtomicU64::new(0),
             word,
             flags,
         };

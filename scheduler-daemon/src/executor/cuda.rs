@@ -3,11 +3,12 @@
 //! Every `unsafe` block here is a driver call: arguments are either values the session layer
 //! has already validated against its tables or pointers to locals.
 
+use super::cuda_vmm_graph as vg;
 use super::{code, Executor, GpuError, GpuResult, JitLogs, LaunchConfig, Mem, OccupancyQuery, Raw};
 use baton_ipc::control::DeviceInfo;
 use baton_ipc::protocol::{
-    FunctionInfo, ImageKind, FUNC_ATTRS, JIT_LOG_BYTES, OCC_AVAILABLE_DYNAMIC_SMEM,
-    OCC_MAX_ACTIVE_BLOCKS, OCC_MAX_POTENTIAL_BLOCK_SIZE,
+    FunctionInfo, ImageKind, VmmAccess, VmmProp, FUNC_ATTRS, JIT_LOG_BYTES,
+    OCC_AVAILABLE_DYNAMIC_SMEM, OCC_MAX_ACTIVE_BLOCKS, OCC_MAX_POTENTIAL_BLOCK_SIZE,
 };
 use cudarc::driver::sys;
 use std::ffi::{c_void, CStr};
@@ -750,5 +751,97 @@ impl Executor for CudaExecutor {
         check(unsafe {
             sys::cuMemcpyDtoHAsync_v2(dst as *mut c_void, src, len as usize, stream(s))
         })
+    }
+
+    fn vmm_granularity(&self, device: u32, prop: &VmmProp) -> GpuResult<u64> {
+        self.bind(device)?;
+        vg::granularity(prop)
+    }
+    fn vmm_reserve(
+        &self,
+        device: u32,
+        size: u64,
+        align: u64,
+        addr: u64,
+        flags: u64,
+    ) -> GpuResult<u64> {
+        self.bind(device)?;
+        vg::reserve(size, align, addr, flags)
+    }
+    fn vmm_address_free(&self, device: u32, ptr: u64, size: u64) -> GpuResult<()> {
+        self.bind(device)?;
+        vg::address_free(ptr, size)
+    }
+    fn vmm_create(&self, device: u32, size: u64, prop: &VmmProp) -> GpuResult<Raw> {
+        self.bind(device)?;
+        vg::create(size, prop)
+    }
+    fn vmm_release(&self, device: u32, handle: Raw) -> GpuResult<()> {
+        self.bind(device)?;
+        vg::release(handle)
+    }
+    fn vmm_map(&self, device: u32, ptr: u64, size: u64, offset: u64, handle: Raw) -> GpuResult<()> {
+        self.bind(device)?;
+        vg::map(ptr, size, offset, handle)
+    }
+    fn vmm_unmap(&self, device: u32, ptr: u64, size: u64) -> GpuResult<()> {
+        self.bind(device)?;
+        vg::unmap(ptr, size)
+    }
+    fn vmm_set_access(
+        &self,
+        device: u32,
+        ptr: u64,
+        size: u64,
+        access: &[VmmAccess],
+    ) -> GpuResult<()> {
+        self.bind(device)?;
+        vg::set_access(ptr, size, access)
+    }
+    fn vmm_get_access(
+        &self,
+        device: u32,
+        ptr: u64,
+        location_type: u32,
+        location_id: i32,
+    ) -> GpuResult<u64> {
+        self.bind(device)?;
+        vg::get_access(ptr, location_type, location_id)
+    }
+    fn capture_begin(&self, device: u32, s: Raw) -> GpuResult<()> {
+        self.bind(device)?;
+        vg::capture_begin(s)
+    }
+    fn capture_end(&self, device: u32, s: Raw) -> GpuResult<Raw> {
+        self.bind(device)?;
+        vg::capture_end(s)
+    }
+    fn is_capturing(&self, device: u32, s: Raw) -> GpuResult<bool> {
+        self.bind(device)?;
+        vg::is_capturing(s)
+    }
+    fn graph_instantiate(&self, device: u32, graph: Raw, flags: u64) -> GpuResult<Raw> {
+        self.bind(device)?;
+        vg::instantiate(graph, flags)
+    }
+    fn graph_launch(&self, device: u32, exec: Raw, s: Raw) -> GpuResult<()> {
+        self.bind(device)?;
+        vg::launch(exec, s)
+    }
+    fn graph_upload(&self, device: u32, exec: Raw, s: Raw) -> GpuResult<()> {
+        self.bind(device)?;
+        vg::upload(exec, s)
+    }
+    fn graph_exec_destroy(&self, device: u32, exec: Raw) -> GpuResult<()> {
+        self.bind(device)?;
+        vg::exec_destroy(exec)
+    }
+    fn graph_destroy(&self, device: u32, graph: Raw) -> GpuResult<()> {
+        self.bind(device)?;
+        vg::destroy(graph)
+    }
+    fn graph_node_count(&self, device: u32, graph: Raw) -> GpuResult<u64> {
+        self.bind(device)?;
+        vg::node_count(graph)
     }
 }

@@ -5,10 +5,11 @@
 //! simulated one ([`sim::SimExecutor`], a test double that runs a few known kernels on the CPU).
 
 pub mod cuda;
+mod cuda_vmm_graph;
 pub mod sim;
 
 use baton_ipc::control::DeviceInfo;
-use baton_ipc::protocol::{FunctionInfo, ImageKind};
+use baton_ipc::protocol::{FunctionInfo, ImageKind, VmmAccess, VmmProp};
 use std::ffi::CStr;
 
 /// A failed driver call: the non-zero `CUresult` the client should see.
@@ -26,11 +27,13 @@ pub mod code {
     pub const INVALID_IMAGE: u32 = 200;
     pub const INVALID_CONTEXT: u32 = 201;
     pub const INVALID_HANDLE: u32 = 400;
+    pub const ILLEGAL_STATE: u32 = 401;
     pub const NOT_FOUND: u32 = 500;
     pub const NOT_READY: u32 = 600;
     pub const ILLEGAL_ADDRESS: u32 = 700;
     pub const LAUNCH_FAILED: u32 = 719;
     pub const NOT_SUPPORTED: u32 = 801;
+    pub const STREAM_CAPTURE_UNSUPPORTED: u32 = 900;
     pub const UNKNOWN: u32 = 999;
 }
 
@@ -204,4 +207,104 @@ pub trait Executor: Send + Sync + 'static {
         len: u64,
         stream: Raw,
     ) -> GpuResult<()>;
+
+    // ---- Virtual memory management. Addresses and sizes were checked by the session.
+
+    /// `cuMemGetAllocationGranularity` for `prop` (`prop.option` says which).
+    fn vmm_granularity(&self, device: u32, prop: &VmmProp) -> GpuResult<u64> {
+        let _ = (device, prop);
+        Err(GpuError(code::NOT_SUPPORTED))
+    }
+    fn vmm_reserve(
+        &self,
+        device: u32,
+        size: u64,
+        align: u64,
+        addr: u64,
+        flags: u64,
+    ) -> GpuResult<u64> {
+        let _ = (device, size, align, addr, flags);
+        Err(GpuError(code::NOT_SUPPORTED))
+    }
+    fn vmm_address_free(&self, device: u32, ptr: u64, size: u64) -> GpuResult<()> {
+        let _ = (device, ptr, size);
+        Err(GpuError(code::NOT_SUPPORTED))
+    }
+    fn vmm_create(&self, device: u32, size: u64, prop: &VmmProp) -> GpuResult<Raw> {
+        let _ = (device, size, prop);
+        Err(GpuError(code::NOT_SUPPORTED))
+    }
+    fn vmm_release(&self, device: u32, handle: Raw) -> GpuResult<()> {
+        let _ = (device, handle);
+        Err(GpuError(code::NOT_SUPPORTED))
+    }
+    fn vmm_map(&self, device: u32, ptr: u64, size: u64, offset: u64, handle: Raw) -> GpuResult<()> {
+        let _ = (device, ptr, size, offset, handle);
+        Err(GpuError(code::NOT_SUPPORTED))
+    }
+    fn vmm_unmap(&self, device: u32, ptr: u64, size: u64) -> GpuResult<()> {
+        let _ = (device, ptr, size);
+        Err(GpuError(code::NOT_SUPPORTED))
+    }
+    fn vmm_set_access(
+        &self,
+        device: u32,
+        ptr: u64,
+        size: u64,
+        access: &[VmmAccess],
+    ) -> GpuResult<()> {
+        let _ = (device, ptr, size, access);
+        Err(GpuError(code::NOT_SUPPORTED))
+    }
+    fn vmm_get_access(
+        &self,
+        device: u32,
+        ptr: u64,
+        location_type: u32,
+        location_id: i32,
+    ) -> GpuResult<u64> {
+        let _ = (device, ptr, location_type, location_id);
+        Err(GpuError(code::NOT_SUPPORTED))
+    }
+
+    // ---- Stream capture and graphs.
+
+    /// Begins a relaxed-mode capture of `stream`.
+    fn capture_begin(&self, device: u32, stream: Raw) -> GpuResult<()> {
+        let _ = (device, stream);
+        Err(GpuError(code::NOT_SUPPORTED))
+    }
+    /// Ends the capture of `stream`, returning the captured graph.
+    fn capture_end(&self, device: u32, stream: Raw) -> GpuResult<Raw> {
+        let _ = (device, stream);
+        Err(GpuError(code::NOT_SUPPORTED))
+    }
+    fn is_capturing(&self, device: u32, stream: Raw) -> GpuResult<bool> {
+        let _ = (device, stream);
+        Ok(false)
+    }
+    fn graph_instantiate(&self, device: u32, graph: Raw, flags: u64) -> GpuResult<Raw> {
+        let _ = (device, graph, flags);
+        Err(GpuError(code::NOT_SUPPORTED))
+    }
+    fn graph_launch(&self, device: u32, exec: Raw, stream: Raw) -> GpuResult<()> {
+        let _ = (device, exec, stream);
+        Err(GpuError(code::NOT_SUPPORTED))
+    }
+    fn graph_upload(&self, device: u32, exec: Raw, stream: Raw) -> GpuResult<()> {
+        let _ = (device, exec, stream);
+        Err(GpuError(code::NOT_SUPPORTED))
+    }
+    fn graph_exec_destroy(&self, device: u32, exec: Raw) -> GpuResult<()> {
+        let _ = (device, exec);
+        Err(GpuError(code::NOT_SUPPORTED))
+    }
+    fn graph_destroy(&self, device: u32, graph: Raw) -> GpuResult<()> {
+        let _ = (device, graph);
+        Err(GpuError(code::NOT_SUPPORTED))
+    }
+    fn graph_node_count(&self, device: u32, graph: Raw) -> GpuResult<u64> {
+        let _ = (device, graph);
+        Err(GpuError(code::NOT_SUPPORTED))
+    }
 }

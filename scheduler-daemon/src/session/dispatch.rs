@@ -10,13 +10,13 @@ use std::sync::atomic::Ordering;
 
 /// What a command answers besides its result code.
 #[derive(Default)]
-struct Answer {
+pub(super) struct Answer {
     values: [u64; REPLY_VALUES],
     payload: Vec<u8>,
 }
 
 impl Answer {
-    fn value(v: u64) -> Answer {
+    pub(super) fn value(v: u64) -> Answer {
         Answer {
             values: [v, 0, 0, 0],
             payload: Vec::new(),
@@ -467,6 +467,24 @@ impl Session {
                     exec.max_active_clusters(f.device, f.raw, &cfg)? as u64,
                 ))
             }
+            Op::VmmGranularity
+            | Op::VmmReserve
+            | Op::VmmAddressFree
+            | Op::VmmCreate
+            | Op::VmmRelease
+            | Op::VmmMap
+            | Op::VmmUnmap
+            | Op::VmmSetAccess
+            | Op::VmmGetAccess
+            | Op::VmmRetain => self.vmm_op(exec, m),
+            Op::CaptureBegin
+            | Op::CaptureEnd
+            | Op::GraphInstantiate
+            | Op::GraphLaunch
+            | Op::GraphUpload
+            | Op::GraphExecDestroy
+            | Op::GraphDestroy
+            | Op::GraphNodeCount => self.graph_op(exec, m),
             Op::CtxLimit => {
                 let b: p::CtxLimit = m.body().map_err(body_err)?;
                 if b.set != 0 {
@@ -512,6 +530,10 @@ impl Session {
     fn write_word(&self, device: u32, stream: u64, word: u32, value: u64) -> GpuResult<()> {
         if self.region.word(word).is_none() {
             return Err(invalid());
+        }
+        // A write on a capturing stream would become part of the client's graph.
+        if self.capturing(device, stream) {
+            return Ok(());
         }
         let addr = self.region_dev + self.region.word_offset(word) as u64;
         self.exec.write_value(device, stream, addr, value)

@@ -7,11 +7,13 @@
 //! [`baton_ipc::region::Region`].
 
 mod dispatch;
+mod graphs;
 mod host_calls;
 #[cfg(test)]
 mod hostile;
 pub mod streams;
 pub mod tables;
+mod vmm;
 
 use crate::executor::Executor;
 use crate::host_memory::HostChunks;
@@ -106,6 +108,8 @@ pub struct Session {
     funcs: tables::Table<tables::Function>,
     events: tables::Table<tables::Event>,
     ranges: tables::Ranges,
+    vmm: vmm::Vmm,
+    graphs: graphs::Graphs,
     /// First error of work nobody waited for; reported by the next synchronising call.
     async_error: Option<u32>,
 }
@@ -143,6 +147,8 @@ impl Session {
             funcs: Default::default(),
             events: Default::default(),
             ranges: Default::default(),
+            vmm: Default::default(),
+            graphs: Default::default(),
             async_error: None,
         })
     }
@@ -188,6 +194,9 @@ impl Session {
     fn teardown(&mut self) {
         let exec = &*self.exec;
         self.streams.teardown(exec);
+        self.graphs.teardown(exec);
+        let mapped = self.vmm.teardown(exec);
+        let _ = mapped; // the whole account is reset below
         for (_, e) in self.events.drain() {
             let _ = exec.event_destroy(e.device, e.raw);
         }

@@ -12,7 +12,7 @@
 use super::tables::Table;
 use crate::executor::{code, Executor, GpuError, GpuResult, Raw};
 use baton_ipc::protocol::LEGACY_STREAM_BASE;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 /// `CU_STREAM_NON_BLOCKING`.
 pub const NON_BLOCKING: u32 = 1;
@@ -40,6 +40,9 @@ struct Legacy {
 pub struct Streams {
     pub table: Table<Stream>,
     legacy: HashMap<u32, Legacy>,
+    /// Streams a capture was begun on: they get no implicit legacy-stream waits (a wait on an
+    /// event from outside the capture would invalidate it) and are not synchronised.
+    pub capturing: HashSet<u64>,
 }
 
 impl Streams {
@@ -126,7 +129,7 @@ impl Streams {
         }
         let s = self.table.get(id)?;
         let (device, raw, blocking, seen) = (s.device, s.raw, s.blocking, s.seen_epoch);
-        if !blocking {
+        if !blocking || self.capturing.contains(&id) {
             return Ok((device, raw));
         }
         if let Some(l) = self.legacy.get_mut(&device) {
@@ -185,7 +188,11 @@ impl Streams {
     /// Synchronises every stream of the session (all devices), returning the first error.
     pub fn synchronize_all(&self, exec: &dyn Executor) -> GpuResult<()> {
         let mut first = Ok(());
-        for s in self.table.values() {
+        for (_, s) in self
+            .table
+            .iter()
+            .filter(|(id, _)| !self.capturing.contains(id))
+        {
             let r = exec.stream_synchronize(s.device, s.raw);
             if first.is_ok() {
                 first = r;

@@ -47,6 +47,9 @@ impl<T> Table<T> {
     pub fn values(&self) -> impl Iterator<Item = &T> {
         self.items.values()
     }
+    pub fn iter(&self) -> impl Iterator<Item = (&u64, &T)> {
+        self.items.iter()
+    }
     pub fn len(&self) -> usize {
         self.items.len()
     }
@@ -83,6 +86,8 @@ pub enum Owner {
     AsyncAlloc,
     /// A `__device__` variable of one of the session's images, valid until it is unloaded.
     Global(u64),
+    /// A mapping of physical memory into a reservation (`cuMemMap`); freed by `vmm`.
+    Mapped,
 }
 
 /// Device memory ranges a session may name in copies and memsets.

@@ -179,42 +179,6 @@ thread_local! {
     static CAPTURE_MODE: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
 }
 
-/// Baton does not capture streams into graphs yet, so no stream is ever capturing.
-pub(crate) unsafe fn cuStreamIsCapturing(
-    stream: CUstream,
-    status: *mut CUstreamCaptureStatus,
-) -> CUresult {
-    ret((|| {
-        let c = ready()?;
-        super::stream::resolve(c, stream)?;
-        // SAFETY: forwarded caller contract.
-        unsafe { out(status, CUstreamCaptureStatus::CU_STREAM_CAPTURE_STATUS_NONE) }
-    })())
-}
-
-pub(crate) unsafe fn cuStreamGetCaptureInfo_v3(
-    stream: CUstream,
-    status: *mut CUstreamCaptureStatus,
-    id: *mut cuuint64_t,
-    _graph: *mut CUgraph,
-    _deps: *mut *const CUgraphNode,
-    _edges: *mut *const CUgraphEdgeData,
-    _ndeps: *mut usize,
-) -> CUresult {
-    ret((|| {
-        let c = ready()?;
-        super::stream::resolve(c, stream)?;
-        // SAFETY: forwarded caller contract; the other outputs are defined only while capturing.
-        unsafe {
-            out(status, CUstreamCaptureStatus::CU_STREAM_CAPTURE_STATUS_NONE)?;
-            if !id.is_null() {
-                out(id, 0)?;
-            }
-        }
-        Ok(())
-    })())
-}
-
 /// The thread's capture interaction mode, kept for the day capture is supported.
 pub(crate) unsafe fn cuThreadExchangeStreamCaptureMode(mode: *mut CUstreamCaptureMode) -> CUresult {
     if mode.is_null() {
@@ -236,41 +200,6 @@ pub(crate) unsafe fn cuProfilerStart() -> CUresult {
 
 pub(crate) unsafe fn cuProfilerStop() -> CUresult {
     ret(ready().map(|_| ()))
-}
-
-/// The 11.3 form (no edge data): as `cuStreamGetCaptureInfo_v3`, never capturing.
-pub(crate) unsafe fn cuStreamGetCaptureInfo_v2(
-    stream: CUstream,
-    status: *mut CUstreamCaptureStatus,
-    id: *mut cuuint64_t,
-    graph: *mut CUgraph,
-    deps: *mut *const CUgraphNode,
-    ndeps: *mut usize,
-) -> CUresult {
-    // SAFETY: same contract; the edge-data output is not asked for.
-    unsafe {
-        cuStreamGetCaptureInfo_v3(stream, status, id, graph, deps, std::ptr::null_mut(), ndeps)
-    }
-}
-
-/// The 10.1 form: status and capture id only.
-pub(crate) unsafe fn cuStreamGetCaptureInfo(
-    stream: CUstream,
-    status: *mut CUstreamCaptureStatus,
-    id: *mut cuuint64_t,
-) -> CUresult {
-    // SAFETY: same contract, fewer outputs.
-    unsafe {
-        cuStreamGetCaptureInfo_v3(
-            stream,
-            status,
-            id,
-            std::ptr::null_mut(),
-            std::ptr::null_mut(),
-            std::ptr::null_mut(),
-            std::ptr::null_mut(),
-        )
-    }
 }
 
 pub(crate) unsafe fn cuKernelSetCacheConfig(

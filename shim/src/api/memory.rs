@@ -25,6 +25,24 @@ pub(crate) fn remember_global(ptr: u64, len: u64, device: u32) {
     lock(&DEVICE).insert(ptr, (len, device, false));
 }
 
+/// A `cuMemMap`ped range: device memory for pointer queries and copies.
+pub(crate) fn remember_mapping(ptr: u64, len: u64, device: u32) {
+    lock(&DEVICE).insert(ptr, (len, device, false));
+}
+
+/// Forgets the mapped ranges starting in `[ptr, ptr+len)`.
+pub(crate) fn forget_mappings(ptr: u64, len: u64) {
+    let mut d = lock(&DEVICE);
+    let starts: Vec<u64> = d
+        .range(ptr..ptr.saturating_add(len))
+        .filter(|(_, v)| !v.2)
+        .map(|(&k, _)| k)
+        .collect();
+    for s in starts {
+        d.remove(&s);
+    }
+}
+
 /// The device allocation containing `p`: (start, len, device).
 fn device_range(p: u64) -> Option<(u64, u64, u32)> {
     let d = lock(&DEVICE);
@@ -92,6 +110,24 @@ impl HostHeap {
         let (&s, &(l, f)) = self.allocs.range(..=p).next_back()?;
         (p.checked_add(len)? <= s + l).then_some((s, l, f))
     }
+}
+
+/// `HostHeap::allocs` flag of managed allocations (no `CU_MEMHOSTALLOC_*` bit is this high).
+const MANAGED: c_uint = 1 << 31;
+
+/// Whether `p` starts a managed allocation.
+fn is_managed(p: usize) -> bool {
+    lock(&HOST)
+        .allocs
+        .get(&p)
+        .is_some_and(|&(_, f)| f & MANAGED != 0)
+}
+
+/// Whether `p` lies in a managed allocation.
+fn in_managed(p: usize, len: usize) -> bool {
+    lock(&HOST)
+        .find(p, len.max(1))
+        .is_some_and(|(_, _, f)| f & MANAGED != 0)
 }
 
 /// Whether `[p, p+len)` is pinned memory Baton handed out.
@@ -188,6 +224,7 @@ pub(crate) unsafe fn cuMemFree_v2(dptr: CUdeviceptr) -> CUresult {
         }
         match lock(&DEVICE).get(&dptr) {
             Some(&(_, _, true)) => {}
+            _ if is_managed(dptr as usize) => return host_free(c, dptr as *mut c_void),
             _ => return Err(CUresult::CUDA_ERROR_INVALID_VALUE),
         }
         c.call(Op::MemFree, &MemFree { dptr }, &[])?;
@@ -282,7 +319,7 @@ pub(crate) unsafe fn cuMemHostGetFlags(pflags: *mut c_uint, p: *mut c_void) -> C
         unsafe {
             out(
                 pflags,
-                f | CU_MEMHOSTALLOC_PORTABLE | CU_MEMHOSTALLOC_DEVICEMAP,
+                (f & !MANAGED) | CU_MEMHOSTALLOC_PORTABLE | CU_MEMHOSTALLOC_DEVICEMAP,
             )
         }
     })())
@@ -620,7 +657,9 @@ unsafe fn write_attr(
                 out(data as *mut *mut c_void, p as *mut c_void)?
             }
             A::CU_POINTER_ATTRIBUTE_BUFFER_ID => out(data as *mut u64, start)?,
-            A::CU_POINTER_ATTRIBUTE_IS_MANAGED => out(data as *mut u32, 0)?,
+            A::CU_POINTER_ATTRIBUTE_IS_MANAGED => {
+                out(data as *mut u32, in_managed(p as usize, 1) as u32)?
+            }
             A::CU_POINTER_ATTRIBUTE_SYNC_MEMOPS | A::CU_POINTER_ATTRIBUTE_MAPPED => {
                 out(data as *mut u32, 1)?
             }
@@ -929,4 +968,86 @@ pub(crate) unsafe fn cuMemcpy2DUnaligned_v2(p: *const CUDA_MEMCPY2D) -> CUresult
 pub(crate) unsafe fn cuMemcpy2DAsync_v2(p: *const CUDA_MEMCPY2D, stream: CUstream) -> CUresult {
     // SAFETY: forwarded caller contract.
     ret(unsafe { copy_2d(p, Some(stream)) })
+}
+
+/// Managed memory is pinned host memory mapped into the daemon at the same address: the host
+/// and every kernel see the same bytes with no migration. It is correct for every access
+/// pattern, at host-memory bandwidth for kernels (the GPU reads it over the bus).
+pub(crate) unsafe fn cuMemAllocManaged(
+    dptr: *mut CUdeviceptr,
+    bytes: usize,
+    flags: c_uint,
+) -> CUresult {
+    ret((|| {
+        let c = ready()?;
+        if bytes == 0 || !(flags == 1 || flags == 2) {
+            // CU_MEM_ATTACH_GLOBAL or CU_MEM_ATTACH_HOST
+            return Err(CUresult::CUDA_ERROR_INVALID_VALUE);
+        }
+        let p = host_alloc(c, bytes, MANAGED)?;
+        // SAFETY: forwarded caller contract.
+        unsafe { out(dptr, p as u64) }
+    })())
+}
+
+/// Hints about managed memory: with no migration there is nothing to move or advise, but the
+/// range must still be one Baton knows.
+fn known_range(p: CUdeviceptr, count: usize) -> Result<(), CUresult> {
+    ready()?;
+    if in_managed(p as usize, count) || device_range(p).is_some() {
+        Ok(())
+    } else {
+        Err(CUresult::CUDA_ERROR_INVALID_VALUE)
+    }
+}
+
+pub(crate) unsafe fn cuMemPrefetchAsync(
+    p: CUdeviceptr,
+    count: usize,
+    _device: CUdevice,
+    _stream: CUstream,
+) -> CUresult {
+    ret(known_range(p, count))
+}
+
+pub(crate) unsafe fn cuMemPrefetchAsync_v2(
+    p: CUdeviceptr,
+    count: usize,
+    _location: CUmemLocation,
+    _flags: c_uint,
+    _stream: CUstream,
+) -> CUresult {
+    ret(known_range(p, count))
+}
+
+pub(crate) unsafe fn cuMemAdvise(
+    p: CUdeviceptr,
+    count: usize,
+    _advice: CUmem_advise,
+    _device: CUdevice,
+) -> CUresult {
+    ret(known_range(p, count))
+}
+
+pub(crate) unsafe fn cuMemAdvise_v2(
+    p: CUdeviceptr,
+    count: usize,
+    _advice: CUmem_advise,
+    _location: CUmemLocation,
+) -> CUresult {
+    ret(known_range(p, count))
+}
+
+pub(crate) unsafe fn cuStreamAttachMemAsync(
+    stream: CUstream,
+    p: CUdeviceptr,
+    _length: usize,
+    _flags: c_uint,
+) -> CUresult {
+    ret((|| {
+        let c = ready()?;
+        resolve(c, stream)?;
+        // Length 0 means the whole allocation.
+        known_range(p, 1)
+    })())
 }

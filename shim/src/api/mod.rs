@@ -9,6 +9,7 @@
 mod compat;
 pub(crate) mod context;
 mod error_text;
+mod graph;
 mod host_func;
 mod init;
 mod launch;
@@ -18,6 +19,7 @@ mod occupancy;
 mod proc_address;
 mod stream;
 mod util;
+mod vmm;
 
 #[allow(unused_imports)]
 pub(crate) use crate::generated::stubs::*;
@@ -29,9 +31,8 @@ pub(crate) use compat::{
     cuCtxPushCurrent, cuCtxSetCacheConfig, cuCtxSetLimit, cuCtxSynchronize_v2, cuDeviceGetLuid,
     cuDevicePrimaryCtxRelease, cuDevicePrimaryCtxReset, cuDevicePrimaryCtxSetFlags, cuEventDestroy,
     cuFuncGetParamInfo, cuFuncSetCacheConfig, cuKernelSetCacheConfig, cuModuleGetLoadingMode,
-    cuProfilerStart, cuProfilerStop, cuStreamDestroy, cuStreamGetCaptureInfo,
-    cuStreamGetCaptureInfo_v2, cuStreamGetCaptureInfo_v3, cuStreamGetDevice, cuStreamGetId,
-    cuStreamIsCapturing, cuThreadExchangeStreamCaptureMode,
+    cuProfilerStart, cuProfilerStop, cuStreamDestroy, cuStreamGetDevice, cuStreamGetId,
+    cuThreadExchangeStreamCaptureMode,
 };
 pub(crate) use context::{
     cuCtxCreate_v2, cuCtxCreate_v4, cuCtxDestroy_v2, cuCtxGetApiVersion, cuCtxGetCurrent,
@@ -39,6 +40,12 @@ pub(crate) use context::{
     cuCtxPushCurrent_v2, cuCtxSetCurrent, cuCtxSynchronize, cuDevicePrimaryCtxGetState,
     cuDevicePrimaryCtxRelease_v2, cuDevicePrimaryCtxReset_v2, cuDevicePrimaryCtxRetain,
     cuDevicePrimaryCtxSetFlags_v2,
+};
+pub(crate) use graph::{
+    cuGraphDestroy, cuGraphExecDestroy, cuGraphGetNodes, cuGraphInstantiateWithFlags,
+    cuGraphInstantiateWithParams, cuGraphInstantiate_v2, cuGraphLaunch, cuGraphUpload,
+    cuStreamBeginCapture, cuStreamBeginCapture_v2, cuStreamEndCapture, cuStreamGetCaptureInfo,
+    cuStreamGetCaptureInfo_v2, cuStreamGetCaptureInfo_v3, cuStreamIsCapturing,
 };
 pub(crate) use host_func::{cuLaunchHostFunc, cuStreamAddCallback};
 pub(crate) use init::{
@@ -49,15 +56,16 @@ pub(crate) use init::{
 };
 pub(crate) use launch::{cuLaunchCooperativeKernel, cuLaunchKernel, cuLaunchKernelEx};
 pub(crate) use memory::{
-    cuMemAllocAsync, cuMemAllocHost_v2, cuMemAllocPitch_v2, cuMemAlloc_v2, cuMemFreeAsync,
-    cuMemFreeHost, cuMemFree_v2, cuMemGetAddressRange_v2, cuMemGetInfo_v2, cuMemHostAlloc,
-    cuMemHostGetDevicePointer_v2, cuMemHostGetFlags, cuMemHostRegister_v2, cuMemHostUnregister,
-    cuMemcpy, cuMemcpy2DAsync_v2, cuMemcpy2DUnaligned_v2, cuMemcpy2D_v2, cuMemcpyAsync,
-    cuMemcpyDtoDAsync_v2, cuMemcpyDtoD_v2, cuMemcpyDtoHAsync_v2, cuMemcpyDtoH_v2,
+    cuMemAdvise, cuMemAdvise_v2, cuMemAllocAsync, cuMemAllocHost_v2, cuMemAllocManaged,
+    cuMemAllocPitch_v2, cuMemAlloc_v2, cuMemFreeAsync, cuMemFreeHost, cuMemFree_v2,
+    cuMemGetAddressRange_v2, cuMemGetInfo_v2, cuMemHostAlloc, cuMemHostGetDevicePointer_v2,
+    cuMemHostGetFlags, cuMemHostRegister_v2, cuMemHostUnregister, cuMemPrefetchAsync,
+    cuMemPrefetchAsync_v2, cuMemcpy, cuMemcpy2DAsync_v2, cuMemcpy2DUnaligned_v2, cuMemcpy2D_v2,
+    cuMemcpyAsync, cuMemcpyDtoDAsync_v2, cuMemcpyDtoD_v2, cuMemcpyDtoHAsync_v2, cuMemcpyDtoH_v2,
     cuMemcpyHtoDAsync_v2, cuMemcpyHtoD_v2, cuMemsetD16Async, cuMemsetD16_v2, cuMemsetD2D16Async,
     cuMemsetD2D16_v2, cuMemsetD2D32Async, cuMemsetD2D32_v2, cuMemsetD2D8Async, cuMemsetD2D8_v2,
     cuMemsetD32Async, cuMemsetD32_v2, cuMemsetD8Async, cuMemsetD8_v2, cuPointerGetAttribute,
-    cuPointerGetAttributes,
+    cuPointerGetAttributes, cuStreamAttachMemAsync,
 };
 pub(crate) use module::{
     cuFuncGetAttribute, cuFuncGetModule, cuFuncGetName, cuFuncSetAttribute, cuKernelGetAttribute,
@@ -77,17 +85,26 @@ pub(crate) use stream::{
     cuStreamCreateWithPriority, cuStreamDestroy_v2, cuStreamGetCtx, cuStreamGetFlags,
     cuStreamGetPriority, cuStreamQuery, cuStreamSynchronize, cuStreamWaitEvent,
 };
+pub(crate) use vmm::{
+    cuMemAddressFree, cuMemAddressReserve, cuMemCreate, cuMemGetAccess,
+    cuMemGetAllocationGranularity, cuMemGetAllocationPropertiesFromHandle, cuMemMap, cuMemRelease,
+    cuMemRetainAllocationHandle, cuMemSetAccess, cuMemUnmap,
+};
 
 // The per-thread-default-stream spellings (`_ptsz`/`_ptds`) have the same signatures; Baton
 // treats the per-thread default stream as the legacy one for now, so they share the code.
 pub(crate) use self::cuEventRecord as cuEventRecord_ptsz;
 pub(crate) use self::cuEventRecordWithFlags as cuEventRecordWithFlags_ptsz;
+pub(crate) use self::cuGraphLaunch as cuGraphLaunch_ptsz;
+pub(crate) use self::cuGraphUpload as cuGraphUpload_ptsz;
 pub(crate) use self::cuLaunchCooperativeKernel as cuLaunchCooperativeKernel_ptsz;
 pub(crate) use self::cuLaunchHostFunc as cuLaunchHostFunc_ptsz;
 pub(crate) use self::cuLaunchKernel as cuLaunchKernel_ptsz;
 pub(crate) use self::cuLaunchKernelEx as cuLaunchKernelEx_ptsz;
 pub(crate) use self::cuMemAllocAsync as cuMemAllocAsync_ptsz;
 pub(crate) use self::cuMemFreeAsync as cuMemFreeAsync_ptsz;
+pub(crate) use self::cuMemPrefetchAsync as cuMemPrefetchAsync_ptsz;
+pub(crate) use self::cuMemPrefetchAsync_v2 as cuMemPrefetchAsync_v2_ptsz;
 pub(crate) use self::cuMemcpy as cuMemcpy_ptds;
 pub(crate) use self::cuMemcpy2DAsync_v2 as cuMemcpy2DAsync_v2_ptsz;
 pub(crate) use self::cuMemcpy2DUnaligned_v2 as cuMemcpy2DUnaligned_v2_ptds;
@@ -112,6 +129,10 @@ pub(crate) use self::cuMemsetD32_v2 as cuMemsetD32_v2_ptds;
 pub(crate) use self::cuMemsetD8Async as cuMemsetD8Async_ptsz;
 pub(crate) use self::cuMemsetD8_v2 as cuMemsetD8_v2_ptds;
 pub(crate) use self::cuStreamAddCallback as cuStreamAddCallback_ptsz;
+pub(crate) use self::cuStreamAttachMemAsync as cuStreamAttachMemAsync_ptsz;
+pub(crate) use self::cuStreamBeginCapture as cuStreamBeginCapture_ptsz;
+pub(crate) use self::cuStreamBeginCapture_v2 as cuStreamBeginCapture_v2_ptsz;
+pub(crate) use self::cuStreamEndCapture as cuStreamEndCapture_ptsz;
 pub(crate) use self::cuStreamGetCaptureInfo as cuStreamGetCaptureInfo_ptsz;
 pub(crate) use self::cuStreamGetCaptureInfo_v2 as cuStreamGetCaptureInfo_v2_ptsz;
 pub(crate) use self::cuStreamGetCaptureInfo_v3 as cuStreamGetCaptureInfo_v3_ptsz;

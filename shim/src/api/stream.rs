@@ -111,6 +111,7 @@ pub(crate) unsafe fn cuStreamSynchronize(h: CUstream) -> CUresult {
     ret((|| {
         let c = ready()?;
         let s = resolve(c, h)?;
+        super::graph::not_capturing(s)?;
         let at = clock();
         c.call(
             Op::StreamSynchronize,
@@ -125,6 +126,7 @@ pub(crate) unsafe fn cuStreamSynchronize(h: CUstream) -> CUresult {
 fn query(h: CUstream) -> Result<(), CUresult> {
     let c = ready()?;
     let s = resolve(c, h)?;
+    super::graph::not_capturing(s)?;
     if idle(c, s) {
         return Ok(());
     }
@@ -158,7 +160,8 @@ pub(crate) unsafe fn cuStreamWaitEvent(h: CUstream, e: CUevent, _flags: c_uint) 
         let c = ready()?;
         let s = resolve(c, h)?;
         let e = Event::from_handle(e)?;
-        if e.recorded.load(Ordering::Acquire) == 0 {
+        let capture = e.capture.load(Ordering::Acquire);
+        if capture == 0 && e.recorded.load(Ordering::Acquire) == 0 {
             // Waiting for an event that was never recorded completes at once.
             return Ok(());
         }
@@ -170,7 +173,10 @@ pub(crate) unsafe fn cuStreamWaitEvent(h: CUstream, e: CUevent, _flags: c_uint) 
                 event: e.daemon_id()?,
             },
             &[],
-        )
+        )?;
+        // Waiting for an event recorded in a capture makes the stream part of that capture.
+        super::graph::join(s, capture);
+        Ok(())
     })())
 }
 
@@ -228,6 +234,7 @@ pub(crate) unsafe fn cuEventRecord(h: CUevent, stream: CUstream) -> CUresult {
         let e = Event::from_handle(h)?;
         let s = resolve(c, stream)?;
         let seq = RECORDS.fetch_add(1, Ordering::Relaxed) + 1;
+        let capture = s.capture.load(Ordering::Acquire);
         submitted(s);
         c.post(
             Op::EventRecord,
@@ -240,7 +247,12 @@ pub(crate) unsafe fn cuEventRecord(h: CUevent, stream: CUstream) -> CUresult {
             },
             &[],
         )?;
-        e.recorded.store(seq, Ordering::Release);
+        // A record inside a capture is a graph node, not something the GPU reaches now: the
+        // daemon writes no completion word for it, so the event keeps its last real record.
+        e.capture.store(capture, Ordering::Release);
+        if capture == 0 {
+            e.recorded.store(seq, Ordering::Release);
+        }
         Ok(())
     })())
 }

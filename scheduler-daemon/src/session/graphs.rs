@@ -1,0 +1,129 @@
+//! Stream capture and CUDA graphs, captured and replayed in the daemon.
+//!
+//! A client's capture is a real capture of the daemon's stream, always in relaxed mode: the
+//! driver's capture modes restrict calls by *other threads of the process*, and every tenant's
+//! session thread lives in this one process. While a session has a capture open, the daemon
+//! asks the driver whether a stream is capturing before it adds completion-word writes or the
+//! legacy stream's implicit waits to it, so captured graphs hold only the client's own work.
+
+use super::dispatch::Answer;
+use super::tables::Table;
+use super::Session;
+use crate::executor::{code, Executor, GpuError, GpuResult, Raw};
+use baton_ipc::protocol::{self as p, Message, Op, LEGACY_STREAM_BASE};
+
+pub struct Graph {
+    pub device: u32,
+    pub raw: Raw,
+}
+
+#[derive(Default)]
+pub struct Graphs {
+    graphs: Table<Graph>,
+    execs: Table<Graph>,
+    /// Captures begun and not yet ended.
+    pub open_captures: u32,
+}
+
+fn invalid() -> GpuError {
+    GpuError(code::INVALID_VALUE)
+}
+
+impl Graphs {
+    pub fn teardown(&mut self, exec: &dyn Executor) {
+        for (_, g) in self.execs.drain() {
+            let _ = exec.graph_exec_destroy(g.device, g.raw);
+        }
+        for (_, g) in self.graphs.drain() {
+            let _ = exec.graph_destroy(g.device, g.raw);
+        }
+    }
+}
+
+impl Session {
+    /// Whether the executor stream `raw` is part of an open capture. Only asks the driver when
+    /// this session has a capture open, so sessions that never capture pay nothing.
+    pub(super) fn capturing(&self, device: u32, raw: Raw) -> bool {
+        self.graphs.open_captures > 0 && self.exec.is_capturing(device, raw).unwrap_or(false)
+    }
+
+    pub(super) fn graph_op(&mut self, exec: &dyn Executor, m: &Message<'_>) -> GpuResult<Answer> {
+        let body_err = |_| invalid();
+        match m.op {
+            Op::CaptureBegin => {
+                let b: p::CaptureBegin = m.body().map_err(body_err)?;
+                // The legacy stream cannot be captured (it synchronises with everything).
+                if b.stream >= LEGACY_STREAM_BASE {
+                    return Err(GpuError(code::STREAM_CAPTURE_UNSUPPORTED));
+                }
+                let (device, raw) = self.streams.lookup(exec, b.stream)?;
+                exec.capture_begin(device, raw)?;
+                self.graphs.open_captures += 1;
+                self.streams.capturing.insert(b.stream);
+                Ok(Answer::default())
+            }
+            Op::CaptureEnd => {
+                let b: p::ObjectId = m.body().map_err(body_err)?;
+                if b.id >= LEGACY_STREAM_BASE {
+                    return Err(GpuError(code::ILLEGAL_STATE));
+                }
+                let (device, raw) = self.streams.lookup(exec, b.id)?;
+                if !self.streams.capturing.remove(&b.id) {
+                    return Err(GpuError(code::ILLEGAL_STATE));
+                }
+                let graph = exec.capture_end(device, raw);
+                // A failed end still ends the capture (the driver invalidates it).
+                self.graphs.open_captures = self.graphs.open_captures.saturating_sub(1);
+                let raw = graph?;
+                Ok(Answer::value(
+                    self.graphs.graphs.insert(Graph { device, raw }),
+                ))
+            }
+            Op::GraphInstantiate => {
+                let b: p::GraphInstantiate = m.body().map_err(body_err)?;
+                let g = self.graphs.graphs.get(b.graph)?;
+                let device = g.device;
+                let raw = exec.graph_instantiate(device, g.raw, b.flags)?;
+                Ok(Answer::value(
+                    self.graphs.execs.insert(Graph { device, raw }),
+                ))
+            }
+            Op::GraphLaunch | Op::GraphUpload => {
+                let b: p::GraphLaunch = m.body().map_err(body_err)?;
+                let g = self.graphs.execs.get(b.exec)?;
+                let graph = g.raw;
+                let (device, stream) = self.streams.prepare(exec, b.stream)?;
+                if device != g.device {
+                    return Err(invalid());
+                }
+                if m.op == Op::GraphLaunch {
+                    self.shared
+                        .launches
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    exec.graph_launch(device, graph, stream)?;
+                } else {
+                    exec.graph_upload(device, graph, stream)?;
+                }
+                Ok(Answer::default())
+            }
+            Op::GraphExecDestroy => {
+                let b: p::ObjectId = m.body().map_err(body_err)?;
+                let g = self.graphs.execs.remove(b.id)?;
+                exec.graph_exec_destroy(g.device, g.raw)
+                    .map(|_| Answer::default())
+            }
+            Op::GraphDestroy => {
+                let b: p::ObjectId = m.body().map_err(body_err)?;
+                let g = self.graphs.graphs.remove(b.id)?;
+                exec.graph_destroy(g.device, g.raw)
+                    .map(|_| Answer::default())
+            }
+            Op::GraphNodeCount => {
+                let b: p::ObjectId = m.body().map_err(body_err)?;
+                let g = self.graphs.graphs.get(b.id)?;
+                exec.graph_node_count(g.device, g.raw).map(Answer::value)
+            }
+            _ => Err(invalid()),
+        }
+    }
+}
