@@ -209,6 +209,11 @@ impl DeviceScheduler {
         }
     }
 
+    /// Whether work was ever tracked on `lane` (since it was last retired).
+    pub fn tracks(&self, lane: Raw) -> bool {
+        lock(&self.lanes).slots.contains_key(&lane)
+    }
+
     /// Forgets lanes whose streams were synchronised (and are about to be destroyed): what they
     /// completed is reported, with its GPU time, and their words are free for other streams.
     pub fn retire(&self, lanes: &[Raw]) {

@@ -82,7 +82,11 @@ impl Gating {
         let Ok(s) = streams.table.get(id) else {
             return;
         };
-        if let Some(d) = self.devices.get(s.device as usize) {
+        if let Some(d) = self
+            .devices
+            .get(s.device as usize)
+            .filter(|d| d.tracks(s.raw))
+        {
             let _ = exec.stream_synchronize(s.device, s.raw);
             d.retire(&[s.raw]);
         }
