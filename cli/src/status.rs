@@ -28,19 +28,38 @@ pub fn show(socket: Option<PathBuf>, json: bool) -> Result<(), String> {
         return Ok(());
     }
     println!(
-        "daemon pid {} on {} ({}), socket {}",
+        "daemon pid {} on {} ({}), policy {}, socket {}",
         report.daemon_pid,
         report.devices.join(", "),
         report.executor,
+        if report.policy.is_empty() {
+            "?"
+        } else {
+            &report.policy
+        },
         path.display()
     );
     println!(
-        "{:>7} {:>8} {:>6} {:<16} {:<7} {:>12} {:>12} {:>10} {:>10}",
-        "SESSION", "PID", "UID", "TENANT", "CLASS", "MEMORY", "QUOTA", "COMMANDS", "LAUNCHES"
+        "{:>7} {:>8} {:>6} {:<16} {:<7} {:>12} {:>12} {:>10} {:>10} {:>6} {:>8} {:>5} {:>9} {:>9}",
+        "SESSION",
+        "PID",
+        "UID",
+        "TENANT",
+        "CLASS",
+        "MEMORY",
+        "QUOTA",
+        "COMMANDS",
+        "LAUNCHES",
+        "QUEUED",
+        "INFLIGHT",
+        "GPU%",
+        "DELAY-P50",
+        "DELAY-P99"
     );
+    let or_dash = |v: Option<String>| v.unwrap_or_else(|| "-".to_string());
     for c in &report.clients {
         println!(
-            "{:>7} {:>8} {:>6} {:<16} {:<7} {:>12} {:>12} {:>10} {:>10}",
+            "{:>7} {:>8} {:>6} {:<16} {:<7} {:>12} {:>12} {:>10} {:>10} {:>6} {:>8} {:>5} {:>9} {:>9}",
             c.session,
             c.pid,
             c.uid,
@@ -49,13 +68,27 @@ pub fn show(socket: Option<PathBuf>, json: bool) -> Result<(), String> {
             human_bytes(c.memory_bytes),
             c.memory_quota.map_or_else(|| "-".to_string(), human_bytes),
             c.commands,
-            c.launches
+            c.launches,
+            or_dash(c.queued.map(|n| n.to_string())),
+            or_dash(c.in_flight.map(|n| n.to_string())),
+            or_dash(c.gpu_share.map(|s| format!("{:.0}", s * 100.0))),
+            or_dash(c.queue_delay.p50_ns.map(human_ns)),
+            or_dash(c.queue_delay.p99_ns.map(human_ns)),
         );
     }
     if report.clients.is_empty() {
         println!("(no clients)");
     }
     Ok(())
+}
+
+fn human_ns(ns: u64) -> String {
+    match ns {
+        0..=9_999 => format!("{ns}ns"),
+        10_000..=9_999_999 => format!("{}us", ns / 1_000),
+        10_000_000..=9_999_999_999 => format!("{}ms", ns / 1_000_000),
+        _ => format!("{}s", ns / 1_000_000_000),
+    }
 }
 
 fn human_bytes(b: u64) -> String {

@@ -107,6 +107,9 @@ impl DeviceInfo {
 pub struct StatusReport {
     pub daemon_pid: u32,
     pub executor: String,
+    /// The scheduling policy ("passthrough", "priority", "fair", "srpt").
+    #[serde(default)]
+    pub policy: String,
     pub devices: Vec<String>,
     pub clients: Vec<ClientStatus>,
 }
@@ -126,6 +129,35 @@ pub struct ClientStatus {
     pub class: String,
     pub commands: u64,
     pub launches: u64,
+    /// Work items (launches, copies, memsets) the scheduler holds back. `None` under
+    /// `passthrough`, which holds nothing back and does not track work.
+    #[serde(default)]
+    pub queued: Option<u64>,
+    /// Work items issued to the GPU and not yet seen complete; `None` under `passthrough`.
+    #[serde(default)]
+    pub in_flight: Option<u64>,
+    /// GPU time measured for the client's work since it connected, in nanoseconds; `None`
+    /// under `passthrough`.
+    #[serde(default)]
+    pub gpu_time_ns: Option<u64>,
+    /// The client's share (0 to 1) of the GPU time measured for connected clients, recent work
+    /// weighing most; `None` under `passthrough`.
+    #[serde(default)]
+    pub gpu_share: Option<f64>,
+    /// From the daemon reading a command off the client's ring to issuing it to the driver.
+    #[serde(default)]
+    pub queue_delay: DelaySummary,
+}
+
+/// A distribution of delays (all of a client's since it connected).
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct DelaySummary {
+    pub count: u64,
+    pub sum_ns: u64,
+    /// `None` without samples. Percentiles are accurate to within a quarter (upper bounds).
+    pub p50_ns: Option<u64>,
+    pub p99_ns: Option<u64>,
 }
 
 fn to_io(e: nix::Error) -> io::Error {
@@ -257,5 +289,19 @@ mod tests {
             recv::<Request>(&b).unwrap_err().kind(),
             io::ErrorKind::UnexpectedEof
         );
+    }
+
+    #[test]
+    fn status_of_an_older_daemon_still_parses() {
+        let old = r#"{"type":"Status","daemon_pid":7,"executor":"sim","devices":[],
+            "clients":[{"session":1,"pid":2,"uid":3,"tenant":"a","memory_bytes":4,
+            "commands":5,"launches":6}]}"#;
+        let Response::Status(r) = serde_json::from_str(old).unwrap() else {
+            panic!("not a status");
+        };
+        assert_eq!(r.policy, "");
+        let c = &r.clients[0];
+        assert_eq!((c.launches, c.queued, c.gpu_share), (6, None, None));
+        assert_eq!(c.queue_delay, DelaySummary::default());
     }
 }

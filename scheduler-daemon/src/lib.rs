@@ -129,11 +129,8 @@ pub fn run(opts: &Options) -> Result<(), String> {
     let devices: Vec<_> = exec.devices().iter().map(|d| d.name.clone()).collect();
     tracing::info!(socket = %path.display(), executor = exec.name(), ?devices, pid = std::process::id(), "batond ready");
     tracing::info!(policy = ?config.daemon.policy, tenants = config.tenants.len(), "policy file loaded");
-    if config.daemon.policy != config::PolicyKind::Passthrough {
-        tracing::warn!(policy = ?config.daemon.policy, "this policy is not in the daemon's issue path yet: work is issued at once (passthrough); admission and memory quotas do apply");
-    }
     let metrics_addr = config.daemon.metrics_listen;
-    let daemon = server::Daemon::new(exec, arena, config);
+    let daemon = server::Daemon::new(exec, arena, config)?;
 
     let sock = path.clone();
     std::thread::Builder::new()

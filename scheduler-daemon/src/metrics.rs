@@ -4,12 +4,19 @@
 //! | metric | type | labels |
 //! |---|---|---|
 //! | `baton_clients` | gauge | |
+//! | `baton_policy_info` | gauge (always 1) | `policy` |
 //! | `baton_tenant_memory_bytes` | gauge | `tenant`, `session`, `pid`, `uid` |
 //! | `baton_tenant_memory_quota_bytes` | gauge (absent when unlimited) | same |
 //! | `baton_tenant_commands_total` | counter | same |
 //! | `baton_tenant_launches_total` | counter | same |
+//! | `baton_tenant_queued_items` | gauge (absent under `passthrough`) | same |
+//! | `baton_tenant_in_flight_items` | gauge (absent under `passthrough`) | same |
+//! | `baton_tenant_gpu_seconds_total` | counter (absent under `passthrough`) | same |
+//! | `baton_tenant_gpu_share` | gauge (absent under `passthrough`) | same |
+//! | `baton_tenant_queue_delay_seconds` | summary (`quantile` 0.5, 0.99; `_sum`, `_count`) | same |
 
 use crate::server::Daemon;
+use baton_ipc::control::ClientStatus;
 use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
@@ -23,54 +30,98 @@ fn label(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
+type Value = fn(&ClientStatus) -> Option<f64>;
+
+/// The per-client families: name, type, help, value (`None`: no sample for this client).
+const FAMILIES: [(&str, &str, &str, Value); 8] = [
+    (
+        "baton_tenant_memory_bytes",
+        "gauge",
+        "Device and pinned host memory a client holds.",
+        |c| Some(c.memory_bytes as f64),
+    ),
+    (
+        "baton_tenant_memory_quota_bytes",
+        "gauge",
+        "The client's memory quota (absent when unlimited).",
+        |c| c.memory_quota.map(|q| q as f64),
+    ),
+    (
+        "baton_tenant_commands_total",
+        "counter",
+        "Commands the client has sent.",
+        |c| Some(c.commands as f64),
+    ),
+    (
+        "baton_tenant_launches_total",
+        "counter",
+        "Kernel launches the client has sent.",
+        |c| Some(c.launches as f64),
+    ),
+    (
+        "baton_tenant_queued_items",
+        "gauge",
+        "Launches, copies and memsets the scheduler holds back (absent under passthrough).",
+        |c| c.queued.map(|n| n as f64),
+    ),
+    (
+        "baton_tenant_in_flight_items",
+        "gauge",
+        "Launches, copies and memsets issued and not yet complete (absent under passthrough).",
+        |c| c.in_flight.map(|n| n as f64),
+    ),
+    (
+        "baton_tenant_gpu_seconds_total",
+        "counter",
+        "GPU time measured for the client's work (absent under passthrough).",
+        |c| c.gpu_time_ns.map(|n| n as f64 / 1e9),
+    ),
+    (
+        "baton_tenant_gpu_share",
+        "gauge",
+        "The client's share of recent measured GPU time, 0 to 1 (absent under passthrough).",
+        |c| c.gpu_share,
+    ),
+];
+
 /// The page for one scrape.
 pub fn render(d: &Daemon) -> String {
     let s = d.status();
-    let quotas = d.quotas();
     let mut out = String::new();
     let _ = writeln!(out, "# HELP baton_clients Client processes connected to the daemon.\n# TYPE baton_clients gauge\nbaton_clients {}", s.clients.len());
-    let families: [(&str, &str, &str); 4] = [
-        (
-            "baton_tenant_memory_bytes",
-            "gauge",
-            "Device and pinned host memory a client holds.",
-        ),
-        (
-            "baton_tenant_memory_quota_bytes",
-            "gauge",
-            "The client's memory quota (absent when unlimited).",
-        ),
-        (
-            "baton_tenant_commands_total",
-            "counter",
-            "Commands the client has sent.",
-        ),
-        (
-            "baton_tenant_launches_total",
-            "counter",
-            "Kernel launches the client has sent.",
-        ),
-    ];
-    for (i, (name, ty, help)) in families.iter().enumerate() {
+    let _ = writeln!(out, "# HELP baton_policy_info The scheduling policy the daemon runs.\n# TYPE baton_policy_info gauge\nbaton_policy_info{{policy=\"{}\"}} 1", label(&s.policy));
+    let labels = |c: &ClientStatus| {
+        format!(
+            "tenant=\"{}\",session=\"{}\",pid=\"{}\",uid=\"{}\"",
+            label(&c.tenant),
+            c.session,
+            c.pid,
+            c.uid
+        )
+    };
+    for (name, ty, help, value) in FAMILIES {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {ty}");
         for c in &s.clients {
-            let value = match i {
-                0 => Some(c.memory_bytes),
-                1 => quotas.get(&c.session).copied().flatten(),
-                2 => Some(c.commands),
-                _ => Some(c.launches),
-            };
-            if let Some(v) = value {
+            if let Some(v) = value(c) {
+                let _ = writeln!(out, "{name}{{{}}} {v}", labels(c));
+            }
+        }
+    }
+    let name = "baton_tenant_queue_delay_seconds";
+    let _ = writeln!(out, "# HELP {name} From reading a command off the client's ring to issuing it to the driver.\n# TYPE {name} summary");
+    for c in &s.clients {
+        let (l, q) = (labels(c), &c.queue_delay);
+        for (quantile, v) in [("0.5", q.p50_ns), ("0.99", q.p99_ns)] {
+            if let Some(ns) = v {
                 let _ = writeln!(
                     out,
-                    "{name}{{tenant=\"{}\",session=\"{}\",pid=\"{}\",uid=\"{}\"}} {v}",
-                    label(&c.tenant),
-                    c.session,
-                    c.pid,
-                    c.uid
+                    "{name}{{{l},quantile=\"{quantile}\"}} {}",
+                    ns as f64 / 1e9
                 );
             }
         }
+        let _ = writeln!(out, "{name}_sum{{{l}}} {}", q.sum_ns as f64 / 1e9);
+        let _ = writeln!(out, "{name}_count{{{l}}} {}", q.count);
     }
     out
 }

@@ -1,8 +1,10 @@
 //! The control socket: accepts clients, sets up their sessions, serves their control requests
 //! (module images, pinned host memory) and `status`.
 
+use crate::config::PolicyKind;
 use crate::executor::Executor;
 use crate::host_memory::HostArena;
+use crate::scheduler::device::{DeviceScheduler, TenantFigures};
 use crate::session::{lock, Identity, Session, Shared};
 use baton_ipc::control::{
     self, ClientStatus, Request, Response, StatusReport, MAX_BLOB, PROTOCOL_VERSION,
@@ -24,6 +26,8 @@ pub struct Daemon {
     params: Params,
     sessions: Mutex<HashMap<u64, Arc<Shared>>>,
     next_session: AtomicU64,
+    /// One per device; none under `passthrough`, whose sessions issue without asking anyone.
+    schedulers: Arc<[Arc<DeviceScheduler>]>,
 }
 
 impl Daemon {
@@ -31,29 +35,47 @@ impl Daemon {
         exec: Arc<dyn Executor>,
         arena: Arc<HostArena>,
         config: crate::config::Config,
-    ) -> Arc<Daemon> {
-        Arc::new(Daemon {
+    ) -> Result<Arc<Daemon>, String> {
+        let policy = config.daemon.policy;
+        let schedulers = match policy {
+            PolicyKind::Passthrough => Vec::new(),
+            _ => (0..exec.devices().len() as u32)
+                .map(|d| {
+                    DeviceScheduler::start(exec.clone(), d, &config.daemon).map_err(|e| {
+                        format!("starting the {} scheduler on GPU {d}: {e}", policy.name())
+                    })
+                })
+                .collect::<Result<_, _>>()?,
+        };
+        Ok(Arc::new(Daemon {
             exec,
             config,
             arena,
             params: Params::DEFAULT,
             sessions: Mutex::new(HashMap::new()),
             next_session: AtomicU64::new(1),
-        })
-    }
-
-    /// Each connected session's memory quota (`None`: unlimited).
-    pub fn quotas(&self) -> HashMap<u64, Option<u64>> {
-        lock(&self.sessions)
-            .iter()
-            .map(|(&id, s)| (id, s.policy.memory_quota))
-            .collect()
+            schedulers: schedulers.into(),
+        }))
     }
 
     pub fn status(&self) -> StatusReport {
+        let mut figures: HashMap<u64, TenantFigures> = HashMap::new();
+        for d in self.schedulers.iter() {
+            for (t, f) in d.figures() {
+                let a = figures.entry(t).or_default();
+                a.queued += f.queued;
+                a.in_flight += f.in_flight;
+                a.gpu_time += f.gpu_time;
+                a.recent += f.recent;
+            }
+        }
+        let recent: f64 = figures.values().map(|f| f.recent).sum();
+        let gated = !self.schedulers.is_empty();
         let mut clients: Vec<ClientStatus> = lock(&self.sessions)
             .values()
-            .map(|s| ClientStatus {
+            .map(|s| (s, figures.get(&s.identity.session).copied()))
+            .map(|(s, f)| (s, f.filter(|_| gated).unwrap_or_default()))
+            .map(|(s, f)| ClientStatus {
                 session: s.identity.session,
                 pid: s.identity.pid,
                 uid: s.identity.uid,
@@ -63,12 +85,18 @@ impl Daemon {
                 class: s.policy.class.to_string(),
                 commands: s.commands.load(Ordering::Relaxed),
                 launches: s.launches.load(Ordering::Relaxed),
+                queued: gated.then_some(f.queued),
+                in_flight: gated.then_some(f.in_flight),
+                gpu_time_ns: gated.then(|| f.gpu_time.as_nanos().try_into().unwrap_or(u64::MAX)),
+                gpu_share: gated.then(|| if recent > 0.0 { f.recent / recent } else { 0.0 }),
+                queue_delay: s.queue_delay.summary(),
             })
             .collect();
         clients.sort_by_key(|c| c.session);
         StatusReport {
             daemon_pid: std::process::id(),
             executor: self.exec.name().to_string(),
+            policy: self.config.daemon.policy.name().to_string(),
             devices: self.exec.devices().iter().map(|d| d.name.clone()).collect(),
             clients,
         }
@@ -185,13 +213,17 @@ impl Daemon {
             )?;
             Ok((session, fd))
         })();
-        let (session, region_fd) = match setup {
+        let (mut session, region_fd) = match setup {
             Ok(s) => s,
             Err(message) => {
                 tracing::error!(%message, "could not set up a session");
                 return control::send(&conn, &Response::Error { code: 2, message }, &[]);
             }
         };
+        session.schedule(
+            self.schedulers.clone(),
+            self.config.daemon.policy == PolicyKind::Priority,
+        );
         lock(&self.sessions).insert(session_id, shared.clone());
         tracing::info!(session = session_id, pid, uid, tenant = %identity.tenant, "client connected");
         let d = self.clone();

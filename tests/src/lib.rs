@@ -178,7 +178,8 @@ pub fn in_process_daemon() -> PathBuf {
                 exec,
                 arena,
                 baton_daemon::config::Config::default(),
-            );
+            )
+            .expect("daemon");
             std::thread::spawn(move || daemon.serve(listener));
             std::env::set_var(baton_ipc::control::SOCKET_ENV, &path);
             path

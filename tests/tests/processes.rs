@@ -556,6 +556,11 @@ fn baton_status_lists_clients() {
     assert!(out.status.success(), "{text}");
     assert!(text.contains("Baton Simulated GPU"), "{text}");
     assert!(text.contains("CLASS") && text.contains("normal"), "{text}");
+    assert!(text.contains("policy passthrough"), "{text}");
+    assert!(
+        text.contains("INFLIGHT") && text.contains("DELAY-P99"),
+        "{text}"
+    );
     assert!(
         text.contains(&child.id().to_string()),
         "status should list the client's pid {}: {text}",
@@ -677,4 +682,82 @@ fn metrics_endpoint_reports_per_tenant_figures() {
         "{page}"
     );
     assert!(page.contains(" 1073741824\n"), "{page}");
+    assert!(
+        page.contains("\nbaton_policy_info{policy=\"passthrough\"} 1\n"),
+        "{page}"
+    );
+    assert!(
+        page.contains("\nbaton_tenant_queue_delay_seconds_count{tenant=\"alice\""),
+        "{page}"
+    );
+    // Passthrough tracks no work: no in-flight figures.
+    assert!(!page.contains("\nbaton_tenant_in_flight_items{"), "{page}");
+}
+
+#[test]
+fn priority_policy_schedules_clients_and_reports_their_figures() {
+    let d = Daemon::start_with(
+        "priority",
+        Some("[daemon]\npolicy = \"priority\"\nmetrics_listen = \"off\"\n[default]\nclass = \"high\"\n"),
+    );
+    // Two classes at once, each checking its results: both finish.
+    let runs: Vec<_> = ["high", "low"]
+        .map(|class| {
+            client("client_smoke", &d.socket)
+                .env("BATON_CLASS", class)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .into_iter()
+        .collect();
+    for run in runs {
+        let out = run.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    let mut child = client("client_hold_memory", &d.socket)
+        .env("BATON_CLASS", "low")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_ready(&mut BufReader::new(child.stdout.take().unwrap()));
+    d.wait_status("the client's work to be measured", |s| {
+        let Some(c) = s.clients.first() else {
+            return false;
+        };
+        c.queue_delay.count > 0
+            && c.queue_delay.p99_ns >= c.queue_delay.p50_ns
+            && c.gpu_time_ns.is_some_and(|t| t > 0)
+            && c.queued.is_some()
+            && c.in_flight.is_some()
+            // The only client with measured GPU time has all of it.
+            && c.gpu_share == Some(1.0)
+    });
+    let s = d.status();
+    assert_eq!(s.policy, "priority");
+    assert_eq!(s.clients[0].class, "low");
+    let out = Command::new(workspace_bin("baton"))
+        .args(["status", "--socket"])
+        .arg(&d.socket)
+        .output()
+        .unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("policy priority"), "{text}");
+    let row = text
+        .lines()
+        .find(|l| l.contains(&child.id().to_string()))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(row.contains(" 100 "), "GPU share of the only client: {row}");
+    d.wait_status("the killed client's session to end", |s| {
+        s.clients.is_empty()
+    });
 }

@@ -2,7 +2,9 @@
 //!
 //! Device memory is host memory at fake addresses; every operation runs to completion when it
 //! is issued (so every stream is always idle); kernels come from a small registry of CPU
-//! implementations. A "module image" for the simulator is text:
+//! implementations. To let tests see work "in flight", [`SimExecutor::pause`] holds back the
+//! writes that report completion (stream value writes) until [`SimExecutor::resume`], or until
+//! someone synchronises the stream. A "module image" for the simulator is text:
 //! ```text
 //! //baton-sim
 //! kernel vecAdd 8 8 8 4
@@ -32,9 +34,13 @@ struct State {
     next_id: u64,
     images: HashMap<Raw, Vec<(String, Vec<u32>)>>,
     funcs: HashMap<Raw, (String, FunctionInfo)>,
-    streams: HashMap<Raw, ()>,
+    /// Stream -> the priority it was created with.
+    streams: HashMap<Raw, i32>,
     events: HashMap<Raw, Option<Instant>>,
     limits: HashMap<u32, u64>,
+    paused: bool,
+    /// Value writes held back while paused: (stream, address, value), in issue order.
+    deferred: Vec<(Raw, u64, u64)>,
 }
 
 pub struct SimExecutor {
@@ -107,6 +113,27 @@ impl SimExecutor {
         }
     }
 
+    /// From now on, stream value writes (completion reports) wait until [`SimExecutor::resume`]
+    /// or a synchronisation of their stream: the work looks in flight to whoever polls.
+    pub fn pause(&self) {
+        self.lock().paused = true;
+    }
+
+    /// Performs the held-back value writes, in order, and stops holding them back.
+    pub fn resume(&self) {
+        let mut st = self.lock();
+        st.paused = false;
+        let writes = std::mem::take(&mut st.deferred);
+        for (_, addr, value) in writes {
+            let _ = st.write(addr, value);
+        }
+    }
+
+    /// The priority stream `raw` was created with.
+    pub fn stream_priority(&self, raw: Raw) -> Option<i32> {
+        self.lock().streams.get(&raw).copied()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -123,6 +150,23 @@ impl State {
     fn id(&mut self) -> Raw {
         self.next_id += 1;
         self.next_id
+    }
+
+    fn write(&mut self, addr: u64, value: u64) -> GpuResult<()> {
+        // A plain byte copy suffices: the reader polls with atomics and the sim holds its lock.
+        self.mem(addr, 8)?.copy_from_slice(&value.to_le_bytes());
+        Ok(())
+    }
+
+    /// Performs the held-back writes of `stream` (it is synchronised: its work is done).
+    fn flush(&mut self, stream: Raw) {
+        let (mine, rest) = std::mem::take(&mut self.deferred)
+            .into_iter()
+            .partition(|w| w.0 == stream);
+        self.deferred = rest;
+        for (_, addr, value) in mine {
+            let _ = self.write(addr, value);
+        }
     }
 
     /// A mutable view of `len` bytes at simulated device address (or registered host address)
@@ -407,25 +451,27 @@ impl Executor for SimExecutor {
         })
     }
 
-    fn stream_create(&self, device: u32, _priority: i32) -> GpuResult<Raw> {
+    fn stream_create(&self, device: u32, priority: i32) -> GpuResult<Raw> {
         self.check_device(device)?;
         let mut st = self.lock();
         let id = st.id();
-        st.streams.insert(id, ());
+        st.streams.insert(id, priority);
         Ok(id)
     }
     fn stream_destroy(&self, _device: u32, stream: Raw) -> GpuResult<()> {
         self.lock()
             .streams
             .remove(&stream)
+            .map(|_| ())
             .ok_or(GpuError(code::INVALID_HANDLE))
     }
     fn stream_synchronize(&self, _device: u32, stream: Raw) -> GpuResult<()> {
-        self.lock()
-            .streams
-            .get(&stream)
-            .copied()
-            .ok_or(GpuError(code::INVALID_HANDLE))
+        let mut st = self.lock();
+        if !st.streams.contains_key(&stream) {
+            return Err(GpuError(code::INVALID_HANDLE));
+        }
+        st.flush(stream);
+        Ok(())
     }
     fn stream_priority_range(&self, _device: u32) -> GpuResult<(i32, i32)> {
         Ok((0, -5))
@@ -481,12 +527,14 @@ impl Executor for SimExecutor {
         }
     }
 
-    fn write_value(&self, _device: u32, _stream: Raw, addr: u64, value: u64) -> GpuResult<()> {
+    fn write_value(&self, _device: u32, stream: Raw, addr: u64, value: u64) -> GpuResult<()> {
         let mut st = self.lock();
-        let w = st.mem(addr, 8)?;
-        // A plain byte copy suffices: the reader polls with atomics and the sim holds its lock.
-        w.copy_from_slice(&value.to_le_bytes());
-        Ok(())
+        if st.paused {
+            st.mem(addr, 8)?;
+            st.deferred.push((stream, addr, value));
+            return Ok(());
+        }
+        st.write(addr, value)
     }
 
     fn mem_alloc_async(&self, device: u32, bytes: u64, _stream: Raw) -> GpuResult<u64> {

@@ -36,6 +36,17 @@ impl Tracker {
         l.next
     }
 
+    /// Takes back the last [`Tracker::issued`] on `lane` if it was `id`: the write that would
+    /// have reported it could not be issued.
+    pub fn withdraw_last(&mut self, lane: u64, id: ItemId) {
+        if let Some(l) = self.lanes.get_mut(&lane) {
+            if l.pending.back().is_some_and(|p| p.1 == id) {
+                l.pending.pop_back();
+                l.next -= 1;
+            }
+        }
+    }
+
     /// The GPU wrote `value` on `lane`, seen at `now`: appends `(item, gpu_time)` for every item
     /// up to that value, in order.
     pub fn observe(
@@ -106,6 +117,10 @@ mod tests {
         assert_eq!(out, [(103, us(20))]);
         t.issued(8, 104, t0);
         assert_eq!(t.busy_lanes().collect::<Vec<_>>(), [8]);
-        assert_eq!(t.forget(8), [104]);
+        t.withdraw_last(8, 999);
+        assert_eq!(t.issued(8, 105, t0), 2);
+        t.withdraw_last(8, 105);
+        assert_eq!(t.issued(8, 106, t0), 2, "the withdrawn value is reused");
+        assert_eq!(t.forget(8), [104, 106]);
     }
 }

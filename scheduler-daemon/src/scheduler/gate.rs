@@ -111,14 +111,16 @@ impl Gate {
         }
     }
 
-    /// Reports admitted work complete, with its measured GPU time if known.
-    pub fn complete(&self, id: u64, gpu_time: Option<Duration>) {
+    /// Reports admitted work complete, with its measured GPU time if known. Returns the item,
+    /// or `None` if it was not in flight (already reported, or its tenant is gone).
+    pub fn complete(&self, id: u64, gpu_time: Option<Duration>) -> Option<WorkItem> {
         let mut g = self.lock();
         let now = Instant::now();
-        g.sched.complete(now, id, gpu_time);
+        let item = g.sched.complete(now, id, gpu_time);
         if g.poll(now) {
             self.cv.notify_all();
         }
+        item
     }
 }
 

@@ -15,9 +15,11 @@
 //! - Costs come from an [`Estimator`]: an EWMA of measured durations per kernel and grid.
 //! - [`gate::Gate`] wraps a scheduler for session threads that issue their own work (the small
 //!   way to wire it), [`completion::Tracker`] turns GPU-written counters into completions with
-//!   durations, and [`sim`] is a simulated GPU that the tests drive policies with.
+//!   durations, [`device::DeviceScheduler`] puts both in the daemon's issue path (one per GPU),
+//!   and [`sim`] is a simulated GPU that the tests drive policies with.
 
 pub mod completion;
+pub mod device;
 pub mod estimate;
 pub mod fair;
 pub mod gate;
@@ -253,6 +255,14 @@ impl<T> Scheduler<T> {
         self.queued
     }
 
+    /// One tenant's items queued and not issued.
+    pub fn queued_of(&self, tenant: TenantId) -> usize {
+        self.queues
+            .range((tenant, 0)..=(tenant, StreamId::MAX))
+            .map(|(_, q)| q.len())
+            .sum()
+    }
+
     pub fn estimator(&self) -> &Estimator {
         &self.estimator
     }
@@ -456,6 +466,7 @@ mod tests {
         let a = s.submit(t0, work(1, 7), "a");
         let b = s.submit(t0, work(1, 7), "b");
         assert_eq!(s.queued(), 2);
+        assert_eq!((s.queued_of(1), s.queued_of(2)), (2, 0));
         let mut out = Vec::new();
         s.poll(t0, &mut out);
         assert_eq!(out.len(), 1);

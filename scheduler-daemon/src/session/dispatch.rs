@@ -3,10 +3,12 @@
 use super::tables::Owner;
 use super::{lock, Session};
 use crate::executor::{code, GpuError, GpuResult, LaunchConfig, OccupancyQuery};
+use crate::scheduler::{CostKey, WorkKind};
 use baton_ipc::protocol::{self as p, ImageKind, Message, Op, MAX_NAME, MAX_PARAMS, NO_REPLY};
 use baton_ipc::region::{CHUNK_FAILED, CHUNK_FILLED, CHUNK_FREE, REPLY_VALUES};
 use std::ffi::CString;
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 /// What a command answers besides its result code.
 #[derive(Default)]
@@ -44,6 +46,8 @@ fn name(tail: &[u8]) -> GpuResult<CString> {
 impl Session {
     /// Executes one message. Returns `Err` only when the client broke the protocol.
     pub(super) fn handle(&mut self, buf: &[u8]) -> Result<(), String> {
+        self.gating.received = Instant::now();
+        self.gating.captures_open = self.graphs.open_captures > 0;
         let m = Message::decode(buf).map_err(|e| e.to_string())?;
         let synchronizing = matches!(
             m.op,
@@ -54,6 +58,9 @@ impl Session {
                 Op::Memset | Op::CopyDtoD | Op::CopyHtoDPinned | Op::CopyDtoHPinned | Op::Copy2D
             ));
         let result = self.execute(&m);
+        if synchronizing {
+            self.gating.job += 1;
+        }
         if m.reply == NO_REPLY {
             if let Err(e) = result {
                 tracing::debug!(session = self.shared.identity.session, op = ?m.op, err = e.0, "async command failed");
@@ -196,6 +203,7 @@ impl Session {
             }
             Op::StreamDestroy => {
                 let b: p::ObjectId = m.body().map_err(body_err)?;
+                self.gating.retire_stream(exec, &self.streams, b.id);
                 self.streams.destroy(exec, b.id).map(|_| Answer::default())
             }
             Op::EventCreate => {
@@ -280,7 +288,17 @@ impl Session {
                     cooperative: b.flags & p::LAUNCH_COOPERATIVE != 0,
                 };
                 self.shared.launches.fetch_add(1, Ordering::Relaxed);
-                exec.launch(device, fraw, stream, &cfg, params)?;
+                let key = CostKey::kernel(b.func, b.grid);
+                self.gating.issue(
+                    &self.shared,
+                    exec,
+                    device,
+                    b.stream,
+                    stream,
+                    WorkKind::Kernel,
+                    key,
+                    || exec.launch(device, fraw, stream, &cfg, params),
+                )?;
                 Ok(Answer::default())
             }
             Op::Memset => {
@@ -305,15 +323,27 @@ impl Session {
                 };
                 self.check_device_range(b.dst, span)?;
                 let (device, stream) = self.streams.prepare(exec, b.stream)?;
-                exec.memset(
+                let key = CostKey::copy(3, row.saturating_mul(b.height));
+                self.gating.issue(
+                    &self.shared,
+                    exec,
                     device,
-                    b.dst,
-                    b.pitch,
-                    b.value,
-                    b.elem_size,
-                    b.width,
-                    b.height,
+                    b.stream,
                     stream,
+                    WorkKind::Copy,
+                    key,
+                    || {
+                        exec.memset(
+                            device,
+                            b.dst,
+                            b.pitch,
+                            b.value,
+                            b.elem_size,
+                            b.width,
+                            b.height,
+                            stream,
+                        )
+                    },
                 )?;
                 self.finish_if_sync(m, device, stream)
             }
@@ -322,7 +352,17 @@ impl Session {
                 self.check_device_range(b.dst, b.len)?;
                 self.check_device_range(b.src, b.len)?;
                 let (device, stream) = self.streams.prepare(exec, b.stream)?;
-                exec.copy_dtod(device, b.dst, b.src, b.len, stream)?;
+                let key = CostKey::copy(2, b.len);
+                self.gating.issue(
+                    &self.shared,
+                    exec,
+                    device,
+                    b.stream,
+                    stream,
+                    WorkKind::Copy,
+                    key,
+                    || exec.copy_dtod(device, b.dst, b.src, b.len, stream),
+                )?;
                 self.finish_if_sync(m, device, stream)
             }
             Op::CopyHtoDPinned => {
@@ -332,7 +372,17 @@ impl Session {
                     return Err(invalid());
                 }
                 let (device, stream) = self.streams.prepare(exec, b.stream)?;
-                exec.copy_htod(device, b.dst, b.src as usize as *const u8, b.len, stream)?;
+                let key = CostKey::copy(0, b.len);
+                self.gating.issue(
+                    &self.shared,
+                    exec,
+                    device,
+                    b.stream,
+                    stream,
+                    WorkKind::Copy,
+                    key,
+                    || exec.copy_htod(device, b.dst, b.src as usize as *const u8, b.len, stream),
+                )?;
                 self.finish_if_sync(m, device, stream)
             }
             Op::CopyDtoHPinned => {
@@ -342,7 +392,17 @@ impl Session {
                     return Err(invalid());
                 }
                 let (device, stream) = self.streams.prepare(exec, b.stream)?;
-                exec.copy_dtoh(device, b.dst as usize as *mut u8, b.src, b.len, stream)?;
+                let key = CostKey::copy(1, b.len);
+                self.gating.issue(
+                    &self.shared,
+                    exec,
+                    device,
+                    b.stream,
+                    stream,
+                    WorkKind::Copy,
+                    key,
+                    || exec.copy_dtoh(device, b.dst as usize as *mut u8, b.src, b.len, stream),
+                )?;
                 self.finish_if_sync(m, device, stream)
             }
             Op::CopyHtoDStaged | Op::CopyDtoHStaged => {
@@ -354,11 +414,21 @@ impl Session {
                     }
                     self.check_device_range(b.device_ptr, b.len)?;
                     let (device, stream) = self.streams.prepare(exec, b.stream)?;
-                    if m.op == Op::CopyHtoDStaged {
-                        exec.copy_htod(device, b.device_ptr, ptr, b.len, stream)?;
-                    } else {
-                        exec.copy_dtoh(device, ptr, b.device_ptr, b.len, stream)?;
-                    }
+                    let to_device = m.op == Op::CopyHtoDStaged;
+                    let key = CostKey::copy(if to_device { 0 } else { 1 }, b.len);
+                    self.gating.issue(
+                        &self.shared,
+                        exec,
+                        device,
+                        b.stream,
+                        stream,
+                        WorkKind::Copy,
+                        key,
+                        || match to_device {
+                            true => exec.copy_htod(device, b.device_ptr, ptr, b.len, stream),
+                            false => exec.copy_dtoh(device, ptr, b.device_ptr, b.len, stream),
+                        },
+                    )?;
                     // The chunk is reused as soon as it is handed back, so the copy must be done.
                     exec.stream_synchronize(device, stream)
                 })();
@@ -441,15 +511,32 @@ impl Session {
                 let src = side(b.src, sspan, b.flags & p::COPY2D_SRC_HOST != 0)?;
                 let dst = side(b.dst, dspan, b.flags & p::COPY2D_DST_HOST != 0)?;
                 let (device, stream) = self.streams.prepare(exec, b.stream)?;
-                exec.copy_2d(
+                let dir = match (b.flags & p::COPY2D_SRC_HOST, b.flags & p::COPY2D_DST_HOST) {
+                    (0, 0) => 2,
+                    (0, _) => 1,
+                    _ => 0,
+                };
+                let key = CostKey::copy(dir, b.width.saturating_mul(b.height));
+                self.gating.issue(
+                    &self.shared,
+                    exec,
                     device,
-                    dst,
-                    b.dst_pitch,
-                    src,
-                    b.src_pitch,
-                    b.width,
-                    b.height,
+                    b.stream,
                     stream,
+                    WorkKind::Copy,
+                    key,
+                    || {
+                        exec.copy_2d(
+                            device,
+                            dst,
+                            b.dst_pitch,
+                            src,
+                            b.src_pitch,
+                            b.width,
+                            b.height,
+                            stream,
+                        )
+                    },
                 )?;
                 self.finish_if_sync(m, device, stream)
             }

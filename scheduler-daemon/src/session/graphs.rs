@@ -10,7 +10,11 @@ use super::dispatch::Answer;
 use super::tables::Table;
 use super::Session;
 use crate::executor::{code, Executor, GpuError, GpuResult, Raw};
+use crate::scheduler::{CostKey, WorkKind};
 use baton_ipc::protocol::{self as p, Message, Op, LEGACY_STREAM_BASE};
+
+/// Sets graph keys apart from kernel keys (function ids) in the cost estimator.
+const GRAPH_KEY: u64 = 1 << 63;
 
 pub struct Graph {
     pub device: u32,
@@ -100,7 +104,18 @@ impl Session {
                     self.shared
                         .launches
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    exec.graph_launch(device, graph, stream)?;
+                    // A graph launch is one work item to the scheduler, its cost learnt per graph.
+                    let key = CostKey::kernel(GRAPH_KEY | b.exec, [1, 1, 1]);
+                    self.gating.issue(
+                        &self.shared,
+                        exec,
+                        device,
+                        b.stream,
+                        stream,
+                        WorkKind::Kernel,
+                        key,
+                        || exec.graph_launch(device, graph, stream),
+                    )?;
                 } else {
                     exec.graph_upload(device, graph, stream)?;
                 }

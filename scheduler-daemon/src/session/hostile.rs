@@ -13,6 +13,14 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 fn session(exec: &Arc<SimExecutor>, id: u64, quota: Option<u64>) -> Session {
+    let policy = TenantPolicy {
+        memory_quota: quota,
+        ..Default::default()
+    };
+    session_with(exec, id, policy)
+}
+
+pub(super) fn session_with(exec: &Arc<SimExecutor>, id: u64, policy: TenantPolicy) -> Session {
     let layout = Layout::new(Params::DEFAULT).unwrap();
     let mapping = SharedRegion::create("test-session", layout.total).unwrap();
     // SAFETY: a fresh mapping of `layout.total` bytes, kept alive by the session.
@@ -25,16 +33,12 @@ fn session(exec: &Arc<SimExecutor>, id: u64, quota: Option<u64>) -> Session {
         gid: 1000,
         tenant: format!("t{id}"),
     };
-    let policy = TenantPolicy {
-        memory_quota: quota,
-        ..Default::default()
-    };
     let shared = Arc::new(Shared::new(identity, policy));
     Session::new(shared, exec.clone(), mapping, region, dev).unwrap()
 }
 
 /// Sends one command and returns the result code its reply slot 0 holds.
-fn call<B: zerocopy::IntoBytes + zerocopy::Immutable>(
+pub(super) fn call<B: zerocopy::IntoBytes + zerocopy::Immutable>(
     s: &mut Session,
     op: Op,
     body: &B,
@@ -52,7 +56,7 @@ fn call<B: zerocopy::IntoBytes + zerocopy::Immutable>(
     )
 }
 
-const IMAGE: &[u8] = b"//baton-sim\nkernel fill 8 4 4\n";
+pub(super) const IMAGE: &[u8] = b"//baton-sim\nkernel fill 8 4 4\n";
 
 #[test]
 fn a_tenant_cannot_use_another_tenants_objects_or_memory() {

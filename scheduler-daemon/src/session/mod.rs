@@ -8,9 +8,13 @@
 
 mod dispatch;
 mod graphs;
+mod gating;
 mod host_calls;
 #[cfg(test)]
 mod hostile;
+pub mod queue_delay;
+#[cfg(test)]
+mod scheduled;
 pub mod streams;
 pub mod tables;
 mod vmm;
@@ -47,6 +51,7 @@ pub struct Shared {
     pub memory_bytes: AtomicU64,
     pub commands: AtomicU64,
     pub launches: AtomicU64,
+    pub queue_delay: queue_delay::QueueDelay,
     /// Serialises host-callback requests through the session's one mailbox.
     pub mailbox_lock: host_calls::MailboxLock,
 }
@@ -63,6 +68,7 @@ impl Shared {
             memory_bytes: AtomicU64::new(0),
             commands: AtomicU64::new(0),
             launches: AtomicU64::new(0),
+            queue_delay: Default::default(),
             mailbox_lock: Default::default(),
         }
     }
@@ -112,6 +118,7 @@ pub struct Session {
     graphs: graphs::Graphs,
     /// First error of work nobody waited for; reported by the next synchronising call.
     async_error: Option<u32>,
+    gating: gating::Gating,
 }
 
 /// How a session ended.
@@ -150,7 +157,22 @@ impl Session {
             vmm: Default::default(),
             graphs: Default::default(),
             async_error: None,
+            gating: Default::default(),
         })
+    }
+
+    /// Puts the session's work under the daemon's scheduler: one per device, or none at all
+    /// under `passthrough`. With `stream_classes` (the `priority` policy) its streams get the
+    /// CUDA stream priority of its class.
+    pub fn schedule(
+        &mut self,
+        devices: Arc<[Arc<crate::scheduler::device::DeviceScheduler>]>,
+        stream_classes: bool,
+    ) {
+        self.gating = gating::Gating::new(devices, &self.shared);
+        if stream_classes {
+            self.streams.class = Some(self.shared.policy.class);
+        }
     }
 
     /// Drains the ring until the client goes away; then frees everything the client held.
@@ -193,6 +215,8 @@ impl Session {
     /// have been reading.
     fn teardown(&mut self) {
         let exec = &*self.exec;
+        self.gating
+            .end(exec, &self.streams, self.shared.identity.session);
         self.streams.teardown(exec);
         self.graphs.teardown(exec);
         let mapped = self.vmm.teardown(exec);

@@ -10,7 +10,9 @@
 //! since that stream last waited for it.
 
 use super::tables::Table;
+use crate::config::Class;
 use crate::executor::{code, Executor, GpuError, GpuResult, Raw};
+use crate::scheduler::priority::{clamp_stream_priority, stream_priority};
 use baton_ipc::protocol::LEGACY_STREAM_BASE;
 use std::collections::{BTreeSet, HashMap, HashSet};
 
@@ -43,6 +45,8 @@ pub struct Streams {
     /// Streams a capture was begun on: they get no implicit legacy-stream waits (a wait on an
     /// event from outside the capture would invalidate it) and are not synchronised.
     pub capturing: HashSet<u64>,
+    /// Under `priority`: the tenant's class, which bounds its streams' CUDA priorities.
+    pub class: Option<Class>,
 }
 
 impl Streams {
@@ -56,6 +60,10 @@ impl Streams {
         if flags & !NON_BLOCKING != 0 {
             return Err(GpuError(code::INVALID_VALUE));
         }
+        let priority = match self.class {
+            Some(c) => clamp_stream_priority(c, priority, exec.stream_priority_range(device)?),
+            None => priority,
+        };
         let raw = exec.stream_create(device, priority)?;
         let epoch = self.legacy.get(&device).map_or(0, |l| l.epoch);
         Ok(self.table.insert(Stream {
@@ -85,7 +93,11 @@ impl Streams {
             if device as usize >= exec.devices().len() {
                 return Err(GpuError(code::INVALID_DEVICE));
             }
-            let raw = exec.stream_create(device, 0)?;
+            let priority = match self.class {
+                Some(c) => stream_priority(c, exec.stream_priority_range(device)?),
+                None => 0,
+            };
+            let raw = exec.stream_create(device, priority)?;
             let join_event = match exec.event_create(device, 2 /* CU_EVENT_DISABLE_TIMING */) {
                 Ok(e) => e,
                 Err(e) => {

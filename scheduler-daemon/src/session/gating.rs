@@ -1,0 +1,117 @@
+//! The session's side of scheduling: every launch, copy and memset passes its device's gate
+//! before the session issues it, and its queueing delay is recorded.
+//!
+//! Under `passthrough` there are no gates: nothing is held, tracked or synchronised, and the
+//! only cost left is the delay measurement (two clock reads and one atomic add per command).
+
+use super::streams::Streams;
+use super::Shared;
+use crate::executor::{code, Executor, GpuError, GpuResult, Raw};
+use crate::scheduler::device::DeviceScheduler;
+use crate::scheduler::{CostKey, Work, WorkKind};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+pub struct Gating {
+    /// Indexed by device; empty under `passthrough`.
+    devices: Arc<[Arc<DeviceScheduler>]>,
+    /// The session's synchronisation epoch: work between two synchronising calls is one job.
+    pub job: u64,
+    /// When the command being executed was read off the ring.
+    pub received: Instant,
+    /// Whether the session has a stream capture open (then each stream is asked).
+    pub captures_open: bool,
+}
+
+impl Default for Gating {
+    fn default() -> Self {
+        Gating {
+            devices: Arc::new([]),
+            job: 0,
+            received: Instant::now(),
+            captures_open: false,
+        }
+    }
+}
+
+impl Gating {
+    pub fn new(devices: Arc<[Arc<DeviceScheduler>]>, shared: &Shared) -> Gating {
+        for d in devices.iter() {
+            d.add_tenant(shared.identity.session, &shared.policy);
+        }
+        Gating {
+            devices,
+            ..Default::default()
+        }
+    }
+
+    /// Waits until the policy lets this work go, then issues it with `issue` on daemon stream
+    /// `raw` (the session's stream `stream`) and tracks it until the GPU completes it.
+    pub fn issue(
+        &self,
+        shared: &Shared,
+        exec: &dyn Executor,
+        device: u32,
+        stream: u64,
+        raw: Raw,
+        kind: WorkKind,
+        key: CostKey,
+        issue: impl FnOnce() -> GpuResult<()>,
+    ) -> GpuResult<()> {
+        let Some(d) = self.devices.get(device as usize) else {
+            shared.queue_delay.record(self.received.elapsed());
+            return issue();
+        };
+        // Work on a capturing stream only becomes part of a graph: nothing runs, and a
+        // completion write would be captured with it. The graph's launch is what gets gated.
+        if self.captures_open && exec.is_capturing(device, raw).unwrap_or(false) {
+            shared.queue_delay.record(self.received.elapsed());
+            return issue();
+        }
+        let work = Work {
+            tenant: shared.identity.session,
+            stream,
+            job: self.job,
+            kind,
+            key: Some(key),
+        };
+        // `None`: the client went away while its work was held; nobody reads this result.
+        let item = d
+            .admit(work, &|| shared.closed.load(Ordering::Acquire))
+            .ok_or(GpuError(code::UNKNOWN))?;
+        shared.queue_delay.record(self.received.elapsed());
+        let r = issue();
+        d.issued(raw, item.id, r.is_ok());
+        r
+    }
+
+    /// Before stream `id` is destroyed: waits for its work and stops tracking it, so that its
+    /// lane can serve another stream.
+    pub fn retire_stream(&self, exec: &dyn Executor, streams: &Streams, id: u64) {
+        let Ok(s) = streams.table.get(id) else {
+            return;
+        };
+        if let Some(d) = self
+            .devices
+            .get(s.device as usize)
+            .filter(|d| d.tracks(s.raw))
+        {
+            let _ = exec.stream_synchronize(s.device, s.raw);
+            d.retire(&[s.raw]);
+        }
+    }
+
+    /// At teardown, before the streams are destroyed: waits for all of the session's work,
+    /// reports it complete and forgets the tenant.
+    pub fn end(&self, exec: &dyn Executor, streams: &Streams, tenant: u64) {
+        if self.devices.is_empty() {
+            return;
+        }
+        let _ = streams.synchronize_all(exec);
+        for (i, d) in self.devices.iter().enumerate() {
+            d.retire(&streams.all_on(i as u32));
+            d.remove_tenant(tenant);
+        }
+    }
+}
