@@ -382,7 +382,6 @@ def plot_mpl(results, png_dir):
     if a:
         fig, axes = plt.subplots(1, len(a), figsize=(6 * len(a), 4.8), squeeze=False)
         for ax, case in zip(axes[0], sorted(a)):
-            ax.axvspan(TARGET_A["min_be_share"], 1.2, ymax=0.0, alpha=0)
             ax.fill_between([TARGET_A["min_be_share"], 1.5], 0.1, TARGET_A["max_p99_ratio"], color="green",
                             alpha=0.08, label="target")
             for arm, x, y in points_a(a[case]):
