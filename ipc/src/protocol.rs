@@ -7,6 +7,9 @@
 
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
+mod arrays;
+pub use arrays::*;
+
 /// `Header::reply` for commands whose result is not awaited (errors surface at the next sync).
 pub const NO_REPLY: u32 = u32::MAX;
 
@@ -79,6 +82,13 @@ ops! {
     MemFreeAsync = 31 => MemFreeAsync,
     Copy2D = 32 => Copy2D,
     OccupancyClusters = 33 => OccupancyClusters,
+    ArrayCreate = 70 => ArrayCreate,
+    ArrayDestroy = 71 => ObjectId,
+    Copy3D = 72 => Copy3D,
+    TexObjectCreate = 73 => TexObjectCreate,
+    TexObjectDestroy = 74 => ObjectId,
+    SurfObjectCreate = 75 => SurfObjectCreate,
+    SurfObjectDestroy = 76 => ObjectId,
 }
 
 /// First bytes of every message.

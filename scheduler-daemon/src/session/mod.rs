@@ -6,6 +6,7 @@
 //! against this session's allocations, and every index into the region is bounds-checked by
 //! [`baton_ipc::region::Region`].
 
+mod arrays;
 mod dispatch;
 mod host_calls;
 #[cfg(test)]
@@ -106,6 +107,7 @@ pub struct Session {
     funcs: tables::Table<tables::Function>,
     events: tables::Table<tables::Event>,
     ranges: tables::Ranges,
+    arrays: arrays::Arrays,
     /// First error of work nobody waited for; reported by the next synchronising call.
     async_error: Option<u32>,
 }
@@ -143,6 +145,7 @@ impl Session {
             funcs: Default::default(),
             events: Default::default(),
             ranges: Default::default(),
+            arrays: Default::default(),
             async_error: None,
         })
     }
@@ -188,6 +191,7 @@ impl Session {
     fn teardown(&mut self) {
         let exec = &*self.exec;
         self.streams.teardown(exec);
+        self.arrays.teardown(exec);
         for (_, e) in self.events.drain() {
             let _ = exec.event_destroy(e.device, e.raw);
         }
