@@ -23,7 +23,7 @@ pub struct Array {
 
 #[derive(Default)]
 pub struct Arrays {
-    arrays: Table<Array>,
+    pub(super) arrays: Table<Array>,
     /// Driver value -> device.
     textures: HashMap<u64, u32>,
     surfaces: HashMap<u64, u32>,
@@ -170,6 +170,10 @@ impl Session {
                 return Err(invalid());
             }
             return Ok(Place::Array(a.raw));
+        }
+        // Rows and slices may not overlap: that bounds the work by the memory checked below.
+        if (h > 1 || d > 1) && s.pitch < w || d > 1 && s.height < h {
+            return Err(invalid());
         }
         // The farthest byte the box touches: the end of its last row.
         let span = (|| {

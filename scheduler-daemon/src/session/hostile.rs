@@ -12,7 +12,7 @@ use proptest::prelude::*;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-fn session(exec: &Arc<SimExecutor>, id: u64, quota: Option<u64>) -> Session {
+pub(super) fn session(exec: &Arc<SimExecutor>, id: u64, quota: Option<u64>) -> Session {
     let layout = Layout::new(Params::DEFAULT).unwrap();
     let mapping = SharedRegion::create("test-session", layout.total).unwrap();
     // SAFETY: a fresh mapping of `layout.total` bytes, kept alive by the session.
@@ -34,7 +34,7 @@ fn session(exec: &Arc<SimExecutor>, id: u64, quota: Option<u64>) -> Session {
 }
 
 /// Sends one command and returns the result code its reply slot 0 holds.
-fn call<B: zerocopy::IntoBytes + zerocopy::Immutable>(
+pub(super) fn call<B: zerocopy::IntoBytes + zerocopy::Immutable>(
     s: &mut Session,
     op: Op,
     body: &B,

@@ -7,6 +7,8 @@
 //! [`baton_ipc::region::Region`].
 
 mod arrays;
+#[cfg(test)]
+mod arrays_tests;
 mod dispatch;
 mod host_calls;
 #[cfg(test)]
