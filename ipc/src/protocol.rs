@@ -7,6 +7,9 @@
 
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
+mod arrays;
+pub use arrays::*;
+
 /// `Header::reply` for commands whose result is not awaited (errors surface at the next sync).
 pub const NO_REPLY: u32 = u32::MAX;
 
@@ -97,6 +100,13 @@ ops! {
     GraphExecDestroy = 49 => ObjectId,
     GraphDestroy = 50 => ObjectId,
     GraphNodeCount = 51 => ObjectId,
+    ArrayCreate = 70 => ArrayCreate,
+    ArrayDestroy = 71 => ObjectId,
+    Copy3D = 72 => Copy3D,
+    TexObjectCreate = 73 => TexObjectCreate,
+    TexObjectDestroy = 74 => ObjectId,
+    SurfObjectCreate = 75 => SurfObjectCreate,
+    SurfObjectDestroy = 76 => ObjectId,
 }
 
 /// First bytes of every message.

@@ -22,7 +22,7 @@ const CTX_MAGIC: u32 = 0x4354_5854;
 ///
 /// # Safety
 /// `p` must be null or point to at least 4 readable bytes (any handle the shim handed out does).
-unsafe fn magic_of<T>(p: *const T) -> Option<u32> {
+pub(crate) unsafe fn magic_of<T>(p: *const T) -> Option<u32> {
     if p.is_null() {
         return None;
     }
@@ -39,7 +39,7 @@ macro_rules! handle_conversions {
                 // SAFETY: handles of this kind are addresses of leaked `$t`s; a foreign pointer
                 // is the caller's bug, as with the real driver, and is caught by the magic check
                 // when it points to readable memory.
-                let magic = unsafe { magic_of(p) };
+                let magic = unsafe { $crate::objects::magic_of(p) };
                 match magic {
                     // SAFETY: the magic says `p` is one of our leaked, never-freed objects.
                     Some(m) if m == $magic => Ok(unsafe { &*p }),
@@ -52,6 +52,8 @@ macro_rules! handle_conversions {
         }
     };
 }
+
+pub(crate) use handle_conversions;
 
 #[repr(C)]
 pub struct Stream {

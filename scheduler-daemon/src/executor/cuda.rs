@@ -3,8 +3,13 @@
 //! Every `unsafe` block here is a driver call: arguments are either values the session layer
 //! has already validated against its tables or pointers to locals.
 
+mod arrays;
+
 use super::cuda_vmm_graph as vg;
-use super::{code, Executor, GpuError, GpuResult, JitLogs, LaunchConfig, Mem, OccupancyQuery, Raw};
+use super::{
+    code, BoxCopy, Executor, GpuError, GpuResult, JitLogs, LaunchConfig, Mem, OccupancyQuery, Raw,
+    Resource,
+};
 use baton_ipc::control::DeviceInfo;
 use baton_ipc::protocol::{
     FunctionInfo, ImageKind, VmmAccess, VmmProp, FUNC_ATTRS, JIT_LOG_BYTES,
@@ -733,6 +738,41 @@ impl Executor for CudaExecutor {
             }
         })
     }
+    fn array_create(&self, device: u32, desc: &baton_ipc::protocol::ArrayCreate) -> GpuResult<Raw> {
+        self.bind(device)?;
+        arrays::array_create(desc)
+    }
+    fn array_destroy(&self, device: u32, array: Raw) -> GpuResult<()> {
+        self.bind(device)?;
+        arrays::array_destroy(array)
+    }
+    fn copy_3d(&self, device: u32, copy: &BoxCopy, s: Raw) -> GpuResult<()> {
+        self.bind(device)?;
+        arrays::copy_3d(copy, s)
+    }
+    fn tex_object_create(
+        &self,
+        device: u32,
+        res: &Resource,
+        tex: &baton_ipc::protocol::TextureDesc,
+        view: Option<&baton_ipc::protocol::ViewDesc>,
+    ) -> GpuResult<u64> {
+        self.bind(device)?;
+        arrays::tex_object_create(res, tex, view)
+    }
+    fn tex_object_destroy(&self, device: u32, tex: u64) -> GpuResult<()> {
+        self.bind(device)?;
+        arrays::tex_object_destroy(tex)
+    }
+    fn surf_object_create(&self, device: u32, res: &Resource) -> GpuResult<u64> {
+        self.bind(device)?;
+        arrays::surf_object_create(res)
+    }
+    fn surf_object_destroy(&self, device: u32, surf: u64) -> GpuResult<()> {
+        self.bind(device)?;
+        arrays::surf_object_destroy(surf)
+    }
+
     fn copy_dtod(&self, device: u32, dst: u64, src: u64, len: u64, s: Raw) -> GpuResult<()> {
         self.bind(device)?;
         // SAFETY: ranges checked by the session.

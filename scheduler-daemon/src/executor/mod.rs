@@ -60,6 +60,43 @@ pub enum Mem {
     Host(*mut u8),
 }
 
+/// One side of a box copy: linear memory (pitched rows, `height` rows per slice) or an array.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Place {
+    Linear { mem: Mem, pitch: u64, height: u64 },
+    Array(Raw),
+}
+
+/// A box copy: `extent` is (width in bytes, rows, slices); each origin is (x in bytes, y, z).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BoxCopy {
+    pub dst: Place,
+    pub dst_origin: [u64; 3],
+    pub src: Place,
+    pub src_origin: [u64; 3],
+    pub extent: [u64; 3],
+}
+
+/// What a texture or surface object reads: an array or device memory, already checked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Resource {
+    Array(Raw),
+    Linear {
+        ptr: u64,
+        format: u32,
+        channels: u32,
+        bytes: u64,
+    },
+    Pitch2D {
+        ptr: u64,
+        format: u32,
+        channels: u32,
+        width: u64,
+        height: u64,
+        pitch: u64,
+    },
+}
+
 /// What the JIT compiler said while loading an image.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct JitLogs {
@@ -189,6 +226,23 @@ pub trait Executor: Send + Sync + 'static {
         stream: Raw,
     ) -> GpuResult<()>;
     fn copy_dtod(&self, device: u32, dst: u64, src: u64, len: u64, stream: Raw) -> GpuResult<()>;
+    /// Creates an array; `desc` has been checked only for sizes that overflow.
+    fn array_create(&self, device: u32, desc: &baton_ipc::protocol::ArrayCreate) -> GpuResult<Raw>;
+    fn array_destroy(&self, device: u32, array: Raw) -> GpuResult<()>;
+    /// A box copy between arrays, device memory and registered host memory.
+    fn copy_3d(&self, device: u32, copy: &BoxCopy, stream: Raw) -> GpuResult<()>;
+    /// Returns the driver's texture object value, which kernels receive as is.
+    fn tex_object_create(
+        &self,
+        device: u32,
+        res: &Resource,
+        tex: &baton_ipc::protocol::TextureDesc,
+        view: Option<&baton_ipc::protocol::ViewDesc>,
+    ) -> GpuResult<u64>;
+    fn tex_object_destroy(&self, device: u32, tex: u64) -> GpuResult<()>;
+    fn surf_object_create(&self, device: u32, res: &Resource) -> GpuResult<u64>;
+    fn surf_object_destroy(&self, device: u32, surf: u64) -> GpuResult<()>;
+
     /// `src` is host memory registered with [`Executor::host_register`].
     fn copy_htod(
         &self,

@@ -11,7 +11,12 @@
 //! ```
 //! naming each kernel and its parameters' sizes (packed with natural alignment).
 
-use super::{code, Executor, GpuError, GpuResult, JitLogs, LaunchConfig, Mem, OccupancyQuery, Raw};
+mod arrays;
+
+use super::{
+    code, BoxCopy, Executor, GpuError, GpuResult, JitLogs, LaunchConfig, Mem, OccupancyQuery, Raw,
+    Resource,
+};
 use baton_ipc::control::DeviceInfo;
 use baton_ipc::protocol::{FunctionInfo, ImageKind};
 use std::collections::{BTreeMap, HashMap};
@@ -41,6 +46,9 @@ struct State {
     paused: bool,
     /// Value writes held back while paused: (stream, address, value), in issue order.
     deferred: Vec<(Raw, u64, u64)>,
+    arrays: HashMap<Raw, arrays::SimArray>,
+    textures: HashMap<u64, Resource>,
+    surfaces: HashMap<u64, Resource>,
 }
 
 pub struct SimExecutor {
@@ -284,6 +292,24 @@ fn run_kernel(
             let n = (i32::from_le_bytes(arg::<4>(params, l, 2)?).max(0) as u64).min(threads);
             let out = st.mem(p, n * 4)?;
             for w in out.chunks_exact_mut(4) {
+                w.copy_from_slice(&v);
+            }
+            Ok(())
+        }
+        "texRead" => {
+            let tex = u64::from_le_bytes(arg::<8>(params, l, 0)?);
+            let out = u64::from_le_bytes(arg::<8>(params, l, 1)?);
+            let n = (i32::from_le_bytes(arg::<4>(params, l, 2)?).max(0) as u64).min(threads);
+            let bytes = st.texture_bytes(tex, n * 4)?;
+            st.mem(out, bytes.len() as u64)?.copy_from_slice(&bytes);
+            Ok(())
+        }
+        "surfWrite" => {
+            let surf = u64::from_le_bytes(arg::<8>(params, l, 0)?);
+            let v = arg::<4>(params, l, 1)?;
+            let n = (i32::from_le_bytes(arg::<4>(params, l, 2)?).max(0) as u64).min(threads);
+            let a = st.surface_array(surf)?;
+            for w in a.bytes.chunks_exact_mut(4).take(n as usize) {
                 w.copy_from_slice(&v);
             }
             Ok(())
@@ -635,6 +661,37 @@ impl Executor for SimExecutor {
         }
         Ok(())
     }
+    fn array_create(&self, device: u32, desc: &baton_ipc::protocol::ArrayCreate) -> GpuResult<Raw> {
+        self.check_device(device)?;
+        self.lock().array_create(desc)
+    }
+    fn array_destroy(&self, _device: u32, array: Raw) -> GpuResult<()> {
+        self.lock().array_destroy(array)
+    }
+    fn copy_3d(&self, _device: u32, copy: &BoxCopy, _stream: Raw) -> GpuResult<()> {
+        self.lock().copy_3d(copy)
+    }
+    fn tex_object_create(
+        &self,
+        device: u32,
+        res: &Resource,
+        _tex: &baton_ipc::protocol::TextureDesc,
+        _view: Option<&baton_ipc::protocol::ViewDesc>,
+    ) -> GpuResult<u64> {
+        self.check_device(device)?;
+        self.lock().object_create(res, false)
+    }
+    fn tex_object_destroy(&self, _device: u32, tex: u64) -> GpuResult<()> {
+        self.lock().object_destroy(tex, false)
+    }
+    fn surf_object_create(&self, device: u32, res: &Resource) -> GpuResult<u64> {
+        self.check_device(device)?;
+        self.lock().object_create(res, true)
+    }
+    fn surf_object_destroy(&self, _device: u32, surf: u64) -> GpuResult<()> {
+        self.lock().object_destroy(surf, true)
+    }
+
     fn copy_dtod(&self, _device: u32, dst: u64, src: u64, len: u64, _stream: Raw) -> GpuResult<()> {
         let mut st = self.lock();
         let tmp = st.mem(src, len)?.to_vec();

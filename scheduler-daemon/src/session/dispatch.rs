@@ -587,6 +587,13 @@ impl Session {
                 exec.host_func(device, stream, Box::new(move || call.run()))?;
                 Ok(Answer::default())
             }
+            Op::ArrayCreate
+            | Op::ArrayDestroy
+            | Op::Copy3D
+            | Op::TexObjectCreate
+            | Op::TexObjectDestroy
+            | Op::SurfObjectCreate
+            | Op::SurfObjectDestroy => self.execute_arrays(m).map(Answer::value),
             Op::Occupancy => {
                 let b: p::Occupancy = m.body().map_err(body_err)?;
                 let f = self.funcs.get(b.func)?;
@@ -603,7 +610,7 @@ impl Session {
         }
     }
 
-    fn check_device_range(&self, ptr: u64, len: u64) -> GpuResult<u32> {
+    pub(super) fn check_device_range(&self, ptr: u64, len: u64) -> GpuResult<u32> {
         if let Some(d) = self.ranges.check(ptr, len) {
             return Ok(d);
         }

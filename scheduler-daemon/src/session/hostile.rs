@@ -21,6 +21,7 @@ fn session(exec: &Arc<SimExecutor>, id: u64, quota: Option<u64>) -> Session {
 }
 
 pub(super) fn session_with(exec: &Arc<SimExecutor>, id: u64, policy: TenantPolicy) -> Session {
+pub(super) fn session(exec: &Arc<SimExecutor>, id: u64, quota: Option<u64>) -> Session {
     let layout = Layout::new(Params::DEFAULT).unwrap();
     let mapping = SharedRegion::create("test-session", layout.total).unwrap();
     // SAFETY: a fresh mapping of `layout.total` bytes, kept alive by the session.

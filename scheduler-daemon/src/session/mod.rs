@@ -6,6 +6,9 @@
 //! against this session's allocations, and every index into the region is bounds-checked by
 //! [`baton_ipc::region::Region`].
 
+mod arrays;
+#[cfg(test)]
+mod arrays_tests;
 mod dispatch;
 mod graphs;
 mod gating;
@@ -116,6 +119,7 @@ pub struct Session {
     ranges: tables::Ranges,
     vmm: vmm::Vmm,
     graphs: graphs::Graphs,
+    arrays: arrays::Arrays,
     /// First error of work nobody waited for; reported by the next synchronising call.
     async_error: Option<u32>,
     gating: gating::Gating,
@@ -156,6 +160,7 @@ impl Session {
             ranges: Default::default(),
             vmm: Default::default(),
             graphs: Default::default(),
+            arrays: Default::default(),
             async_error: None,
             gating: Default::default(),
         })
@@ -221,6 +226,7 @@ impl Session {
         self.graphs.teardown(exec);
         let mapped = self.vmm.teardown(exec);
         let _ = mapped; // the whole account is reset below
+        self.arrays.teardown(exec);
         for (_, e) in self.events.drain() {
             let _ = exec.event_destroy(e.device, e.raw);
         }

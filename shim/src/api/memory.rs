@@ -43,6 +43,11 @@ pub(crate) fn forget_mappings(ptr: u64, len: u64) {
     }
 }
 
+/// Whether `p` lies in a device allocation or variable the shim knows.
+pub(crate) fn is_device(p: u64) -> bool {
+    device_range(p).is_some()
+}
+
 /// The device allocation containing `p`: (start, len, device).
 fn device_range(p: u64) -> Option<(u64, u64, u32)> {
     let d = lock(&DEVICE);
@@ -884,6 +889,11 @@ unsafe fn copy_2d(p: *const CUDA_MEMCPY2D, stream: Option<CUstream>) -> Result<(
     }
     // SAFETY: non-null, per the contract.
     let p = unsafe { &*p };
+    if p.srcMemoryType == CUmemorytype::CU_MEMORYTYPE_ARRAY
+        || p.dstMemoryType == CUmemorytype::CU_MEMORYTYPE_ARRAY
+    {
+        return super::array_copy::copy_2d(c, s, p, stream.is_none());
+    }
     let (w, h) = (p.WidthInBytes, p.Height);
     if w == 0 || h == 0 {
         return Ok(());

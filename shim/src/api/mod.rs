@@ -6,6 +6,8 @@
 //! Functions keep the driver's names, so they are not snake case.
 #![allow(non_snake_case)]
 
+mod array;
+mod array_copy;
 mod compat;
 pub(crate) mod context;
 mod error_text;
@@ -26,6 +28,16 @@ pub(crate) use crate::generated::stubs::*;
 
 pub(crate) use crate::export_tables::cuGetExportTable;
 
+pub(crate) use array::{
+    cuArray3DCreate_v2, cuArray3DGetDescriptor_v2, cuArrayCreate_v2, cuArrayDestroy,
+    cuArrayGetDescriptor_v2, cuArrayGetSparseProperties, cuSurfObjectCreate, cuSurfObjectDestroy,
+    cuSurfObjectGetResourceDesc, cuTexObjectCreate, cuTexObjectDestroy, cuTexObjectGetResourceDesc,
+    cuTexObjectGetResourceViewDesc, cuTexObjectGetTextureDesc,
+};
+pub(crate) use array_copy::{
+    cuMemcpy3DAsync_v2, cuMemcpy3D_v2, cuMemcpyAtoA_v2, cuMemcpyAtoD_v2, cuMemcpyAtoHAsync_v2,
+    cuMemcpyAtoH_v2, cuMemcpyDtoA_v2, cuMemcpyHtoAAsync_v2, cuMemcpyHtoA_v2,
+};
 pub(crate) use compat::{
     cuCtxDestroy, cuCtxGetCacheConfig, cuCtxGetDevice_v2, cuCtxGetLimit, cuCtxPopCurrent,
     cuCtxPushCurrent, cuCtxSetCacheConfig, cuCtxSetLimit, cuCtxSynchronize_v2, cuDeviceGetLuid,
@@ -109,11 +121,20 @@ pub(crate) use self::cuMemcpy as cuMemcpy_ptds;
 pub(crate) use self::cuMemcpy2DAsync_v2 as cuMemcpy2DAsync_v2_ptsz;
 pub(crate) use self::cuMemcpy2DUnaligned_v2 as cuMemcpy2DUnaligned_v2_ptds;
 pub(crate) use self::cuMemcpy2D_v2 as cuMemcpy2D_v2_ptds;
+pub(crate) use self::cuMemcpy3DAsync_v2 as cuMemcpy3DAsync_v2_ptsz;
+pub(crate) use self::cuMemcpy3D_v2 as cuMemcpy3D_v2_ptds;
 pub(crate) use self::cuMemcpyAsync as cuMemcpyAsync_ptsz;
+pub(crate) use self::cuMemcpyAtoA_v2 as cuMemcpyAtoA_v2_ptds;
+pub(crate) use self::cuMemcpyAtoD_v2 as cuMemcpyAtoD_v2_ptds;
+pub(crate) use self::cuMemcpyAtoHAsync_v2 as cuMemcpyAtoHAsync_v2_ptsz;
+pub(crate) use self::cuMemcpyAtoH_v2 as cuMemcpyAtoH_v2_ptds;
+pub(crate) use self::cuMemcpyDtoA_v2 as cuMemcpyDtoA_v2_ptds;
 pub(crate) use self::cuMemcpyDtoDAsync_v2 as cuMemcpyDtoDAsync_v2_ptsz;
 pub(crate) use self::cuMemcpyDtoD_v2 as cuMemcpyDtoD_v2_ptds;
 pub(crate) use self::cuMemcpyDtoHAsync_v2 as cuMemcpyDtoHAsync_v2_ptsz;
 pub(crate) use self::cuMemcpyDtoH_v2 as cuMemcpyDtoH_v2_ptds;
+pub(crate) use self::cuMemcpyHtoAAsync_v2 as cuMemcpyHtoAAsync_v2_ptsz;
+pub(crate) use self::cuMemcpyHtoA_v2 as cuMemcpyHtoA_v2_ptds;
 pub(crate) use self::cuMemcpyHtoDAsync_v2 as cuMemcpyHtoDAsync_v2_ptsz;
 pub(crate) use self::cuMemcpyHtoD_v2 as cuMemcpyHtoD_v2_ptds;
 pub(crate) use self::cuMemsetD16Async as cuMemsetD16Async_ptsz;
