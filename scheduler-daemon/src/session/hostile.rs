@@ -12,7 +12,7 @@ use proptest::prelude::*;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-fn session(exec: &Arc<SimExecutor>, id: u64, quota: Option<u64>) -> Session {
+pub(super) fn session(exec: &Arc<SimExecutor>, id: u64, quota: Option<u64>) -> Session {
     let policy = TenantPolicy {
         memory_quota: quota,
         ..Default::default()
@@ -21,7 +21,6 @@ fn session(exec: &Arc<SimExecutor>, id: u64, quota: Option<u64>) -> Session {
 }
 
 pub(super) fn session_with(exec: &Arc<SimExecutor>, id: u64, policy: TenantPolicy) -> Session {
-pub(super) fn session(exec: &Arc<SimExecutor>, id: u64, quota: Option<u64>) -> Session {
     let layout = Layout::new(Params::DEFAULT).unwrap();
     let mapping = SharedRegion::create("test-session", layout.total).unwrap();
     // SAFETY: a fresh mapping of `layout.total` bytes, kept alive by the session.

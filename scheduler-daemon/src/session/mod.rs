@@ -10,8 +10,8 @@ mod arrays;
 #[cfg(test)]
 mod arrays_tests;
 mod dispatch;
-mod graphs;
 mod gating;
+mod graphs;
 mod host_calls;
 #[cfg(test)]
 mod hostile;

@@ -94,8 +94,9 @@ pub(crate) use proc_address::{cuGetProcAddress, cuGetProcAddress_v2};
 pub(crate) use stream::{
     cuEventCreate, cuEventDestroy_v2, cuEventElapsedTime, cuEventElapsedTime_v2, cuEventQuery,
     cuEventRecord, cuEventRecordWithFlags, cuEventSynchronize, cuStreamCreate,
-    cuStreamCreateWithPriority, cuStreamDestroy_v2, cuStreamGetCtx, cuStreamGetFlags,
-    cuStreamGetPriority, cuStreamQuery, cuStreamSynchronize, cuStreamWaitEvent,
+    cuStreamCreateWithPriority, cuStreamDestroy_v2, cuStreamGetAttribute, cuStreamGetCtx,
+    cuStreamGetFlags, cuStreamGetPriority, cuStreamQuery, cuStreamSetAttribute,
+    cuStreamSynchronize, cuStreamWaitEvent,
 };
 pub(crate) use vmm::{
     cuMemAddressFree, cuMemAddressReserve, cuMemCreate, cuMemGetAccess,
@@ -154,6 +155,7 @@ pub(crate) use self::cuStreamAttachMemAsync as cuStreamAttachMemAsync_ptsz;
 pub(crate) use self::cuStreamBeginCapture as cuStreamBeginCapture_ptsz;
 pub(crate) use self::cuStreamBeginCapture_v2 as cuStreamBeginCapture_v2_ptsz;
 pub(crate) use self::cuStreamEndCapture as cuStreamEndCapture_ptsz;
+pub(crate) use self::cuStreamGetAttribute as cuStreamGetAttribute_ptsz;
 pub(crate) use self::cuStreamGetCaptureInfo as cuStreamGetCaptureInfo_ptsz;
 pub(crate) use self::cuStreamGetCaptureInfo_v2 as cuStreamGetCaptureInfo_v2_ptsz;
 pub(crate) use self::cuStreamGetCaptureInfo_v3 as cuStreamGetCaptureInfo_v3_ptsz;
@@ -164,5 +166,6 @@ pub(crate) use self::cuStreamGetId as cuStreamGetId_ptsz;
 pub(crate) use self::cuStreamGetPriority as cuStreamGetPriority_ptsz;
 pub(crate) use self::cuStreamIsCapturing as cuStreamIsCapturing_ptsz;
 pub(crate) use self::cuStreamQuery as cuStreamQuery_ptsz;
+pub(crate) use self::cuStreamSetAttribute as cuStreamSetAttribute_ptsz;
 pub(crate) use self::cuStreamSynchronize as cuStreamSynchronize_ptsz;
 pub(crate) use self::cuStreamWaitEvent as cuStreamWaitEvent_ptsz;

@@ -326,3 +326,59 @@ pub(crate) unsafe fn cuEventElapsedTime(ms: *mut f32, start: CUevent, end: CUeve
     // SAFETY: same contract.
     unsafe { cuEventElapsedTime_v2(ms, start, end) }
 }
+
+/// Stream attributes as the client set them: (stream handle, attribute) -> value bytes.
+/// They are hints to the GPU's memory system and scheduler (L2 access-policy window,
+/// synchronisation policy, memory-sync domain) that the daemon's shared streams do not apply;
+/// they are kept so the client reads back what it set.
+static ATTRS: std::sync::Mutex<std::collections::BTreeMap<(usize, u32), [u8; 64]>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
+
+/// `CU_LAUNCH_ATTRIBUTE_PRIORITY`: answered from the stream itself.
+const ATTR_PRIORITY: u32 = 8;
+
+pub(crate) unsafe fn cuStreamSetAttribute(
+    h: CUstream,
+    attr: CUstreamAttrID,
+    value: *const CUstreamAttrValue,
+) -> CUresult {
+    ret((|| {
+        let c = ready()?;
+        resolve(c, h)?;
+        if value.is_null() {
+            return Err(CUresult::CUDA_ERROR_INVALID_VALUE);
+        }
+        if attr.0 == ATTR_PRIORITY {
+            crate::log::once("cuStreamSetAttribute", "cannot change a stream's priority");
+            return Err(CUresult::CUDA_ERROR_NOT_SUPPORTED);
+        }
+        // SAFETY: checked non-null; the value is a 64-byte plain-data union.
+        let bytes = unsafe { std::ptr::read(value as *const [u8; 64]) };
+        crate::client::lock(&ATTRS).insert((h as usize, attr.0), bytes);
+        Ok(())
+    })())
+}
+
+pub(crate) unsafe fn cuStreamGetAttribute(
+    h: CUstream,
+    attr: CUstreamAttrID,
+    value: *mut CUstreamAttrValue,
+) -> CUresult {
+    ret((|| {
+        let c = ready()?;
+        let s = resolve(c, h)?;
+        if value.is_null() {
+            return Err(CUresult::CUDA_ERROR_INVALID_VALUE);
+        }
+        let mut bytes = crate::client::lock(&ATTRS)
+            .get(&(h as usize, attr.0))
+            .copied()
+            .unwrap_or([0; 64]);
+        if attr.0 == ATTR_PRIORITY {
+            bytes[..4].copy_from_slice(&s.priority.to_ne_bytes());
+        }
+        // SAFETY: checked non-null; the value is a 64-byte plain-data union.
+        unsafe { std::ptr::write(value as *mut [u8; 64], bytes) };
+        Ok(())
+    })())
+}
