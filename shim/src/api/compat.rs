@@ -213,3 +213,9 @@ pub(crate) unsafe fn cuKernelSetCacheConfig(
         .and_then(|_| Function::from_handle(kernel))
         .map(|_| ()))
 }
+
+/// Persisting-L2 lines are set aside only through access-policy windows, which Baton keeps as
+/// hints and does not apply (see `cuStreamSetAttribute`): there is nothing to reset.
+pub(crate) unsafe fn cuCtxResetPersistingL2Cache() -> CUresult {
+    ret(ready().map(|_| ()))
+}

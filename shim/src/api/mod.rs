@@ -40,11 +40,11 @@ pub(crate) use array_copy::{
 };
 pub(crate) use compat::{
     cuCtxDestroy, cuCtxGetCacheConfig, cuCtxGetDevice_v2, cuCtxGetLimit, cuCtxPopCurrent,
-    cuCtxPushCurrent, cuCtxSetCacheConfig, cuCtxSetLimit, cuCtxSynchronize_v2, cuDeviceGetLuid,
-    cuDevicePrimaryCtxRelease, cuDevicePrimaryCtxReset, cuDevicePrimaryCtxSetFlags, cuEventDestroy,
-    cuFuncGetParamInfo, cuFuncSetCacheConfig, cuKernelSetCacheConfig, cuModuleGetLoadingMode,
-    cuProfilerStart, cuProfilerStop, cuStreamDestroy, cuStreamGetDevice, cuStreamGetId,
-    cuThreadExchangeStreamCaptureMode,
+    cuCtxPushCurrent, cuCtxResetPersistingL2Cache, cuCtxSetCacheConfig, cuCtxSetLimit,
+    cuCtxSynchronize_v2, cuDeviceGetLuid, cuDevicePrimaryCtxRelease, cuDevicePrimaryCtxReset,
+    cuDevicePrimaryCtxSetFlags, cuEventDestroy, cuFuncGetParamInfo, cuFuncSetCacheConfig,
+    cuKernelSetCacheConfig, cuModuleGetLoadingMode, cuProfilerStart, cuProfilerStop,
+    cuStreamDestroy, cuStreamGetDevice, cuStreamGetId, cuThreadExchangeStreamCaptureMode,
 };
 pub(crate) use context::{
     cuCtxCreate_v2, cuCtxCreate_v4, cuCtxDestroy_v2, cuCtxGetApiVersion, cuCtxGetCurrent,
