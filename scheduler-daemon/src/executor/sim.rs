@@ -18,7 +18,7 @@ use super::{
     Resource,
 };
 use baton_ipc::control::DeviceInfo;
-use baton_ipc::protocol::{FunctionInfo, ImageKind};
+use baton_ipc::protocol::{FunctionInfo, ImageKind, VmmAccess, VmmProp};
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::CStr;
 use std::sync::Mutex;
@@ -43,6 +43,12 @@ struct State {
     streams: HashMap<Raw, i32>,
     events: HashMap<Raw, Option<Instant>>,
     limits: HashMap<u32, u64>,
+    /// Physical VMM allocations: handle -> size.
+    vmm_sizes: HashMap<Raw, u64>,
+    capturing: std::collections::HashSet<Raw>,
+    /// Graphs and executable graphs alive.
+    graphs: std::collections::HashSet<Raw>,
+    graph_launches: u64,
     paused: bool,
     /// Value writes held back while paused: (stream, address, value), in issue order.
     deferred: Vec<(Raw, u64, u64)>,
@@ -140,6 +146,11 @@ impl SimExecutor {
     /// The priority stream `raw` was created with.
     pub fn stream_priority(&self, raw: Raw) -> Option<i32> {
         self.lock().streams.get(&raw).copied()
+    }
+
+    /// Graph launches issued so far (tests).
+    pub fn lock_graph_launches(&self) -> u64 {
+        self.lock().graph_launches
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -563,6 +574,153 @@ impl Executor for SimExecutor {
         st.write(addr, value)
     }
 
+    // VMM: a reservation is an address range; a mapping becomes an allocation of its own
+    // (several mappings of one handle do not share bytes here, which no test relies on).
+    fn vmm_granularity(&self, device: u32, _prop: &VmmProp) -> GpuResult<u64> {
+        self.check_device(device)?;
+        Ok(2 << 20)
+    }
+    fn vmm_reserve(
+        &self,
+        _device: u32,
+        size: u64,
+        _align: u64,
+        _addr: u64,
+        _flags: u64,
+    ) -> GpuResult<u64> {
+        let mut st = self.lock();
+        let addr = st.next_addr.next_multiple_of(2 << 20);
+        st.next_addr = addr + size;
+        Ok(addr)
+    }
+    fn vmm_address_free(&self, _device: u32, _ptr: u64, _size: u64) -> GpuResult<()> {
+        Ok(())
+    }
+    fn vmm_create(&self, device: u32, size: u64, _prop: &VmmProp) -> GpuResult<Raw> {
+        self.check_device(device)?;
+        let mut st = self.lock();
+        if st.used + size > TOTAL_MEM {
+            return Err(GpuError(code::OUT_OF_MEMORY));
+        }
+        st.used += size;
+        let id = st.next_id;
+        st.next_id += 1;
+        st.vmm_sizes.insert(id, size);
+        Ok(id)
+    }
+    fn vmm_release(&self, _device: u32, handle: Raw) -> GpuResult<()> {
+        let mut st = self.lock();
+        let size = st
+            .vmm_sizes
+            .remove(&handle)
+            .ok_or(GpuError(code::INVALID_VALUE))?;
+        st.used -= size;
+        Ok(())
+    }
+    fn vmm_map(
+        &self,
+        _device: u32,
+        ptr: u64,
+        size: u64,
+        _offset: u64,
+        handle: Raw,
+    ) -> GpuResult<()> {
+        let mut st = self.lock();
+        if !st.vmm_sizes.contains_key(&handle) {
+            return Err(GpuError(code::INVALID_VALUE));
+        }
+        st.allocs.insert(ptr, vec![0; size as usize]);
+        Ok(())
+    }
+    fn vmm_unmap(&self, _device: u32, ptr: u64, size: u64) -> GpuResult<()> {
+        let mut st = self.lock();
+        let starts: Vec<u64> = st.allocs.range(ptr..ptr + size).map(|(&k, _)| k).collect();
+        for k in starts {
+            st.allocs.remove(&k);
+        }
+        Ok(())
+    }
+    fn vmm_set_access(
+        &self,
+        _device: u32,
+        _ptr: u64,
+        _size: u64,
+        _access: &[VmmAccess],
+    ) -> GpuResult<()> {
+        Ok(())
+    }
+    fn vmm_get_access(&self, _device: u32, _ptr: u64, _t: u32, _id: i32) -> GpuResult<u64> {
+        Ok(3)
+    }
+    // Work runs when it is issued, so a capture records nothing: a graph here is an empty
+    // graph, enough to test the session's bookkeeping.
+    fn capture_begin(&self, _device: u32, stream: Raw) -> GpuResult<()> {
+        let mut st = self.lock();
+        if !st.capturing.insert(stream) {
+            return Err(GpuError(code::ILLEGAL_STATE));
+        }
+        Ok(())
+    }
+    fn capture_end(&self, _device: u32, stream: Raw) -> GpuResult<Raw> {
+        let mut st = self.lock();
+        if !st.capturing.remove(&stream) {
+            return Err(GpuError(code::ILLEGAL_STATE));
+        }
+        let id = st.next_id;
+        st.next_id += 1;
+        st.graphs.insert(id);
+        Ok(id)
+    }
+    fn is_capturing(&self, _device: u32, stream: Raw) -> GpuResult<bool> {
+        Ok(self.lock().capturing.contains(&stream))
+    }
+    fn graph_instantiate(&self, _device: u32, graph: Raw, _flags: u64) -> GpuResult<Raw> {
+        let mut st = self.lock();
+        if !st.graphs.contains(&graph) {
+            return Err(GpuError(code::INVALID_VALUE));
+        }
+        let id = st.next_id;
+        st.next_id += 1;
+        st.graphs.insert(id);
+        Ok(id)
+    }
+    fn graph_launch(&self, _device: u32, exec: Raw, _stream: Raw) -> GpuResult<()> {
+        let mut st = self.lock();
+        if !st.graphs.contains(&exec) {
+            return Err(GpuError(code::INVALID_VALUE));
+        }
+        st.graph_launches += 1;
+        Ok(())
+    }
+    fn graph_upload(&self, device: u32, exec: Raw, stream: Raw) -> GpuResult<()> {
+        let _ = (device, stream);
+        self.lock()
+            .graphs
+            .contains(&exec)
+            .then_some(())
+            .ok_or(GpuError(code::INVALID_VALUE))
+    }
+    fn graph_exec_destroy(&self, _device: u32, exec: Raw) -> GpuResult<()> {
+        self.lock()
+            .graphs
+            .remove(&exec)
+            .then_some(())
+            .ok_or(GpuError(code::INVALID_VALUE))
+    }
+    fn graph_destroy(&self, _device: u32, graph: Raw) -> GpuResult<()> {
+        self.lock()
+            .graphs
+            .remove(&graph)
+            .then_some(())
+            .ok_or(GpuError(code::INVALID_VALUE))
+    }
+    fn graph_node_count(&self, _device: u32, graph: Raw) -> GpuResult<u64> {
+        self.lock()
+            .graphs
+            .contains(&graph)
+            .then_some(0)
+            .ok_or(GpuError(code::INVALID_VALUE))
+    }
     fn mem_alloc_async(&self, device: u32, bytes: u64, _stream: Raw) -> GpuResult<u64> {
         self.mem_alloc(device, bytes)
     }

@@ -21,6 +21,8 @@ mod scheduled;
 pub mod streams;
 pub mod tables;
 mod vmm;
+#[cfg(test)]
+mod vmm_graph_tests;
 
 use crate::executor::Executor;
 use crate::host_memory::HostChunks;
