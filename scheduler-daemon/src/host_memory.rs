@@ -150,6 +150,18 @@ impl HostArena {
         }
     }
 
+    /// Bytes of the reservation not handed out.
+    #[cfg(any(test, fuzzing))]
+    pub fn free_bytes(&self) -> usize {
+        crate::session::lock(&self.free).values().sum()
+    }
+
+    /// Bytes of the whole reservation.
+    #[cfg(any(test, fuzzing))]
+    pub fn reserved_bytes(&self) -> usize {
+        self.len
+    }
+
     pub fn contains(&self, addr: usize) -> bool {
         addr >= self.base && addr < self.base + self.len
     }

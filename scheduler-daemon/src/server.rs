@@ -90,7 +90,8 @@ impl Daemon {
         Ok(())
     }
 
-    fn connection(self: Arc<Self>, conn: UnixStream) {
+    /// Serves one accepted connection until the client hangs up (public for the fuzzers).
+    pub fn connection(self: Arc<Self>, conn: UnixStream) {
         let first = match control::recv::<Request>(&conn) {
             Ok((r, _)) => r,
             Err(_) => return,

@@ -7,6 +7,8 @@
 //! [`baton_ipc::region::Region`].
 
 mod dispatch;
+#[cfg(any(test, fuzzing))]
+pub mod fuzz;
 mod host_calls;
 #[cfg(test)]
 mod hostile;
