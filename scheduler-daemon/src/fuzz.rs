@@ -549,6 +549,52 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// Images a client attached and has not loaded count against one bound together, so a
+    /// client cannot make the daemon hold unbounded memory by never loading them.
+    #[test]
+    fn waiting_images_are_bounded_together() {
+        // Its own daemon: the harness's checks that clients leave nothing behind run alongside.
+        let daemon = Daemon::new(
+            Arc::new(SimExecutor::new()),
+            HostArena::reserve().unwrap(),
+            crate::config::Config::default(),
+        );
+        let (client, server) = UnixStream::pair().unwrap();
+        client.set_read_timeout(Some(ANSWER_TIME)).unwrap();
+        let conn = std::thread::spawn(move || daemon.connection(server));
+        let mut f = Vec::new();
+        push_frame(
+            &mut f,
+            &Request::Hello {
+                version: control::PROTOCOL_VERSION,
+                pid: 1,
+                tenant: None,
+                class: None,
+            },
+        );
+        push_frame(&mut f, &Request::AttachBlob { len: 10 });
+        f.extend_from_slice(&[7; 10]);
+        send_raw(&client, &f, 0).unwrap();
+        let (welcome, fds) = control::recv::<Response>(&client).unwrap();
+        assert!(matches!(welcome, Response::Welcome { .. }));
+        let (blob, _) = control::recv::<Response>(&client).unwrap();
+        assert!(matches!(blob, Response::Blob { .. }));
+        // Alone this image would be accepted; with the first one still waiting it is not.
+        f.clear();
+        push_frame(
+            &mut f,
+            &Request::AttachBlob {
+                len: control::MAX_BLOB - 5,
+            },
+        );
+        send_raw(&client, &f, 0).unwrap();
+        let (refused, _) = control::recv::<Response>(&client).unwrap();
+        assert!(matches!(refused, Response::Error { .. }), "{refused:?}");
+        drop(client);
+        drop(fds);
+        conn.join().unwrap();
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
 

@@ -82,6 +82,11 @@ impl Shared {
         self.memory_bytes.fetch_sub(bytes, Ordering::AcqRel);
     }
 
+    /// Bytes of module images attached and not yet loaded.
+    pub fn pending_blob_bytes(&self) -> u64 {
+        lock(&self.blobs).values().map(|b| b.len() as u64).sum()
+    }
+
     pub fn add_blob(&self, bytes: Vec<u8>) -> u64 {
         let id = self.next_blob.fetch_add(1, Ordering::Relaxed);
         lock(&self.blobs).insert(id, bytes);
