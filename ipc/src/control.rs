@@ -201,27 +201,11 @@ pub fn recv<T: for<'de> Deserialize<'de>>(sock: &UnixStream) -> io::Result<(T, V
     let mut fds = Vec::new();
     let mut got = 0;
     while got < 4 {
-        let mut cspace = nix::cmsg_space!([RawFd; 4]);
-        let mut iov = [IoSliceMut::new(&mut len[got..])];
-        let msg = nix::sys::socket::recvmsg::<()>(
-            sock.as_raw_fd(),
-            &mut iov,
-            Some(&mut cspace),
-            nix::sys::socket::MsgFlags::MSG_CMSG_CLOEXEC,
-        )
-        .map_err(to_io)?;
-        if msg.bytes == 0 {
+        let n = recv_with_fds(sock, &mut len[got..], &mut fds)?;
+        if n == 0 {
             return Err(io::ErrorKind::UnexpectedEof.into());
         }
-        got += msg.bytes;
-        for c in msg.cmsgs().map_err(to_io)? {
-            if let nix::sys::socket::ControlMessageOwned::ScmRights(raw) = c {
-                for fd in raw {
-                    // SAFETY: SCM_RIGHTS hands us fresh descriptors that nothing else owns.
-                    fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
-                }
-            }
-        }
+        got += n;
     }
     let n = u32::from_le_bytes(len) as usize;
     if n > MAX_FRAME {
@@ -235,6 +219,68 @@ pub fn recv<T: for<'de> Deserialize<'de>>(sock: &UnixStream) -> io::Result<(T, V
     let msg =
         serde_json::from_slice(&body).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
     Ok((msg, fds))
+}
+
+/// Most descriptors one frame carries.
+pub const MAX_FDS: usize = 4;
+
+/// One `recvmsg` into `buf`; descriptors that came with it are appended to `fds`.
+///
+/// When a peer sends more descriptors than fit in our control buffer, the kernel installs the
+/// ones that fit, closes the rest and flags `MSG_CTRUNC`. Those installed are ours to close, so
+/// they are taken over before the message is refused (nix's iterator refuses to walk a
+/// truncated buffer, which leaked them: a client could exhaust the daemon's descriptors).
+fn recv_with_fds(sock: &UnixStream, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> io::Result<usize> {
+    // Exactly CMSG_SPACE(MAX_FDS descriptors): a 16-byte `cmsghdr` and the descriptors, in
+    // u64s so the buffer is aligned for the header.
+    let mut cspace = [0u64; (16 + MAX_FDS * 4) / 8];
+    let mut iov = [IoSliceMut::new(buf)];
+    // SAFETY: an all-zero `msghdr` is valid (null pointers, zero lengths); it is filled below.
+    let mut hdr: libc::msghdr = unsafe { core::mem::zeroed() };
+    hdr.msg_iov = iov.as_mut_ptr().cast();
+    hdr.msg_iovlen = 1;
+    hdr.msg_control = cspace.as_mut_ptr().cast();
+    hdr.msg_controllen = core::mem::size_of_val(&cspace) as _;
+    // SAFETY: `hdr` points at one live iovec (`IoSliceMut` is ABI-compatible with `iovec`) and
+    // at `cspace`, both outliving the call.
+    let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut hdr, libc::MSG_CMSG_CLOEXEC) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let control_end = cspace.as_ptr() as usize + hdr.msg_controllen as usize;
+    // SAFETY: the kernel filled `hdr.msg_control` with `msg_controllen` bytes of well-formed
+    // control messages (truncated ones included); CMSG_FIRSTHDR/CMSG_NXTHDR stay inside them.
+    let mut c = unsafe { libc::CMSG_FIRSTHDR(&hdr) };
+    while !c.is_null() {
+        // SAFETY: `c` is a header inside the control buffer (see above).
+        let (level, kind, clen) = unsafe { ((*c).cmsg_level, (*c).cmsg_type, (*c).cmsg_len) };
+        if level == libc::SOL_SOCKET && kind == libc::SCM_RIGHTS {
+            // SAFETY: as above; the data follows the header.
+            let data = unsafe { libc::CMSG_DATA(c) };
+            // SAFETY: a pure size computation.
+            let header = unsafe { libc::CMSG_LEN(0) } as usize;
+            // `cmsg_len` is a `size_t` on glibc but not on every libc.
+            #[allow(clippy::unnecessary_cast)]
+            let count = (clen as usize).saturating_sub(header) / core::mem::size_of::<RawFd>();
+            let room = control_end.saturating_sub(data as usize) / core::mem::size_of::<RawFd>();
+            for i in 0..count.min(room) {
+                // SAFETY: inside the control data (bounded by `room`); the kernel writes ints
+                // there, possibly unaligned for our purposes.
+                let fd = unsafe { data.cast::<RawFd>().add(i).read_unaligned() };
+                // SAFETY: SCM_RIGHTS hands us fresh descriptors that nothing else owns.
+                fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
+            }
+        }
+        // SAFETY: as for CMSG_FIRSTHDR.
+        c = unsafe { libc::CMSG_NXTHDR(&hdr, c) };
+    }
+    if hdr.msg_flags & libc::MSG_CTRUNC != 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("more than {MAX_FDS} file descriptors with one frame"),
+        ));
+    }
+    Ok(n as usize)
 }
 
 #[cfg(test)]
@@ -279,6 +325,30 @@ mod tests {
         let (a, b) = UnixStream::pair().unwrap();
         (&a).write_all(&(u32::MAX).to_le_bytes()).unwrap();
         assert!(recv::<Request>(&b).is_err());
+    }
+
+    fn open_fds() -> usize {
+        std::fs::read_dir("/proc/self/fd").unwrap().count()
+    }
+
+    /// Found by the control-socket fuzzer: a frame with more descriptors than the receiver
+    /// has room for used to leak the ones the kernel had installed.
+    #[test]
+    fn too_many_descriptors_are_refused_and_closed() {
+        let file = crate::shm::SharedRegion::create("t", 4096).unwrap();
+        let raw = [file.fd().as_raw_fd(); 3 * MAX_FDS];
+        // Other tests open descriptors too; the leak this guards against is MAX_FDS per frame.
+        let before = open_fds();
+        for _ in 0..8 {
+            // A refused frame leaves the stream unsynchronised: one pair each.
+            let (a, b) = UnixStream::pair().unwrap();
+            send(&a, &Request::Status, &raw).unwrap();
+            assert!(recv::<Request>(&b).is_err());
+        }
+        assert!(open_fds() < before + 8 * MAX_FDS, "descriptors leaked");
+        let (a, b) = UnixStream::pair().unwrap();
+        send(&a, &Request::Status, &raw[..MAX_FDS]).unwrap();
+        assert_eq!(recv::<Request>(&b).unwrap().1.len(), MAX_FDS);
     }
 
     #[test]

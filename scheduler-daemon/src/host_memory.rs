@@ -112,7 +112,11 @@ impl HostArena {
 
     /// Creates, maps and pins a chunk of at least `len` bytes.
     pub fn alloc(self: &Arc<Self>, exec: &dyn Executor, len: usize) -> Result<HostChunk, String> {
-        let len = len.max(1).div_ceil(GRANULE) * GRANULE;
+        // `len` is the client's: round up without overflowing.
+        let len = len
+            .max(1)
+            .checked_next_multiple_of(GRANULE)
+            .ok_or("pinned memory request is too large")?;
         let addr = self.take(len).ok_or("host memory reservation exhausted")?;
         let region = (|| {
             let fresh = SharedRegion::create("baton-host", len).map_err(|e| e.to_string())?;
@@ -148,6 +152,18 @@ impl HostArena {
                 Err(e)
             }
         }
+    }
+
+    /// Bytes of the reservation not handed out.
+    #[cfg(any(test, fuzzing))]
+    pub fn free_bytes(&self) -> usize {
+        crate::session::lock(&self.free).values().sum()
+    }
+
+    /// Bytes of the whole reservation.
+    #[cfg(any(test, fuzzing))]
+    pub fn reserved_bytes(&self) -> usize {
+        self.len
     }
 
     pub fn contains(&self, addr: usize) -> bool {
@@ -251,5 +267,12 @@ mod tests {
         let c = arena.alloc(&sim, 3 * GRANULE).unwrap();
         assert_eq!(c.addr, arena.base(), "freed ranges coalesce and are reused");
         c.release(&sim);
+        // Found by the control-socket harness: sizes near usize::MAX overflowed the rounding.
+        for len in [usize::MAX, usize::MAX - GRANULE, RESERVATION + 1] {
+            assert!(arena.alloc(&sim, len).is_err());
+        }
+        let d = arena.alloc(&sim, 1).unwrap();
+        assert_eq!(d.addr, arena.base(), "refused requests take nothing");
+        d.release(&sim);
     }
 }

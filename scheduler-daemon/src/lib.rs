@@ -10,6 +10,8 @@
 
 pub mod config;
 pub mod executor;
+#[cfg(any(test, fuzzing))]
+pub mod fuzz;
 pub mod host_memory;
 pub mod metrics;
 pub mod scheduler;

@@ -118,7 +118,8 @@ impl Daemon {
         Ok(())
     }
 
-    fn connection(self: Arc<Self>, conn: UnixStream) {
+    /// Serves one accepted connection until the client hangs up (public for the fuzzers).
+    pub fn connection(self: Arc<Self>, conn: UnixStream) {
         let first = match control::recv::<Request>(&conn) {
             Ok((r, _)) => r,
             Err(_) => return,
@@ -259,13 +260,17 @@ impl Daemon {
             };
             let (resp, fd) = match req {
                 Request::AttachBlob { len } => {
-                    if len > MAX_BLOB {
+                    // Images wait here until a LoadModule takes them; without a bound on all of
+                    // them together a client could make the daemon hold any amount of memory.
+                    if shared.pending_blob_bytes().saturating_add(len) > MAX_BLOB {
                         // Its bytes would follow; the stream cannot be resynchronised.
                         let _ = control::send(
                             conn,
                             &Response::Error {
                                 code: 1,
-                                message: format!("image of {len} bytes is too large"),
+                                message: format!(
+                                    "image of {len} bytes is too large (at most {MAX_BLOB} bytes of images may wait to be loaded)"
+                                ),
                             },
                             &[],
                         );

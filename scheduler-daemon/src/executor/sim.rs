@@ -157,6 +157,30 @@ impl SimExecutor {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// A copy of `len` bytes of simulated device memory (fuzz invariants compare tenants'
+    /// memory before and after another tenant's command).
+    #[cfg(any(test, fuzzing))]
+    pub fn peek(&self, addr: u64, len: u64) -> GpuResult<Vec<u8>> {
+        Ok(self.lock().mem(addr, len)?.to_vec())
+    }
+
+    /// Whether a stream, event or image handle is live.
+    #[cfg(any(test, fuzzing))]
+    pub fn is_live(&self, raw: Raw) -> bool {
+        let st = self.lock();
+        st.streams.contains_key(&raw)
+            || st.events.contains_key(&raw)
+            || st.images.contains_key(&raw)
+    }
+
+    /// Streams, events, images, allocations and registered host ranges still held. (Functions
+    /// are not counted: they go with their image.)
+    #[cfg(any(test, fuzzing))]
+    pub fn live_objects(&self) -> usize {
+        let st = self.lock();
+        st.streams.len() + st.events.len() + st.images.len() + st.allocs.len() + st.host.len()
+    }
+
     fn check_device(&self, device: u32) -> GpuResult<()> {
         if device as usize >= self.infos.len() {
             return Err(GpuError(code::INVALID_DEVICE));
@@ -211,16 +235,18 @@ impl State {
     }
 }
 
-fn natural_layout(sizes: &[u32]) -> Vec<(u32, u32)> {
+/// Offsets of parameters of the given sizes; `None` when they do not fit in a parameter block
+/// (the sizes come from a client's image).
+fn natural_layout(sizes: &[u32]) -> Option<Vec<(u32, u32)>> {
     let mut off = 0u32;
     sizes
         .iter()
         .map(|&s| {
             let align = s.clamp(1, 8);
-            off = off.div_ceil(align) * align;
+            off = off.checked_next_multiple_of(align)?;
             let p = (off, s);
-            off += s;
-            p
+            off = off.checked_add(s)?;
+            Some(p)
         })
         .collect()
 }
@@ -244,6 +270,9 @@ fn parse_image(image: &[u8]) -> GpuResult<Vec<(String, Vec<u32>)>> {
                 let sizes = words
                     .map(|w| w.parse::<u32>().map_err(|_| GpuError(code::INVALID_IMAGE)))
                     .collect::<GpuResult<Vec<_>>>()?;
+                if natural_layout(&sizes).is_none() {
+                    return Err(GpuError(code::INVALID_IMAGE));
+                }
                 kernels.push((name, sizes));
             }
             None => {}
@@ -276,8 +305,7 @@ fn run_kernel(
         .grid
         .iter()
         .chain(cfg.block.iter())
-        .map(|&d| d.max(1) as u64)
-        .product::<u64>();
+        .fold(1u64, |n, &d| n.saturating_mul(d.max(1) as u64));
     let l = &info.params;
     match name {
         "empty" => Ok(()),
@@ -347,7 +375,7 @@ impl Executor for SimExecutor {
         if bytes == 0 {
             return Err(GpuError(code::INVALID_VALUE));
         }
-        if st.used + bytes > TOTAL_MEM {
+        if st.used.saturating_add(bytes) > TOTAL_MEM {
             return Err(GpuError(code::OUT_OF_MEMORY));
         }
         let addr = st.next_addr;
@@ -442,7 +470,7 @@ impl Executor for SimExecutor {
             .find(|(n, _)| n == name)
             .ok_or(GpuError(code::NOT_FOUND))?;
         let mut info = FunctionInfo {
-            params: natural_layout(sizes),
+            params: natural_layout(sizes).ok_or(GpuError(code::INVALID_IMAGE))?,
             ..Default::default()
         };
         info.attrs[0] = 1024; // MAX_THREADS_PER_BLOCK
@@ -742,6 +770,11 @@ impl Executor for SimExecutor {
             Mem::Device(p) => p,
             Mem::Host(p) => p as u64,
         };
+        // Zero-width rows copy nothing, however many there are (the daemon checks no range
+        // for them, so `height` and the pitches can be anything).
+        if width == 0 {
+            return Ok(());
+        }
         let mut st = self.lock();
         for row in 0..height {
             let tmp = st.mem(addr(src) + row * src_pitch, width)?.to_vec();
@@ -809,6 +842,10 @@ impl Executor for SimExecutor {
         height: u64,
         _stream: Raw,
     ) -> GpuResult<()> {
+        // As for `copy_2d`: empty rows set nothing, however many there are.
+        if width == 0 {
+            return Ok(());
+        }
         let mut st = self.lock();
         let pattern = &value.to_le_bytes()[..elem as usize];
         for row in 0..height {
@@ -892,8 +929,66 @@ mod tests {
     fn layout_is_natural_alignment() {
         assert_eq!(
             natural_layout(&[8, 4, 8, 1, 2]),
-            vec![(0, 8), (8, 4), (16, 8), (24, 1), (26, 2)]
+            Some(vec![(0, 8), (8, 4), (16, 8), (24, 1), (26, 2)])
         );
+    }
+
+    /// Parameter sizes come from the client's image: ones that overflow a block are refused.
+    #[test]
+    fn images_with_impossible_parameter_sizes_are_refused() {
+        let sim = SimExecutor::new();
+        for image in [
+            &b"//baton-sim\nkernel k 4294967295 8\n"[..],
+            b"//baton-sim\nkernel k 1 4294967295\n",
+        ] {
+            assert_eq!(
+                sim.image_load(0, ImageKind::Module, image, false).0,
+                Err(GpuError(code::INVALID_IMAGE))
+            );
+        }
+    }
+
+    /// Zero-width memsets and 2D copies with any height finish at once, and a launch of a
+    /// huge grid does not overflow the thread count.
+    #[test]
+    fn empty_rows_and_huge_grids_are_harmless() {
+        let sim = SimExecutor::new();
+        let p = sim.mem_alloc(0, 64).unwrap();
+        sim.memset(0, p, 0, 1, 1, 0, u64::MAX, 0).unwrap();
+        sim.copy_2d(
+            0,
+            Mem::Device(p),
+            u64::MAX,
+            Mem::Device(p),
+            u64::MAX,
+            0,
+            u64::MAX,
+            0,
+        )
+        .unwrap();
+        assert_eq!(
+            sim.mem_alloc(0, u64::MAX),
+            Err(GpuError(code::OUT_OF_MEMORY))
+        );
+        let m = sim
+            .image_load(
+                0,
+                ImageKind::Module,
+                b"//baton-sim\nkernel fill 8 4 4\n",
+                false,
+            )
+            .0
+            .unwrap();
+        let (f, _) = sim.get_function(0, ImageKind::Module, m, c"fill").unwrap();
+        let mut params = [0u8; 16];
+        params[..8].copy_from_slice(&p.to_le_bytes());
+        params[12..].copy_from_slice(&16i32.to_le_bytes());
+        let cfg = LaunchConfig {
+            grid: [u32::MAX; 3],
+            block: [u32::MAX; 3],
+            ..Default::default()
+        };
+        sim.launch(0, f, 0, &cfg, &params).unwrap();
     }
 
     #[test]

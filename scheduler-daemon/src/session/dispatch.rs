@@ -472,11 +472,13 @@ impl Session {
             }
             Op::MemFreeAsync => {
                 let b: p::MemFreeAsync = m.body().map_err(body_err)?;
+                // The stream first: failing after the range is forgotten would leave the
+                // memory allocated, charged to the tenant, and out of teardown's reach.
+                let (device, stream) = self.streams.prepare(exec, b.stream)?;
                 let (len, _) = self
                     .ranges
                     .remove_owned(b.dptr, Owner::AsyncAlloc)
                     .ok_or_else(invalid)?;
-                let (device, stream) = self.streams.prepare(exec, b.stream)?;
                 self.shared.refund(len);
                 exec.mem_free_async(device, b.dptr, stream)
                     .map(|_| Answer::default())

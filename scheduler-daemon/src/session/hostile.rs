@@ -264,3 +264,47 @@ proptest! {
         prop_assert_eq!(free, total);
     }
 }
+
+/// Found by the session fuzzer: a `cuMemFreeAsync` naming a bad stream used to drop the
+/// allocation from the session's table before failing, so its bytes stayed charged and the
+/// memory was never freed, not even at teardown.
+#[test]
+fn a_failed_async_free_keeps_the_allocation_and_its_charge() {
+    let exec = Arc::new(SimExecutor::new());
+    let mut s = session(&exec, 1, Some(1 << 20));
+    let stream = p::legacy_stream(0);
+    let (r, v) = call(
+        &mut s,
+        Op::MemAllocAsync,
+        &p::MemAllocAsync {
+            stream,
+            bytes: 1024,
+        },
+        &[],
+    );
+    assert_eq!(r, 0);
+    let ptr = v[0];
+    let (r, _) = call(
+        &mut s,
+        Op::MemFreeAsync,
+        &p::MemFreeAsync {
+            dptr: ptr,
+            stream: 12345,
+        },
+        &[],
+    );
+    assert_eq!(r, 400, "a bad stream is an invalid handle");
+    assert_eq!(s.shared.memory_bytes.load(Ordering::Relaxed), 1024);
+    assert_eq!(s.ranges.owned_bytes(), 1024);
+    let (r, _) = call(
+        &mut s,
+        Op::MemFreeAsync,
+        &p::MemFreeAsync { dptr: ptr, stream },
+        &[],
+    );
+    assert_eq!(r, 0, "the allocation can still be freed");
+    assert_eq!(s.shared.memory_bytes.load(Ordering::Relaxed), 0);
+    s.teardown();
+    let (free, total) = exec.mem_info(0).unwrap();
+    assert_eq!(free, total);
+}

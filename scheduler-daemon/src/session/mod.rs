@@ -10,6 +10,8 @@ mod arrays;
 #[cfg(test)]
 mod arrays_tests;
 mod dispatch;
+#[cfg(any(test, fuzzing))]
+pub mod fuzz;
 mod gating;
 mod graphs;
 mod host_calls;
@@ -91,6 +93,11 @@ impl Shared {
     /// Returns `bytes` to the tenant's quota.
     pub fn refund(&self, bytes: u64) {
         self.memory_bytes.fetch_sub(bytes, Ordering::AcqRel);
+    }
+
+    /// Bytes of module images attached and not yet loaded.
+    pub fn pending_blob_bytes(&self) -> u64 {
+        lock(&self.blobs).values().map(|b| b.len() as u64).sum()
     }
 
     pub fn add_blob(&self, bytes: Vec<u8>) -> u64 {

@@ -124,6 +124,11 @@ impl Ranges {
         let end = ptr.checked_add(len)?;
         (end <= start.checked_add(rlen)?).then_some(dev)
     }
+    /// Every known range: (start, len, device, owner).
+    #[cfg(any(test, fuzzing))]
+    pub fn entries(&self) -> impl Iterator<Item = (u64, u64, u32, Owner)> + '_ {
+        self.map.iter().map(|(&s, &(l, d, o))| (s, l, d, o))
+    }
     pub fn owned_bytes(&self) -> u64 {
         self.map
             .values()
