@@ -8,7 +8,9 @@
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 mod arrays;
+mod graph_nodes;
 pub use arrays::*;
+pub use graph_nodes::*;
 
 /// `Header::reply` for commands whose result is not awaited (errors surface at the next sync).
 pub const NO_REPLY: u32 = u32::MAX;
@@ -100,6 +102,16 @@ ops! {
     GraphExecDestroy = 49 => ObjectId,
     GraphDestroy = 50 => ObjectId,
     GraphNodeCount = 51 => ObjectId,
+    GraphCreate = 52 => DeviceOnly,
+    GraphAddNode = 53 => GraphNode,
+    GraphSetNode = 54 => GraphNode,
+    GraphAddEdges = 55 => GraphEdges,
+    GraphGetNodes = 56 => GraphQuery,
+    GraphNodeType = 57 => ObjectId,
+    GraphDestroyNode = 58 => ObjectId,
+    GraphClone = 59 => ObjectId,
+    GraphExecUpdate = 60 => GraphExecUpdate,
+    TensorMapEncode = 61 => TensorMapEncode,
     ArrayCreate = 70 => ArrayCreate,
     ArrayDestroy = 71 => ObjectId,
     Copy3D = 72 => Copy3D,

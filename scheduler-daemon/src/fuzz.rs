@@ -137,6 +137,9 @@ fn split_body(m: &Message<'_>) -> usize {
         | Op::GraphExecDestroy
         | Op::GraphDestroy
         | Op::GraphNodeCount
+        | Op::GraphNodeType
+        | Op::GraphDestroyNode
+        | Op::GraphClone
         | Op::ArrayDestroy
         | Op::TexObjectDestroy
         | Op::SurfObjectDestroy => tail!(p::ObjectId),
@@ -146,6 +149,12 @@ fn split_body(m: &Message<'_>) -> usize {
         Op::VmmRetain => tail!(p::MemFree),
         Op::CaptureBegin => tail!(p::CaptureBegin),
         Op::GraphInstantiate => tail!(p::GraphInstantiate),
+        Op::GraphCreate => tail!(p::DeviceOnly),
+        Op::GraphAddNode | Op::GraphSetNode => tail!(p::GraphNode),
+        Op::GraphAddEdges => tail!(p::GraphEdges),
+        Op::GraphGetNodes => tail!(p::GraphQuery),
+        Op::GraphExecUpdate => tail!(p::GraphExecUpdate),
+        Op::TensorMapEncode => tail!(p::TensorMapEncode),
         Op::GraphLaunch | Op::GraphUpload => tail!(p::GraphLaunch),
         Op::ArrayCreate => tail!(p::ArrayCreate),
         Op::Copy3D => tail!(p::Copy3D),

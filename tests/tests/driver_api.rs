@@ -47,13 +47,23 @@ fn device_queries_are_answered() {
 #[test]
 fn unimplemented_entry_points_say_not_supported() {
     init_thread();
-    let mut g = null_mut();
-    // SAFETY: out-pointer to a local.
+    let mut n = null_mut();
     assert_eq!(
-        // SAFETY: out-pointer to a local.
-        unsafe { cuGraphCreate(&mut g, 0) },
+        // SAFETY: out-pointer to a local; the other arguments are never read.
+        unsafe { cuGraphAddEventRecordNode(&mut n, null_mut(), std::ptr::null(), 0, null_mut()) },
         CUresult::CUDA_ERROR_NOT_SUPPORTED
     );
+}
+
+#[allow(non_snake_case)]
+extern "C" {
+    fn cuGraphAddEventRecordNode(
+        n: *mut CUgraphNode,
+        g: CUgraph,
+        deps: *const CUgraphNode,
+        ndeps: usize,
+        e: CUevent,
+    ) -> CUresult;
 }
 
 #[test]

@@ -4,6 +4,7 @@
 //! has already validated against its tables or pointers to locals.
 
 mod arrays;
+mod graph_nodes;
 
 use super::cuda_vmm_graph as vg;
 use super::{
@@ -16,6 +17,7 @@ use baton_ipc::protocol::{
     OCC_AVAILABLE_DYNAMIC_SMEM, OCC_MAX_ACTIVE_BLOCKS, OCC_MAX_POTENTIAL_BLOCK_SIZE,
 };
 use cudarc::driver::sys;
+use graph_nodes as gn;
 use std::ffi::{c_void, CStr};
 use std::ptr::null_mut;
 
@@ -103,6 +105,14 @@ impl CudaExecutor {
             infos,
             driver_version,
         })
+    }
+
+    /// The device's context, for graph nodes that name the context they run in.
+    fn ctx(&self, device: u32) -> GpuResult<*mut c_void> {
+        self.devices
+            .get(device as usize)
+            .map(|d| d.ctx as *mut c_void)
+            .ok_or(GpuError(code::INVALID_DEVICE))
     }
 
     fn bind(&self, device: u32) -> GpuResult<()> {
@@ -883,5 +893,69 @@ impl Executor for CudaExecutor {
     fn graph_node_count(&self, device: u32, graph: Raw) -> GpuResult<u64> {
         self.bind(device)?;
         vg::node_count(graph)
+    }
+
+    fn graph_create(&self, device: u32) -> GpuResult<Raw> {
+        self.bind(device)?;
+        gn::create()
+    }
+    fn graph_add_node(
+        &self,
+        device: u32,
+        graph: Raw,
+        deps: &[Raw],
+        spec: &super::NodeSpec<'_>,
+    ) -> GpuResult<Raw> {
+        self.bind(device)?;
+        gn::add_node(self.ctx(device)?, graph, deps, spec)
+    }
+    fn graph_node_set(
+        &self,
+        device: u32,
+        exec: Option<Raw>,
+        node: Raw,
+        spec: &super::NodeSpec<'_>,
+    ) -> GpuResult<()> {
+        self.bind(device)?;
+        gn::node_set(self.ctx(device)?, exec, node, spec)
+    }
+    fn graph_add_edges(&self, device: u32, graph: Raw, from: &[Raw], to: &[Raw]) -> GpuResult<()> {
+        self.bind(device)?;
+        gn::add_edges(graph, from, to)
+    }
+    fn graph_nodes(&self, device: u32, graph: Raw, roots: bool) -> GpuResult<Vec<Raw>> {
+        self.bind(device)?;
+        gn::nodes(graph, roots)
+    }
+    fn graph_node_type(&self, device: u32, node: Raw) -> GpuResult<u32> {
+        self.bind(device)?;
+        gn::node_type(node)
+    }
+    fn graph_destroy_node(&self, device: u32, node: Raw) -> GpuResult<()> {
+        self.bind(device)?;
+        gn::destroy_node(node)
+    }
+    fn graph_clone(&self, device: u32, graph: Raw) -> GpuResult<Raw> {
+        self.bind(device)?;
+        gn::clone(graph)
+    }
+    fn graph_exec_update(
+        &self,
+        device: u32,
+        exec: Raw,
+        graph: Raw,
+    ) -> (GpuResult<()>, super::UpdateResult) {
+        if let Err(e) = self.bind(device) {
+            return (Err(e), super::UpdateResult::default());
+        }
+        gn::exec_update(exec, graph)
+    }
+    fn tensor_map_encode(
+        &self,
+        device: u32,
+        req: &baton_ipc::protocol::TensorMapEncode,
+    ) -> GpuResult<[u8; baton_ipc::protocol::TENSOR_MAP_BYTES]> {
+        self.bind(device)?;
+        gn::tensor_map_encode(req)
     }
 }

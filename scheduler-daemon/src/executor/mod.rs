@@ -6,10 +6,12 @@
 
 pub mod cuda;
 mod cuda_vmm_graph;
+mod graph_nodes;
 pub mod sim;
 
 use baton_ipc::control::DeviceInfo;
 use baton_ipc::protocol::{FunctionInfo, ImageKind, VmmAccess, VmmProp};
+pub use graph_nodes::{NodeSpec, UpdateResult};
 use std::ffi::CStr;
 
 /// A failed driver call: the non-zero `CUresult` the client should see.
@@ -359,6 +361,77 @@ pub trait Executor: Send + Sync + 'static {
     }
     fn graph_node_count(&self, device: u32, graph: Raw) -> GpuResult<u64> {
         let _ = (device, graph);
+        Err(GpuError(code::NOT_SUPPORTED))
+    }
+
+    // ---- Graphs built node by node. Node handles are executor objects (`CUgraphNode`).
+
+    fn graph_create(&self, device: u32) -> GpuResult<Raw> {
+        let _ = device;
+        Err(GpuError(code::NOT_SUPPORTED))
+    }
+    /// Adds a node depending on `deps` (nodes of `graph`).
+    fn graph_add_node(
+        &self,
+        device: u32,
+        graph: Raw,
+        deps: &[Raw],
+        spec: &NodeSpec<'_>,
+    ) -> GpuResult<Raw> {
+        let _ = (device, graph, deps, spec);
+        Err(GpuError(code::NOT_SUPPORTED))
+    }
+    /// Sets a node's parameters, or with `exec` those of its copy in that executable graph.
+    fn graph_node_set(
+        &self,
+        device: u32,
+        exec: Option<Raw>,
+        node: Raw,
+        spec: &NodeSpec<'_>,
+    ) -> GpuResult<()> {
+        let _ = (device, exec, node, spec);
+        Err(GpuError(code::NOT_SUPPORTED))
+    }
+    /// Adds the edges `from[i] -> to[i]`.
+    fn graph_add_edges(&self, device: u32, graph: Raw, from: &[Raw], to: &[Raw]) -> GpuResult<()> {
+        let _ = (device, graph, from, to);
+        Err(GpuError(code::NOT_SUPPORTED))
+    }
+    /// All nodes of a graph, or (`roots`) those without dependencies.
+    fn graph_nodes(&self, device: u32, graph: Raw, roots: bool) -> GpuResult<Vec<Raw>> {
+        let _ = (device, graph, roots);
+        Err(GpuError(code::NOT_SUPPORTED))
+    }
+    /// The node's `CUgraphNodeType` value.
+    fn graph_node_type(&self, device: u32, node: Raw) -> GpuResult<u32> {
+        let _ = (device, node);
+        Err(GpuError(code::NOT_SUPPORTED))
+    }
+    fn graph_destroy_node(&self, device: u32, node: Raw) -> GpuResult<()> {
+        let _ = (device, node);
+        Err(GpuError(code::NOT_SUPPORTED))
+    }
+    fn graph_clone(&self, device: u32, graph: Raw) -> GpuResult<Raw> {
+        let _ = (device, graph);
+        Err(GpuError(code::NOT_SUPPORTED))
+    }
+    /// `cuGraphExecUpdate`: `Err` carries the driver's code, with the result info alongside.
+    fn graph_exec_update(
+        &self,
+        device: u32,
+        exec: Raw,
+        graph: Raw,
+    ) -> (GpuResult<()>, UpdateResult) {
+        let _ = (device, exec, graph);
+        (Err(GpuError(code::NOT_SUPPORTED)), UpdateResult::default())
+    }
+    /// Encodes a tensor map; the global address was checked by the session.
+    fn tensor_map_encode(
+        &self,
+        device: u32,
+        req: &baton_ipc::protocol::TensorMapEncode,
+    ) -> GpuResult<[u8; baton_ipc::protocol::TENSOR_MAP_BYTES]> {
+        let _ = (device, req);
         Err(GpuError(code::NOT_SUPPORTED))
     }
 }

@@ -12,6 +12,7 @@
 //! naming each kernel and its parameters' sizes (packed with natural alignment).
 
 mod arrays;
+mod graphs;
 
 use super::{
     code, BoxCopy, Executor, GpuError, GpuResult, JitLogs, LaunchConfig, Mem, OccupancyQuery, Raw,
@@ -49,6 +50,8 @@ struct State {
     /// Graphs and executable graphs alive.
     graphs: std::collections::HashSet<Raw>,
     graph_launches: u64,
+    /// What graphs and executable graphs hold (every graph has an entry).
+    built: graphs::SimGraphs,
     paused: bool,
     /// Value writes held back while paused: (stream, address, value), in issue order.
     deferred: Vec<(Raw, u64, u64)>,
@@ -694,8 +697,8 @@ impl Executor for SimExecutor {
         if !st.capturing.remove(&stream) {
             return Err(GpuError(code::ILLEGAL_STATE));
         }
-        let id = st.next_id;
-        st.next_id += 1;
+        // Work runs when it is issued, so the captured graph is empty.
+        let id = st.graph_new(Default::default());
         st.graphs.insert(id);
         Ok(id)
     }
@@ -707,8 +710,7 @@ impl Executor for SimExecutor {
         if !st.graphs.contains(&graph) {
             return Err(GpuError(code::INVALID_VALUE));
         }
-        let id = st.next_id;
-        st.next_id += 1;
+        let id = st.graph_instantiate(graph)?;
         st.graphs.insert(id);
         Ok(id)
     }
@@ -718,7 +720,7 @@ impl Executor for SimExecutor {
             return Err(GpuError(code::INVALID_VALUE));
         }
         st.graph_launches += 1;
-        Ok(())
+        st.graph_run(exec)
     }
     fn graph_upload(&self, device: u32, exec: Raw, stream: Raw) -> GpuResult<()> {
         let _ = (device, stream);
@@ -729,25 +731,91 @@ impl Executor for SimExecutor {
             .ok_or(GpuError(code::INVALID_VALUE))
     }
     fn graph_exec_destroy(&self, _device: u32, exec: Raw) -> GpuResult<()> {
-        self.lock()
-            .graphs
+        let mut st = self.lock();
+        st.graph_forget(exec);
+        st.graphs
             .remove(&exec)
             .then_some(())
             .ok_or(GpuError(code::INVALID_VALUE))
     }
     fn graph_destroy(&self, _device: u32, graph: Raw) -> GpuResult<()> {
-        self.lock()
-            .graphs
+        let mut st = self.lock();
+        st.graph_forget(graph);
+        st.graphs
             .remove(&graph)
             .then_some(())
             .ok_or(GpuError(code::INVALID_VALUE))
     }
     fn graph_node_count(&self, _device: u32, graph: Raw) -> GpuResult<u64> {
-        self.lock()
-            .graphs
-            .contains(&graph)
-            .then_some(0)
-            .ok_or(GpuError(code::INVALID_VALUE))
+        let st = self.lock();
+        if !st.graphs.contains(&graph) {
+            return Err(GpuError(code::INVALID_VALUE));
+        }
+        Ok(st.graph_nodes(graph, false)?.len() as u64)
+    }
+    fn graph_create(&self, device: u32) -> GpuResult<Raw> {
+        self.check_device(device)?;
+        let mut st = self.lock();
+        let id = st.graph_new(Default::default());
+        st.graphs.insert(id);
+        Ok(id)
+    }
+    fn graph_add_node(
+        &self,
+        _device: u32,
+        graph: Raw,
+        deps: &[Raw],
+        spec: &super::NodeSpec<'_>,
+    ) -> GpuResult<Raw> {
+        self.lock().graph_add_node(graph, deps, spec)
+    }
+    fn graph_node_set(
+        &self,
+        _device: u32,
+        exec: Option<Raw>,
+        node: Raw,
+        spec: &super::NodeSpec<'_>,
+    ) -> GpuResult<()> {
+        self.lock().graph_node_set(exec, node, spec)
+    }
+    fn graph_add_edges(&self, _device: u32, graph: Raw, from: &[Raw], to: &[Raw]) -> GpuResult<()> {
+        self.lock().graph_add_edges(graph, from, to)
+    }
+    fn graph_nodes(&self, _device: u32, graph: Raw, roots: bool) -> GpuResult<Vec<Raw>> {
+        self.lock().graph_nodes(graph, roots)
+    }
+    fn graph_node_type(&self, _device: u32, node: Raw) -> GpuResult<u32> {
+        self.lock().graph_node_type(node)
+    }
+    fn graph_destroy_node(&self, _device: u32, node: Raw) -> GpuResult<()> {
+        self.lock().graph_destroy_node(node)
+    }
+    fn graph_clone(&self, _device: u32, graph: Raw) -> GpuResult<Raw> {
+        let mut st = self.lock();
+        let id = st.graph_clone(graph)?;
+        st.graphs.insert(id);
+        Ok(id)
+    }
+    fn graph_exec_update(
+        &self,
+        _device: u32,
+        exec: Raw,
+        graph: Raw,
+    ) -> (GpuResult<()>, super::UpdateResult) {
+        self.lock().graph_exec_update(exec, graph)
+    }
+    fn tensor_map_encode(
+        &self,
+        device: u32,
+        req: &baton_ipc::protocol::TensorMapEncode,
+    ) -> GpuResult<[u8; baton_ipc::protocol::TENSOR_MAP_BYTES]> {
+        self.check_device(device)?;
+        // Not the driver's encoding: the address, rank and type where tests can read them.
+        let mut map = [0u8; baton_ipc::protocol::TENSOR_MAP_BYTES];
+        map[..8].copy_from_slice(&req.global_address.to_le_bytes());
+        map[8..12].copy_from_slice(&req.rank.to_le_bytes());
+        map[12..16].copy_from_slice(&req.data_type.to_le_bytes());
+        Ok(map)
     }
     fn mem_alloc_async(&self, device: u32, bytes: u64, _stream: Raw) -> GpuResult<u64> {
         self.mem_alloc(device, bytes)

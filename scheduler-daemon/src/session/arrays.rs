@@ -152,7 +152,7 @@ impl Session {
     }
 
     /// Checks one side of a box copy of `extent` and says where it is.
-    fn place(
+    pub(super) fn place(
         &self,
         s: &p::CopySide,
         extent: [u64; 3],

@@ -13,8 +13,8 @@ use std::time::Instant;
 /// What a command answers besides its result code.
 #[derive(Default)]
 pub(super) struct Answer {
-    values: [u64; REPLY_VALUES],
-    payload: Vec<u8>,
+    pub(super) values: [u64; REPLY_VALUES],
+    pub(super) payload: Vec<u8>,
 }
 
 impl Answer {
@@ -574,6 +574,16 @@ impl Session {
             | Op::GraphExecDestroy
             | Op::GraphDestroy
             | Op::GraphNodeCount => self.graph_op(exec, m),
+            Op::GraphCreate
+            | Op::GraphAddNode
+            | Op::GraphSetNode
+            | Op::GraphAddEdges
+            | Op::GraphGetNodes
+            | Op::GraphNodeType
+            | Op::GraphDestroyNode
+            | Op::GraphClone
+            | Op::GraphExecUpdate
+            | Op::TensorMapEncode => self.graph_node_op(exec, m),
             Op::CtxLimit => {
                 let b: p::CtxLimit = m.body().map_err(body_err)?;
                 if b.set != 0 {

@@ -23,8 +23,10 @@ pub struct Graph {
 
 #[derive(Default)]
 pub struct Graphs {
-    graphs: Table<Graph>,
-    execs: Table<Graph>,
+    pub(super) graphs: Table<Graph>,
+    pub(super) execs: Table<Graph>,
+    /// Node handles and what the graphs' nodes were built from.
+    pub(super) built: super::graph_nodes::Built,
     /// Captures begun and not yet ended.
     pub open_captures: u32,
 }
@@ -88,9 +90,9 @@ impl Session {
                 let g = self.graphs.graphs.get(b.graph)?;
                 let device = g.device;
                 let raw = exec.graph_instantiate(device, g.raw, b.flags)?;
-                Ok(Answer::value(
-                    self.graphs.execs.insert(Graph { device, raw }),
-                ))
+                let id = self.graphs.execs.insert(Graph { device, raw });
+                self.graphs.built.instantiated(id, b.graph);
+                Ok(Answer::value(id))
             }
             Op::GraphLaunch | Op::GraphUpload => {
                 let b: p::GraphLaunch = m.body().map_err(body_err)?;
@@ -124,12 +126,14 @@ impl Session {
             Op::GraphExecDestroy => {
                 let b: p::ObjectId = m.body().map_err(body_err)?;
                 let g = self.graphs.execs.remove(b.id)?;
+                self.graphs.built.exec_destroyed(b.id);
                 exec.graph_exec_destroy(g.device, g.raw)
                     .map(|_| Answer::default())
             }
             Op::GraphDestroy => {
                 let b: p::ObjectId = m.body().map_err(body_err)?;
                 let g = self.graphs.graphs.remove(b.id)?;
+                self.graphs.built.graph_destroyed(b.id);
                 exec.graph_destroy(g.device, g.raw)
                     .map(|_| Answer::default())
             }

@@ -13,6 +13,9 @@ mod dispatch;
 #[cfg(any(test, fuzzing))]
 pub mod fuzz;
 mod gating;
+mod graph_nodes;
+#[cfg(test)]
+mod graph_nodes_tests;
 mod graphs;
 mod host_calls;
 #[cfg(test)]

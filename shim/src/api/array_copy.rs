@@ -337,6 +337,44 @@ unsafe fn copy_3d(p: *const CUDA_MEMCPY3D, stream: Option<CUstream>) -> Result<(
     copy_box(c, s, dst, src, extent, stream.is_none())
 }
 
+/// A graph memcpy node's copy, on the wire. A node runs long after it is described, so only
+/// memory the daemon can reach then will do: device memory, arrays and pinned host memory.
+pub(super) fn graph_copy(p: &CUDA_MEMCPY3D) -> Result<p::Copy3D, CUresult> {
+    if p.srcLOD != 0 || p.dstLOD != 0 {
+        return Err(CUresult::CUDA_ERROR_INVALID_VALUE);
+    }
+    let side = |loc: Loc, x: usize, y: usize, z: usize, pitch: usize, height: usize| {
+        if matches!(loc, Loc::Pageable(_)) {
+            crate::log::once(
+                "cuGraphAddMemcpyNode",
+                "refuses pageable host memory under Baton (NOT_SUPPORTED): use pinned memory",
+            );
+            return Err(CUresult::CUDA_ERROR_NOT_SUPPORTED);
+        }
+        Side {
+            loc,
+            x: x as u64,
+            y: y as u64,
+            z: z as u64,
+            pitch: pitch as u64,
+            height: height as u64,
+        }
+        .wire()
+    };
+    let src = classify(p.srcMemoryType, p.srcHost as u64, p.srcDevice, p.srcArray)?;
+    let dst = classify(p.dstMemoryType, p.dstHost as u64, p.dstDevice, p.dstArray)?;
+    Ok(p::Copy3D {
+        src: side(src, p.srcXInBytes, p.srcY, p.srcZ, p.srcPitch, p.srcHeight)?,
+        dst: side(dst, p.dstXInBytes, p.dstY, p.dstZ, p.dstPitch, p.dstHeight)?,
+        width: p.WidthInBytes as u64,
+        height: p.Height as u64,
+        depth: p.Depth as u64,
+        stream: 0,
+        chunk: u32::MAX,
+        _pad: 0,
+    })
+}
+
 pub(crate) unsafe fn cuMemcpy3D_v2(p: *const CUDA_MEMCPY3D) -> CUresult {
     // SAFETY: forwarded caller contract.
     ret(unsafe { copy_3d(p, None) })

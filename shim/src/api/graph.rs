@@ -18,22 +18,22 @@ use std::sync::Mutex;
 
 /// Tags in the high bits of graph handles, so a graph and an executable graph (or a stray
 /// pointer) are never confused.
-const GRAPH_TAG: u64 = 0x6a << 48;
-const EXEC_TAG: u64 = 0x6b << 48;
-const TAG_MASK: u64 = 0xffff << 48;
+pub(super) const GRAPH_TAG: u64 = 0x6a << 48;
+pub(super) const EXEC_TAG: u64 = 0x6b << 48;
+pub(super) const TAG_MASK: u64 = 0xffff << 48;
 
 /// Open captures: capture id -> the streams taking part.
 static CAPTURES: Mutex<BTreeMap<u64, Vec<&'static Stream>>> = Mutex::new(BTreeMap::new());
 static NEXT_CAPTURE: AtomicU64 = AtomicU64::new(1);
 
-fn graph_id(g: CUgraph) -> Result<u64, CUresult> {
+pub(super) fn graph_id(g: CUgraph) -> Result<u64, CUresult> {
     let v = g as usize as u64;
     (v & TAG_MASK == GRAPH_TAG && v != GRAPH_TAG)
         .then_some(v & !TAG_MASK)
         .ok_or(CUresult::CUDA_ERROR_INVALID_VALUE)
 }
 
-fn exec_id(g: CUgraphExec) -> Result<u64, CUresult> {
+pub(super) fn exec_id(g: CUgraphExec) -> Result<u64, CUresult> {
     let v = g as usize as u64;
     (v & TAG_MASK == EXEC_TAG && v != EXEC_TAG)
         .then_some(v & !TAG_MASK)
@@ -339,29 +339,5 @@ pub(crate) unsafe fn cuGraphDestroy(graph: CUgraph) -> CUresult {
             &[],
         )
         .map(|_| ())
-    })())
-}
-
-/// The node count only: nodes live in the daemon and have no handles in the client.
-pub(crate) unsafe fn cuGraphGetNodes(
-    graph: CUgraph,
-    nodes: *mut CUgraphNode,
-    count: *mut usize,
-) -> CUresult {
-    ret((|| {
-        let c = ready()?;
-        if !nodes.is_null() {
-            crate::log::once("cuGraphGetNodes", "returns node counts only under Baton");
-            return Err(CUresult::CUDA_ERROR_NOT_SUPPORTED);
-        }
-        let r = c.call(
-            Op::GraphNodeCount,
-            &p::ObjectId {
-                id: graph_id(graph)?,
-            },
-            &[],
-        )?;
-        // SAFETY: forwarded caller contract.
-        unsafe { out(count, r.values[0] as usize) }
     })())
 }

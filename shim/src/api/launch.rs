@@ -27,7 +27,7 @@ struct Geometry {
 /// # Safety
 /// As `cuLaunchKernel` requires: `params[i]` points to parameter i's value for every parameter
 /// of `f`, or `extra` is a valid `CU_LAUNCH_PARAM_*` list.
-unsafe fn pack(
+pub(super) unsafe fn pack(
     f: &Function,
     params: *mut *mut c_void,
     extra: *mut *mut c_void,

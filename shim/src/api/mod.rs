@@ -12,6 +12,7 @@ mod compat;
 pub(crate) mod context;
 mod error_text;
 mod graph;
+mod graph_build;
 mod host_func;
 mod init;
 mod launch;
@@ -54,10 +55,19 @@ pub(crate) use context::{
     cuDevicePrimaryCtxSetFlags_v2,
 };
 pub(crate) use graph::{
-    cuGraphDestroy, cuGraphExecDestroy, cuGraphGetNodes, cuGraphInstantiateWithFlags,
-    cuGraphInstantiateWithParams, cuGraphInstantiate_v2, cuGraphLaunch, cuGraphUpload,
-    cuStreamBeginCapture, cuStreamBeginCapture_v2, cuStreamEndCapture, cuStreamGetCaptureInfo,
-    cuStreamGetCaptureInfo_v2, cuStreamGetCaptureInfo_v3, cuStreamIsCapturing,
+    cuGraphDestroy, cuGraphExecDestroy, cuGraphInstantiateWithFlags, cuGraphInstantiateWithParams,
+    cuGraphInstantiate_v2, cuGraphLaunch, cuGraphUpload, cuStreamBeginCapture,
+    cuStreamBeginCapture_v2, cuStreamEndCapture, cuStreamGetCaptureInfo, cuStreamGetCaptureInfo_v2,
+    cuStreamGetCaptureInfo_v3, cuStreamIsCapturing,
+};
+pub(crate) use graph_build::{
+    cuGraphAddChildGraphNode, cuGraphAddDependencies, cuGraphAddDependencies_v2,
+    cuGraphAddEmptyNode, cuGraphAddKernelNode, cuGraphAddKernelNode_v2, cuGraphAddMemcpyNode,
+    cuGraphAddMemsetNode, cuGraphAddNode, cuGraphAddNode_v2, cuGraphClone, cuGraphCreate,
+    cuGraphDestroyNode, cuGraphExecKernelNodeSetParams_v2, cuGraphExecNodeSetParams,
+    cuGraphExecUpdate_v2, cuGraphGetNodes, cuGraphGetRootNodes, cuGraphKernelNodeGetParams_v2,
+    cuGraphKernelNodeSetParams_v2, cuGraphNodeGetType, cuGraphNodeSetParams,
+    cuTensorMapEncodeIm2col, cuTensorMapEncodeTiled,
 };
 pub(crate) use host_func::{cuLaunchHostFunc, cuStreamAddCallback};
 pub(crate) use init::{

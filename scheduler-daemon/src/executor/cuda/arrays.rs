@@ -110,9 +110,17 @@ fn side(
 }
 
 pub(super) fn copy_3d(c: &BoxCopy, s: Raw) -> GpuResult<()> {
+    let copy = memcpy3d(c);
+    // SAFETY: the session checked both sides against its arrays, allocations and registered
+    // host memory; `copy` outlives the call.
+    check(unsafe { sys::cuMemcpy3DAsync_v2(&copy, stream(s)) })
+}
+
+/// The driver's description of a checked box copy (also what a graph's memcpy node holds).
+pub(super) fn memcpy3d(c: &BoxCopy) -> sys::CUDA_MEMCPY3D {
     let (st, sh, sd, sa, sp, sht) = side(c.src);
     let (dt, dh, dd, da, dp, dht) = side(c.dst);
-    let copy = sys::CUDA_MEMCPY3D {
+    sys::CUDA_MEMCPY3D {
         srcXInBytes: c.src_origin[0] as usize,
         srcY: c.src_origin[1] as usize,
         srcZ: c.src_origin[2] as usize,
@@ -138,10 +146,7 @@ pub(super) fn copy_3d(c: &BoxCopy, s: Raw) -> GpuResult<()> {
         WidthInBytes: c.extent[0] as usize,
         Height: c.extent[1] as usize,
         Depth: c.extent[2] as usize,
-    };
-    // SAFETY: the session checked both sides against its arrays, allocations and registered
-    // host memory; `copy` outlives the call.
-    check(unsafe { sys::cuMemcpy3DAsync_v2(&copy, stream(s)) })
+    }
 }
 
 fn resource(r: &Resource) -> ResourceDescriptor {

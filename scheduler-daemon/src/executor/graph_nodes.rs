@@ -1,0 +1,51 @@
+//! What a graph node built by a client is, in the terms the executor needs: session ids are
+//! already resolved to executor objects and every address range has been checked.
+
+use super::{BoxCopy, LaunchConfig, Raw};
+
+/// One node's parameters.
+#[derive(Clone, Copy, Debug)]
+pub enum NodeSpec<'a> {
+    Kernel {
+        func: Raw,
+        cfg: LaunchConfig,
+        /// The packed parameter block, as for [`super::Executor::launch`].
+        params: &'a [u8],
+        /// (offset, size) of each parameter in `params`.
+        layout: &'a [(u32, u32)],
+    },
+    Memset {
+        dst: u64,
+        pitch: u64,
+        value: u32,
+        elem_size: u32,
+        width: u64,
+        height: u64,
+    },
+    Memcpy(BoxCopy),
+    Empty,
+    /// A copy of this graph becomes the node's body.
+    Child(Raw),
+}
+
+impl NodeSpec<'_> {
+    /// The `CUgraphNodeType` value.
+    pub fn kind(&self) -> u32 {
+        use baton_ipc::protocol as p;
+        match self {
+            NodeSpec::Kernel { .. } => p::NODE_KERNEL,
+            NodeSpec::Memset { .. } => p::NODE_MEMSET,
+            NodeSpec::Memcpy(_) => p::NODE_MEMCPY,
+            NodeSpec::Empty => p::NODE_EMPTY,
+            NodeSpec::Child(_) => p::NODE_GRAPH,
+        }
+    }
+}
+
+/// What `cuGraphExecUpdate` said: a `CUgraphExecUpdateResult` and the node it blames (an
+/// executor node of the new graph, or 0).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UpdateResult {
+    pub result: u32,
+    pub error_node: Raw,
+}

@@ -1,0 +1,327 @@
+//! Graphs in the simulator: a graph records its nodes and edges; an executable graph is a
+//! snapshot of them, and a launch runs its nodes in dependency order on the CPU.
+
+use super::{run_kernel, State};
+use crate::executor::UpdateResult;
+use crate::executor::{code, BoxCopy, GpuError, GpuResult, LaunchConfig, NodeSpec, Raw};
+use baton_ipc::protocol as p;
+use std::collections::HashMap;
+
+#[derive(Clone)]
+pub(super) enum SimNode {
+    Kernel {
+        func: Raw,
+        cfg: LaunchConfig,
+        params: Vec<u8>,
+    },
+    Memset {
+        dst: u64,
+        pitch: u64,
+        value: u32,
+        elem_size: u32,
+        width: u64,
+        height: u64,
+    },
+    Memcpy(HostAddrCopy),
+    Empty,
+    Child(Box<SimGraph>),
+}
+
+impl SimNode {
+    fn kind(&self) -> u32 {
+        match self {
+            SimNode::Kernel { .. } => p::NODE_KERNEL,
+            SimNode::Memset { .. } => p::NODE_MEMSET,
+            SimNode::Memcpy(_) => p::NODE_MEMCPY,
+            SimNode::Empty => p::NODE_EMPTY,
+            SimNode::Child(_) => p::NODE_GRAPH,
+        }
+    }
+}
+
+/// A memcpy node's copy. Its host sides are addresses, not references: the simulator only
+/// touches them through `State::mem`, which checks them against registered memory each time.
+#[derive(Clone, Copy)]
+pub(super) struct HostAddrCopy(BoxCopy);
+
+// SAFETY: the pointers inside are never dereferenced directly (see above), so moving them to
+// another thread is moving integers.
+unsafe impl Send for HostAddrCopy {}
+
+#[derive(Clone, Default)]
+pub(super) struct SimGraph {
+    nodes: Vec<(Raw, SimNode)>,
+    edges: Vec<(Raw, Raw)>,
+}
+
+#[derive(Default)]
+pub(super) struct SimGraphs {
+    /// Graphs and executable graphs, keyed by handle.
+    pub(super) graphs: HashMap<Raw, SimGraph>,
+    /// Node -> the graph it belongs to.
+    owner: HashMap<Raw, Raw>,
+}
+
+fn bad() -> GpuError {
+    GpuError(code::INVALID_VALUE)
+}
+
+impl State {
+    fn sim_node(&self, spec: &NodeSpec<'_>) -> GpuResult<SimNode> {
+        Ok(match *spec {
+            NodeSpec::Kernel {
+                func, cfg, params, ..
+            } => {
+                if !self.funcs.contains_key(&func) {
+                    return Err(GpuError(code::INVALID_HANDLE));
+                }
+                SimNode::Kernel {
+                    func,
+                    cfg,
+                    params: params.to_vec(),
+                }
+            }
+            NodeSpec::Memset {
+                dst,
+                pitch,
+                value,
+                elem_size,
+                width,
+                height,
+            } => SimNode::Memset {
+                dst,
+                pitch,
+                value,
+                elem_size,
+                width,
+                height,
+            },
+            NodeSpec::Memcpy(c) => SimNode::Memcpy(HostAddrCopy(c)),
+            NodeSpec::Empty => SimNode::Empty,
+            NodeSpec::Child(g) => {
+                SimNode::Child(Box::new(self.built.graphs.get(&g).ok_or(bad())?.clone()))
+            }
+        })
+    }
+
+    pub(super) fn graph_new(&mut self, g: SimGraph) -> Raw {
+        let id = self.id();
+        self.built.graphs.insert(id, g);
+        id
+    }
+
+    pub(super) fn graph_add_node(
+        &mut self,
+        graph: Raw,
+        deps: &[Raw],
+        spec: &NodeSpec<'_>,
+    ) -> GpuResult<Raw> {
+        let node = self.sim_node(spec)?;
+        if deps.iter().any(|d| self.built.owner.get(d) != Some(&graph)) {
+            return Err(bad());
+        }
+        let id = self.id();
+        let g = self.built.graphs.get_mut(&graph).ok_or(bad())?;
+        g.nodes.push((id, node));
+        g.edges.extend(deps.iter().map(|&d| (d, id)));
+        self.built.owner.insert(id, graph);
+        Ok(id)
+    }
+
+    pub(super) fn graph_node_set(
+        &mut self,
+        exec: Option<Raw>,
+        node: Raw,
+        spec: &NodeSpec<'_>,
+    ) -> GpuResult<()> {
+        let new = self.sim_node(spec)?;
+        let graph = match exec {
+            Some(e) => e,
+            None => *self.built.owner.get(&node).ok_or(bad())?,
+        };
+        let g = self.built.graphs.get_mut(&graph).ok_or(bad())?;
+        let slot = g
+            .nodes
+            .iter_mut()
+            .find(|(id, _)| *id == node)
+            .ok_or(bad())?;
+        if slot.1.kind() != new.kind() {
+            return Err(bad());
+        }
+        slot.1 = new;
+        Ok(())
+    }
+
+    pub(super) fn graph_add_edges(
+        &mut self,
+        graph: Raw,
+        from: &[Raw],
+        to: &[Raw],
+    ) -> GpuResult<()> {
+        let mine = |n: &Raw| self.built.owner.get(n) == Some(&graph);
+        if from.len() != to.len() || !from.iter().chain(to).all(mine) {
+            return Err(bad());
+        }
+        let g = self.built.graphs.get_mut(&graph).ok_or(bad())?;
+        g.edges.extend(from.iter().copied().zip(to.iter().copied()));
+        Ok(())
+    }
+
+    pub(super) fn graph_nodes(&self, graph: Raw, roots: bool) -> GpuResult<Vec<Raw>> {
+        let g = self.built.graphs.get(&graph).ok_or(bad())?;
+        Ok(g.nodes
+            .iter()
+            .map(|(id, _)| *id)
+            .filter(|id| !roots || !g.edges.iter().any(|e| e.1 == *id))
+            .collect())
+    }
+
+    pub(super) fn graph_node_type(&self, node: Raw) -> GpuResult<u32> {
+        let graph = self.built.owner.get(&node).ok_or(bad())?;
+        let g = self.built.graphs.get(graph).ok_or(bad())?;
+        let (_, n) = g.nodes.iter().find(|(id, _)| *id == node).ok_or(bad())?;
+        Ok(n.kind())
+    }
+
+    pub(super) fn graph_destroy_node(&mut self, node: Raw) -> GpuResult<()> {
+        let graph = self.built.owner.remove(&node).ok_or(bad())?;
+        let g = self.built.graphs.get_mut(&graph).ok_or(bad())?;
+        g.nodes.retain(|(id, _)| *id != node);
+        g.edges.retain(|&(a, b)| a != node && b != node);
+        Ok(())
+    }
+
+    /// A copy with fresh node handles (as `cuGraphClone` makes).
+    pub(super) fn graph_clone(&mut self, graph: Raw) -> GpuResult<Raw> {
+        let mut g = self.built.graphs.get(&graph).ok_or(bad())?.clone();
+        let mut map = HashMap::new();
+        for (id, _) in g.nodes.iter_mut() {
+            let new = self.id();
+            map.insert(*id, new);
+            *id = new;
+        }
+        for (a, b) in g.edges.iter_mut() {
+            *a = map[a];
+            *b = map[b];
+        }
+        let nodes: Vec<Raw> = g.nodes.iter().map(|(id, _)| *id).collect();
+        let c = self.graph_new(g);
+        for n in nodes {
+            self.built.owner.insert(n, c);
+        }
+        Ok(c)
+    }
+
+    /// A snapshot that keeps the graph's node handles, so they name the executable's copies.
+    pub(super) fn graph_instantiate(&mut self, graph: Raw) -> GpuResult<Raw> {
+        let g = self.built.graphs.get(&graph).ok_or(bad())?.clone();
+        Ok(self.graph_new(g))
+    }
+
+    pub(super) fn graph_forget(&mut self, graph: Raw) -> bool {
+        self.built.owner.retain(|_, g| *g != graph);
+        self.built.graphs.remove(&graph).is_some()
+    }
+
+    /// Same nodes of the same kinds in the same order and the same edges: parameters are
+    /// taken over; anything else is a topology change.
+    pub(super) fn graph_exec_update(
+        &mut self,
+        exec: Raw,
+        graph: Raw,
+    ) -> (GpuResult<()>, UpdateResult) {
+        let (Some(x), Some(g)) = (self.built.graphs.get(&exec), self.built.graphs.get(&graph))
+        else {
+            return (Err(bad()), UpdateResult::default());
+        };
+        let pos = |gr: &SimGraph, n: Raw| gr.nodes.iter().position(|(id, _)| *id == n);
+        let same_edges = x.edges.len() == g.edges.len()
+            && x.edges
+                .iter()
+                .zip(&g.edges)
+                .all(|(a, b)| (pos(x, a.0), pos(x, a.1)) == (pos(g, b.0), pos(g, b.1)));
+        let mismatch = (x.nodes.len() != g.nodes.len()).then_some(0).or_else(|| {
+            x.nodes
+                .iter()
+                .zip(&g.nodes)
+                .position(|(a, b)| a.1.kind() != b.1.kind())
+        });
+        if let Some(i) = mismatch.or((!same_edges).then_some(0)) {
+            let error_node = g.nodes.get(i).map_or(0, |n| n.0);
+            const TOPOLOGY_CHANGED: u32 = 2;
+            const UPDATE_FAILURE: u32 = 910;
+            return (
+                Err(GpuError(UPDATE_FAILURE)),
+                UpdateResult {
+                    result: TOPOLOGY_CHANGED,
+                    error_node,
+                },
+            );
+        }
+        let fresh: Vec<SimNode> = g.nodes.iter().map(|n| n.1.clone()).collect();
+        if let Some(x) = self.built.graphs.get_mut(&exec) {
+            for (slot, n) in x.nodes.iter_mut().zip(fresh) {
+                slot.1 = n;
+            }
+        }
+        (Ok(()), UpdateResult::default())
+    }
+
+    pub(super) fn graph_run(&mut self, exec: Raw) -> GpuResult<()> {
+        let g = self.built.graphs.get(&exec).ok_or(bad())?.clone();
+        self.run_graph(&g)
+    }
+
+    /// Runs nodes whose dependencies have all run, until none is left.
+    fn run_graph(&mut self, g: &SimGraph) -> GpuResult<()> {
+        let mut done: Vec<Raw> = Vec::with_capacity(g.nodes.len());
+        while done.len() < g.nodes.len() {
+            let ready = g.nodes.iter().find(|(id, _)| {
+                !done.contains(id)
+                    && g.edges
+                        .iter()
+                        .filter(|e| e.1 == *id)
+                        .all(|e| done.contains(&e.0))
+            });
+            // A cycle: the driver refuses to instantiate one.
+            let (id, node) = ready.ok_or(bad())?;
+            self.run_node(node)?;
+            done.push(*id);
+        }
+        Ok(())
+    }
+
+    fn run_node(&mut self, node: &SimNode) -> GpuResult<()> {
+        match node {
+            SimNode::Kernel { func, cfg, params } => {
+                let (name, info) = self
+                    .funcs
+                    .get(func)
+                    .cloned()
+                    .ok_or(GpuError(code::INVALID_HANDLE))?;
+                run_kernel(self, &name, &info, cfg, params)
+            }
+            &SimNode::Memset {
+                dst,
+                pitch,
+                value,
+                elem_size,
+                width,
+                height,
+            } => {
+                let pattern = value.to_le_bytes();
+                let pattern = &pattern[..elem_size as usize];
+                for row in 0..height {
+                    let out = self.mem(dst + row * pitch, width * elem_size as u64)?;
+                    for c in out.chunks_exact_mut(elem_size as usize) {
+                        c.copy_from_slice(pattern);
+                    }
+                }
+                Ok(())
+            }
+            SimNode::Memcpy(c) => self.copy_3d(&c.0),
+            SimNode::Empty => Ok(()),
+            SimNode::Child(g) => self.run_graph(g),
+        }
+    }
+}
