@@ -379,6 +379,12 @@ pub(crate) unsafe fn cuFuncSetAttribute(
     ret((|| {
         let c = ready()?;
         let f = Function::from_handle(hfunc)?;
+        // Libraries set the same attribute before every launch (cuBLASLt: the dynamic
+        // shared-memory size); setting the value it already has changes nothing, so it costs no
+        // round trip. Only this client's session can change its functions.
+        if lock(&f.info).attrs.get(attrib.0 as usize) == Some(&value) {
+            return Ok(());
+        }
         let body = baton_ipc::protocol::FuncSetAttribute {
             func: f.id,
             attr: attrib.0 as i32,
@@ -388,6 +394,7 @@ pub(crate) unsafe fn cuFuncSetAttribute(
         if let Some(slot) = lock(&f.info).attrs.get_mut(attrib.0 as usize) {
             *slot = value;
         }
+        super::occupancy::forget(f.id);
         Ok(())
     })())
 }

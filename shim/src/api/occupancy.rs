@@ -13,6 +13,20 @@ use std::sync::Mutex;
 type Key = (u64, u32, u32, u64, u32, u32);
 static CACHE: Mutex<Option<HashMap<Key, (i64, i64)>>> = Mutex::new(None);
 
+/// `cuOccupancyMaxActiveClusters` answers: (function, grid, block, cluster, shared memory).
+type ClusterKey = (u64, [u32; 3], [u32; 3], [u32; 3], u32);
+static CLUSTERS: Mutex<Option<HashMap<ClusterKey, i64>>> = Mutex::new(None);
+
+/// Drops the cached answers about function `id` (its attributes changed).
+pub(crate) fn forget(id: u64) {
+    if let Some(m) = lock(&CACHE).as_mut() {
+        m.retain(|k, _| k.0 != id);
+    }
+    if let Some(m) = lock(&CLUSTERS).as_mut() {
+        m.retain(|k, _| k.0 != id);
+    }
+}
+
 fn ask(
     f: &Function,
     kind: u32,
@@ -212,8 +226,22 @@ pub(crate) unsafe fn cuOccupancyMaxActiveClusters(
             cluster,
             shared_mem: cfg.sharedMemBytes,
         };
-        let r = c.call(Op::OccupancyClusters, &body, &[])?;
+        let key = (f.id, body.grid, body.block, cluster, body.shared_mem);
+        let cached = lock(&CLUSTERS)
+            .get_or_insert_with(HashMap::new)
+            .get(&key)
+            .copied();
+        let v = match cached {
+            Some(v) => v,
+            None => {
+                let v = c.call(Op::OccupancyClusters, &body, &[])?.values[0] as i64;
+                lock(&CLUSTERS)
+                    .get_or_insert_with(HashMap::new)
+                    .insert(key, v);
+                v
+            }
+        };
         // SAFETY: forwarded caller contract.
-        unsafe { out(n, r.values[0] as c_int) }
+        unsafe { out(n, v as c_int) }
     })())
 }
