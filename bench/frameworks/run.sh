@@ -42,7 +42,7 @@ for _ in $(seq "$ROUNDS"); do
     cold native resnet50_first "$FIRST"; cold baton resnet50_first "$FIRST"
 done
 
-python3 - "$WORK" "$OUT" "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" <<'PY'
+python3 - "$WORK" "$OUT" "${BATON_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}" <<'PY'
 import json, os, statistics, sys, subprocess, datetime
 work, out, commit = sys.argv[1:4]
 def load(p):

@@ -66,8 +66,9 @@ gpu_meta_json() {
     local gpu commit
     gpu=$(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null | head -n 1)
     [[ -n $gpu ]] || gpu="unknown (nvidia-smi failed)"
-    commit=$(git -C "$REPO" rev-parse HEAD 2>/dev/null) || commit=""
-    [[ -n $commit ]] || commit=${BATON_COMMIT:-unknown}
+    # BATON_COMMIT first: the machine's copy of the tree may carry a stale .git.
+    commit=${BATON_COMMIT:-$(git -C "$REPO" rev-parse HEAD 2>/dev/null)}
+    [[ -n $commit ]] || commit=unknown
     python3 - "$1" "$gpu" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$commit" <<'PY'
 import json, sys
 path, gpu, date, commit = sys.argv[1:5]

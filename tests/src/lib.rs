@@ -106,6 +106,24 @@ extern "C" {
     pub fn cuMemcpy2D_v2(p: *const CUDA_MEMCPY2D) -> CUresult;
     pub fn cuMemAllocAsync(p: *mut CUdeviceptr, n: usize, s: CUstream) -> CUresult;
     pub fn cuMemFreeAsync(p: CUdeviceptr, s: CUstream) -> CUresult;
+    pub fn cuDeviceGetDefaultMemPool(pool: *mut CUmemoryPool, dev: CUdevice) -> CUresult;
+    pub fn cuMemPoolSetAttribute(
+        pool: CUmemoryPool,
+        attr: CUmemPool_attribute,
+        v: *mut c_void,
+    ) -> CUresult;
+    pub fn cuMemPoolGetAttribute(
+        pool: CUmemoryPool,
+        attr: CUmemPool_attribute,
+        v: *mut c_void,
+    ) -> CUresult;
+    pub fn cuMemAllocFromPoolAsync(
+        p: *mut CUdeviceptr,
+        n: usize,
+        pool: CUmemoryPool,
+        s: CUstream,
+    ) -> CUresult;
+    pub fn cuMemPoolTrimTo(pool: CUmemoryPool, min: usize) -> CUresult;
     pub fn cuMemHostRegister_v2(p: *mut c_void, n: usize, flags: c_uint) -> CUresult;
     pub fn cuMemHostUnregister(p: *mut c_void) -> CUresult;
     pub fn cuStreamIsCapturing(s: CUstream, st: *mut CUstreamCaptureStatus) -> CUresult;

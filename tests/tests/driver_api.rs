@@ -447,6 +447,35 @@ fn pitched_copies_async_allocations_callbacks_and_registered_memory() {
     // SAFETY: plain call; the pointer was already freed, which the shim must refuse.
     let twice = unsafe { cuMemFreeAsync(a, s) };
     assert_eq!(twice, CUresult::CUDA_ERROR_INVALID_VALUE);
+    // Freeing null is a no-op.
+    cu!(cuMemFreeAsync(0, s));
+
+    // The default pool: attributes read back, allocations from it.
+    let mut pool = null_mut();
+    cu!(cuDeviceGetDefaultMemPool(&mut pool, 0));
+    let mut threshold = u64::MAX;
+    let attr = CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD;
+    cu!(cuMemPoolSetAttribute(
+        pool,
+        attr,
+        &mut threshold as *mut u64 as *mut c_void
+    ));
+    let mut back = 0u64;
+    cu!(cuMemPoolGetAttribute(
+        pool,
+        attr,
+        &mut back as *mut u64 as *mut c_void
+    ));
+    assert_eq!(back, u64::MAX);
+    let mut b = 0;
+    cu!(cuMemAllocFromPoolAsync(&mut b, 4096, pool, s));
+    cu!(cuMemsetD8Async(b, 3, 4096, s));
+    cu!(cuMemcpyDtoH_v2(bytes.as_mut_ptr() as *mut c_void, b, 16));
+    assert_eq!(bytes, [3u8; 16]);
+    cu!(cuMemFreeAsync(b, s));
+    // SAFETY: plain call with a handle that is no pool.
+    let bad = unsafe { cuMemPoolTrimTo(0x1234 as CUmemoryPool, 0) };
+    assert_eq!(bad, CUresult::CUDA_ERROR_INVALID_VALUE);
 
     // Stream callbacks.
     let count = Box::leak(Box::new(std::sync::atomic::AtomicU32::new(0)));

@@ -833,6 +833,10 @@ pub(crate) unsafe fn cuMemAllocAsync(
 pub(crate) unsafe fn cuMemFreeAsync(dptr: CUdeviceptr, stream: CUstream) -> CUresult {
     ret((|| {
         let (c, s) = on(stream)?;
+        // Freeing null is a no-op, as with cuMemFree.
+        if dptr == 0 {
+            return Ok(());
+        }
         if lock(&DEVICE).remove(&dptr).is_none() {
             return Err(CUresult::CUDA_ERROR_INVALID_VALUE);
         }

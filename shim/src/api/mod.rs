@@ -19,6 +19,7 @@ mod launch;
 pub(crate) mod memory;
 mod module;
 mod occupancy;
+mod pools;
 mod proc_address;
 mod stream;
 mod util;
@@ -100,6 +101,10 @@ pub(crate) use occupancy::{
     cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags, cuOccupancyMaxActiveClusters,
     cuOccupancyMaxPotentialBlockSize, cuOccupancyMaxPotentialBlockSizeWithFlags,
 };
+pub(crate) use pools::{
+    cuDeviceGetDefaultMemPool, cuDeviceGetMemPool, cuDeviceSetMemPool, cuMemAllocFromPoolAsync,
+    cuMemPoolGetAttribute, cuMemPoolSetAttribute, cuMemPoolTrimTo,
+};
 pub(crate) use proc_address::{cuGetProcAddress, cuGetProcAddress_v2};
 pub(crate) use stream::{
     cuEventCreate, cuEventDestroy_v2, cuEventElapsedTime, cuEventElapsedTime_v2, cuEventQuery,
@@ -125,6 +130,7 @@ pub(crate) use self::cuLaunchHostFunc as cuLaunchHostFunc_ptsz;
 pub(crate) use self::cuLaunchKernel as cuLaunchKernel_ptsz;
 pub(crate) use self::cuLaunchKernelEx as cuLaunchKernelEx_ptsz;
 pub(crate) use self::cuMemAllocAsync as cuMemAllocAsync_ptsz;
+pub(crate) use self::cuMemAllocFromPoolAsync as cuMemAllocFromPoolAsync_ptsz;
 pub(crate) use self::cuMemFreeAsync as cuMemFreeAsync_ptsz;
 pub(crate) use self::cuMemPrefetchAsync as cuMemPrefetchAsync_ptsz;
 pub(crate) use self::cuMemPrefetchAsync_v2 as cuMemPrefetchAsync_v2_ptsz;
