@@ -83,9 +83,22 @@ pub(crate) unsafe fn cuModuleGetLoadingMode(mode: *mut CUmoduleLoadingMode) -> C
     ret(unsafe { out(mode, m) })
 }
 
+/// Limits this client read: (device, limit) -> value. Libraries read the same limits around
+/// every call (cuBLASLt: a dozen per transformer forward), and a round trip each would cost
+/// more than the work. A set drops the entry, so the driver's rounding is read back. A limit
+/// another tenant changes is not seen until this client sets it (limits belong to the one
+/// shared context; see the trust model).
+static LIMITS: std::sync::Mutex<std::collections::BTreeMap<(u32, u32), usize>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
+
 fn limit(set: Option<usize>, l: CUlimit) -> Result<usize, CUresult> {
     let c = ready()?;
     let device = current_device()?;
+    if set.is_none() {
+        if let Some(&v) = crate::client::lock(&LIMITS).get(&(device, l.0)) {
+            return Ok(v);
+        }
+    }
     let body = CtxLimit {
         device,
         set: set.is_some() as u32,
@@ -93,7 +106,13 @@ fn limit(set: Option<usize>, l: CUlimit) -> Result<usize, CUresult> {
         _pad: 0,
         value: set.unwrap_or(0) as u64,
     };
-    Ok(c.call(Op::CtxLimit, &body, &[])?.values[0] as usize)
+    let v = c.call(Op::CtxLimit, &body, &[])?.values[0] as usize;
+    let mut cache = crate::client::lock(&LIMITS);
+    match set {
+        None => cache.insert((device, l.0), v),
+        Some(_) => cache.remove(&(device, l.0)),
+    };
+    Ok(v)
 }
 
 pub(crate) unsafe fn cuCtxGetLimit(value: *mut usize, l: CUlimit) -> CUresult {
