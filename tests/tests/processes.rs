@@ -481,7 +481,7 @@ fn client_no_daemon() {
 #[test]
 fn many_clients_at_once() {
     let d = Daemon::start("many");
-    let children: Vec<_> = (0..16)
+    let children: Vec<_> = (0..64)
         .map(|_| {
             client("client_smoke", &d.socket)
                 .stdout(Stdio::null())
