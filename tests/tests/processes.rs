@@ -317,6 +317,86 @@ fn killed_client_has_everything_freed() {
 }
 
 #[test]
+fn a_hung_client_does_not_stall_other_tenants() {
+    let d = Daemon::start("hang");
+    let mut hung = client("client_hang", &d.socket)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_ready(&mut BufReader::new(hung.stdout.take().unwrap()));
+    // Its stream waits on a callback that never returns, and it reads nothing any more; other
+    // tenants' programs still run to completion (each checks its results).
+    let others: Vec<_> = (0..4)
+        .map(|_| {
+            client("client_smoke", &d.socket)
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in others {
+        let out = c.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let pid = hung.id();
+    assert!(d.status().clients.iter().any(|c| c.pid == pid));
+    hung.kill().unwrap();
+    hung.wait().unwrap();
+    d.wait_status("the hung client's session to end", |s| s.clients.is_empty());
+}
+
+#[test]
+#[ignore = "run in a child process"]
+fn client_hang() {
+    if !is_child() {
+        return;
+    }
+    init_client();
+    let (_m, _, fill, _) = load_kernels();
+    unsafe extern "C" fn forever(_: *mut c_void) {
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(3600));
+        }
+    }
+    let mut s = null_mut();
+    cu!(cuStreamCreate(&mut s, 1));
+    let mut p = 0;
+    cu!(cuMemAlloc_v2(&mut p, 4096));
+    // Everything from here is posted without waiting for a reply.
+    cu!(cuLaunchHostFunc(s, Some(forever), null_mut()));
+    let (mut d, mut v, mut n) = (p, 1u32, 1024i32);
+    let mut params = [
+        &mut d as *mut _ as *mut c_void,
+        &mut v as *mut _ as *mut c_void,
+        &mut n as *mut _ as *mut c_void,
+    ];
+    // Work queued behind the callback: it can never run.
+    cu!(cuLaunchKernel(
+        fill,
+        4,
+        1,
+        1,
+        256,
+        1,
+        1,
+        0,
+        s,
+        params.as_mut_ptr(),
+        null_mut()
+    ));
+    println!("READY");
+    loop {
+        std::thread::sleep(std::time::Duration::from_secs(3600));
+    }
+}
+
+#[test]
 #[ignore = "run in a child process"]
 fn client_hold_memory() {
     if !is_child() {
