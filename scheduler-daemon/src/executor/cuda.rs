@@ -3,10 +3,34 @@
 //! Every `unsafe` block here is a driver call: arguments are either values the session layer
 //! has already validated against its tables or pointers to locals.
 
+/// Looks a driver entry point up once, with the C signature `$ty` stated by the caller; a
+/// driver without it answers `CUDA_ERROR_NOT_SUPPORTED`. For calls whose arguments cudarc types
+/// as Rust enums: client values outside an enum would be undefined behaviour there, so these go
+/// through C signatures over plain integers.
+macro_rules! driver_fn {
+    ($name:literal, $ty:ty) => {{
+        use cudarc::driver::sys::culib;
+        static F: std::sync::OnceLock<Option<$ty>> = std::sync::OnceLock::new();
+        match F.get_or_init(|| {
+            let name = concat!($name, "\0").as_bytes();
+            // SAFETY: the symbol has the C signature `$ty` (checked against the 13.0 headers).
+            let sym = unsafe { culib().get::<$ty>(name) };
+            sym.ok().map(|s| *s)
+        }) {
+            Some(f) => *f,
+            None => {
+                return Err($crate::executor::GpuError(
+                    $crate::executor::code::NOT_SUPPORTED,
+                ))
+            }
+        }
+    }};
+}
+
 mod arrays;
 mod graph_nodes;
+mod vmm_graph;
 
-use super::cuda_vmm_graph as vg;
 use super::{
     code, BoxCopy, Executor, GpuError, GpuResult, JitLogs, LaunchConfig, Mem, OccupancyQuery, Raw,
     Resource,
@@ -20,12 +44,18 @@ use cudarc::driver::sys;
 use graph_nodes as gn;
 use std::ffi::{c_void, CStr};
 use std::ptr::null_mut;
+use vmm_graph as vg;
 
 fn check(r: sys::CUresult) -> GpuResult<()> {
-    if r == sys::CUresult::CUDA_SUCCESS {
+    check_code(r as u32)
+}
+
+/// `check` for entry points called through `driver_fn!`, which return the plain code.
+fn check_code(r: u32) -> GpuResult<()> {
+    if r == 0 {
         Ok(())
     } else {
-        Err(GpuError(r as u32))
+        Err(GpuError(r))
     }
 }
 

@@ -5,7 +5,6 @@
 //! simulated one ([`sim::SimExecutor`], a test double that runs a few known kernels on the CPU).
 
 pub mod cuda;
-mod cuda_vmm_graph;
 mod graph_nodes;
 pub mod sim;
 

@@ -5,37 +5,14 @@
 //! points are looked up by name with C signatures over plain integers and C-layout mirrors.
 
 use super::arrays::memcpy3d;
+use super::check_code as check;
 use crate::executor::{code, GpuError, GpuResult, NodeSpec, Raw, UpdateResult};
 use baton_ipc::protocol::{TensorMapEncode, TENSOR_MAP_BYTES, TENSOR_MAP_IM2COL, TENSOR_MAP_TILED};
 use cudarc::driver::sys;
 use std::ffi::c_void;
 use std::ptr::{null, null_mut};
-use std::sync::OnceLock;
 
 type Ptr = *mut c_void;
-
-fn check(r: u32) -> GpuResult<()> {
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(GpuError(r))
-    }
-}
-
-/// Looks a driver entry point up once, with the C signature `F` stated by the caller.
-macro_rules! driver_fn {
-    ($name:literal, $ty:ty) => {{
-        static F: OnceLock<Option<$ty>> = OnceLock::new();
-        match F.get_or_init(|| {
-            // SAFETY: the symbol has the C signature `$ty` (checked against the 13.0 headers).
-            let sym = unsafe { sys::culib().get::<$ty>(concat!($name, "\0").as_bytes()) };
-            sym.ok().map(|s| *s)
-        }) {
-            Some(f) => *f,
-            None => return Err(GpuError(code::NOT_SUPPORTED)),
-        }
-    }};
-}
 
 /// `CUDA_KERNEL_NODE_PARAMS_v2` (72 bytes).
 #[repr(C)]

@@ -1,16 +1,16 @@
-//! The real driver's virtual-memory and graph calls, for [`super::cuda::CudaExecutor`].
+//! The real driver's virtual-memory and graph calls, for [`super::CudaExecutor`].
 //!
 //! The VMM structures carry values straight from clients (allocation type, location, handle
 //! types, access flags). cudarc types those fields as Rust enums, and an out-of-range value in
 //! a Rust enum is undefined behaviour, so these calls go through C-layout mirrors with plain
 //! integers, looked up from the same loaded driver; the driver itself validates the values.
 
+use super::check_code as check;
 use super::{GpuError, GpuResult, Raw};
 use baton_ipc::protocol::{VmmAccess, VmmProp};
 use cudarc::driver::sys;
 use std::ffi::c_void;
 use std::ptr::null_mut;
-use std::sync::OnceLock;
 
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -57,29 +57,6 @@ fn prop(p: &VmmProp) -> GpuResult<AllocProp> {
         usage: u16::try_from(p.usage).map_err(|_| GpuError(super::code::INVALID_VALUE))?,
         reserved: [0; 4],
     })
-}
-
-fn check(r: u32) -> GpuResult<()> {
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(GpuError(r))
-    }
-}
-
-/// Looks a driver entry point up once, with the C signature `F` stated by the caller.
-macro_rules! driver_fn {
-    ($name:literal, $ty:ty) => {{
-        static F: OnceLock<Option<$ty>> = OnceLock::new();
-        match F.get_or_init(|| {
-            // SAFETY: the symbol has the C signature `$ty` (checked against the 13.0 headers).
-            let sym = unsafe { sys::culib().get::<$ty>(concat!($name, "\0").as_bytes()) };
-            sym.ok().map(|s| *s)
-        }) {
-            Some(f) => *f,
-            None => return Err(GpuError(super::code::NOT_SUPPORTED)),
-        }
-    }};
 }
 
 type GranularityFn = unsafe extern "C" fn(*mut usize, *const AllocProp, u32) -> u32;
