@@ -6,6 +6,7 @@
 //! integers, looked up from the same loaded driver; the driver itself validates the values.
 
 use super::check_code as check;
+use super::stream;
 use super::{GpuError, GpuResult, Raw};
 use baton_ipc::protocol::{VmmAccess, VmmProp};
 use cudarc::driver::sys;
@@ -147,9 +148,6 @@ pub fn get_access(ptr: u64, location_type: u32, location_id: i32) -> GpuResult<u
     Ok(flags)
 }
 
-fn stream(s: Raw) -> sys::CUstream {
-    s as usize as sys::CUstream
-}
 fn graph(g: Raw) -> sys::CUgraph {
     g as usize as sys::CUgraph
 }
