@@ -194,29 +194,7 @@ fn objects_are_translated_checked_per_tenant_and_freed_at_teardown() {
 /// An array command with a random body whose first words are often small (plausible ids,
 /// offsets and sizes).
 fn command() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
-    use proptest::prelude::*;
-    (
-        70u16..=76,
-        prop::collection::vec(any::<u8>(), 0..400),
-        any::<bool>(),
-    )
-        .prop_map(|(op, mut body, reply)| {
-            for chunk in body.chunks_mut(8) {
-                if chunk[0] & 1 == 0 {
-                    for b in chunk.iter_mut().skip(1) {
-                        *b = 0;
-                    }
-                    chunk[0] >>= 3;
-                }
-            }
-            let mut m = Vec::new();
-            m.extend_from_slice(&op.to_le_bytes());
-            m.extend_from_slice(&[0, 0]);
-            let slot = if reply { 3u32 } else { p::NO_REPLY };
-            m.extend_from_slice(&slot.to_le_bytes());
-            m.extend_from_slice(&body);
-            m
-        })
+    super::hostile::forged_command(70..=76, 400, 3)
 }
 
 proptest::proptest! {

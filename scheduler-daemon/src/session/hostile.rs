@@ -217,22 +217,26 @@ fn a_tenant_cannot_use_another_tenants_objects_or_memory() {
     );
 }
 
-/// A command with a valid op code and a random body (small ids and offsets, so they sometimes
-/// hit real objects), or plain random bytes.
-fn command() -> impl Strategy<Value = Vec<u8>> {
-    let forged = (
-        1u16..=33,
-        prop::collection::vec(any::<u8>(), 0..96),
+/// A message with an op code from `ops` and a random body of fewer than `max_body` bytes, about
+/// half of whose 8-byte words are small (below `256 >> shift`), so ids, indices and offsets
+/// sometimes hit real objects; it asks for a reply in slot 3 or none.
+pub(super) fn forged_command(
+    ops: std::ops::RangeInclusive<u16>,
+    max_body: usize,
+    shift: u32,
+) -> impl Strategy<Value = Vec<u8>> {
+    (
+        ops,
+        prop::collection::vec(any::<u8>(), 0..max_body),
         any::<bool>(),
     )
-        .prop_map(|(op, mut body, reply)| {
-            // Small values in the first words make ids and indices plausible.
+        .prop_map(move |(op, mut body, reply)| {
             for chunk in body.chunks_mut(8) {
                 if chunk[0] & 1 == 0 {
                     for b in chunk.iter_mut().skip(1) {
                         *b = 0;
                     }
-                    chunk[0] >>= 4;
+                    chunk[0] >>= shift;
                 }
             }
             let mut m = Vec::new();
@@ -241,8 +245,15 @@ fn command() -> impl Strategy<Value = Vec<u8>> {
             m.extend_from_slice(&(if reply { 3u32 } else { NO_REPLY }).to_le_bytes());
             m.extend_from_slice(&body);
             m
-        });
-    prop_oneof![4 => forged, 1 => prop::collection::vec(any::<u8>(), 0..64)]
+        })
+}
+
+/// A command with a valid op code and a random body, or plain random bytes.
+fn command() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        4 => forged_command(1..=33, 96, 4),
+        1 => prop::collection::vec(any::<u8>(), 0..64),
+    ]
 }
 
 proptest! {
