@@ -130,6 +130,27 @@ fn run_client(name: &str, socket: &Path) {
     );
 }
 
+/// Runs `n` `client_smoke` programs at once (each checks its own results); all must succeed.
+fn smoke_clients_at_once(n: usize, socket: &Path) {
+    let children: Vec<_> = (0..n)
+        .map(|_| {
+            client("client_smoke", socket)
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
 /// Reads a child's output until it says READY.
 fn wait_ready(out: &mut impl BufRead) {
     let mut seen = String::new();
@@ -327,23 +348,7 @@ fn a_hung_client_does_not_stall_other_tenants() {
     wait_ready(&mut BufReader::new(hung.stdout.take().unwrap()));
     // Its stream waits on a callback that never returns, and it reads nothing any more; other
     // tenants' programs still run to completion (each checks its results).
-    let others: Vec<_> = (0..4)
-        .map(|_| {
-            client("client_smoke", &d.socket)
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    for c in others {
-        let out = c.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    smoke_clients_at_once(4, &d.socket);
     let pid = hung.id();
     assert!(d.status().clients.iter().any(|c| c.pid == pid));
     hung.kill().unwrap();
@@ -561,23 +566,7 @@ fn client_no_daemon() {
 #[test]
 fn many_clients_at_once() {
     let d = Daemon::start("many");
-    let children: Vec<_> = (0..64)
-        .map(|_| {
-            client("client_smoke", &d.socket)
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    for c in children {
-        let out = c.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    smoke_clients_at_once(64, &d.socket);
     d.wait_status("all sessions to end", |s| s.clients.is_empty());
 }
 
