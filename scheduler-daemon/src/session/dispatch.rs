@@ -47,7 +47,7 @@ impl Session {
     /// Executes one message. Returns `Err` only when the client broke the protocol.
     pub(super) fn handle(&mut self, buf: &[u8]) -> Result<(), String> {
         self.gating.received = Instant::now();
-        self.gating.captures_open = self.graphs.open_captures > 0;
+        self.gating.captures_open = self.streams.captures_open();
         let m = Message::decode(buf).map_err(|e| e.to_string())?;
         let synchronizing = matches!(
             m.op,

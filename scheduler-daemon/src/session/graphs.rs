@@ -27,8 +27,6 @@ pub struct Graphs {
     pub(super) execs: Table<Graph>,
     /// Node handles and what the graphs' nodes were built from.
     pub(super) built: super::graph_nodes::Built,
-    /// Captures begun and not yet ended.
-    pub open_captures: u32,
 }
 
 fn invalid() -> GpuError {
@@ -50,7 +48,7 @@ impl Session {
     /// Whether the executor stream `raw` is part of an open capture. Only asks the driver when
     /// this session has a capture open, so sessions that never capture pay nothing.
     pub(super) fn capturing(&self, device: u32, raw: Raw) -> bool {
-        self.graphs.open_captures > 0 && self.exec.is_capturing(device, raw).unwrap_or(false)
+        self.streams.captures_open() && self.exec.is_capturing(device, raw).unwrap_or(false)
     }
 
     pub(super) fn graph_op(&mut self, exec: &dyn Executor, m: &Message<'_>) -> GpuResult<Answer> {
@@ -64,7 +62,6 @@ impl Session {
                 }
                 let (device, raw) = self.streams.lookup(exec, b.stream)?;
                 exec.capture_begin(device, raw)?;
-                self.graphs.open_captures += 1;
                 self.streams.capturing.insert(b.stream);
                 Ok(Answer::default())
             }
@@ -77,10 +74,9 @@ impl Session {
                 if !self.streams.capturing.remove(&b.id) {
                     return Err(GpuError(code::ILLEGAL_STATE));
                 }
-                let graph = exec.capture_end(device, raw);
-                // A failed end still ends the capture (the driver invalidates it).
-                self.graphs.open_captures = self.graphs.open_captures.saturating_sub(1);
-                let raw = graph?;
+                // A failed end still ends the capture (the driver invalidates it): the stream
+                // left the capturing set above either way.
+                let raw = exec.capture_end(device, raw)?;
                 Ok(Answer::value(
                     self.graphs.graphs.insert(Graph { device, raw }),
                 ))

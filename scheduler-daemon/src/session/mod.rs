@@ -236,8 +236,7 @@ impl Session {
             .end(exec, &self.streams, self.shared.identity.session);
         self.streams.teardown(exec);
         self.graphs.teardown(exec);
-        let mapped = self.vmm.teardown(exec);
-        let _ = mapped; // the whole account is reset below
+        self.vmm.teardown(exec);
         self.arrays.teardown(exec);
         for (_, e) in self.events.drain() {
             let _ = exec.event_destroy(e.device, e.raw);

@@ -77,6 +77,7 @@ impl Streams {
 
     pub fn destroy(&mut self, exec: &dyn Executor, id: u64) -> GpuResult<()> {
         let s = self.table.remove(id)?;
+        self.capturing.remove(&id);
         if let Some(l) = self.legacy.get_mut(&s.device) {
             l.dirty.remove(&id);
         }
@@ -85,6 +86,11 @@ impl Streams {
         }
         // Like cuStreamDestroy: pending work still completes; the driver handles that.
         exec.stream_destroy(s.device, s.raw)
+    }
+
+    /// Whether any of the session's streams has a capture open.
+    pub fn captures_open(&self) -> bool {
+        !self.capturing.is_empty()
     }
 
     fn legacy(&mut self, exec: &dyn Executor, device: u32) -> GpuResult<&mut Legacy> {

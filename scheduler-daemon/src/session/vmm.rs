@@ -86,24 +86,22 @@ impl Vmm {
         Ok(h.size)
     }
 
-    /// Unmaps and frees everything (session teardown); returns the bytes to refund.
-    pub fn teardown(&mut self, exec: &dyn Executor) -> u64 {
+    /// Unmaps and frees everything (session teardown; the tenant's whole account is reset
+    /// after it).
+    pub fn teardown(&mut self, exec: &dyn Executor) {
         for (&s, &(len, h)) in &self.mapped {
             if let Ok(handle) = self.handles.get(h) {
                 let _ = exec.vmm_unmap(handle.device, s, len);
             }
         }
         self.mapped.clear();
-        let mut freed = 0;
         for (_, h) in self.handles.drain() {
             let _ = exec.vmm_release(h.device, h.raw);
-            freed += h.size;
         }
         for (&s, &(len, dev)) in &self.reserved {
             let _ = exec.vmm_address_free(dev, s, len);
         }
         self.reserved.clear();
-        freed
     }
 }
 

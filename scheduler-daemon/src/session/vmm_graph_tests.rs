@@ -193,7 +193,7 @@ fn capture_produces_a_graph_only_its_session_can_launch() {
         _pad: 0,
     };
     assert_eq!(call(&mut a, Op::CaptureBegin, &begin, &[]).0, 0);
-    assert_eq!(a.graphs.open_captures, 1);
+    assert_eq!(a.streams.capturing.len(), 1);
     // Ending a capture that was never begun.
     assert_eq!(
         call(
@@ -209,7 +209,7 @@ fn capture_produces_a_graph_only_its_session_can_launch() {
     );
     let (r, v) = call(&mut a, Op::CaptureEnd, &p::ObjectId { id: s }, &[]);
     assert_eq!(r, 0);
-    assert_eq!(a.graphs.open_captures, 0);
+    assert_eq!(a.streams.capturing.len(), 0);
     let graph = v[0];
     let inst = p::GraphInstantiate { graph, flags: 0 };
     assert_ne!(call(&mut b, Op::GraphInstantiate, &inst, &[]).0, 0);
