@@ -279,18 +279,10 @@ pub(crate) unsafe fn cuGraphInstantiateWithParams(
         // SAFETY: forwarded caller contract.
         unsafe { out(exec, e)? };
         if p.flags & INSTANTIATE_UPLOAD != 0 {
-            // SAFETY: the handle was just made.
-            ret_result(unsafe { cuGraphUpload(e, p.hUploadStream) })?;
+            post_on_stream(Op::GraphUpload, e, p.hUploadStream)?;
         }
         Ok(())
     })())
-}
-
-fn ret_result(r: CUresult) -> Result<(), CUresult> {
-    match r {
-        CUresult::CUDA_SUCCESS => Ok(()),
-        e => Err(e),
-    }
 }
 
 fn post_on_stream(op: Op, exec: CUgraphExec, stream: CUstream) -> Result<(), CUresult> {
