@@ -13,28 +13,22 @@ const ID: usize = 6;
 pub(super) static TABLE: Table<10> = Table::new(stubs!(ID; 0 1 2 3 4 5 6 7 8 9))
     .sized(93)
     .with(4, context_id as *const c_void)
-    .with(39, slot_39 as *const c_void)
-    .with(51, slot_51 as *const c_void);
+    .with(39, succeed::<39> as *const c_void)
+    .with(51, succeed::<51> as *const c_void);
 
-/// Slot 39: called by the CUDA toolkit's cuBLAS once slot 51 succeeds; unknown, answered and
-/// traced like slot 51.
-unsafe extern "C" fn slot_39(a0: usize, a1: usize, a2: usize, a3: usize) -> CUresult {
+/// Slots 51 and 39: the CUDA toolkit's cuBLAS (not PyTorch's) calls 51 before its first kernel
+/// and then 39; their meaning is unknown. Failing them makes cuBLAS give up
+/// (`CUBLAS_STATUS_INTERNAL_ERROR`), so they succeed and write nothing; their first arguments
+/// are logged under `BATON_TRACE=1` so their use can be studied.
+unsafe extern "C" fn succeed<const SLOT: usize>(
+    a0: usize,
+    a1: usize,
+    a2: usize,
+    a3: usize,
+) -> CUresult {
     if crate::trace::enabled() {
         crate::trace::line(format_args!(
-            "TOOLS_CONTEXT[39]({a0:#x}, {a1:#x}, {a2:#x}, {a3:#x}) -> CUDA_SUCCESS"
-        ));
-    }
-    CUresult::CUDA_SUCCESS
-}
-
-/// Slot 51: called by the CUDA toolkit's cuBLAS (not PyTorch's) before its first kernel; its
-/// meaning is unknown. Failing it makes cuBLAS give up (`CUBLAS_STATUS_INTERNAL_ERROR`), so it
-/// succeeds and writes nothing; its first arguments are logged under `BATON_TRACE=1` so its
-/// use can be studied.
-unsafe extern "C" fn slot_51(a0: usize, a1: usize, a2: usize, a3: usize) -> CUresult {
-    if crate::trace::enabled() {
-        crate::trace::line(format_args!(
-            "TOOLS_CONTEXT[51]({a0:#x}, {a1:#x}, {a2:#x}, {a3:#x}) -> CUDA_SUCCESS"
+            "TOOLS_CONTEXT[{SLOT}]({a0:#x}, {a1:#x}, {a2:#x}, {a3:#x}) -> CUDA_SUCCESS"
         ));
     }
     CUresult::CUDA_SUCCESS
