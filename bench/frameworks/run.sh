@@ -13,14 +13,15 @@ LOG=$OUT/frameworks-bench.log
 WORK=$(mktemp -d)
 ROUNDS=${ROUNDS:-5}
 : >"$LOG"
-SOCK=$WORK/batond.sock
-env -u LD_PRELOAD .carry/bin/batond --socket "$SOCK" >>"$LOG" 2>&1 &
-DPID=$!
-trap 'kill $DPID 2>/dev/null; wait $DPID 2>/dev/null' EXIT
-for _ in $(seq 200); do [ -S "$SOCK" ] && break; sleep 0.1; done
+# shellcheck source=../../tests/gpu/lib.sh
+source "$REPO/tests/gpu/lib.sh"
+BATON_BIN_DIR=$REPO/.carry/bin
+DAEMON_LOG=$LOG
+trap stop_daemon EXIT
+start_daemon "$WORK" || exit 1
 # The daemon's context is created by its first client; cold start measures a client of a
 # daemon that is already serving, which is how a service runs.
-BATON=(env BATON_SOCKET="$SOCK" LD_PRELOAD="$REPO/.carry/bin/libcuda.so.1")
+BATON=(env BATON_SOCKET="$SOCK" LD_PRELOAD="$BATON_BIN_DIR/libcuda.so.1")
 "${BATON[@]}" python3 -c "import torch; torch.ones(1, device='cuda')" >>"$LOG" 2>&1
 
 echo "== steady state" | tee -a "$LOG"

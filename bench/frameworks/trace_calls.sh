@@ -11,13 +11,15 @@ MODEL=${1:-encoder}
 N1=${2:-10}
 N2=${3:-60}
 WORK=$(mktemp -d)
-SOCK=$WORK/batond.sock
-env -u LD_PRELOAD .carry/bin/batond --socket "$SOCK" >"$WORK/batond.log" 2>&1 &
-DPID=$!
-trap 'kill $DPID 2>/dev/null; wait $DPID 2>/dev/null' EXIT
-for _ in $(seq 200); do [ -S "$SOCK" ] && break; sleep 0.1; done
+# shellcheck source=../../tests/gpu/lib.sh
+source "$REPO/tests/gpu/lib.sh"
+BATON_BIN_DIR=$REPO/.carry/bin
+LOG=$WORK/trace-calls.log
+DAEMON_LOG=$WORK/batond.log
+trap stop_daemon EXIT
+start_daemon "$WORK" || exit 1
 for n in "$N1" "$N2"; do
-    BATON_SOCKET=$SOCK LD_PRELOAD=$REPO/.carry/bin/libcuda.so.1 BATON_TRACE=1 \
+    BATON_SOCKET=$SOCK LD_PRELOAD=$BATON_BIN_DIR/libcuda.so.1 BATON_TRACE=1 \
         BATON_TRACE_FILE=$WORK/trace.$n python3 - "$MODEL" "$n" <<'PY'
 import sys
 sys.path.insert(0, "tests/gpu/frameworks")

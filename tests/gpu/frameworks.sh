@@ -17,11 +17,12 @@ WORK=$(mktemp -d)
 : >"$LOG"
 [[ -n ${KEEP_RESULTS:-} ]] || rm -f "$RES"
 
-SOCK=$WORK/batond.sock
-env -u LD_PRELOAD .carry/bin/batond --socket "$SOCK" >"$OUT/frameworks-batond.log" 2>&1 &
-DPID=$!
-trap 'kill $DPID 2>/dev/null; wait $DPID 2>/dev/null' EXIT
-for _ in $(seq 200); do [ -S "$SOCK" ] && break; sleep 0.1; done
+# shellcheck source=tests/gpu/lib.sh
+source "$REPO/tests/gpu/lib.sh"
+BATON_BIN_DIR=$REPO/.carry/bin
+DAEMON_LOG=$OUT/frameworks-batond.log
+trap stop_daemon EXIT
+start_daemon "$WORK" || exit 1
 
 export CUBLAS_WORKSPACE_CONFIG=:4096:8 XLA_PYTHON_CLIENT_PREALLOCATE=false
 python3 tests/gpu/frameworks/checks.py --list | while read -r name tol needs; do
@@ -37,7 +38,7 @@ python3 tests/gpu/frameworks/checks.py --list | while read -r name tol needs; do
     t0=$(date +%s.%N)
     n_out=$(timeout 300 python3 tests/gpu/frameworks/checks.py "$name" "$WORK/$name.native.npz" 2>&1); n_rc=$?
     t1=$(date +%s.%N)
-    b_out=$(BATON_SOCKET=$SOCK LD_PRELOAD=$REPO/.carry/bin/libcuda.so.1 timeout 300 \
+    b_out=$(BATON_SOCKET=$SOCK LD_PRELOAD=$BATON_BIN_DIR/libcuda.so.1 timeout 300 \
         python3 tests/gpu/frameworks/checks.py "$name" "$WORK/$name.baton.npz" 2>&1); b_rc=$?
     t2=$(date +%s.%N)
     {
