@@ -32,6 +32,8 @@ pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9464";
 pub const DEFAULT_SRPT_FAIRNESS: f64 = 0.5;
 /// Default of `[daemon] issue_window_us`.
 pub const DEFAULT_ISSUE_WINDOW_US: u64 = 1000;
+/// Default of `[daemon] srpt_short_job_us`.
+pub const DEFAULT_SRPT_SHORT_JOB_US: u64 = 1000;
 /// Default of `[daemon] low_in_flight`.
 pub const DEFAULT_LOW_IN_FLIGHT: u32 = 0;
 
@@ -324,6 +326,7 @@ struct RawDaemon {
     socket_mode: Option<Mode>,
     metrics_listen: Option<String>,
     srpt_fairness: Option<f64>,
+    srpt_short_job_us: Option<u64>,
     issue_window_us: Option<u64>,
     low_in_flight: Option<u32>,
 }
@@ -366,6 +369,9 @@ pub struct DaemonConfig {
     pub metrics_listen: Option<SocketAddr>,
     /// `srpt` only: how fast waiting work gains priority (0 = pure SRPT; see `docs/scheduling.md`).
     pub srpt_fairness: f64,
+    /// `srpt` only: tenants whose typical job needs at most this much GPU time get their own
+    /// issue window and high-priority streams; `None` (`srpt_short_job_us = 0`): no such lane.
+    pub srpt_short_job: Option<Duration>,
     /// `priority`, `fair`, `srpt`: estimated GPU time the scheduler keeps in flight (per GPU, or
     /// for `priority` per lower-class tenant) before it holds work back.
     pub issue_window: Duration,
@@ -381,6 +387,7 @@ impl Default for DaemonConfig {
             socket_mode: None,
             metrics_listen: Some(DEFAULT_METRICS_LISTEN.parse().expect("valid address")),
             srpt_fairness: DEFAULT_SRPT_FAIRNESS,
+            srpt_short_job: Some(Duration::from_micros(DEFAULT_SRPT_SHORT_JOB_US)),
             issue_window: Duration::from_micros(DEFAULT_ISSUE_WINDOW_US),
             low_in_flight: DEFAULT_LOW_IN_FLIGHT,
         }
@@ -652,6 +659,9 @@ impl Config {
             }
             daemon.srpt_fairness = f;
         }
+        if let Some(us) = d.srpt_short_job_us {
+            daemon.srpt_short_job = (us > 0).then(|| Duration::from_micros(us));
+        }
         if let Some(w) = d.issue_window_us {
             if w == 0 {
                 return Err(invalid("[daemon]", "issue_window_us must be > 0".into()));
@@ -840,6 +850,7 @@ mod tests {
             socket_mode = "600"
             metrics_listen = "0.0.0.0:9000"
             srpt_fairness = 2
+            srpt_short_job_us = 250
             issue_window_us = 500
             low_in_flight = 3
 
@@ -868,6 +879,7 @@ mod tests {
         assert_eq!(d.socket_mode, Some(0o600));
         assert_eq!(d.metrics_listen, Some("0.0.0.0:9000".parse().unwrap()));
         assert_eq!(d.srpt_fairness, 2.0);
+        assert_eq!(d.srpt_short_job, Some(Duration::from_micros(250)));
         assert_eq!(d.issue_window, Duration::from_micros(500));
         assert_eq!(d.low_in_flight, 3);
         assert_eq!(c.default.class, Class::LOW);

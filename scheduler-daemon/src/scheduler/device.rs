@@ -150,6 +150,11 @@ impl DeviceScheduler {
         lock(&self.usage).remove(&tenant);
     }
 
+    /// Whether the policy wants `tenant`'s next work on a high-priority stream.
+    pub fn fast_lane(&self, tenant: TenantId) -> bool {
+        self.gate.with(|s| s.fast_lane(tenant))
+    }
+
     /// Queues `work` and waits until the policy lets it go (see [`Gate::admit`]).
     pub fn admit(&self, work: Work, give_up: &dyn Fn() -> bool) -> Option<WorkItem> {
         self.gate.admit(work, give_up)

@@ -175,6 +175,12 @@ pub trait Policy: Send {
     /// Work issued earlier is complete; `gpu_time` is its measured duration, if known.
     fn on_complete(&mut self, _now: Instant, _item: &WorkItem, _gpu_time: Option<Duration>) {}
 
+    /// Whether `tenant`'s work should go on high-priority streams now (see `srpt`'s short
+    /// jobs). Asked by the daemon before each gated item; policies without lanes say no.
+    fn fast_lane(&self, _tenant: TenantId) -> bool {
+        false
+    }
+
     /// Pushes onto `out` the indices into `ready` to issue now, in the order to issue them.
     /// `ready` holds the head of every non-empty stream queue; the scheduler calls again after
     /// issuing (the next items become heads) until a call picks nothing.
@@ -195,7 +201,10 @@ pub fn build(cfg: &DaemonConfig) -> Box<dyn Policy> {
             Box::new(priority::Priority::new(cfg.issue_window, cfg.low_in_flight))
         }
         PolicyKind::Fair => Box::new(fair::Fair::new(cfg.issue_window)),
-        PolicyKind::Srpt => Box::new(srpt::Srpt::new(cfg.issue_window, cfg.srpt_fairness)),
+        PolicyKind::Srpt => Box::new(
+            srpt::Srpt::new(cfg.issue_window, cfg.srpt_fairness)
+                .with_short_jobs(cfg.srpt_short_job),
+        ),
     }
 }
 
@@ -244,6 +253,11 @@ impl<T> Scheduler<T> {
 
     pub fn policy_name(&self) -> &'static str {
         self.policy.name()
+    }
+
+    /// Whether the policy wants `tenant`'s next work on high-priority streams.
+    pub fn fast_lane(&self, tenant: TenantId) -> bool {
+        self.policy.fast_lane(tenant)
     }
 
     pub fn in_flight(&self) -> &InFlight {

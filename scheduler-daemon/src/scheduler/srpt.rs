@@ -20,6 +20,15 @@
 //!   `f / (1 + f)` of the issued GPU time (it earns `f` per unit of waiting, spends 1 per unit
 //!   issued). `f = 0.5`: a third.
 //! - Large `f` tends to first-come-first-served.
+//!
+//! **Short jobs.** A tenant whose typical job needs at most `short_job` of GPU time (a small
+//! model answering requests) is *short*. Short tenants' work has its own window, beside the
+//! window of everyone else's, and [`Policy::fast_lane`] says yes for them, so the daemon issues
+//! it on high-priority streams. Order in the window only decides what is issued; once a long
+//! kernel is on the GPU its pending blocks would still start before a newly issued short
+//! kernel's. With its own window and a higher stream priority, a short job waits for neither
+//! the long work already issued nor the blocks of it still pending: only for the blocks running.
+//! Short tenants together keep at most one window in flight, so they cannot crowd out the rest.
 
 use super::estimate::Ewma;
 use super::{InFlight, ItemId, Policy, TenantId, WorkItem};
@@ -61,6 +70,8 @@ impl Job {
 pub struct Srpt {
     window: Duration,
     fairness: f64,
+    /// Tenants whose typical job is at most this long are short (module documentation).
+    short_job: Option<Duration>,
     tenants: HashMap<TenantId, Tenant>,
     jobs: HashMap<(TenantId, u64), Job>,
     /// What each queued item added to its job's `queued` (its estimate at submission).
@@ -77,10 +88,26 @@ impl Srpt {
             } else {
                 0.0
             },
+            short_job: None,
             tenants: HashMap::new(),
             jobs: HashMap::new(),
             queued_est: HashMap::new(),
         }
+    }
+
+    /// Gives tenants whose typical job needs at most `short_job` their own window and the fast
+    /// lane; `None`: one window for everyone, no fast lane.
+    pub fn with_short_jobs(mut self, short_job: Option<Duration>) -> Srpt {
+        self.short_job = short_job;
+        self
+    }
+
+    /// Whether `tenant` is short: its finished jobs' typical size is known and small.
+    pub fn is_short(&self, tenant: TenantId) -> bool {
+        let (Some(limit), Some(t)) = (self.short_job, self.tenants.get(&tenant)) else {
+            return false;
+        };
+        t.history.mean().is_some_and(|m| m <= limit.as_secs_f64())
     }
 
     /// The remaining estimated work of a tenant's job, as the policy sees it now.
@@ -150,6 +177,10 @@ impl Policy for Srpt {
         self.drop_if_finished(key);
     }
 
+    fn fast_lane(&self, tenant: TenantId) -> bool {
+        self.is_short(tenant)
+    }
+
     fn on_complete(&mut self, _: Instant, item: &WorkItem, _: Option<Duration>) {
         let key = (item.tenant, item.job);
         if let Some(j) = self.jobs.get_mut(&key) {
@@ -165,11 +196,31 @@ impl Policy for Srpt {
         in_flight: &InFlight,
         out: &mut Vec<usize>,
     ) {
-        if !in_flight.is_empty() && in_flight.total().est >= self.window {
+        // Short tenants' in-flight work, and everyone else's: each has a window.
+        let mut short = (0usize, Duration::ZERO);
+        if self.short_job.is_some() {
+            for &t in self.tenants.keys().filter(|&&t| self.is_short(t)) {
+                let l = in_flight.tenant(t);
+                short = (short.0 + l.items, short.1 + l.est);
+            }
+        }
+        let total = in_flight.total();
+        let long = (total.items - short.0, total.est.saturating_sub(short.1));
+        let room = |(items, est): (usize, Duration)| items == 0 || est < self.window;
+        let (short_room, long_room) = (room(short), room(long));
+        if !short_room && !long_room {
             return;
         }
         let mut best: Option<(f64, Instant, ItemId, usize)> = None;
         for (i, item) in ready.iter().enumerate() {
+            let has_room = if self.is_short(item.tenant) {
+                short_room
+            } else {
+                long_room
+            };
+            if !has_room {
+                continue;
+            }
             let key = (item.tenant, item.job);
             let mut j = self.jobs.remove(&key).unwrap_or_default();
             let from = j.accrued_to.map_or(item.ready_at, |a| a.max(item.ready_at));

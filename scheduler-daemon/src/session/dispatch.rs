@@ -2,7 +2,7 @@
 
 use super::tables::Owner;
 use super::{lock, Session};
-use crate::executor::{code, GpuError, GpuResult, LaunchConfig, OccupancyQuery};
+use crate::executor::{code, Executor, GpuError, GpuResult, LaunchConfig, OccupancyQuery, Raw};
 use crate::scheduler::{CostKey, WorkKind};
 use baton_ipc::protocol::{self as p, ImageKind, Message, Op, MAX_NAME, MAX_PARAMS, NO_REPLY};
 use baton_ipc::region::{CHUNK_FAILED, CHUNK_FILLED, CHUNK_FREE, REPLY_VALUES};
@@ -276,7 +276,7 @@ impl Session {
                 }
                 let f = self.funcs.get(b.func)?;
                 let (fdev, fraw) = (f.device, f.raw);
-                let (device, stream) = self.streams.prepare(exec, b.stream)?;
+                let (device, stream) = self.prepare_work(exec, b.stream)?;
                 if device != fdev {
                     return Err(GpuError(code::INVALID_HANDLE));
                 }
@@ -322,7 +322,7 @@ impl Session {
                         .ok_or_else(invalid)?
                 };
                 self.check_device_range(b.dst, span)?;
-                let (device, stream) = self.streams.prepare(exec, b.stream)?;
+                let (device, stream) = self.prepare_work(exec, b.stream)?;
                 let key = CostKey::copy(3, row.saturating_mul(b.height));
                 self.gating.issue(
                     &self.shared,
@@ -351,7 +351,7 @@ impl Session {
                 let b: p::Copy = m.body().map_err(body_err)?;
                 self.check_device_range(b.dst, b.len)?;
                 self.check_device_range(b.src, b.len)?;
-                let (device, stream) = self.streams.prepare(exec, b.stream)?;
+                let (device, stream) = self.prepare_work(exec, b.stream)?;
                 let key = CostKey::copy(2, b.len);
                 self.gating.issue(
                     &self.shared,
@@ -371,7 +371,7 @@ impl Session {
                 if !lock(&self.shared.host).check(b.src, b.len) {
                     return Err(invalid());
                 }
-                let (device, stream) = self.streams.prepare(exec, b.stream)?;
+                let (device, stream) = self.prepare_work(exec, b.stream)?;
                 let key = CostKey::copy(0, b.len);
                 self.gating.issue(
                     &self.shared,
@@ -391,7 +391,7 @@ impl Session {
                 if !lock(&self.shared.host).check(b.dst, b.len) {
                     return Err(invalid());
                 }
-                let (device, stream) = self.streams.prepare(exec, b.stream)?;
+                let (device, stream) = self.prepare_work(exec, b.stream)?;
                 let key = CostKey::copy(1, b.len);
                 self.gating.issue(
                     &self.shared,
@@ -413,7 +413,7 @@ impl Session {
                         return Err(invalid());
                     }
                     self.check_device_range(b.device_ptr, b.len)?;
-                    let (device, stream) = self.streams.prepare(exec, b.stream)?;
+                    let (device, stream) = self.prepare_work(exec, b.stream)?;
                     let to_device = m.op == Op::CopyHtoDStaged;
                     let key = CostKey::copy(if to_device { 0 } else { 1 }, b.len);
                     self.gating.issue(
@@ -512,7 +512,7 @@ impl Session {
                     };
                 let src = side(b.src, sspan, b.flags & p::COPY2D_SRC_HOST != 0)?;
                 let dst = side(b.dst, dspan, b.flags & p::COPY2D_DST_HOST != 0)?;
-                let (device, stream) = self.streams.prepare(exec, b.stream)?;
+                let (device, stream) = self.prepare_work(exec, b.stream)?;
                 let dir = match (b.flags & p::COPY2D_SRC_HOST, b.flags & p::COPY2D_DST_HOST) {
                     (0, 0) => 2,
                     (0, _) => 1,
@@ -620,6 +620,16 @@ impl Session {
                 Ok(Answer::values(a as u64, c as u64))
             }
         }
+    }
+
+    /// [`Streams::prepare`](super::streams::Streams::prepare) for work the scheduler gates: on
+    /// the lane the policy wants for this tenant now.
+    pub(super) fn prepare_work(&mut self, exec: &dyn Executor, id: u64) -> GpuResult<(u32, Raw)> {
+        let fast = self
+            .streams
+            .device_of(id)
+            .is_ok_and(|d| self.gating.fast_lane(&self.shared, d));
+        self.streams.prepare_lane(exec, id, fast)
     }
 
     pub(super) fn check_device_range(&self, ptr: u64, len: u64) -> GpuResult<u32> {

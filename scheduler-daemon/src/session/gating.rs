@@ -86,19 +86,28 @@ impl Gating {
         r
     }
 
+    /// Whether the policy wants this session's next work on `device` on a fast lane
+    /// (`streams.rs`). Always `false` under `passthrough`.
+    pub fn fast_lane(&self, shared: &Shared, device: u32) -> bool {
+        self.devices
+            .get(device as usize)
+            .is_some_and(|d| d.fast_lane(shared.identity.session))
+    }
+
     /// Before stream `id` is destroyed: waits for its work and stops tracking it, so that its
-    /// lane can serve another stream.
+    /// lanes can serve other streams.
     pub fn retire_stream(&self, exec: &dyn Executor, streams: &Streams, id: u64) {
-        let Ok(s) = streams.table.get(id) else {
+        let (Ok(s), Ok(lanes)) = (streams.table.get(id), streams.lanes_of(id)) else {
             return;
         };
         if let Some(d) = self
             .devices
             .get(s.device as usize)
-            .filter(|d| d.tracks(s.raw))
+            .filter(|d| lanes.iter().any(|&l| d.tracks(l)))
         {
+            // The lane in use waited for the other one when the stream last moved.
             let _ = exec.stream_synchronize(s.device, s.raw);
-            d.retire(&[s.raw]);
+            d.retire(&lanes);
         }
     }
 

@@ -93,9 +93,9 @@ impl Session {
             Op::GraphLaunch | Op::GraphUpload => {
                 let b: p::GraphLaunch = m.body().map_err(body_err)?;
                 let g = self.graphs.execs.get(b.exec)?;
-                let graph = g.raw;
-                let (device, stream) = self.streams.prepare(exec, b.stream)?;
-                if device != g.device {
+                let (graph, gdev) = (g.raw, g.device);
+                let (device, stream) = self.prepare_work(exec, b.stream)?;
+                if device != gdev {
                     return Err(invalid());
                 }
                 if m.op == Op::GraphLaunch {

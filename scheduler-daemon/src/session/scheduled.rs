@@ -259,3 +259,46 @@ fn passthrough_holds_and_tracks_nothing_but_measures_queue_delay() {
     assert!(d.p50_ns.is_some() && d.p99_ns >= d.p50_ns);
     exec.resume();
 }
+
+#[test]
+fn srpt_moves_a_short_tenant_to_the_fast_lane() {
+    let exec = Arc::new(SimExecutor::new());
+    let legacy = p::legacy_stream(0);
+    let sync = |s: &mut Session| {
+        let (r, _) = call(s, Op::StreamSynchronize, &p::ObjectId { id: legacy }, &[]);
+        assert_eq!(r, 0);
+    };
+    // What is short is the policy's business (`scheduler::srpt`, `scheduler::sim`); measured
+    // times on a loaded test machine vary, so here every job is short, or the lane is off.
+    for (short_job, fast) in [(Some(Duration::from_secs(60)), true), (None, false)] {
+        let cfg = DaemonConfig {
+            policy: PolicyKind::Srpt,
+            srpt_short_job: short_job,
+            ..Default::default()
+        };
+        let scheds: Arc<[Arc<DeviceScheduler>]> =
+            Arc::new([DeviceScheduler::start(exec.clone(), 0, &cfg).unwrap()]);
+        let mut s = tenant(&exec, 1, Class::NORMAL, &scheds, false);
+        let (f, ptr) = fill_kernel(&mut s);
+        assert_eq!(launch(&mut s, f, ptr, legacy), 0);
+        let normal = *s.streams.all_on(0).last().unwrap();
+        assert_eq!(exec.stream_priority(normal), Some(0));
+        // The first job closes when the second submits its first item.
+        for _ in 0..2 {
+            sync(&mut s);
+            assert_eq!(launch(&mut s, f, ptr, legacy), 0);
+        }
+        let lanes = s.streams.all_on(0);
+        let in_use = *lanes.last().unwrap();
+        if fast {
+            assert_eq!(lanes.len(), 2, "a fast lane was made");
+            assert_eq!(exec.stream_priority(in_use), Some(-5));
+            assert_ne!(in_use, normal);
+        } else {
+            assert_eq!(lanes, vec![normal], "no second lane");
+        }
+        sync(&mut s);
+        s.teardown();
+        assert!(scheds[0].figures().is_empty());
+    }
+}

@@ -8,6 +8,14 @@
 //! only, with events: before legacy work, it joins every blocking stream that has run work since
 //! the last join; before blocking-stream work, it joins the legacy stream if legacy work has run
 //! since that stream last waited for it.
+//!
+//! **Fast lanes.** Under `srpt`, work of a tenant with short jobs goes on a second daemon
+//! stream of the device's greatest priority (created the first time it is needed), so that its
+//! blocks start ahead of other tenants' pending blocks. A client stream is on one lane at a
+//! time: `raw` is always the lane in use, and moving to the other lane makes the new lane wait
+//! (with an event) for everything issued on the old one, so the client's stream stays in order
+//! and every synchronisation, event record and wait simply uses `raw`. A stream being captured
+//! never changes lanes.
 
 use super::tables::Table;
 use crate::config::Class;
@@ -21,7 +29,10 @@ pub const NON_BLOCKING: u32 = 1;
 
 pub struct Stream {
     pub device: u32,
+    /// The lane in use.
     pub raw: Raw,
+    /// The other lane, once one was needed.
+    lanes: Lanes,
     pub blocking: bool,
     /// Legacy epoch this stream last waited for.
     seen_epoch: u64,
@@ -29,8 +40,65 @@ pub struct Stream {
     join_event: Option<Raw>,
 }
 
+/// The lane a stream is not using now, and what moving between lanes needs.
+#[derive(Default)]
+struct Lanes {
+    other: Option<Raw>,
+    /// Whether `raw` is the fast (greatest priority) lane.
+    fast: bool,
+    /// Recorded on the old lane, waited for by the new one.
+    event: Option<Raw>,
+}
+
+impl Lanes {
+    /// Moves `raw` to the fast lane or back. Returns the lane now in use.
+    fn switch(&mut self, exec: &dyn Executor, device: u32, raw: Raw, fast: bool) -> GpuResult<Raw> {
+        if self.fast == fast {
+            return Ok(raw);
+        }
+        let other = match self.other {
+            Some(o) => o,
+            None => {
+                // Only the normal lane exists at first, so this creates the fast one.
+                let greatest = exec.stream_priority_range(device)?.1;
+                *self.other.insert(exec.stream_create(device, greatest)?)
+            }
+        };
+        let event = match self.event {
+            Some(e) => e,
+            None => *self
+                .event
+                .insert(exec.event_create(device, 2 /* DISABLE_TIMING */)?),
+        };
+        exec.event_record(device, event, raw)?;
+        exec.stream_wait_event(device, other, event)?;
+        self.other = Some(raw);
+        self.fast = fast;
+        Ok(other)
+    }
+
+    /// Every daemon stream besides the one in use.
+    fn others(&self) -> impl Iterator<Item = Raw> {
+        self.other.into_iter()
+    }
+
+    /// Destroys the other lane and the event (the lane in use is the caller's).
+    fn destroy(self, exec: &dyn Executor, device: u32, sync: bool) {
+        if let Some(o) = self.other {
+            if sync {
+                let _ = exec.stream_synchronize(device, o);
+            }
+            let _ = exec.stream_destroy(device, o);
+        }
+        if let Some(e) = self.event {
+            let _ = exec.event_destroy(device, e);
+        }
+    }
+}
+
 struct Legacy {
     raw: Raw,
+    lanes: Lanes,
     /// Bumped by every legacy operation.
     epoch: u64,
     join_event: Raw,
@@ -69,6 +137,7 @@ impl Streams {
         Ok(self.table.insert(Stream {
             device,
             raw,
+            lanes: Lanes::default(),
             blocking: flags & NON_BLOCKING == 0,
             seen_epoch: epoch,
             join_event: None,
@@ -85,7 +154,38 @@ impl Streams {
             let _ = exec.event_destroy(s.device, e);
         }
         // Like cuStreamDestroy: pending work still completes; the driver handles that.
+        s.lanes.destroy(exec, s.device, false);
         exec.stream_destroy(s.device, s.raw)
+    }
+
+    /// The device stream `id` is on (no side effects).
+    pub fn device_of(&self, id: u64) -> GpuResult<u32> {
+        if id >= LEGACY_STREAM_BASE {
+            return u32::try_from(id - LEGACY_STREAM_BASE)
+                .map_err(|_| GpuError(code::INVALID_HANDLE));
+        }
+        Ok(self.table.get(id)?.device)
+    }
+
+    /// [`Streams::prepare`] for scheduled work: first moves `id` to the fast lane or back to
+    /// its normal one (module documentation), unless it is being captured.
+    pub fn prepare_lane(
+        &mut self,
+        exec: &dyn Executor,
+        id: u64,
+        fast: bool,
+    ) -> GpuResult<(u32, Raw)> {
+        if id >= LEGACY_STREAM_BASE {
+            let device = self.device_of(id)?;
+            let l = self.legacy(exec, device)?;
+            if !exec.is_capturing(device, l.raw).unwrap_or(false) {
+                l.raw = l.lanes.switch(exec, device, l.raw, fast)?;
+            }
+        } else if !self.capturing.contains(&id) {
+            let s = self.table.get_mut(id)?;
+            s.raw = s.lanes.switch(exec, s.device, s.raw, fast)?;
+        }
+        self.prepare(exec, id)
     }
 
     /// Whether any of the session's streams has a capture open.
@@ -115,6 +215,7 @@ impl Streams {
                 device,
                 Legacy {
                     raw,
+                    lanes: Lanes::default(),
                     epoch: 0,
                     join_event,
                     dirty: BTreeSet::new(),
@@ -172,18 +273,25 @@ impl Streams {
         Ok((s.device, s.raw))
     }
 
-    /// Every executor stream of the session on `device`.
+    /// Every executor stream of the session on `device`, both lanes of each.
     pub fn all_on(&self, device: u32) -> Vec<Raw> {
         let mut v: Vec<Raw> = self
             .table
             .values()
             .filter(|s| s.device == device)
-            .map(|s| s.raw)
+            .flat_map(|s| std::iter::once(s.raw).chain(s.lanes.others()))
             .collect();
         if let Some(l) = self.legacy.get(&device) {
+            v.extend(l.lanes.others());
             v.push(l.raw);
         }
         v
+    }
+
+    /// Both lanes of stream `id` (the one in use first).
+    pub fn lanes_of(&self, id: u64) -> GpuResult<Vec<Raw>> {
+        let s = self.table.get(id)?;
+        Ok(std::iter::once(s.raw).chain(s.lanes.others()).collect())
     }
 
     /// Synchronises and destroys everything (session teardown). Errors are ignored: the
@@ -194,11 +302,13 @@ impl Streams {
             if let Some(e) = s.join_event {
                 let _ = exec.event_destroy(s.device, e);
             }
+            s.lanes.destroy(exec, s.device, true);
             let _ = exec.stream_destroy(s.device, s.raw);
         }
         for (device, l) in self.legacy.drain() {
             let _ = exec.stream_synchronize(device, l.raw);
             let _ = exec.event_destroy(device, l.join_event);
+            l.lanes.destroy(exec, device, true);
             let _ = exec.stream_destroy(device, l.raw);
         }
     }
