@@ -9,8 +9,10 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 mod arrays;
 mod graph_nodes;
+mod link;
 pub use arrays::*;
 pub use graph_nodes::*;
+pub use link::*;
 
 /// `Header::reply` for commands whose result is not awaited (errors surface at the next sync).
 pub const NO_REPLY: u32 = u32::MAX;
@@ -119,6 +121,9 @@ ops! {
     TexObjectDestroy = 74 => ObjectId,
     SurfObjectCreate = 75 => SurfObjectCreate,
     SurfObjectDestroy = 76 => ObjectId,
+    LinkComplete = 90 => LinkComplete,
+    LinkRead = 91 => LinkRead,
+    LinkDestroy = 92 => ObjectId,
 }
 
 /// First bytes of every message.

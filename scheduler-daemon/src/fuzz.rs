@@ -142,7 +142,10 @@ fn split_body(m: &Message<'_>) -> usize {
         | Op::GraphClone
         | Op::ArrayDestroy
         | Op::TexObjectDestroy
-        | Op::SurfObjectDestroy => tail!(p::ObjectId),
+        | Op::SurfObjectDestroy
+        | Op::LinkDestroy => tail!(p::ObjectId),
+        Op::LinkComplete => tail!(p::LinkComplete),
+        Op::LinkRead => tail!(p::LinkRead),
         Op::VmmMap => tail!(p::VmmMap),
         Op::VmmSetAccess => tail!(p::VmmSetAccess),
         Op::VmmGetAccess => tail!(p::VmmGetAccess),

@@ -29,6 +29,7 @@ macro_rules! driver_fn {
 
 mod arrays;
 mod graph_nodes;
+mod link;
 mod vmm_graph;
 
 use super::{
@@ -346,6 +347,16 @@ impl Executor for CudaExecutor {
         used(&mut info, values[1]);
         used(&mut error, values[3]);
         (r, JitLogs { info, error })
+    }
+    fn link(
+        &self,
+        device: u32,
+        req: &baton_ipc::protocol::LinkRequest,
+    ) -> (GpuResult<Vec<u8>>, JitLogs, f32) {
+        if let Err(e) = self.bind(device) {
+            return (Err(e), JitLogs::default(), 0.0);
+        }
+        link::link(req)
     }
     fn image_unload(&self, kind: ImageKind, image: Raw) -> GpuResult<()> {
         self.bind(0)?;

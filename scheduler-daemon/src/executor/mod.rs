@@ -142,6 +142,16 @@ pub trait Executor: Send + Sync + 'static {
         verbose: bool,
     ) -> (GpuResult<Raw>, JitLogs);
     fn image_unload(&self, kind: ImageKind, image: Raw) -> GpuResult<()>;
+    /// Runs the JIT linker over `req` (validated by the session); the linked image, the logs
+    /// and the linker's wall time in milliseconds come back whether or not it links.
+    fn link(
+        &self,
+        device: u32,
+        req: &baton_ipc::protocol::LinkRequest,
+    ) -> (GpuResult<Vec<u8>>, JitLogs, f32) {
+        let _ = (device, req);
+        (Err(GpuError(code::NOT_SUPPORTED)), JitLogs::default(), 0.0)
+    }
     fn get_function(
         &self,
         device: u32,

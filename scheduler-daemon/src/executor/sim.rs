@@ -448,6 +448,42 @@ impl Executor for SimExecutor {
             ),
         }
     }
+    /// Links simulator images by concatenating their kernels into one simulator image.
+    fn link(
+        &self,
+        device: u32,
+        req: &baton_ipc::protocol::LinkRequest,
+    ) -> (GpuResult<Vec<u8>>, JitLogs, f32) {
+        let verbose = req.options.iter().any(|&(o, v)| o == 12 && v != 0);
+        let mut logs = JitLogs::default();
+        let r = self.check_device(device).and_then(|_| {
+            if req.inputs.is_empty() {
+                logs.error = b"sim: nothing to link".to_vec();
+                return Err(GpuError(code::INVALID_IMAGE));
+            }
+            let mut out = format!("{SIM_IMAGE_MAGIC}\n");
+            for (i, input) in req.inputs.iter().enumerate() {
+                let kernels = parse_image(&input.data).inspect_err(|_| {
+                    logs.error = format!("sim: input {i} is not a simulator image").into_bytes();
+                })?;
+                for (name, sizes) in kernels {
+                    out.push_str("kernel ");
+                    out.push_str(&name);
+                    for s in sizes {
+                        out.push_str(&format!(" {s}"));
+                    }
+                    out.push('\n');
+                }
+            }
+            if verbose {
+                logs.info = format!("sim: linked {} inputs", req.inputs.len()).into_bytes();
+            }
+            let mut bytes = out.into_bytes();
+            bytes.push(0);
+            Ok(bytes)
+        });
+        (r, logs, 0.5)
+    }
     fn image_unload(&self, _kind: ImageKind, image: Raw) -> GpuResult<()> {
         self.lock()
             .images

@@ -606,6 +606,7 @@ impl Session {
             | Op::TexObjectDestroy
             | Op::SurfObjectCreate
             | Op::SurfObjectDestroy => self.execute_arrays(m).map(Answer::value),
+            Op::LinkComplete | Op::LinkRead | Op::LinkDestroy => self.link_op(m),
             Op::Occupancy => {
                 let b: p::Occupancy = m.body().map_err(body_err)?;
                 let f = self.funcs.get(b.func)?;

@@ -20,6 +20,9 @@ mod graphs;
 mod host_calls;
 #[cfg(test)]
 mod hostile;
+mod link;
+#[cfg(test)]
+mod link_tests;
 pub mod queue_delay;
 #[cfg(test)]
 mod scheduled;
@@ -132,6 +135,7 @@ pub struct Session {
     vmm: vmm::Vmm,
     graphs: graphs::Graphs,
     arrays: arrays::Arrays,
+    links: link::Links,
     /// First error of work nobody waited for; reported by the next synchronising call.
     async_error: Option<u32>,
     gating: gating::Gating,
@@ -173,6 +177,7 @@ impl Session {
             vmm: Default::default(),
             graphs: Default::default(),
             arrays: Default::default(),
+            links: Default::default(),
             async_error: None,
             gating: Default::default(),
         })

@@ -16,6 +16,7 @@ mod graph_build;
 mod host_func;
 mod init;
 mod launch;
+mod link;
 pub(crate) mod memory;
 mod module;
 mod occupancy;
@@ -78,6 +79,10 @@ pub(crate) use init::{
     cuInit,
 };
 pub(crate) use launch::{cuLaunchCooperativeKernel, cuLaunchKernel, cuLaunchKernelEx};
+pub(crate) use link::{
+    cuLinkAddData, cuLinkAddData_v2, cuLinkAddFile, cuLinkAddFile_v2, cuLinkComplete, cuLinkCreate,
+    cuLinkCreate_v2, cuLinkDestroy,
+};
 pub(crate) use memory::{
     cuMemAdvise, cuMemAdvise_v2, cuMemAllocAsync, cuMemAllocHost_v2, cuMemAllocManaged,
     cuMemAllocPitch_v2, cuMemAlloc_v2, cuMemFreeAsync, cuMemFreeHost, cuMemFree_v2,

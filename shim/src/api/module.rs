@@ -15,7 +15,7 @@ use std::ffi::{c_char, c_int, c_uint, c_void, CStr};
 use std::sync::atomic::Ordering;
 
 /// The JIT options of a load: where the caller wants the compiler's logs.
-struct Jit {
+pub(super) struct Jit {
     options: *mut CUjit_option,
     values: *mut *mut c_void,
     n: usize,
@@ -32,7 +32,11 @@ impl Jit {
 
     /// # Safety
     /// `options`/`values` must be null or arrays of `n` entries, as `cuModuleLoadDataEx` takes.
-    unsafe fn new(n: c_uint, options: *mut CUjit_option, values: *mut *mut c_void) -> Jit {
+    pub(super) unsafe fn new(
+        n: c_uint,
+        options: *mut CUjit_option,
+        values: *mut *mut c_void,
+    ) -> Jit {
         if options.is_null() || values.is_null() {
             return Jit::NONE;
         }
@@ -57,7 +61,7 @@ impl Jit {
     ///
     /// # Safety
     /// As for [`Jit::new`]; each log buffer holds as many bytes as its size option says.
-    unsafe fn deliver(&self, info: &[u8], error: &[u8]) {
+    pub(super) unsafe fn deliver(&self, info: &[u8], error: &[u8]) {
         // SAFETY: every index is < n, inside the caller's option array.
         let opt = |i: usize| unsafe { *self.options.add(i) };
         let find = |want: CUjit_option| (0..self.n).find(|&i| opt(i) == want);
