@@ -372,8 +372,24 @@ pub(super) fn graph_copy(p: &CUDA_MEMCPY3D) -> Result<(p::Copy3D, Vec<Arc<Shadow
     let src = classify(p.srcMemoryType, p.srcHost as u64, p.srcDevice, p.srcArray)?;
     let dst = classify(p.dstMemoryType, p.dstHost as u64, p.dstDevice, p.dstArray)?;
     let copy = p::Copy3D {
-        src: side(src, p.srcXInBytes, p.srcY, p.srcZ, p.srcPitch, p.srcHeight, true)?,
-        dst: side(dst, p.dstXInBytes, p.dstY, p.dstZ, p.dstPitch, p.dstHeight, false)?,
+        src: side(
+            src,
+            p.srcXInBytes,
+            p.srcY,
+            p.srcZ,
+            p.srcPitch,
+            p.srcHeight,
+            true,
+        )?,
+        dst: side(
+            dst,
+            p.dstXInBytes,
+            p.dstY,
+            p.dstZ,
+            p.dstPitch,
+            p.dstHeight,
+            false,
+        )?,
         width: extent[0],
         height: extent[1],
         depth: extent[2],

@@ -82,9 +82,9 @@ pub(crate) fn legacy_call_allowed() -> Result<(), CUresult> {
     let relaxed = CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_RELAXED;
     let unsafe_call = match super::compat::thread_capture_mode() {
         m if m == relaxed => false,
-        m if m == CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL => caps
-            .values()
-            .any(|c| c.thread == me && c.mode != relaxed),
+        m if m == CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL => {
+            caps.values().any(|c| c.thread == me && c.mode != relaxed)
+        }
         _ => caps.values().any(|c| {
             (c.thread == me && c.mode != relaxed)
                 || (c.thread != me && c.mode == CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_GLOBAL)

@@ -129,7 +129,10 @@ fn memset_body(m: &CUDA_MEMSET_NODE_PARAMS, b: &mut p::GraphNode) {
 }
 
 /// Fills a node body for a copy; returns the shadows standing for its pageable sides.
-fn memcpy_body(c: *const CUDA_MEMCPY3D, b: &mut p::GraphNode) -> Result<Vec<Arc<Shadow>>, CUresult> {
+fn memcpy_body(
+    c: *const CUDA_MEMCPY3D,
+    b: &mut p::GraphNode,
+) -> Result<Vec<Arc<Shadow>>, CUresult> {
     if c.is_null() {
         return Err(CUresult::CUDA_ERROR_INVALID_VALUE);
     }

@@ -44,8 +44,8 @@ impl Layout {
 
     /// Offsets of the box's rows (runs of `width` bytes), or one run when they are contiguous.
     fn runs(&self) -> Vec<(u64, u64)> {
-        let contiguous =
-            (self.height == 1 || self.pitch == self.width) && (self.depth == 1 || self.slice == self.height * self.width);
+        let contiguous = (self.height == 1 || self.pitch == self.width)
+            && (self.depth == 1 || self.slice == self.height * self.width);
         if contiguous {
             return vec![(0, self.span().unwrap_or(0))];
         }
@@ -217,7 +217,12 @@ pub(crate) fn graph_of(node: u64) -> Option<u64> {
 }
 
 /// Node `node` of `graph` (or of executable `exec`) now copies with `shadows`.
-pub(crate) fn node_set(graph: Option<u64>, exec: Option<u64>, node: u64, shadows: Vec<Arc<Shadow>>) {
+pub(crate) fn node_set(
+    graph: Option<u64>,
+    exec: Option<u64>,
+    node: u64,
+    shadows: Vec<Arc<Shadow>>,
+) {
     let replace = |m: &Mutex<BTreeMap<u64, Entries>>, id: u64| {
         let mut m = lock(m);
         let e = m.entry(id).or_default();

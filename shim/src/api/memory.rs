@@ -140,7 +140,11 @@ pub(crate) fn is_pinned(p: usize, len: usize) -> bool {
     lock(&HOST).find(p, len.max(1)).is_some()
 }
 
-pub(crate) fn host_alloc(c: &'static Client, size: usize, flags: c_uint) -> Result<*mut c_void, CUresult> {
+pub(crate) fn host_alloc(
+    c: &'static Client,
+    size: usize,
+    flags: c_uint,
+) -> Result<*mut c_void, CUresult> {
     let len = size.max(1).div_ceil(HOST_ALIGN) * HOST_ALIGN;
     let mut heap = lock(&HOST);
     let addr = match heap.take(len) {
