@@ -305,3 +305,76 @@ pub fn init_client() {
     cu!(cuDevicePrimaryCtxRetain(&mut ctx, 0));
     cu!(cuCtxSetCurrent(ctx));
 }
+
+/// The real `batond` on the simulated executor in a child process, for tests whose clients
+/// need pinned memory (which a daemon in the client's own process cannot map a second time).
+pub mod child {
+    use std::path::{Path, PathBuf};
+    use std::process::{Child, Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    pub struct SimDaemon {
+        child: Child,
+        dir: PathBuf,
+        pub socket: PathBuf,
+    }
+
+    impl SimDaemon {
+        pub fn start(tag: &str) -> SimDaemon {
+            let dir = std::env::temp_dir().join(format!("baton-{tag}-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let socket = dir.join("baton.sock");
+            let _ = std::fs::remove_file(&socket);
+            let child = Command::new(super::workspace_bin("batond"))
+                .args(["--executor", "sim", "--socket"])
+                .arg(&socket)
+                .env_remove("LD_PRELOAD")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+                assert!(Instant::now() < deadline, "daemon did not start");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            SimDaemon { child, dir, socket }
+        }
+    }
+
+    impl Drop for SimDaemon {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    /// Whether this process is a client started by [`run`].
+    pub fn is_child() -> bool {
+        std::env::var_os("BATON_CHILD").is_some()
+    }
+
+    /// Runs the `#[ignore]`d test `name` of this test binary in a child process against the
+    /// daemon at `socket`; panics with its output unless it succeeds.
+    pub fn run(name: &str, socket: &Path) {
+        let out = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                name,
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(baton_ipc::control::SOCKET_ENV, socket)
+            .env("BATON_CHILD", "1")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "client {name} failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

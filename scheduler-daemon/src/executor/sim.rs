@@ -719,13 +719,14 @@ impl Executor for SimExecutor {
     fn vmm_get_access(&self, _device: u32, _ptr: u64, _t: u32, _id: i32) -> GpuResult<u64> {
         Ok(3)
     }
-    // Work runs when it is issued, so a capture records nothing: a graph here is an empty
-    // graph, enough to test the session's bookkeeping.
+    // A capture records the stream's box copies and memsets as a chain of nodes; other work
+    // runs when it is issued, as outside a capture.
     fn capture_begin(&self, _device: u32, stream: Raw) -> GpuResult<()> {
         let mut st = self.lock();
         if !st.capturing.insert(stream) {
             return Err(GpuError(code::ILLEGAL_STATE));
         }
+        st.capture_start(stream);
         Ok(())
     }
     fn capture_end(&self, _device: u32, stream: Raw) -> GpuResult<Raw> {
@@ -733,8 +734,7 @@ impl Executor for SimExecutor {
         if !st.capturing.remove(&stream) {
             return Err(GpuError(code::ILLEGAL_STATE));
         }
-        // Work runs when it is issued, so the captured graph is empty.
-        let id = st.graph_new(Default::default());
+        let id = st.capture_finish(stream);
         st.graphs.insert(id);
         Ok(id)
     }
@@ -944,13 +944,24 @@ impl Executor for SimExecutor {
         elem: u32,
         width: u64,
         height: u64,
-        _stream: Raw,
+        stream: Raw,
     ) -> GpuResult<()> {
         // As for `copy_2d`: empty rows set nothing, however many there are.
         if width == 0 {
             return Ok(());
         }
         let mut st = self.lock();
+        let spec = super::NodeSpec::Memset {
+            dst,
+            pitch,
+            value,
+            elem_size: elem,
+            width,
+            height,
+        };
+        if st.capture_record(stream, &spec)? {
+            return Ok(());
+        }
         let pattern = &value.to_le_bytes()[..elem as usize];
         for row in 0..height {
             let out = st.mem(dst + row * pitch, width * elem as u64)?;
@@ -967,8 +978,12 @@ impl Executor for SimExecutor {
     fn array_destroy(&self, _device: u32, array: Raw) -> GpuResult<()> {
         self.lock().array_destroy(array)
     }
-    fn copy_3d(&self, _device: u32, copy: &BoxCopy, _stream: Raw) -> GpuResult<()> {
-        self.lock().copy_3d(copy)
+    fn copy_3d(&self, _device: u32, copy: &BoxCopy, stream: Raw) -> GpuResult<()> {
+        let mut st = self.lock();
+        if st.capture_record(stream, &super::NodeSpec::Memcpy(*copy))? {
+            return Ok(());
+        }
+        st.copy_3d(copy)
     }
     fn tex_object_create(
         &self,

@@ -4,6 +4,7 @@
 
 use super::array::Array;
 use super::context::current_device;
+use super::graph_pageable::{captured, Layout, Shadow};
 use super::memory::{is_device, is_pinned};
 use super::stream::{resolve, submitted};
 use super::util::{ready, ret};
@@ -12,6 +13,7 @@ use crate::objects::Stream;
 use baton_ipc::protocol::{self as p, ObjectId, Op};
 use cuda_abi::*;
 use std::ffi::c_void;
+use std::sync::Arc;
 
 /// What one side of a copy is; linear kinds carry their base address.
 #[derive(Clone, Copy)]
@@ -113,7 +115,10 @@ fn stream_of(h: Option<CUstream>) -> Result<(&'static Client, &'static Stream), 
     let c = ready()?;
     let s = match h {
         Some(h) => resolve(c, h)?,
-        None => Stream::legacy(c, current_device()?)?,
+        None => {
+            super::graph::legacy_call_allowed()?;
+            Stream::legacy(c, current_device()?)?
+        }
     };
     Ok((c, s))
 }
@@ -138,6 +143,9 @@ fn copy_box(
         }
     }
     let sid = s.daemon_id()?;
+    if s.capture.load(std::sync::atomic::Ordering::Acquire) != 0 {
+        return capture_box(c, s, dst, src, extent);
+    }
     match (dst.loc, src.loc) {
         (Loc::Pinned(db) | Loc::Pageable(db), Loc::Pinned(sb) | Loc::Pageable(sb)) => {
             // Host to host: the stream's earlier work first, then plain copies.
@@ -337,42 +345,165 @@ unsafe fn copy_3d(p: *const CUDA_MEMCPY3D, stream: Option<CUstream>) -> Result<(
     copy_box(c, s, dst, src, extent, stream.is_none())
 }
 
-/// A graph memcpy node's copy, on the wire. A node runs long after it is described, so only
-/// memory the daemon can reach then will do: device memory, arrays and pinned host memory.
-pub(super) fn graph_copy(p: &CUDA_MEMCPY3D) -> Result<p::Copy3D, CUresult> {
+/// A graph memcpy node's copy, on the wire, and the shadows it names. A node runs long after
+/// it is described, so only memory the daemon can reach then will do: device memory, arrays and
+/// pinned host memory; a pageable side is replaced by a pinned shadow (see `graph_pageable`).
+pub(super) fn graph_copy(p: &CUDA_MEMCPY3D) -> Result<(p::Copy3D, Vec<Arc<Shadow>>), CUresult> {
     if p.srcLOD != 0 || p.dstLOD != 0 {
         return Err(CUresult::CUDA_ERROR_INVALID_VALUE);
     }
-    let side = |loc: Loc, x: usize, y: usize, z: usize, pitch: usize, height: usize| {
-        if matches!(loc, Loc::Pageable(_)) {
-            crate::log::once(
-                "cuGraphAddMemcpyNode",
-                "refuses pageable host memory under Baton (NOT_SUPPORTED): use pinned memory",
-            );
-            return Err(CUresult::CUDA_ERROR_NOT_SUPPORTED);
-        }
-        Side {
+    let extent = [p.WidthInBytes as u64, p.Height as u64, p.Depth as u64];
+    if extent.contains(&0) {
+        return Err(CUresult::CUDA_ERROR_INVALID_VALUE);
+    }
+    let mut shadows = Vec::new();
+    let mut side = |loc: Loc, x: usize, y: usize, z: usize, pitch: usize, height: usize, upload| {
+        let side = Side {
             loc,
             x: x as u64,
             y: y as u64,
             z: z as u64,
             pitch: pitch as u64,
             height: height as u64,
-        }
-        .wire()
+        };
+        let side = shadowed(side, extent, upload, &mut shadows)?;
+        side.wire()
     };
     let src = classify(p.srcMemoryType, p.srcHost as u64, p.srcDevice, p.srcArray)?;
     let dst = classify(p.dstMemoryType, p.dstHost as u64, p.dstDevice, p.dstArray)?;
-    Ok(p::Copy3D {
-        src: side(src, p.srcXInBytes, p.srcY, p.srcZ, p.srcPitch, p.srcHeight)?,
-        dst: side(dst, p.dstXInBytes, p.dstY, p.dstZ, p.dstPitch, p.dstHeight)?,
-        width: p.WidthInBytes as u64,
-        height: p.Height as u64,
-        depth: p.Depth as u64,
+    let copy = p::Copy3D {
+        src: side(
+            src,
+            p.srcXInBytes,
+            p.srcY,
+            p.srcZ,
+            p.srcPitch,
+            p.srcHeight,
+            true,
+        )?,
+        dst: side(
+            dst,
+            p.dstXInBytes,
+            p.dstY,
+            p.dstZ,
+            p.dstPitch,
+            p.dstHeight,
+            false,
+        )?,
+        width: extent[0],
+        height: extent[1],
+        depth: extent[2],
         stream: 0,
         chunk: u32::MAX,
         _pad: 0,
-    })
+    };
+    Ok((copy, shadows))
+}
+
+/// `side` itself, or, for pageable memory, a pinned shadow of the box it covers (same layout,
+/// starting at the shadow's first byte), added to `shadows`. `upload`: the side is read.
+fn shadowed(
+    side: Side,
+    extent: [u64; 3],
+    upload: bool,
+    shadows: &mut Vec<Arc<Shadow>>,
+) -> Result<Side, CUresult> {
+    let Loc::Pageable(base) = side.loc else {
+        return Ok(side);
+    };
+    let [w, h, d] = extent;
+    if (h > 1 || d > 1) && side.pitch < w || d > 1 && side.height < h {
+        return Err(CUresult::CUDA_ERROR_INVALID_VALUE);
+    }
+    let slice = side
+        .pitch
+        .checked_mul(side.height)
+        .ok_or(CUresult::CUDA_ERROR_INVALID_VALUE)?;
+    let first = side
+        .z
+        .checked_mul(slice)
+        .and_then(|o| o.checked_add(side.y.checked_mul(side.pitch)?))
+        .and_then(|o| o.checked_add(side.x))
+        .and_then(|o| o.checked_add(base))
+        .ok_or(CUresult::CUDA_ERROR_INVALID_VALUE)?;
+    let layout = Layout {
+        width: w,
+        height: h,
+        depth: d,
+        pitch: side.pitch,
+        slice,
+    };
+    let s = Shadow::new(first, layout, upload)?;
+    let pinned = Side {
+        loc: Loc::Pinned(s.addr()),
+        x: 0,
+        y: 0,
+        z: 0,
+        ..side
+    };
+    shadows.push(s);
+    Ok(pinned)
+}
+
+/// A linear copy of `len` bytes on capturing stream `s`, one side pageable.
+pub(super) fn capture_linear(
+    c: &'static Client,
+    s: &'static Stream,
+    dst: u64,
+    src: u64,
+    len: u64,
+) -> Result<(), CUresult> {
+    let at = |p: u64| Side {
+        loc: if is_device(p) {
+            Loc::Device(p)
+        } else {
+            host_loc(p)
+        },
+        x: 0,
+        y: 0,
+        z: 0,
+        pitch: len,
+        height: 1,
+    };
+    capture_box(c, s, at(dst), at(src), [len, 1, 1])
+}
+
+/// A copy on a capturing stream (a graph node to be): a pageable side is replaced by a shadow
+/// that the capture's graph keeps.
+fn capture_box(
+    c: &'static Client,
+    s: &'static Stream,
+    dst: Side,
+    src: Side,
+    extent: [u64; 3],
+) -> Result<(), CUresult> {
+    let capture = s.capture.load(std::sync::atomic::Ordering::Acquire);
+    if dst.loc.host() && src.loc.host() {
+        crate::log::once(
+            "cuMemcpy",
+            "cannot capture host-to-host copies under Baton (NOT_SUPPORTED)",
+        );
+        return Err(CUresult::CUDA_ERROR_NOT_SUPPORTED);
+    }
+    let mut shadows = Vec::new();
+    let src = shadowed(src, extent, true, &mut shadows)?;
+    let dst = shadowed(dst, extent, false, &mut shadows)?;
+    let body = p::Copy3D {
+        dst: dst.wire()?,
+        src: src.wire()?,
+        width: extent[0],
+        height: extent[1],
+        depth: extent[2],
+        stream: s.daemon_id()?,
+        chunk: u32::MAX,
+        _pad: 0,
+    };
+    submitted(s);
+    c.post(Op::Copy3D, &body, &[])?;
+    for sh in shadows {
+        captured(capture, sh);
+    }
+    Ok(())
 }
 
 pub(crate) unsafe fn cuMemcpy3D_v2(p: *const CUDA_MEMCPY3D) -> CUresult {

@@ -198,7 +198,13 @@ thread_local! {
     static CAPTURE_MODE: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
 }
 
-/// The thread's capture interaction mode, kept for the day capture is supported.
+/// The calling thread's capture interaction mode (global until the program changes it).
+pub(crate) fn thread_capture_mode() -> CUstreamCaptureMode {
+    CUstreamCaptureMode(CAPTURE_MODE.try_with(|m| m.get()).unwrap_or(0))
+}
+
+/// The thread's capture interaction mode, which decides whether it may make synchronous
+/// legacy-stream calls while captures are open (see `graph::legacy_call_allowed`).
 pub(crate) unsafe fn cuThreadExchangeStreamCaptureMode(mode: *mut CUstreamCaptureMode) -> CUresult {
     if mode.is_null() {
         return CUresult::CUDA_ERROR_INVALID_VALUE;

@@ -22,8 +22,15 @@ pub(super) const GRAPH_TAG: u64 = 0x6a << 48;
 pub(super) const EXEC_TAG: u64 = 0x6b << 48;
 pub(super) const TAG_MASK: u64 = 0xffff << 48;
 
-/// Open captures: capture id -> the streams taking part.
-static CAPTURES: Mutex<BTreeMap<u64, Vec<&'static Stream>>> = Mutex::new(BTreeMap::new());
+/// An open capture: the streams taking part, its mode and the thread that began it.
+struct Capture {
+    members: Vec<&'static Stream>,
+    mode: CUstreamCaptureMode,
+    thread: std::thread::ThreadId,
+}
+
+/// Open captures by capture id.
+static CAPTURES: Mutex<BTreeMap<u64, Capture>> = Mutex::new(BTreeMap::new());
 static NEXT_CAPTURE: AtomicU64 = AtomicU64::new(1);
 
 pub(super) fn graph_id(g: CUgraph) -> Result<u64, CUresult> {
@@ -53,10 +60,47 @@ pub(crate) fn join(s: &'static Stream, capture: u64) {
     if capture == 0 {
         return;
     }
-    if let Some(members) = lock(&CAPTURES).get_mut(&capture) {
+    if let Some(cap) = lock(&CAPTURES).get_mut(&capture) {
         if s.capture.swap(capture, Ordering::AcqRel) != capture {
-            members.push(s);
+            cap.members.push(s);
         }
+    }
+}
+
+/// Whether a synchronous call on the legacy stream (a plain `cuMemcpy`, `cuMemset`...) may be
+/// made now, as the driver decides: the calling thread's capture interaction mode
+/// (`cuThreadExchangeStreamCaptureMode`) forbids such "potentially unsafe" calls while this
+/// thread has a capture open that is not relaxed, or (global mode) while any other thread has
+/// a global capture open; otherwise the call would make a capturing stream that synchronises
+/// with the legacy stream wait for it, which is an implicit dependency a capture refuses.
+pub(crate) fn legacy_call_allowed() -> Result<(), CUresult> {
+    let caps = lock(&CAPTURES);
+    if caps.is_empty() {
+        return Ok(());
+    }
+    let me = std::thread::current().id();
+    let relaxed = CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_RELAXED;
+    let unsafe_call = match super::compat::thread_capture_mode() {
+        m if m == relaxed => false,
+        m if m == CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL => {
+            caps.values().any(|c| c.thread == me && c.mode != relaxed)
+        }
+        _ => caps.values().any(|c| {
+            (c.thread == me && c.mode != relaxed)
+                || (c.thread != me && c.mode == CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_GLOBAL)
+        }),
+    };
+    if unsafe_call {
+        return Err(CUresult::CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED);
+    }
+    let blocking = caps.values().any(|c| {
+        c.members
+            .iter()
+            .any(|s| s.flags & CUstream_flags::CU_STREAM_NON_BLOCKING.0 == 0)
+    });
+    match blocking {
+        true => Err(CUresult::CUDA_ERROR_STREAM_CAPTURE_IMPLICIT),
+        false => Ok(()),
     }
 }
 
@@ -85,7 +129,14 @@ pub(crate) unsafe fn cuStreamBeginCapture_v2(
         )?;
         let id = NEXT_CAPTURE.fetch_add(1, Ordering::Relaxed);
         s.capture.store(id, Ordering::Release);
-        lock(&CAPTURES).insert(id, vec![s]);
+        lock(&CAPTURES).insert(
+            id,
+            Capture {
+                members: vec![s],
+                mode,
+                thread: std::thread::current().id(),
+            },
+        );
         Ok(())
     })())
 }
@@ -108,11 +159,17 @@ pub(crate) unsafe fn cuStreamEndCapture(stream: CUstream, graph: *mut CUgraph) -
         }
         let r = c.call(Op::CaptureEnd, &p::ObjectId { id: s.daemon_id()? }, &[]);
         // The capture is over whatever the daemon answered.
-        for m in lock(&CAPTURES).remove(&capture).unwrap_or_default() {
+        let members = lock(&CAPTURES)
+            .remove(&capture)
+            .map(|c| c.members)
+            .unwrap_or_default();
+        for m in members {
             let _ = m
                 .capture
                 .compare_exchange(capture, 0, Ordering::AcqRel, Ordering::Acquire);
         }
+        let id = r.as_ref().ok().map(|r| r.values[0]);
+        super::graph_pageable::capture_ended(capture, id);
         let id = r?.values[0];
         // SAFETY: checked non-null; forwarded caller contract.
         unsafe { out(graph, (GRAPH_TAG | id) as usize as CUgraph) }
@@ -224,6 +281,7 @@ fn instantiate(graph: CUgraph, flags: u64) -> Result<CUgraphExec, CUresult> {
         },
         &[],
     )?;
+    super::graph_pageable::exec_from(r.values[0], graph_id(graph)?);
     Ok((EXEC_TAG | r.values[0]) as usize as CUgraphExec)
 }
 
@@ -289,15 +347,29 @@ fn post_on_stream(op: Op, exec: CUgraphExec, stream: CUstream) -> Result<(), CUr
     let c = ready()?;
     let id = exec_id(exec)?;
     let s = resolve(c, stream)?;
-    submitted(s);
-    c.post(
-        op,
-        &p::GraphLaunch {
-            exec: id,
-            stream: s.daemon_id()?,
-        },
-        &[],
-    )
+    let post = || {
+        submitted(s);
+        c.post(
+            op,
+            &p::GraphLaunch {
+                exec: id,
+                stream: s.daemon_id()?,
+            },
+            &[],
+        )
+    };
+    if op != Op::GraphLaunch {
+        return post();
+    }
+    // Pageable host memory the graph copies goes through shadows (see `graph_pageable`).
+    match s.capture.load(Ordering::Acquire) {
+        0 => super::graph_pageable::launch(c, id, stream, post),
+        capture => {
+            post()?;
+            super::graph_pageable::launched_in_capture(id, capture);
+            Ok(())
+        }
+    }
 }
 
 pub(crate) unsafe fn cuGraphLaunch(exec: CUgraphExec, stream: CUstream) -> CUresult {
@@ -311,25 +383,19 @@ pub(crate) unsafe fn cuGraphUpload(exec: CUgraphExec, stream: CUstream) -> CUres
 pub(crate) unsafe fn cuGraphExecDestroy(exec: CUgraphExec) -> CUresult {
     ret((|| {
         let c = ready()?;
-        c.call(
-            Op::GraphExecDestroy,
-            &p::ObjectId { id: exec_id(exec)? },
-            &[],
-        )
-        .map(|_| ())
+        let id = exec_id(exec)?;
+        c.call(Op::GraphExecDestroy, &p::ObjectId { id }, &[])?;
+        super::graph_pageable::exec_destroyed(id);
+        Ok(())
     })())
 }
 
 pub(crate) unsafe fn cuGraphDestroy(graph: CUgraph) -> CUresult {
     ret((|| {
         let c = ready()?;
-        c.call(
-            Op::GraphDestroy,
-            &p::ObjectId {
-                id: graph_id(graph)?,
-            },
-            &[],
-        )
-        .map(|_| ())
+        let id = graph_id(graph)?;
+        c.call(Op::GraphDestroy, &p::ObjectId { id }, &[])?;
+        super::graph_pageable::graph_destroyed(id);
+        Ok(())
     })())
 }

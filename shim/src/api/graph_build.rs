@@ -6,6 +6,7 @@
 use super::array_copy::graph_copy;
 use super::context::current_device;
 use super::graph::{exec_id, graph_id, GRAPH_TAG, TAG_MASK};
+use super::graph_pageable::{self as pageable, Shadow};
 use super::launch::pack;
 use super::util::{out, ready, ret};
 use crate::client::lock;
@@ -14,7 +15,7 @@ use baton_ipc::protocol::{self as p, Op};
 use cuda_abi::*;
 use std::collections::HashMap;
 use std::ffi::{c_int, c_uint, c_void};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use zerocopy::FromZeros;
 
 const NODE_TAG: u64 = 0x6c << 48;
@@ -127,14 +128,19 @@ fn memset_body(m: &CUDA_MEMSET_NODE_PARAMS, b: &mut p::GraphNode) {
     b.elem_size = m.elementSize;
 }
 
-fn memcpy_body(c: *const CUDA_MEMCPY3D, b: &mut p::GraphNode) -> Result<(), CUresult> {
+/// Fills a node body for a copy; returns the shadows standing for its pageable sides.
+fn memcpy_body(
+    c: *const CUDA_MEMCPY3D,
+    b: &mut p::GraphNode,
+) -> Result<Vec<Arc<Shadow>>, CUresult> {
     if c.is_null() {
         return Err(CUresult::CUDA_ERROR_INVALID_VALUE);
     }
     b.kind = p::NODE_MEMCPY;
     // SAFETY: non-null, the caller's copy description.
-    b.copy = graph_copy(unsafe { &*c })?;
-    Ok(())
+    let (copy, shadows) = graph_copy(unsafe { &*c })?;
+    b.copy = copy;
+    Ok(shadows)
 }
 
 fn child_body(g: CUgraph, b: &mut p::GraphNode) -> Result<(), CUresult> {
@@ -185,6 +191,7 @@ unsafe fn add(
     let id = c.call(Op::GraphAddNode, &b, &tail)?.values[0];
     // SAFETY: checked non-null.
     unsafe { out(ph, node_handle(id))? };
+    pageable::node_added(b.graph, id, Vec::new());
     Ok(id)
 }
 
@@ -301,9 +308,11 @@ pub(crate) unsafe fn cuGraphAddMemcpyNode(
 ) -> CUresult {
     ret((|| {
         let mut b = p::GraphNode::new_zeroed();
-        memcpy_body(copy, &mut b)?;
+        let shadows = memcpy_body(copy, &mut b)?;
         // SAFETY: forwarded caller contract.
-        unsafe { add(ph, graph, deps, n, b, &[]).map(|_| ()) }
+        let id = unsafe { add(ph, graph, deps, n, b, &[])? };
+        pageable::node_added(graph_id(graph)?, id, shadows);
+        Ok(())
     })())
 }
 
@@ -330,17 +339,39 @@ pub(crate) unsafe fn cuGraphAddChildGraphNode(
         let mut b = p::GraphNode::new_zeroed();
         child_body(child, &mut b)?;
         // SAFETY: forwarded caller contract.
-        unsafe { add(ph, graph, deps, n, b, &[]).map(|_| ()) }
+        let id = unsafe { add(ph, graph, deps, n, b, &[])? };
+        pageable::child_added(graph_id(graph)?, id, b.child);
+        Ok(())
     })())
 }
 
-/// What a `CUgraphNodeParams` describes, as a node body (and kernel details to remember).
-///
+/// What a `CUgraphNodeParams` describes: a node body, its parameter block, and kernel details
+/// or copy shadows to remember.
+struct Generic {
+    body: p::GraphNode,
+    params: Vec<u8>,
+    kernel: Option<Kernel>,
+    shadows: Vec<Arc<Shadow>>,
+}
+
 /// # Safety
 /// `np` points to a valid `CUgraphNodeParams` whose member for its type is valid.
-unsafe fn generic_body(
-    np: *const CUgraphNodeParams,
-) -> Result<(p::GraphNode, Vec<u8>, Option<Kernel>), CUresult> {
+unsafe fn generic_body(np: *const CUgraphNodeParams) -> Result<Generic, CUresult> {
+    // SAFETY: per the contract.
+    let (body, params, kernel, shadows) = unsafe { generic_parts(np)? };
+    Ok(Generic {
+        body,
+        params,
+        kernel,
+        shadows,
+    })
+}
+
+type Parts = (p::GraphNode, Vec<u8>, Option<Kernel>, Vec<Arc<Shadow>>);
+
+/// # Safety
+/// As for [`generic_body`].
+unsafe fn generic_parts(np: *const CUgraphNodeParams) -> Result<Parts, CUresult> {
     if np.is_null() {
         return Err(CUresult::CUDA_ERROR_INVALID_VALUE);
     }
@@ -359,7 +390,7 @@ unsafe fn generic_body(
             });
             // SAFETY: per the contract.
             let params = unsafe { kernel_body(&k, &mut b)? };
-            Ok((b, params, Some(k)))
+            Ok((b, params, Some(k), Vec::new()))
         }
         CUgraphNodeType::CU_GRAPH_NODE_TYPE_MEMSET => {
             // SAFETY: the member named by the type.
@@ -373,13 +404,13 @@ unsafe fn generic_body(
                 height: m.height,
             };
             memset_body(&v1, &mut b);
-            Ok((b, Vec::new(), None))
+            Ok((b, Vec::new(), None, Vec::new()))
         }
         CUgraphNodeType::CU_GRAPH_NODE_TYPE_MEMCPY => {
             // SAFETY: the member named by the type.
             let m = unsafe { np.__bindgen_anon_1.memcpy };
-            memcpy_body(&m.copyParams, &mut b)?;
-            Ok((b, Vec::new(), None))
+            let shadows = memcpy_body(&m.copyParams, &mut b)?;
+            Ok((b, Vec::new(), None, shadows))
         }
         CUgraphNodeType::CU_GRAPH_NODE_TYPE_GRAPH => {
             // SAFETY: the member named by the type.
@@ -392,11 +423,11 @@ unsafe fn generic_body(
                 return Err(CUresult::CUDA_ERROR_NOT_SUPPORTED);
             }
             child_body(g.graph, &mut b)?;
-            Ok((b, Vec::new(), None))
+            Ok((b, Vec::new(), None, Vec::new()))
         }
         CUgraphNodeType::CU_GRAPH_NODE_TYPE_EMPTY => {
             b.kind = p::NODE_EMPTY;
-            Ok((b, Vec::new(), None))
+            Ok((b, Vec::new(), None, Vec::new()))
         }
         other => {
             crate::log::once(
@@ -418,11 +449,16 @@ pub(crate) unsafe fn cuGraphAddNode_v2(
 ) -> CUresult {
     ret((|| {
         // SAFETY: forwarded caller contract.
-        let (b, params, k) = unsafe { generic_body(np)? };
+        let g = unsafe { generic_body(np)? };
         // SAFETY: forwarded caller contract.
-        let id = unsafe { add(ph, graph, deps, n, b, &params)? };
-        match k {
-            Some(k) => remember_kernel(id, &k, params),
+        let id = unsafe { add(ph, graph, deps, n, g.body, &g.params)? };
+        let gid = graph_id(graph)?;
+        if g.body.kind == p::NODE_GRAPH {
+            pageable::child_added(gid, id, g.body.child);
+        }
+        pageable::node_added(gid, id, g.shadows);
+        match g.kernel {
+            Some(k) => remember_kernel(id, &k, g.params),
             None => Ok(()),
         }
     })())
@@ -445,10 +481,22 @@ pub(crate) unsafe fn cuGraphNodeSetParams(
 ) -> CUresult {
     ret((|| {
         // SAFETY: forwarded caller contract.
-        let (b, params, k) = unsafe { generic_body(np)? };
-        set(None, node, b, &params)?;
-        match k {
-            Some(k) => remember_kernel(node_id(node)?, &k, params),
+        let g = unsafe { generic_body(np)? };
+        let id = node_id(node)?;
+        let graph = pageable::graph_of(id);
+        if g.body.kind == p::NODE_MEMCPY && graph.is_none() && !g.shadows.is_empty() {
+            crate::log::once(
+                "cuGraphNodeSetParams",
+                "can give pageable host memory only to memcpy nodes this process added under Baton (nodes of captured or cloned graphs: NOT_SUPPORTED)",
+            );
+            return Err(CUresult::CUDA_ERROR_NOT_SUPPORTED);
+        }
+        set(None, node, g.body, &g.params)?;
+        if g.body.kind == p::NODE_MEMCPY {
+            pageable::node_set(graph, None, id, g.shadows);
+        }
+        match g.kernel {
+            Some(k) => remember_kernel(id, &k, g.params),
             None => Ok(()),
         }
     })())
@@ -461,8 +509,12 @@ pub(crate) unsafe fn cuGraphExecNodeSetParams(
 ) -> CUresult {
     ret((|| {
         // SAFETY: forwarded caller contract.
-        let (b, params, _) = unsafe { generic_body(np)? };
-        set(Some(exec), node, b, &params)
+        let g = unsafe { generic_body(np)? };
+        set(Some(exec), node, g.body, &g.params)?;
+        if g.body.kind == p::NODE_MEMCPY {
+            pageable::node_set(None, Some(exec_id(exec)?), node_id(node)?, g.shadows);
+        }
+        Ok(())
     })())
 }
 
@@ -677,6 +729,7 @@ pub(crate) unsafe fn cuGraphDestroyNode(node: CUgraphNode) -> CUresult {
         if let Some(m) = lock(&KERNELS).as_mut() {
             m.remove(&id);
         }
+        pageable::node_destroyed(id);
         Ok(())
     })())
 }
@@ -687,15 +740,11 @@ pub(crate) unsafe fn cuGraphClone(ph: *mut CUgraph, graph: CUgraph) -> CUresult 
         if ph.is_null() {
             return Err(CUresult::CUDA_ERROR_INVALID_VALUE);
         }
+        let from = graph_id(graph)?;
         let id = c
-            .call(
-                Op::GraphClone,
-                &p::ObjectId {
-                    id: graph_id(graph)?,
-                },
-                &[],
-            )?
+            .call(Op::GraphClone, &p::ObjectId { id: from }, &[])?
             .values[0];
+        pageable::cloned(from, id);
         // SAFETY: checked non-null.
         unsafe { out(ph, (GRAPH_TAG | id) as usize as CUgraph) }
     })())
@@ -726,7 +775,11 @@ pub(crate) unsafe fn cuGraphExecUpdate_v2(
             unsafe { out(info, v)? };
         }
         match r.values[0] {
-            0 => Ok(()),
+            0 => {
+                // The executable's nodes now copy as the graph's do.
+                pageable::exec_from(body.exec, body.graph);
+                Ok(())
+            }
             e => Err(CUresult(e as u32)),
         }
     })())

@@ -24,6 +24,8 @@ enum Callback {
         stream: usize,
         data: usize,
     },
+    /// The shim's own work at that point of the stream (see `graph_pageable`).
+    Shim(Box<dyn FnOnce() + Send>),
 }
 
 static PENDING: Mutex<Option<HashMap<u64, Callback>>> = Mutex::new(None);
@@ -45,10 +47,12 @@ fn serve(c: &'static Client) {
         let id = mb.callback.load(Ordering::Relaxed);
         let cb = lock(&PENDING).as_mut().and_then(|p| p.remove(&id));
         if let Some(cb) = cb {
-            // SAFETY: the program registered this function and argument with cuLaunchHostFunc;
-            // calling it once, when its stream gets here, is the contract. A panic inside
-            // Rust code cannot come from a C callback, and is stopped here if one does.
-            let _ = std::panic::catch_unwind(|| unsafe {
+            // SAFETY: the program registered this function and argument with cuLaunchHostFunc
+            // (or the shim its own work); calling it once, when its stream gets here, is the
+            // contract. A panic inside Rust code cannot come from a C callback, and is stopped
+            // here if one does (the callback is consumed either way, so nothing observes it
+            // half done).
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| unsafe {
                 match cb {
                     Callback::Host { f, data } => f(data as *mut c_void),
                     Callback::Stream { f, stream, data } => f(
@@ -56,8 +60,9 @@ fn serve(c: &'static Client) {
                         CUresult::CUDA_SUCCESS,
                         data as *mut c_void,
                     ),
+                    Callback::Shim(f) => f(),
                 }
-            });
+            }));
         }
         mb.done.store(now, Ordering::Release);
         baton_ipc::futex::wake_all(&mb.done);
@@ -101,6 +106,12 @@ pub(crate) unsafe fn cuStreamAddCallback(
             data: data as usize,
         },
     ))
+}
+
+/// Runs `f` in this process when `stream` gets to this point; later work on the stream waits
+/// for it.
+pub(crate) fn after(stream: CUstream, f: Box<dyn FnOnce() + Send>) -> Result<(), CUresult> {
+    enqueue(stream, Callback::Shim(f))
 }
 
 fn enqueue(stream: CUstream, cb: Callback) -> Result<(), CUresult> {

@@ -140,7 +140,11 @@ pub(crate) fn is_pinned(p: usize, len: usize) -> bool {
     lock(&HOST).find(p, len.max(1)).is_some()
 }
 
-fn host_alloc(c: &'static Client, size: usize, flags: c_uint) -> Result<*mut c_void, CUresult> {
+pub(crate) fn host_alloc(
+    c: &'static Client,
+    size: usize,
+    flags: c_uint,
+) -> Result<*mut c_void, CUresult> {
     let len = size.max(1).div_ceil(HOST_ALIGN) * HOST_ALIGN;
     let mut heap = lock(&HOST);
     let addr = match heap.take(len) {
@@ -181,7 +185,7 @@ fn host_alloc(c: &'static Client, size: usize, flags: c_uint) -> Result<*mut c_v
     Ok(addr as *mut c_void)
 }
 
-fn host_free(c: &'static Client, p: *mut c_void) -> Result<(), CUresult> {
+pub(crate) fn host_free(c: &'static Client, p: *mut c_void) -> Result<(), CUresult> {
     let mut heap = lock(&HOST);
     let (len, _) = heap
         .allocs
@@ -365,6 +369,11 @@ unsafe fn copy(
     }
     let sid = stream.daemon_id()?;
     let (dk, sk) = (kind(dst, len), kind(src, len));
+    let capturing = stream.capture.load(std::sync::atomic::Ordering::Acquire) != 0;
+    if capturing && (dk == Kind::Pageable || sk == Kind::Pageable) {
+        // Becomes a graph node, run later by the daemon: through a shadow.
+        return super::array_copy::capture_linear(c, stream, dst, src, len as u64);
+    }
     let body = Copy {
         dst,
         src,
@@ -423,8 +432,10 @@ unsafe fn copy(
     }
 }
 
+/// The legacy stream, for a synchronous call (one that captures may forbid).
 fn legacy() -> Result<(&'static Client, &'static Stream), CUresult> {
     let c = ready()?;
+    super::graph::legacy_call_allowed()?;
     Ok((c, Stream::legacy(c, current_device()?)?))
 }
 
@@ -893,8 +904,10 @@ unsafe fn copy_2d(p: *const CUDA_MEMCPY2D, stream: Option<CUstream>) -> Result<(
     }
     // SAFETY: non-null, per the contract.
     let p = unsafe { &*p };
+    // A capture makes a graph node of the copy, through a shadow if a side is pageable.
     if p.srcMemoryType == CUmemorytype::CU_MEMORYTYPE_ARRAY
         || p.dstMemoryType == CUmemorytype::CU_MEMORYTYPE_ARRAY
+        || s.capture.load(std::sync::atomic::Ordering::Acquire) != 0
     {
         return super::array_copy::copy_2d(c, s, p, stream.is_none());
     }

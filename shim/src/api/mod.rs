@@ -13,6 +13,7 @@ pub(crate) mod context;
 mod error_text;
 mod graph;
 mod graph_build;
+mod graph_pageable;
 mod host_func;
 mod init;
 mod launch;

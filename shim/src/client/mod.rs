@@ -231,7 +231,7 @@ fn encoded<B: IntoBytes + Immutable, R>(
 impl Client {
     /// Whether the daemon is still there: its end of the control socket is open. A thread
     /// that is itself using the socket proves it is.
-    fn alive(&self) -> bool {
+    pub(crate) fn alive(&self) -> bool {
         if self.dead.load(Ordering::Relaxed) {
             return false;
         }

@@ -60,6 +60,8 @@ pub(super) struct SimGraphs {
     pub(super) graphs: HashMap<Raw, SimGraph>,
     /// Node -> the graph it belongs to.
     owner: HashMap<Raw, Raw>,
+    /// Capturing stream -> the graph its captured copies and memsets make, in issue order.
+    captures: HashMap<Raw, SimGraph>,
 }
 
 fn bad() -> GpuError {
@@ -102,6 +104,37 @@ impl State {
                 SimNode::Child(Box::new(self.built.graphs.get(&g).ok_or(bad())?.clone()))
             }
         })
+    }
+
+    pub(super) fn capture_start(&mut self, stream: Raw) {
+        self.built.captures.insert(stream, SimGraph::default());
+    }
+
+    /// The graph captured on `stream`, its nodes one after another.
+    pub(super) fn capture_finish(&mut self, stream: Raw) -> Raw {
+        let g = self.built.captures.remove(&stream).unwrap_or_default();
+        let nodes: Vec<Raw> = g.nodes.iter().map(|(id, _)| *id).collect();
+        let id = self.graph_new(g);
+        for n in nodes {
+            self.built.owner.insert(n, id);
+        }
+        id
+    }
+
+    /// Records `spec` as the next node of the capture on `stream`; `false` if the stream is not
+    /// capturing (the work is to run now).
+    pub(super) fn capture_record(&mut self, stream: Raw, spec: &NodeSpec<'_>) -> GpuResult<bool> {
+        if !self.built.captures.contains_key(&stream) {
+            return Ok(false);
+        }
+        let node = self.sim_node(spec)?;
+        let id = self.id();
+        let g = self.built.captures.get_mut(&stream).ok_or(bad())?;
+        if let Some(&(last, _)) = g.nodes.last() {
+            g.edges.push((last, id));
+        }
+        g.nodes.push((id, node));
+        Ok(true)
     }
 
     pub(super) fn graph_new(&mut self, g: SimGraph) -> Raw {
