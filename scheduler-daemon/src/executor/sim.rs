@@ -582,6 +582,14 @@ impl Executor for SimExecutor {
             .map(|_| ())
             .ok_or(GpuError(code::INVALID_HANDLE))
     }
+    fn event_query(&self, _device: u32, event: Raw) -> GpuResult<bool> {
+        // Simulated work is done when it is issued, so every record is reached at once.
+        self.lock()
+            .events
+            .get(&event)
+            .map(|_| true)
+            .ok_or(GpuError(code::INVALID_HANDLE))
+    }
     fn event_elapsed(&self, _device: u32, start: Raw, end: Raw) -> GpuResult<f32> {
         let st = self.lock();
         let a = st

@@ -15,6 +15,7 @@ mod graph;
 mod graph_build;
 mod host_func;
 mod init;
+mod ipc;
 mod launch;
 pub(crate) mod memory;
 mod module;
@@ -76,6 +77,11 @@ pub(crate) use init::{
     cuDeviceGetByPCIBusId, cuDeviceGetCount, cuDeviceGetName, cuDeviceGetPCIBusId, cuDeviceGetUuid,
     cuDeviceGetUuid_v2, cuDeviceTotalMem_v2, cuDriverGetVersion, cuGetErrorName, cuGetErrorString,
     cuInit,
+};
+pub(crate) use ipc::{
+    cuIpcCloseMemHandle, cuIpcGetEventHandle, cuIpcGetMemHandle, cuIpcOpenEventHandle,
+    cuIpcOpenMemHandle, cuIpcOpenMemHandle_v2, cuMemExportToShareableHandle,
+    cuMemImportFromShareableHandle,
 };
 pub(crate) use launch::{cuLaunchCooperativeKernel, cuLaunchKernel, cuLaunchKernelEx};
 pub(crate) use memory::{
