@@ -30,7 +30,7 @@ pub enum Kind {
 }
 
 /// One shared object.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct Export {
     pub kind: Kind,
     pub device: u32,
