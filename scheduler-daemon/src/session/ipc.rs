@@ -51,7 +51,10 @@ impl Session {
                 if let Some((tok, n)) = self.opened.values_mut().find(|(t, _)| *t == b.token) {
                     // Opened here already: the driver counts opens and answers the same address.
                     *n += 1;
-                    let e = self.sharing.peek(*tok).ok_or(GpuError(code::INVALID_HANDLE))?;
+                    let e = self
+                        .sharing
+                        .peek(*tok)
+                        .ok_or(GpuError(code::INVALID_HANDLE))?;
                     return Ok(Answer {
                         values: [e.object, e.size, e.device as u64, 0],
                         payload: Vec::new(),
@@ -198,7 +201,11 @@ impl Session {
                 let _ = exec.mem_free(device, ptr);
             }
             Some(tok) => {
-                if self.sharing.release(tok, self.shared.identity.session).is_some() {
+                if self
+                    .sharing
+                    .release(tok, self.shared.identity.session)
+                    .is_some()
+                {
                     let _ = exec.mem_free(device, ptr);
                 }
             }

@@ -74,7 +74,12 @@ fn another_session_opens_reads_and_closes_shared_memory() {
     let buf = alloc(&mut a, 4096);
     assert_eq!(fill(&mut a, buf, 4096, 0x5a), 0);
     // A pointer inside the allocation names the whole allocation.
-    let (r, v) = call(&mut a, Op::IpcGetMemHandle, &p::MemFree { dptr: buf + 16 }, &[]);
+    let (r, v) = call(
+        &mut a,
+        Op::IpcGetMemHandle,
+        &p::MemFree { dptr: buf + 16 },
+        &[],
+    );
     assert_eq!(r, 0);
     let tok = token(v);
     // The exporter cannot open its own handle, as in the driver.
@@ -102,7 +107,10 @@ fn another_session_opens_reads_and_closes_shared_memory() {
     // A second open counts; two closes are needed, a third is an error.
     assert_eq!(call(&mut b, Op::IpcOpenMemHandle, &tok, &[]).0, 0);
     let close = p::MemFree { dptr: buf };
-    assert_eq!(call(&mut b, Op::IpcCloseMemHandle, &close, &[]), (0, [0; 4]));
+    assert_eq!(
+        call(&mut b, Op::IpcCloseMemHandle, &close, &[]),
+        (0, [0; 4])
+    );
     assert_eq!(copy(&mut b, mine, buf, 4096), 0);
     assert_eq!(call(&mut b, Op::IpcCloseMemHandle, &close, &[]).0, 0);
     assert_eq!(copy(&mut b, mine, buf, 4096), code::INVALID_VALUE);
@@ -139,7 +147,10 @@ fn memory_freed_by_its_exporter_lives_until_the_last_importer_closes() {
     let (_, v) = call(&mut a, Op::IpcGetMemHandle, &p::MemFree { dptr: buf }, &[]);
     let tok = token(v);
     assert_eq!(call(&mut b, Op::IpcOpenMemHandle, &tok, &[]).0, 0);
-    assert_eq!(call(&mut a, Op::MemFree, &p::MemFree { dptr: buf }, &[]).0, 0);
+    assert_eq!(
+        call(&mut a, Op::MemFree, &p::MemFree { dptr: buf }, &[]).0,
+        0
+    );
     // Still allocated, still b's to use, still charged to a (and never to b).
     assert!(exec.peek(buf, 1).is_ok());
     assert_eq!(fill(&mut b, buf, MIB, 1), 0);
@@ -187,7 +198,13 @@ fn shared_events_are_destroyed_by_their_last_holder() {
     };
     let (_, v) = call(&mut a, Op::EventCreate, &timed, &[]);
     assert_eq!(
-        call(&mut a, Op::IpcGetEventHandle, &p::ObjectId { id: v[0] }, &[]).0,
+        call(
+            &mut a,
+            Op::IpcGetEventHandle,
+            &p::ObjectId { id: v[0] },
+            &[]
+        )
+        .0,
         code::INVALID_HANDLE,
         "an IPC event must disable timing"
     );
@@ -198,7 +215,12 @@ fn shared_events_are_destroyed_by_their_last_holder() {
     let (_, v) = call(&mut a, Op::EventCreate, &ipc, &[]);
     let a_ev = v[0];
     let raw = a.events.get(a_ev).unwrap().raw;
-    let (r, v) = call(&mut a, Op::IpcGetEventHandle, &p::ObjectId { id: a_ev }, &[]);
+    let (r, v) = call(
+        &mut a,
+        Op::IpcGetEventHandle,
+        &p::ObjectId { id: a_ev },
+        &[],
+    );
     assert_eq!(r, 0);
     let tok = token(v);
     assert_eq!(
@@ -217,16 +239,28 @@ fn shared_events_are_destroyed_by_their_last_holder() {
         _pad: 0,
     };
     assert_eq!(call(&mut b, Op::EventRecord, &rec, &[]).0, 0);
-    assert_eq!(call(&mut a, Op::EventQuery, &p::ObjectId { id: a_ev }, &[]).0, 0);
+    assert_eq!(
+        call(&mut a, Op::EventQuery, &p::ObjectId { id: a_ev }, &[]).0,
+        0
+    );
     assert_eq!(
         call(&mut a, Op::EventSynchronize, &p::ObjectId { id: a_ev }, &[]).0,
         0
     );
     // The exporter destroys its event: b's still works, and nobody new may open it.
-    assert_eq!(call(&mut a, Op::EventDestroy, &p::ObjectId { id: a_ev }, &[]).0, 0);
+    assert_eq!(
+        call(&mut a, Op::EventDestroy, &p::ObjectId { id: a_ev }, &[]).0,
+        0
+    );
     assert!(exec.is_live(raw));
-    assert_eq!(call(&mut b, Op::EventQuery, &p::ObjectId { id: b_ev }, &[]).0, 0);
-    assert_eq!(call(&mut b, Op::EventDestroy, &p::ObjectId { id: b_ev }, &[]).0, 0);
+    assert_eq!(
+        call(&mut b, Op::EventQuery, &p::ObjectId { id: b_ev }, &[]).0,
+        0
+    );
+    assert_eq!(
+        call(&mut b, Op::EventDestroy, &p::ObjectId { id: b_ev }, &[]).0,
+        0
+    );
     assert!(!exec.is_live(raw));
     assert_eq!(
         call(&mut b, Op::EventDestroy, &p::ObjectId { id: b_ev }, &[]).0,
@@ -259,7 +293,10 @@ fn exported_allocations_are_imported_mapped_and_freed_by_the_last_holder() {
         call(&mut a, Op::VmmExport, &plain, &[]).0,
         code::INVALID_VALUE
     );
-    assert_eq!(call(&mut a, Op::VmmRelease, &p::ObjectId { id: v[0] }, &[]).0, 0);
+    assert_eq!(
+        call(&mut a, Op::VmmRelease, &p::ObjectId { id: v[0] }, &[]).0,
+        0
+    );
 
     prop.handle_types = 1;
     let (_, v) = call(&mut a, Op::VmmCreate, &create(prop), &[]);
@@ -293,7 +330,10 @@ fn exported_allocations_are_imported_mapped_and_freed_by_the_last_holder() {
     assert_eq!(v[1], 2 * MIB);
     let imported = v[0];
     // The exporter lets go first: the memory stays, charged to it.
-    assert_eq!(call(&mut a, Op::VmmRelease, &p::ObjectId { id: handle }, &[]).0, 0);
+    assert_eq!(
+        call(&mut a, Op::VmmRelease, &p::ObjectId { id: handle }, &[]).0,
+        0
+    );
     assert_eq!(exec.mem_info(0).unwrap().0, free0 - 2 * MIB);
     assert_eq!(charged(&a), 2 * MIB);
     // The importer maps it into its own reservation and uses it.
@@ -323,7 +363,11 @@ fn exported_allocations_are_imported_mapped_and_freed_by_the_last_holder() {
         size: 2 * MIB,
     };
     assert_eq!(call(&mut b, Op::VmmUnmap, &range, &[]).0, 0);
-    assert_eq!(exec.mem_info(0).unwrap().0, free0, "released by the last holder");
+    assert_eq!(
+        exec.mem_info(0).unwrap().0,
+        free0,
+        "released by the last holder"
+    );
     assert_eq!(charged(&a), 0);
     assert_eq!(
         call(&mut b, Op::VmmImport, &tok, &[]).0,

@@ -26,8 +26,8 @@ mod ipc_tests;
 pub mod queue_delay;
 #[cfg(test)]
 mod scheduled;
-pub mod streams;
 pub mod sharing;
+pub mod streams;
 pub mod tables;
 mod vmm;
 #[cfg(test)]

@@ -84,7 +84,13 @@ impl Vmm {
     /// Drops a reference or a mapping of `id`; frees it in the driver when neither is left.
     /// Answers the bytes to refund to this session (none for a shared allocation: its last
     /// holder refunds the exporter).
-    fn settle(&mut self, exec: &dyn Executor, sharing: &Registry, me: u64, id: u64) -> GpuResult<u64> {
+    fn settle(
+        &mut self,
+        exec: &dyn Executor,
+        sharing: &Registry,
+        me: u64,
+        id: u64,
+    ) -> GpuResult<u64> {
         let h = self.handles.get(id)?;
         if h.refs > 0 || h.maps > 0 {
             return Ok(0);
@@ -189,7 +195,9 @@ impl Session {
                     return Err(GpuError(code::INVALID_HANDLE));
                 }
                 h.refs -= 1;
-                let freed = self.vmm.settle(exec, &self.sharing, self.shared.identity.session, b.id)?;
+                let freed =
+                    self.vmm
+                        .settle(exec, &self.sharing, self.shared.identity.session, b.id)?;
                 self.shared.refund(freed);
                 Ok(Answer::default())
             }
@@ -245,7 +253,9 @@ impl Session {
                     if let Ok(handle) = self.vmm.handles.get_mut(h) {
                         handle.maps -= 1;
                     }
-                    freed += self.vmm.settle(exec, &self.sharing, self.shared.identity.session, h)?;
+                    freed +=
+                        self.vmm
+                            .settle(exec, &self.sharing, self.shared.identity.session, h)?;
                 }
                 self.shared.refund(freed);
                 Ok(Answer::default())

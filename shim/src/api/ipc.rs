@@ -28,7 +28,10 @@ fn to_reserved(token: [u64; 2], magic: [u8; 8]) -> [std::ffi::c_char; 64] {
     b.map(|c| c as std::ffi::c_char)
 }
 
-pub(crate) unsafe fn cuIpcGetMemHandle(pHandle: *mut CUipcMemHandle, dptr: CUdeviceptr) -> CUresult {
+pub(crate) unsafe fn cuIpcGetMemHandle(
+    pHandle: *mut CUipcMemHandle,
+    dptr: CUdeviceptr,
+) -> CUresult {
     ret((|| {
         let c = ready()?;
         if pHandle.is_null() {
@@ -82,7 +85,10 @@ pub(crate) unsafe fn cuIpcCloseMemHandle(dptr: CUdeviceptr) -> CUresult {
     })())
 }
 
-pub(crate) unsafe fn cuIpcGetEventHandle(pHandle: *mut CUipcEventHandle, event: CUevent) -> CUresult {
+pub(crate) unsafe fn cuIpcGetEventHandle(
+    pHandle: *mut CUipcEventHandle,
+    event: CUevent,
+) -> CUresult {
     ret((|| {
         let c = ready()?;
         if pHandle.is_null() {
@@ -97,7 +103,10 @@ pub(crate) unsafe fn cuIpcGetEventHandle(pHandle: *mut CUipcEventHandle, event: 
     })())
 }
 
-pub(crate) unsafe fn cuIpcOpenEventHandle(phEvent: *mut CUevent, handle: CUipcEventHandle) -> CUresult {
+pub(crate) unsafe fn cuIpcOpenEventHandle(
+    phEvent: *mut CUevent,
+    handle: CUipcEventHandle,
+) -> CUresult {
     ret((|| {
         let c = ready()?;
         if phEvent.is_null() {
@@ -119,7 +128,10 @@ fn token_fd(token: [u64; 2]) -> Result<std::ffi::c_int, CUresult> {
     let fail = |what: &str| {
         crate::log::once(
             "cuMemExportToShareableHandle",
-            &format!("could not make its descriptor ({what}: {})", std::io::Error::last_os_error()),
+            &format!(
+                "could not make its descriptor ({what}: {})",
+                std::io::Error::last_os_error()
+            ),
         );
         CUresult::CUDA_ERROR_OPERATING_SYSTEM
     };
