@@ -1028,16 +1028,12 @@ fn client_ipc_import() {
     cu!(cuEventSynchronize(ev));
     // Not this process's memory to free.
     // SAFETY: plain value arguments.
-    assert_eq!(
-        unsafe { cuMemFree_v2(ptr) },
-        CUresult::CUDA_ERROR_INVALID_VALUE
-    );
+    let r = unsafe { cuMemFree_v2(ptr) };
+    assert_eq!(r, CUresult::CUDA_ERROR_INVALID_VALUE);
     cu!(cuIpcCloseMemHandle(ptr));
     // SAFETY: as above; a second close has nothing to close.
-    assert_eq!(
-        unsafe { cuIpcCloseMemHandle(ptr) },
-        CUresult::CUDA_ERROR_INVALID_VALUE
-    );
+    let r = unsafe { cuIpcCloseMemHandle(ptr) };
+    assert_eq!(r, CUresult::CUDA_ERROR_INVALID_VALUE);
     // A forged handle: right magic, wrong token.
     let mut forged = mh;
     forged.reserved[20] ^= 0x40;

@@ -186,7 +186,7 @@ fn exporter_exit_leaves_importers_memory_until_they_exit() {
     );
     b.teardown();
     assert!(exec.peek(buf, 1).is_err());
-    assert_eq!(b.sharing.len(), 0);
+    assert_eq!(b.sharing.live(), 0);
 }
 
 #[test]

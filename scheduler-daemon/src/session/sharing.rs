@@ -176,8 +176,9 @@ impl Registry {
         Some(e)
     }
 
-    /// Shared objects still alive (for tests and status).
-    pub fn len(&self) -> usize {
+    /// Shared objects still alive.
+    #[cfg(test)]
+    pub fn live(&self) -> usize {
         self.lock().by_token.len()
     }
 }
@@ -218,6 +219,6 @@ mod tests {
         );
         assert_eq!(r.release(a, 2).unwrap().object, 4096);
         assert_eq!(r.token_of(Kind::Mem, 4096), None);
-        assert_eq!(r.len(), 1);
+        assert_eq!(r.live(), 1);
     }
 }
