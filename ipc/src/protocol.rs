@@ -124,6 +124,14 @@ ops! {
     LinkComplete = 90 => LinkComplete,
     LinkRead = 91 => LinkRead,
     LinkDestroy = 92 => ObjectId,
+    IpcGetMemHandle = 80 => MemFree,
+    IpcOpenMemHandle = 81 => IpcToken,
+    IpcCloseMemHandle = 82 => MemFree,
+    IpcGetEventHandle = 83 => ObjectId,
+    IpcOpenEventHandle = 84 => IpcToken,
+    EventQuery = 85 => ObjectId,
+    VmmExport = 86 => VmmExport,
+    VmmImport = 87 => IpcToken,
 }
 
 /// First bytes of every message.
@@ -488,6 +496,49 @@ pub struct VmmGetAccess {
     pub ptr: u64,
     pub location_type: u32,
     pub location_id: i32,
+}
+
+// ---- Sharing between clients (`cuIpc*`, `cuMemExportToShareableHandle`). The daemon names
+// each shared object by a random token; `IpcGetMemHandle`, `IpcGetEventHandle` and `VmmExport`
+// are answered with it in `values[0..2]`.
+
+/// A token that a client read from a handle another client gave it.
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct IpcToken {
+    pub token: [u64; 2],
+}
+
+/// Magic first bytes of a legacy memory handle, an event handle and an exported allocation's
+/// descriptor contents; the 16-byte token follows.
+pub const IPC_MEM_MAGIC: [u8; 8] = *b"BatonMem";
+pub const IPC_EVENT_MAGIC: [u8; 8] = *b"BatonEvt";
+pub const IPC_VMM_MAGIC: [u8; 8] = *b"BatonVmm";
+
+/// Writes `magic ++ token` into the front of `out` (at least 24 bytes).
+pub fn ipc_encode(magic: [u8; 8], token: [u64; 2], out: &mut [u8]) {
+    out[..8].copy_from_slice(&magic);
+    out[8..16].copy_from_slice(&token[0].to_le_bytes());
+    out[16..24].copy_from_slice(&token[1].to_le_bytes());
+}
+
+/// The token of a handle that starts with `magic`.
+pub fn ipc_decode(magic: [u8; 8], bytes: &[u8]) -> Option<[u64; 2]> {
+    if bytes.len() < 24 || bytes[..8] != magic {
+        return None;
+    }
+    let word = |i: usize| u64::from_le_bytes(bytes[i..i + 8].try_into().expect("8 bytes"));
+    Some([word(8), word(16)])
+}
+
+/// `cuMemExportToShareableHandle`: `handle` is the session's allocation id, `handle_type` a
+/// `CUmemAllocationHandleType`.
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct VmmExport {
+    pub handle: u64,
+    pub handle_type: u32,
+    pub _pad: u32,
 }
 
 // ---- Stream capture and graphs. Graphs and executable graphs are session ids.

@@ -28,6 +28,8 @@ pub struct Daemon {
     next_session: AtomicU64,
     /// One per device; none under `passthrough`, whose sessions issue without asking anyone.
     schedulers: Arc<[Arc<DeviceScheduler>]>,
+    /// Memory, events and allocations sessions shared with each other (`cuIpc*`, exports).
+    sharing: Arc<crate::session::sharing::Registry>,
 }
 
 impl Daemon {
@@ -55,6 +57,7 @@ impl Daemon {
             sessions: Mutex::new(HashMap::new()),
             next_session: AtomicU64::new(1),
             schedulers: schedulers.into(),
+            sharing: Default::default(),
         }))
     }
 
@@ -212,6 +215,8 @@ impl Daemon {
                 region,
                 region_dev,
             )?;
+            let mut session = session;
+            session.share_through(self.sharing.clone());
             Ok((session, fd))
         })();
         let (mut session, region_fd) = match setup {

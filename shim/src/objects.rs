@@ -253,6 +253,12 @@ impl Event {
         }
     }
 
+    /// Whether the event may be shared with other processes (`CU_EVENT_INTERPROCESS`): they
+    /// record it too, so only the daemon knows its state.
+    pub fn interprocess(&self) -> bool {
+        self.flags & 0x4 != 0
+    }
+
     /// Whether the last record has been reached (true if never recorded).
     pub fn complete(&self, c: &Client) -> bool {
         let want = self.recorded.load(Ordering::Acquire);

@@ -143,6 +143,56 @@ extern "C" {
         p: CUdeviceptr,
     ) -> CUresult;
     pub fn cuCtxGetDevice_v2(d: *mut CUdevice, ctx: CUcontext) -> CUresult;
+    pub fn cuIpcGetMemHandle(h: *mut CUipcMemHandle, p: CUdeviceptr) -> CUresult;
+    pub fn cuIpcOpenMemHandle_v2(p: *mut CUdeviceptr, h: CUipcMemHandle, flags: c_uint)
+        -> CUresult;
+    pub fn cuIpcCloseMemHandle(p: CUdeviceptr) -> CUresult;
+    pub fn cuIpcGetEventHandle(h: *mut CUipcEventHandle, e: CUevent) -> CUresult;
+    pub fn cuIpcOpenEventHandle(e: *mut CUevent, h: CUipcEventHandle) -> CUresult;
+    pub fn cuMemCreate(
+        h: *mut CUmemGenericAllocationHandle,
+        size: usize,
+        prop: *const CUmemAllocationProp,
+        flags: u64,
+    ) -> CUresult;
+    pub fn cuMemRelease(h: CUmemGenericAllocationHandle) -> CUresult;
+    pub fn cuMemAddressReserve(
+        p: *mut CUdeviceptr,
+        size: usize,
+        align: usize,
+        addr: CUdeviceptr,
+        flags: u64,
+    ) -> CUresult;
+    pub fn cuMemAddressFree(p: CUdeviceptr, size: usize) -> CUresult;
+    pub fn cuMemMap(
+        p: CUdeviceptr,
+        size: usize,
+        offset: usize,
+        h: CUmemGenericAllocationHandle,
+        flags: u64,
+    ) -> CUresult;
+    pub fn cuMemUnmap(p: CUdeviceptr, size: usize) -> CUresult;
+    pub fn cuMemSetAccess(
+        p: CUdeviceptr,
+        size: usize,
+        desc: *const CUmemAccessDesc,
+        count: usize,
+    ) -> CUresult;
+    pub fn cuMemExportToShareableHandle(
+        out: *mut c_void,
+        h: CUmemGenericAllocationHandle,
+        kind: CUmemAllocationHandleType,
+        flags: u64,
+    ) -> CUresult;
+    pub fn cuMemImportFromShareableHandle(
+        h: *mut CUmemGenericAllocationHandle,
+        os: *mut c_void,
+        kind: CUmemAllocationHandleType,
+    ) -> CUresult;
+    pub fn cuMemGetAllocationPropertiesFromHandle(
+        prop: *mut CUmemAllocationProp,
+        h: CUmemGenericAllocationHandle,
+    ) -> CUresult;
     pub fn cuGetProcAddress_v2(
         name: *const c_char,
         pfn: *mut *mut c_void,

@@ -833,3 +833,264 @@ fn priority_policy_schedules_clients_and_reports_their_figures() {
         s.clients.is_empty()
     });
 }
+
+// ---- Sharing memory and events between client processes (`cuIpc*`, exported allocations).
+
+const IPC_WORDS: usize = 1024;
+const VMM_BYTES: usize = 2 << 20;
+
+fn hex(b: &[std::ffi::c_char]) -> String {
+    b.iter().map(|&c| format!("{:02x}", c as u8)).collect()
+}
+
+fn unhex(s: &str) -> [std::ffi::c_char; 64] {
+    std::array::from_fn(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).unwrap() as _)
+}
+
+fn vmm_prop() -> CUmemAllocationProp {
+    // SAFETY: plain data; zero is valid for every field.
+    let mut prop: CUmemAllocationProp = unsafe { std::mem::zeroed() };
+    prop.type_ = CUmemAllocationType::CU_MEM_ALLOCATION_TYPE_PINNED;
+    prop.location.type_ = CUmemLocationType::CU_MEM_LOCATION_TYPE_DEVICE;
+    prop.requestedHandleTypes = CUmemAllocationHandleType::CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR;
+    prop
+}
+
+/// Reserves, maps and opens `handle` for read/write on GPU 0: the importer's and the
+/// exporter's way to reach an allocation.
+fn map_rw(handle: CUmemGenericAllocationHandle) -> CUdeviceptr {
+    let mut va = 0;
+    cu!(cuMemAddressReserve(&mut va, VMM_BYTES, 0, 0, 0));
+    cu!(cuMemMap(va, VMM_BYTES, 0, handle, 0));
+    // SAFETY: plain data; zero is valid for every field.
+    let mut access: CUmemAccessDesc = unsafe { std::mem::zeroed() };
+    access.location.type_ = CUmemLocationType::CU_MEM_LOCATION_TYPE_DEVICE;
+    access.flags = CUmemAccess_flags::CU_MEM_ACCESS_FLAGS_PROT_READWRITE;
+    cu!(cuMemSetAccess(va, VMM_BYTES, &access, 1));
+    va
+}
+
+#[test]
+fn ipc_handles_cross_processes() {
+    let d = Daemon::start("ipc");
+    let mut exporter = client("client_ipc_export", &d.socket)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(exporter.stdout.take().unwrap());
+    let mut handles = String::new();
+    loop {
+        let mut line = String::new();
+        assert!(out.read_line(&mut line).unwrap() > 0, "exporter exited");
+        // The test harness may print the test's name on the same line first.
+        if let Some(at) = line.find("HANDLES ") {
+            handles = line[at + 8..].trim().to_string();
+        }
+        if line.contains("READY") {
+            break;
+        }
+    }
+    let parts: Vec<&str> = handles.split(' ').collect();
+    let importer = |name: &str| {
+        let out = client(name, &d.socket)
+            .env("BATON_IPC_MEM", parts[0])
+            .env("BATON_IPC_EVENT", parts[1])
+            .env("BATON_IPC_FD", parts[2])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{name} failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    importer("client_ipc_import");
+    // The exporter exits without freeing; its handles then open nothing.
+    drop(exporter.stdin.take());
+    assert!(exporter.wait().unwrap().success());
+    d.wait_status("the exporter's session to end", |s| s.clients.is_empty());
+    importer("client_ipc_after_exit");
+    d.wait_status("every session to end", |s| s.clients.is_empty());
+}
+
+#[test]
+#[ignore = "run in a child process"]
+fn client_ipc_export() {
+    if !is_child() {
+        return;
+    }
+    init_client();
+    let mut buf = 0;
+    cu!(cuMemAlloc_v2(&mut buf, IPC_WORDS * 4));
+    cu!(cuMemsetD32_v2(buf, 0xabcd_1234, IPC_WORDS));
+    // SAFETY: plain data, filled in by the call.
+    let mut mh: CUipcMemHandle = unsafe { std::mem::zeroed() };
+    cu!(cuIpcGetMemHandle(&mut mh, buf));
+    let mut ev = null_mut();
+    cu!(cuEventCreate(
+        &mut ev, 0x6 /* DISABLE_TIMING | INTERPROCESS */
+    ));
+    cu!(cuEventRecord(ev, null_mut()));
+    // SAFETY: plain data, filled in by the call.
+    let mut eh: CUipcEventHandle = unsafe { std::mem::zeroed() };
+    cu!(cuIpcGetEventHandle(&mut eh, ev));
+    // An event that cannot be shared, and a handle type Baton does not serve.
+    let mut plain = null_mut();
+    cu!(cuEventCreate(&mut plain, 0));
+    // SAFETY: as above.
+    let mut unused: CUipcEventHandle = unsafe { std::mem::zeroed() };
+    // SAFETY: valid arguments; the call must refuse them.
+    let r = unsafe { cuIpcGetEventHandle(&mut unused, plain) };
+    assert_eq!(r, CUresult::CUDA_ERROR_INVALID_HANDLE);
+    let mut phys = 0;
+    cu!(cuMemCreate(&mut phys, VMM_BYTES, &vmm_prop(), 0));
+    let va = map_rw(phys);
+    cu!(cuMemsetD32_v2(va, 0x77, VMM_BYTES / 4));
+    let mut fd: std::ffi::c_int = -1;
+    cu!(cuMemExportToShareableHandle(
+        (&mut fd as *mut std::ffi::c_int).cast(),
+        phys,
+        CUmemAllocationHandleType::CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR,
+        0
+    ));
+    let mut fabric = [0u8; 64];
+    // SAFETY: a 64-byte buffer, larger than any handle; the call must refuse the type.
+    let r = unsafe {
+        cuMemExportToShareableHandle(
+            fabric.as_mut_ptr().cast(),
+            phys,
+            CUmemAllocationHandleType::CU_MEM_HANDLE_TYPE_FABRIC,
+            0,
+        )
+    };
+    assert_eq!(r, CUresult::CUDA_ERROR_NOT_SUPPORTED);
+    // Another process reaches the descriptor through /proc, as it would after SCM_RIGHTS.
+    println!(
+        "HANDLES {} {} /proc/{}/fd/{fd}",
+        hex(&mh.reserved),
+        hex(&eh.reserved),
+        std::process::id()
+    );
+    println!("READY");
+    let mut line = String::new();
+    let _ = std::io::stdin().read_line(&mut line);
+}
+
+fn env_handles() -> (CUipcMemHandle, CUipcEventHandle, String) {
+    let var = |n| std::env::var(n).unwrap();
+    (
+        CUipcMemHandle {
+            reserved: unhex(&var("BATON_IPC_MEM")),
+        },
+        CUipcEventHandle {
+            reserved: unhex(&var("BATON_IPC_EVENT")),
+        },
+        var("BATON_IPC_FD"),
+    )
+}
+
+#[test]
+#[ignore = "run in a child process"]
+fn client_ipc_import() {
+    if !is_child() {
+        return;
+    }
+    init_client();
+    let (mh, eh, fd_path) = env_handles();
+    let mut ptr = 0;
+    cu!(cuIpcOpenMemHandle_v2(
+        &mut ptr, mh, 1 /* LAZY_ENABLE_PEER_ACCESS */
+    ));
+    let (mut base, mut size) = (0, 0);
+    cu!(cuMemGetAddressRange_v2(&mut base, &mut size, ptr));
+    assert_eq!((base, size), (ptr, IPC_WORDS * 4));
+    let mut ev = null_mut();
+    cu!(cuIpcOpenEventHandle(&mut ev, eh));
+    let mut s = null_mut();
+    cu!(cuStreamCreate(&mut s, 1));
+    cu!(cuStreamWaitEvent(s, ev, 0));
+    cu!(cuEventQuery(ev));
+    let mut words = vec![0u32; IPC_WORDS];
+    cu!(cuMemcpyDtoH_v2(
+        words.as_mut_ptr().cast(),
+        ptr,
+        IPC_WORDS * 4
+    ));
+    assert!(
+        words.iter().all(|&w| w == 0xabcd_1234),
+        "the exporter's data"
+    );
+    // This process writes; the shared event orders it.
+    cu!(cuMemsetD8Async(ptr, 9, 16, s));
+    cu!(cuEventRecord(ev, s));
+    cu!(cuEventSynchronize(ev));
+    // Not this process's memory to free.
+    // SAFETY: plain value arguments.
+    let r = unsafe { cuMemFree_v2(ptr) };
+    assert_eq!(r, CUresult::CUDA_ERROR_INVALID_VALUE);
+    cu!(cuIpcCloseMemHandle(ptr));
+    // SAFETY: as above; a second close has nothing to close.
+    let r = unsafe { cuIpcCloseMemHandle(ptr) };
+    assert_eq!(r, CUresult::CUDA_ERROR_INVALID_VALUE);
+    // A forged handle: right magic, wrong token.
+    let mut forged = mh;
+    forged.reserved[20] ^= 0x40;
+    let mut p2 = 0;
+    // SAFETY: valid out-pointer; the call must refuse the handle.
+    let r = unsafe { cuIpcOpenMemHandle_v2(&mut p2, forged, 1) };
+    assert_eq!(r, CUresult::CUDA_ERROR_INVALID_HANDLE);
+    cu!(cuEventDestroy_v2(ev));
+
+    // The exported allocation, through its descriptor.
+    let file = std::fs::File::open(&fd_path).unwrap();
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&file);
+    let mut phys = 0;
+    cu!(cuMemImportFromShareableHandle(
+        &mut phys,
+        fd as usize as *mut c_void,
+        CUmemAllocationHandleType::CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR
+    ));
+    // SAFETY: plain data, filled in by the call.
+    let mut prop: CUmemAllocationProp = unsafe { std::mem::zeroed() };
+    cu!(cuMemGetAllocationPropertiesFromHandle(&mut prop, phys));
+    assert_eq!(prop.requestedHandleTypes, vmm_prop().requestedHandleTypes);
+    let va = map_rw(phys);
+    cu!(cuMemRelease(phys));
+    let mut bytes = vec![0u8; VMM_BYTES];
+    cu!(cuMemcpyDtoH_v2(bytes.as_mut_ptr().cast(), va, VMM_BYTES));
+    assert!(bytes.chunks(4).all(|w| w == [0x77, 0, 0, 0]));
+    cu!(cuMemUnmap(va, VMM_BYTES));
+    cu!(cuMemAddressFree(va, VMM_BYTES));
+    // Any other descriptor is no allocation.
+    let other = std::fs::File::open("/proc/self/exe").unwrap();
+    let mut none = 0;
+    // SAFETY: valid out-pointer; the call must refuse the descriptor.
+    let r = unsafe {
+        cuMemImportFromShareableHandle(
+            &mut none,
+            std::os::fd::AsRawFd::as_raw_fd(&other) as usize as *mut c_void,
+            CUmemAllocationHandleType::CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR,
+        )
+    };
+    assert_eq!(r, CUresult::CUDA_ERROR_INVALID_VALUE);
+}
+
+#[test]
+#[ignore = "run in a child process"]
+fn client_ipc_after_exit() {
+    if !is_child() {
+        return;
+    }
+    init_client();
+    let (mh, eh, _) = env_handles();
+    let mut ptr = 0;
+    // SAFETY: valid out-pointers; the exporter is gone, so both calls must fail.
+    let r = unsafe { cuIpcOpenMemHandle_v2(&mut ptr, mh, 1) };
+    assert_eq!(r, CUresult::CUDA_ERROR_INVALID_HANDLE);
+    let mut ev = null_mut();
+    // SAFETY: as above.
+    let r = unsafe { cuIpcOpenEventHandle(&mut ev, eh) };
+    assert_eq!(r, CUresult::CUDA_ERROR_INVALID_HANDLE);
+}

@@ -556,6 +556,15 @@ impl Executor for CudaExecutor {
         // SAFETY: valid event.
         check(unsafe { sys::cuEventSynchronize(event(e)) })
     }
+    fn event_query(&self, device: u32, e: Raw) -> GpuResult<bool> {
+        self.bind(device)?;
+        // SAFETY: valid event.
+        match check(unsafe { sys::cuEventQuery(event(e)) }) {
+            Ok(()) => Ok(true),
+            Err(GpuError(code::NOT_READY)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
     fn event_elapsed(&self, device: u32, a: Raw, b: Raw) -> GpuResult<f32> {
         self.bind(device)?;
         let mut ms = 0f32;

@@ -184,6 +184,8 @@ pub trait Executor: Send + Sync + 'static {
     fn event_record(&self, device: u32, event: Raw, stream: Raw) -> GpuResult<()>;
     fn stream_wait_event(&self, device: u32, stream: Raw, event: Raw) -> GpuResult<()>;
     fn event_synchronize(&self, device: u32, event: Raw) -> GpuResult<()>;
+    /// Whether the event's last record has been reached (`cuEventQuery`).
+    fn event_query(&self, device: u32, event: Raw) -> GpuResult<bool>;
     fn event_elapsed(&self, device: u32, start: Raw, end: Raw) -> GpuResult<f32>;
 
     /// Writes `value` to the 8-byte word at device address `addr` (host memory registered by

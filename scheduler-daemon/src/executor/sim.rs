@@ -44,8 +44,11 @@ struct State {
     streams: HashMap<Raw, i32>,
     events: HashMap<Raw, Option<Instant>>,
     limits: HashMap<u32, u64>,
-    /// Physical VMM allocations: handle -> size.
-    vmm_sizes: HashMap<Raw, u64>,
+    /// Physical VMM allocations: handle -> their bytes.
+    phys: HashMap<Raw, Vec<u8>>,
+    /// Mapped ranges: start -> (physical handle, offset into it, size). Every mapping of one
+    /// allocation sees the same bytes, as on a GPU (sessions sharing an allocation rely on it).
+    mapped: BTreeMap<u64, (Raw, u64, u64)>,
     capturing: std::collections::HashSet<Raw>,
     /// Graphs and executable graphs alive.
     graphs: std::collections::HashSet<Raw>,
@@ -181,7 +184,12 @@ impl SimExecutor {
     #[cfg(any(test, fuzzing))]
     pub fn live_objects(&self) -> usize {
         let st = self.lock();
-        st.streams.len() + st.events.len() + st.images.len() + st.allocs.len() + st.host.len()
+        st.streams.len()
+            + st.events.len()
+            + st.images.len()
+            + st.allocs.len()
+            + st.mapped.len()
+            + st.host.len()
     }
 
     fn check_device(&self, device: u32) -> GpuResult<()> {
@@ -222,6 +230,16 @@ impl State {
             let off = (addr - start) as usize;
             if off as u64 + len <= buf.len() as u64 {
                 return Ok(&mut buf[off..off + len as usize]);
+            }
+        }
+        if let Some((&start, &(h, offset, size))) = self.mapped.range(..=addr).next_back() {
+            if addr - start + len <= size {
+                let off = (offset + addr - start) as usize;
+                if let Some(bytes) = self.phys.get_mut(&h) {
+                    return bytes
+                        .get_mut(off..off + len as usize)
+                        .ok_or(GpuError(code::ILLEGAL_ADDRESS));
+                }
             }
         }
         if let Some((&start, &hlen)) = self.host.range(..=addr).next_back() {
@@ -618,6 +636,14 @@ impl Executor for SimExecutor {
             .map(|_| ())
             .ok_or(GpuError(code::INVALID_HANDLE))
     }
+    fn event_query(&self, _device: u32, event: Raw) -> GpuResult<bool> {
+        // Simulated work is done when it is issued, so every record is reached at once.
+        self.lock()
+            .events
+            .get(&event)
+            .map(|_| true)
+            .ok_or(GpuError(code::INVALID_HANDLE))
+    }
     fn event_elapsed(&self, _device: u32, start: Raw, end: Raw) -> GpuResult<f32> {
         let st = self.lock();
         let a = st
@@ -672,16 +698,16 @@ impl Executor for SimExecutor {
         st.used += size;
         let id = st.next_id;
         st.next_id += 1;
-        st.vmm_sizes.insert(id, size);
+        st.phys.insert(id, vec![0; size as usize]);
         Ok(id)
     }
     fn vmm_release(&self, _device: u32, handle: Raw) -> GpuResult<()> {
         let mut st = self.lock();
-        let size = st
-            .vmm_sizes
+        let bytes = st
+            .phys
             .remove(&handle)
             .ok_or(GpuError(code::INVALID_VALUE))?;
-        st.used -= size;
+        st.used -= bytes.len() as u64;
         Ok(())
     }
     fn vmm_map(
@@ -689,21 +715,26 @@ impl Executor for SimExecutor {
         _device: u32,
         ptr: u64,
         size: u64,
-        _offset: u64,
+        offset: u64,
         handle: Raw,
     ) -> GpuResult<()> {
         let mut st = self.lock();
-        if !st.vmm_sizes.contains_key(&handle) {
+        let phys_len = st
+            .phys
+            .get(&handle)
+            .ok_or(GpuError(code::INVALID_VALUE))?
+            .len() as u64;
+        if offset.checked_add(size).is_none_or(|e| e > phys_len) {
             return Err(GpuError(code::INVALID_VALUE));
         }
-        st.allocs.insert(ptr, vec![0; size as usize]);
+        st.mapped.insert(ptr, (handle, offset, size));
         Ok(())
     }
     fn vmm_unmap(&self, _device: u32, ptr: u64, size: u64) -> GpuResult<()> {
         let mut st = self.lock();
-        let starts: Vec<u64> = st.allocs.range(ptr..ptr + size).map(|(&k, _)| k).collect();
+        let starts: Vec<u64> = st.mapped.range(ptr..ptr + size).map(|(&k, _)| k).collect();
         for k in starts {
-            st.allocs.remove(&k);
+            st.mapped.remove(&k);
         }
         Ok(())
     }

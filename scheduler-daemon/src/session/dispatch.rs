@@ -110,6 +110,14 @@ impl Session {
                 // cuMemFree may not free memory that in-flight work of this tenant still uses;
                 // waiting for this session's own streams keeps other tenants out of it.
                 let _ = self.streams.synchronize_all(exec);
+                if let Some(tok) = self.sharing.token_of(super::sharing::Kind::Mem, b.dptr) {
+                    // Shared: freed (and refunded) when its last holder lets go.
+                    if let Some(e) = self.sharing.release(tok, self.shared.identity.session) {
+                        exec.mem_free(device, b.dptr)?;
+                        e.refund();
+                    }
+                    return Ok(Answer::default());
+                }
                 self.shared.refund(len);
                 exec.mem_free(device, b.dptr).map(|_| Answer::default())
             }
@@ -212,13 +220,14 @@ impl Session {
                 Ok(Answer::value(self.events.insert(super::tables::Event {
                     device: b.device,
                     raw,
+                    flags: b.flags,
+                    ipc: None,
                 })))
             }
             Op::EventDestroy => {
                 let b: p::ObjectId = m.body().map_err(body_err)?;
                 let e = self.events.remove(b.id)?;
-                exec.event_destroy(e.device, e.raw)
-                    .map(|_| Answer::default())
+                self.drop_event(exec, e).map(|_| Answer::default())
             }
             Op::EventRecord => {
                 let b: p::EventRecord = m.body().map_err(body_err)?;
@@ -607,6 +616,14 @@ impl Session {
             | Op::SurfObjectCreate
             | Op::SurfObjectDestroy => self.execute_arrays(m).map(Answer::value),
             Op::LinkComplete | Op::LinkRead | Op::LinkDestroy => self.link_op(m),
+            Op::IpcGetMemHandle
+            | Op::IpcOpenMemHandle
+            | Op::IpcCloseMemHandle
+            | Op::IpcGetEventHandle
+            | Op::IpcOpenEventHandle
+            | Op::EventQuery
+            | Op::VmmExport
+            | Op::VmmImport => self.ipc_op(exec, m),
             Op::Occupancy => {
                 let b: p::Occupancy = m.body().map_err(body_err)?;
                 let f = self.funcs.get(b.func)?;

@@ -23,9 +23,13 @@ mod hostile;
 mod link;
 #[cfg(test)]
 mod link_tests;
+mod ipc;
+#[cfg(test)]
+mod ipc_tests;
 pub mod queue_delay;
 #[cfg(test)]
 mod scheduled;
+pub mod sharing;
 pub mod streams;
 pub mod tables;
 mod vmm;
@@ -96,9 +100,14 @@ impl Shared {
             .is_ok()
     }
 
-    /// Returns `bytes` to the tenant's quota.
+    /// Returns `bytes` to the tenant's quota. Saturates: memory another session freed last
+    /// (see `sharing`) may be refunded after this session's teardown zeroed the account.
     pub fn refund(&self, bytes: u64) {
-        self.memory_bytes.fetch_sub(bytes, Ordering::AcqRel);
+        let _ = self
+            .memory_bytes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                Some(used.saturating_sub(bytes))
+            });
     }
 
     /// Bytes of module images attached and not yet loaded.
@@ -136,6 +145,10 @@ pub struct Session {
     graphs: graphs::Graphs,
     arrays: arrays::Arrays,
     links: link::Links,
+    /// Objects shared between sessions, daemon-wide.
+    sharing: Arc<sharing::Registry>,
+    /// Other sessions' memory this one opened: base -> (token, times opened).
+    opened: HashMap<u64, (sharing::Token, u32)>,
     /// First error of work nobody waited for; reported by the next synchronising call.
     async_error: Option<u32>,
     gating: gating::Gating,
@@ -178,6 +191,8 @@ impl Session {
             graphs: Default::default(),
             arrays: Default::default(),
             links: Default::default(),
+            sharing: Default::default(),
+            opened: HashMap::new(),
             async_error: None,
             gating: Default::default(),
         })
@@ -195,6 +210,12 @@ impl Session {
         if stream_classes {
             self.streams.class = Some(self.shared.policy.class);
         }
+    }
+
+    /// Makes the session share IPC handles through `registry` (the daemon's one table); a
+    /// session on its own table can share only with itself.
+    pub fn share_through(&mut self, registry: Arc<sharing::Registry>) {
+        self.sharing = registry;
     }
 
     /// Drains the ring until the client goes away; then frees everything the client held.
@@ -236,18 +257,21 @@ impl Session {
     /// drop streams and events, device memory, images, and last the host memory the GPU may
     /// have been reading.
     fn teardown(&mut self) {
-        let exec = &*self.exec;
+        let exec = self.exec.clone();
+        let exec = &*exec;
         self.gating
             .end(exec, &self.streams, self.shared.identity.session);
         self.streams.teardown(exec);
         self.graphs.teardown(exec);
-        self.vmm.teardown(exec);
+        self.vmm
+            .teardown(exec, &self.sharing, self.shared.identity.session);
         self.arrays.teardown(exec);
-        for (_, e) in self.events.drain() {
-            let _ = exec.event_destroy(e.device, e.raw);
+        for (_, e) in self.events.drain().collect::<Vec<_>>() {
+            let _ = self.drop_event(exec, e);
         }
+        self.close_all_opened(exec);
         for (ptr, device) in self.ranges.drain_owned() {
-            let _ = exec.mem_free(device, ptr);
+            self.free_alloc(exec, device, ptr);
         }
         for (_, i) in self.images.drain() {
             let _ = exec.image_unload(i.kind, i.raw);

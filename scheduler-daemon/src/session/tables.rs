@@ -75,6 +75,11 @@ pub struct Function {
 pub struct Event {
     pub device: u32,
     pub raw: Raw,
+    /// `CUevent_flags` it was created with.
+    pub flags: u32,
+    /// Set once the event is shared with other sessions: the driver event is then destroyed
+    /// only when its last holder lets go (see `sharing`).
+    pub ipc: Option<super::sharing::Token>,
 }
 
 /// Who a known device range belongs to.
@@ -88,6 +93,8 @@ pub enum Owner {
     Global(u64),
     /// A mapping of physical memory into a reservation (`cuMemMap`); freed by `vmm`.
     Mapped,
+    /// Another session's allocation opened with `cuIpcOpenMemHandle`; released by `ipc`.
+    Imported,
 }
 
 /// Device memory ranges a session may name in copies and memsets.
@@ -114,6 +121,11 @@ impl Ranges {
             }
             _ => None,
         }
+    }
+    /// The range of `owner` holding `ptr`: (start, len, device).
+    pub fn owned_containing(&self, ptr: u64, owner: Owner) -> Option<(u64, u64, u32)> {
+        let (&start, &(len, dev, o)) = self.map.range(..=ptr).next_back()?;
+        (o == owner && ptr < start.checked_add(len)?).then_some((start, len, dev))
     }
     pub fn remove_globals_of(&mut self, image: u64) {
         self.map.retain(|_, v| v.2 != Owner::Global(image));

@@ -7,6 +7,7 @@
 //! refunded once it is both released and unmapped everywhere, as the driver frees it then.
 
 use super::dispatch::Answer;
+use super::sharing::{Registry, Token};
 use super::tables::{Owner, Table};
 use super::Session;
 use crate::executor::{code, Executor, GpuError, GpuResult, Raw};
@@ -17,20 +18,25 @@ use std::collections::BTreeMap;
 const LOCATION_DEVICE: u32 = 1;
 
 pub struct Handle {
-    raw: Raw,
-    size: u64,
-    device: u32,
+    pub(super) raw: Raw,
+    pub(super) size: u64,
+    pub(super) device: u32,
+    /// The properties it was created with (an imported handle: its exporter's).
+    pub(super) prop: p::VmmProp,
+    /// Set once shared with other sessions (exported or imported): the driver allocation is
+    /// then released by its last holder, and refunded to its exporter (see `sharing`).
+    pub(super) ipc: Option<Token>,
     /// References the client holds (`cuMemCreate` and each `cuMemRetainAllocationHandle`).
-    refs: u32,
+    pub(super) refs: u32,
     /// Live mappings of it.
-    maps: u32,
+    pub(super) maps: u32,
 }
 
 #[derive(Default)]
 pub struct Vmm {
     /// Reserved address ranges: start -> (size, device the reservation call ran on).
     reserved: BTreeMap<u64, (u64, u32)>,
-    handles: Table<Handle>,
+    pub(super) handles: Table<Handle>,
     /// Mapped ranges: start -> (size, handle id).
     mapped: BTreeMap<u64, (u64, u64)>,
 }
@@ -76,19 +82,26 @@ impl Vmm {
     }
 
     /// Drops a reference or a mapping of `id`; frees it in the driver when neither is left.
-    fn settle(&mut self, exec: &dyn Executor, id: u64) -> GpuResult<u64> {
+    /// Answers the bytes to refund to this session (none for a shared allocation: its last
+    /// holder refunds the exporter).
+    fn settle(
+        &mut self,
+        exec: &dyn Executor,
+        sharing: &Registry,
+        me: u64,
+        id: u64,
+    ) -> GpuResult<u64> {
         let h = self.handles.get(id)?;
         if h.refs > 0 || h.maps > 0 {
             return Ok(0);
         }
         let h = self.handles.remove(id)?;
-        exec.vmm_release(h.device, h.raw)?;
-        Ok(h.size)
+        release_handle(exec, sharing, me, h)
     }
 
     /// Unmaps and frees everything (session teardown; the tenant's whole account is reset
     /// after it).
-    pub fn teardown(&mut self, exec: &dyn Executor) {
+    pub fn teardown(&mut self, exec: &dyn Executor, sharing: &Registry, me: u64) {
         for (&s, &(len, h)) in &self.mapped {
             if let Ok(handle) = self.handles.get(h) {
                 let _ = exec.vmm_unmap(handle.device, s, len);
@@ -96,12 +109,30 @@ impl Vmm {
         }
         self.mapped.clear();
         for (_, h) in self.handles.drain() {
-            let _ = exec.vmm_release(h.device, h.raw);
+            let _ = release_handle(exec, sharing, me, h);
         }
         for (&s, &(len, dev)) in &self.reserved {
             let _ = exec.vmm_address_free(dev, s, len);
         }
         self.reserved.clear();
+    }
+}
+
+/// Releases the session's last use of an allocation: in the driver at once, or, when shared,
+/// once no other session holds it either.
+fn release_handle(exec: &dyn Executor, sharing: &Registry, me: u64, h: Handle) -> GpuResult<u64> {
+    match h.ipc {
+        None => {
+            exec.vmm_release(h.device, h.raw)?;
+            Ok(h.size)
+        }
+        Some(tok) => {
+            if let Some(e) = sharing.release(tok, me) {
+                exec.vmm_release(e.device, e.object)?;
+                e.refund();
+            }
+            Ok(0)
+        }
     }
 }
 
@@ -150,6 +181,8 @@ impl Session {
                     raw,
                     size: b.size,
                     device,
+                    prop: b.prop,
+                    ipc: None,
                     refs: 1,
                     maps: 0,
                 });
@@ -162,7 +195,9 @@ impl Session {
                     return Err(GpuError(code::INVALID_HANDLE));
                 }
                 h.refs -= 1;
-                let freed = self.vmm.settle(exec, b.id)?;
+                let freed =
+                    self.vmm
+                        .settle(exec, &self.sharing, self.shared.identity.session, b.id)?;
                 self.shared.refund(freed);
                 Ok(Answer::default())
             }
@@ -218,7 +253,9 @@ impl Session {
                     if let Ok(handle) = self.vmm.handles.get_mut(h) {
                         handle.maps -= 1;
                     }
-                    freed += self.vmm.settle(exec, h)?;
+                    freed +=
+                        self.vmm
+                            .settle(exec, &self.sharing, self.shared.identity.session, h)?;
                 }
                 self.shared.refund(freed);
                 Ok(Answer::default())

@@ -16,6 +16,7 @@ mod graph_build;
 mod graph_pageable;
 mod host_func;
 mod init;
+mod ipc;
 mod launch;
 mod link;
 pub(crate) mod memory;
@@ -78,6 +79,11 @@ pub(crate) use init::{
     cuDeviceGetByPCIBusId, cuDeviceGetCount, cuDeviceGetName, cuDeviceGetPCIBusId, cuDeviceGetUuid,
     cuDeviceGetUuid_v2, cuDeviceTotalMem_v2, cuDriverGetVersion, cuGetErrorName, cuGetErrorString,
     cuInit,
+};
+pub(crate) use ipc::{
+    cuIpcCloseMemHandle, cuIpcGetEventHandle, cuIpcGetMemHandle, cuIpcOpenEventHandle,
+    cuIpcOpenMemHandle, cuIpcOpenMemHandle_v2, cuMemExportToShareableHandle,
+    cuMemImportFromShareableHandle,
 };
 pub(crate) use launch::{cuLaunchCooperativeKernel, cuLaunchKernel, cuLaunchKernelEx};
 pub(crate) use link::{

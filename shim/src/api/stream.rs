@@ -161,7 +161,7 @@ pub(crate) unsafe fn cuStreamWaitEvent(h: CUstream, e: CUevent, _flags: c_uint) 
         let s = resolve(c, h)?;
         let e = Event::from_handle(e)?;
         let capture = e.capture.load(Ordering::Acquire);
-        if capture == 0 && e.recorded.load(Ordering::Acquire) == 0 {
+        if capture == 0 && e.recorded.load(Ordering::Acquire) == 0 && !e.interprocess() {
             // Waiting for an event that was never recorded completes at once.
             return Ok(());
         }
@@ -270,7 +270,11 @@ pub(crate) unsafe fn cuEventQuery(h: CUevent) -> CUresult {
     ret((|| {
         let c = ready()?;
         let e = Event::from_handle(h)?;
-        e.daemon_id()?;
+        let id = e.daemon_id()?;
+        if e.interprocess() {
+            // Other processes may record it: ask the daemon.
+            return c.call(Op::EventQuery, &p::ObjectId { id }, &[]).map(|_| ());
+        }
         if e.complete(c) {
             Ok(())
         } else {
@@ -284,9 +288,10 @@ pub(crate) unsafe fn cuEventSynchronize(h: CUevent) -> CUresult {
         let c = ready()?;
         let e = Event::from_handle(h)?;
         let id = e.daemon_id()?;
-        // The record is usually reached within microseconds: watch the word first.
+        // The record is usually reached within microseconds: watch the word first (not for an
+        // event other processes may record, whose word says nothing of their records).
         let until = Instant::now() + Duration::from_micros(50);
-        while Instant::now() < until {
+        while !e.interprocess() && Instant::now() < until {
             if e.complete(c) {
                 return Ok(());
             }

@@ -43,6 +43,20 @@ fn wire_prop(prop: *const CUmemAllocationProp, option: u32) -> Result<p::VmmProp
     })
 }
 
+/// An allocation handle imported from another process: its exporter's properties.
+pub(super) fn remember_imported(id: u64, wire: &p::VmmProp) {
+    // SAFETY: every field of the property struct is plain data for which zero is valid.
+    let mut prop: CUmemAllocationProp = unsafe { std::mem::zeroed() };
+    prop.type_ = CUmemAllocationType(wire.kind);
+    prop.requestedHandleTypes = CUmemAllocationHandleType(wire.handle_types);
+    prop.location.type_ = CUmemLocationType(wire.location_type);
+    prop.location.id = wire.location_id;
+    prop.allocFlags.compressionType = wire.compression as u8;
+    prop.allocFlags.gpuDirectRDMACapable = wire.gpu_direct_rdma as u8;
+    prop.allocFlags.usage = wire.usage as u16;
+    lock(&HANDLES).insert(id, Handle { prop, refs: 1 });
+}
+
 pub(crate) unsafe fn cuMemGetAllocationGranularity(
     granularity: *mut usize,
     prop: *const CUmemAllocationProp,
