@@ -15,6 +15,8 @@ pub mod fuzz;
 mod gating;
 mod graph_nodes;
 #[cfg(test)]
+mod fault_tests;
+#[cfg(test)]
 mod graph_nodes_tests;
 mod graphs;
 mod host_calls;
