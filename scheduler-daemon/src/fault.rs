@@ -148,10 +148,7 @@ impl FaultMonitor {
     pub fn birth(&self) -> u64 {
         let mut st = crate::session::lock(&self.state);
         while st.pending.is_some() {
-            st = self
-                .changed
-                .wait(st)
-                .unwrap_or_else(|e| e.into_inner());
+            st = self.changed.wait(st).unwrap_or_else(|e| e.into_inner());
         }
         self.generation()
     }
@@ -340,7 +337,9 @@ fn log_fault(fault: &Fault, r: &Recovery, ended: &[&Arc<Shared>]) {
         }
     }
     if n == 0 {
-        tracing::error!("kernel fault: no tenant had work known to be running; the culprit cannot be named");
+        tracing::error!(
+            "kernel fault: no tenant had work known to be running; the culprit cannot be named"
+        );
     }
     for s in ended {
         if !r.suspects.iter().any(|x| x.session == s.identity.session) {
@@ -359,7 +358,9 @@ mod tests {
         let m = FaultMonitor::default();
         let born = m.birth();
         assert_eq!(m.dead(born), None);
-        let f = m.report(0, 700, Witness::Session(3), born).expect("first report");
+        let f = m
+            .report(0, 700, Witness::Session(3), born)
+            .expect("first report");
         assert_eq!((f.ended, f.code), (born, 700));
         assert_eq!(m.dead(born), Some(700));
         // The same fault seen by another thread of the ended generation is not a new one.

@@ -3,9 +3,9 @@
 
 use crate::config::PolicyKind;
 use crate::executor::Executor;
+use crate::fault::{FaultMonitor, Witness};
 use crate::host_memory::HostArena;
 use crate::scheduler::device::{DeviceScheduler, TenantFigures};
-use crate::fault::{FaultMonitor, Witness};
 use crate::session::{lock, Identity, Session, Shared};
 use baton_ipc::control::{
     self, ClientStatus, Request, Response, StatusReport, MAX_BLOB, PROTOCOL_VERSION,
@@ -306,6 +306,12 @@ impl Daemon {
         r
     }
 
+    /// Pins host memory for a client, with context resets held off meanwhile.
+    fn alloc_host(&self, len: u64) -> Result<crate::host_memory::HostChunk, String> {
+        let _ctx = self.monitor.enter();
+        self.arena.alloc(&*self.exec, len as usize)
+    }
+
     /// Serves a connected client's control requests until it hangs up.
     fn serve_client(&self, conn: &UnixStream, shared: &Shared) {
         loop {
@@ -349,10 +355,7 @@ impl Daemon {
                     },
                     None,
                 ),
-                Request::AllocHost { len } => match {
-                    let _ctx = self.monitor.enter();
-                    self.arena.alloc(&*self.exec, len as usize)
-                } {
+                Request::AllocHost { len } => match self.alloc_host(len) {
                     Ok(chunk) => {
                         let (addr, clen) = (chunk.addr, chunk.len);
                         let fd = chunk.region().fd().try_clone_to_owned().ok();

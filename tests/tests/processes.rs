@@ -897,7 +897,10 @@ fn a_kernel_fault_ends_every_current_client_names_its_tenant_and_new_clients_wor
     // Under passthrough the daemon knows who launched since their last synchronisation, so
     // the line may say "one of"; either way it names the tenant and the kernel.
     assert!(named.contains("\"trap\""), "{named}");
-    assert!(log.contains("GPU context reset after the kernel fault"), "{log}");
+    assert!(
+        log.contains("GPU context reset after the kernel fault"),
+        "{log}"
+    );
     assert_eq!(d.status().context_faults, 1);
 }
 
@@ -909,7 +912,10 @@ fn client_trap() {
     }
     init_client();
     let mut m = null_mut();
-    cu!(cuModuleLoadData(&mut m, TRAP_IMAGE.as_ptr() as *const c_void));
+    cu!(cuModuleLoadData(
+        &mut m,
+        TRAP_IMAGE.as_ptr() as *const c_void
+    ));
     let mut trap = null_mut();
     cu!(cuModuleGetFunction(&mut trap, m, c"trap".as_ptr()));
     cu!(cuLaunchKernel(
@@ -926,14 +932,13 @@ fn client_trap() {
         null_mut()
     ));
     // SAFETY: no arguments.
-    assert_eq!(
-        unsafe { cuCtxSynchronize() },
-        CUresult::CUDA_ERROR_ILLEGAL_ADDRESS
-    );
+    let r = unsafe { cuCtxSynchronize() };
+    assert_eq!(r, CUresult::CUDA_ERROR_ILLEGAL_ADDRESS);
     let mut p = 0;
     // SAFETY: out-pointer to a local.
+    let r = unsafe { cuMemAlloc_v2(&mut p, 64) };
     assert_eq!(
-        unsafe { cuMemAlloc_v2(&mut p, 64) },
+        r,
         CUresult::CUDA_ERROR_ILLEGAL_ADDRESS,
         "the error is sticky"
     );

@@ -161,7 +161,10 @@ impl CudaExecutor {
         thread_local! {
             static CURRENT: std::cell::Cell<(usize, u64)> = const { std::cell::Cell::new((0, 0)) };
         }
-        let want = (d.ctx.load(Ordering::Acquire), RESETS.load(Ordering::Acquire));
+        let want = (
+            d.ctx.load(Ordering::Acquire),
+            RESETS.load(Ordering::Acquire),
+        );
         if CURRENT.with(|c| c.get()) != want {
             // SAFETY: `ctx` is a retained primary context.
             check(unsafe { sys::cuCtxSetCurrent(want.0 as sys::CUcontext) })?;

@@ -194,8 +194,7 @@ impl Session {
                     info,
                     image: b.module,
                 });
-                lock(&self.shared.kernel_names)
-                    .insert(id, n.to_string_lossy().into_owned());
+                lock(&self.shared.kernel_names).insert(id, n.to_string_lossy().into_owned());
                 Ok(Answer {
                     values: [id, 0, 0, 0],
                     payload,

@@ -78,7 +78,13 @@ fn launch(s: &mut Session, func: u64, ptr: u64) -> u32 {
 }
 
 fn sync(s: &mut Session) -> u32 {
-    call(s, Op::CtxSynchronize, &p::DeviceOnly { device: 0, _pad: 0 }, &[]).0
+    call(
+        s,
+        Op::CtxSynchronize,
+        &p::DeviceOnly { device: 0, _pad: 0 },
+        &[],
+    )
+    .0
 }
 
 fn wait_until(what: &str, cond: impl Fn() -> bool) {
@@ -113,7 +119,10 @@ fn a_kernel_fault_ends_every_session_names_its_tenant_and_new_sessions_work() {
     assert_eq!(launch(&mut b, fill, bp), 0);
     assert_eq!(sync(&mut b), 0);
     wait_until("B's first work to be seen complete", || {
-        scheds[0].figures().get(&2).is_some_and(|f| f.in_flight == 0)
+        scheds[0]
+            .figures()
+            .get(&2)
+            .is_some_and(|f| f.in_flight == 0)
     });
 
     // A's kernel faults; its work stays in flight (it will never complete), and B's launch is
@@ -169,7 +178,10 @@ fn a_kernel_fault_ends_every_session_names_its_tenant_and_new_sessions_work() {
             bytes: 64,
         };
         assert_eq!(call(s, Op::MemAlloc, &alloc, &[]).0, code::ILLEGAL_ADDRESS);
-        assert_eq!(s.region.fault().load(Ordering::Acquire), code::ILLEGAL_ADDRESS);
+        assert_eq!(
+            s.region.fault().load(Ordering::Acquire),
+            code::ILLEGAL_ADDRESS
+        );
         assert_eq!(s.shared.memory_bytes.load(Ordering::Relaxed), 0);
     }
     // Their teardown hands nothing of the old context to the new one.
@@ -187,7 +199,10 @@ fn a_kernel_fault_ends_every_session_names_its_tenant_and_new_sessions_work() {
     let out = exec.peek(cp, 4).unwrap();
     assert_eq!(out, 7u32.to_le_bytes());
     wait_until("C's work to be seen complete", || {
-        scheds[0].figures().get(&3).is_some_and(|f| f.in_flight == 0)
+        scheds[0]
+            .figures()
+            .get(&3)
+            .is_some_and(|f| f.in_flight == 0)
     });
     assert_eq!(c.region.fault().load(Ordering::Acquire), 0);
     c.teardown();

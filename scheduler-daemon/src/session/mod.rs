@@ -10,12 +10,12 @@ mod arrays;
 #[cfg(test)]
 mod arrays_tests;
 mod dispatch;
+#[cfg(test)]
+mod fault_tests;
 #[cfg(any(test, fuzzing))]
 pub mod fuzz;
 mod gating;
 mod graph_nodes;
-#[cfg(test)]
-mod fault_tests;
 #[cfg(test)]
 mod graph_nodes_tests;
 mod graphs;
