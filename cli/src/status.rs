@@ -39,6 +39,12 @@ pub fn show(socket: Option<PathBuf>, json: bool) -> Result<(), String> {
         },
         path.display()
     );
+    if report.context_faults > 0 {
+        println!(
+            "kernel faults that reset the GPU context since start: {} (the daemon's log names the tenants)",
+            report.context_faults
+        );
+    }
     println!(
         "{:>7} {:>8} {:>6} {:<16} {:<7} {:>12} {:>12} {:>10} {:>10} {:>6} {:>8} {:>5} {:>9} {:>9}",
         "SESSION",

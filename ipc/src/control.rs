@@ -112,6 +112,10 @@ pub struct StatusReport {
     pub policy: String,
     pub devices: Vec<String>,
     pub clients: Vec<ClientStatus>,
+    /// Kernel faults that ended the shared GPU context (and every client's work) since the
+    /// daemon started.
+    #[serde(default)]
+    pub context_faults: u64,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]

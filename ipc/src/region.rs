@@ -96,7 +96,12 @@ pub struct Mailbox {
     pub request: AtomicU32,
     pub done: AtomicU32,
 }
+/// Where the context-fault word lives inside the header page (after the mailbox).
+const FAULT_OFFSET: usize = 3072;
+
 const _: () = assert!(MAILBOX_OFFSET >= core::mem::size_of::<RegionHeader>());
+const _: () = assert!(FAULT_OFFSET >= MAILBOX_OFFSET + core::mem::size_of::<Mailbox>());
+const _: () = assert!(FAULT_OFFSET + 4 <= HEADER_SIZE);
 const _: () = assert!(MAILBOX_OFFSET + core::mem::size_of::<Mailbox>() <= HEADER_SIZE);
 const PAGE: usize = 4096;
 
@@ -260,6 +265,15 @@ impl Region {
         // SAFETY: inside the header page (asserted above), 8-aligned, and a `Mailbox` of atomics
         // has no invalid bit patterns.
         unsafe { &*(self.base.add(MAILBOX_OFFSET) as *const Mailbox) }
+    }
+
+    /// 0 while the session is healthy; otherwise the sticky `CUresult` of a kernel fault that
+    /// ended the GPU context this session's objects lived in. The daemon sets it once; from
+    /// then on the client answers every call with it, as CUDA does after such a fault.
+    pub fn fault(&self) -> &AtomicU32 {
+        // SAFETY: inside the header page (asserted above), 4-aligned, and an atomic has no
+        // invalid bit patterns.
+        unsafe { &*(self.base.add(FAULT_OFFSET) as *const AtomicU32) }
     }
 
     /// Pointer and length of the command ring.

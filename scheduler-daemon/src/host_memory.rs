@@ -185,9 +185,21 @@ impl HostChunk {
     }
 
     /// Unpins the chunk, unmaps it (the range goes back to the reservation).
-    pub fn release(mut self, exec: &dyn Executor) {
+    pub fn release(self, exec: &dyn Executor) {
+        self.free(Some(exec));
+    }
+
+    /// Unmaps a chunk whose pinning went with a context that a kernel fault ended: there is
+    /// nothing to unpin, and the new context must not be asked to.
+    pub fn release_unpinned(self) {
+        self.free(None);
+    }
+
+    fn free(mut self, exec: Option<&dyn Executor>) {
         if let Some(r) = self.region.take() {
-            let _ = exec.host_unregister(r.as_ptr());
+            if let Some(exec) = exec {
+                let _ = exec.host_unregister(r.as_ptr());
+            }
             // Replace the shared mapping with reserved space in one step, then let the region
             // go without unmapping: a plain munmap first would leave a hole another mapping of
             // this process could take, and a later chunk mapped with MAP_FIXED would clobber it.
@@ -236,6 +248,12 @@ impl HostChunks {
     pub fn release_all(&mut self, exec: &dyn Executor) {
         for (_, c) in std::mem::take(&mut self.chunks) {
             c.release(exec);
+        }
+    }
+    /// [`HostChunk::release_unpinned`] for every chunk.
+    pub fn release_all_unpinned(&mut self) {
+        for (_, c) in std::mem::take(&mut self.chunks) {
+            c.release_unpinned();
         }
     }
 }

@@ -3,6 +3,7 @@
 //! - [`server`]: the control socket; one connection thread and one [`session`] per client.
 //! - [`session`]: a client's region, handle tables and accounting; drains its command ring.
 //! - [`executor`]: every driver call ([`executor::cuda`]) or its test double ([`executor::sim`]).
+//! - [`fault`]: a kernel fault in the shared context: who caused it, and the context reset.
 //! - [`host_memory`]: pinned host memory mapped at the same address in daemon and client.
 //! - [`config`]: the policy file (`[daemon]`, `[default]`, `[[tenant]]`) and tenant resolution.
 //! - [`scheduler`]: scheduling policies (`passthrough`, `priority`, `fair`, `srpt`), their
@@ -10,6 +11,7 @@
 
 pub mod config;
 pub mod executor;
+pub mod fault;
 #[cfg(any(test, fuzzing))]
 pub mod fuzz;
 pub mod host_memory;

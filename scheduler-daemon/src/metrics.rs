@@ -5,6 +5,7 @@
 //! |---|---|---|
 //! | `baton_clients` | gauge | |
 //! | `baton_policy_info` | gauge (always 1) | `policy` |
+//! | `baton_context_faults_total` | counter | |
 //! | `baton_tenant_memory_bytes` | gauge | `tenant`, `session`, `pid`, `uid` |
 //! | `baton_tenant_memory_quota_bytes` | gauge (absent when unlimited) | same |
 //! | `baton_tenant_commands_total` | counter | same |
@@ -90,6 +91,7 @@ pub fn render(d: &Daemon) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "# HELP baton_clients Client processes connected to the daemon.\n# TYPE baton_clients gauge\nbaton_clients {}", s.clients.len());
     let _ = writeln!(out, "# HELP baton_policy_info The scheduling policy the daemon runs.\n# TYPE baton_policy_info gauge\nbaton_policy_info{{policy=\"{}\"}} 1", label(&s.policy));
+    let _ = writeln!(out, "# HELP baton_context_faults_total Kernel faults that ended the shared GPU context (and every connected client's work) since the daemon started.\n# TYPE baton_context_faults_total counter\nbaton_context_faults_total {}", s.context_faults);
     let labels = |c: &ClientStatus| {
         format!(
             "tenant=\"{}\",session=\"{}\",pid=\"{}\",uid=\"{}\"",

@@ -3,6 +3,7 @@
 
 use crate::config::PolicyKind;
 use crate::executor::Executor;
+use crate::fault::{FaultMonitor, Witness};
 use crate::host_memory::HostArena;
 use crate::scheduler::device::{DeviceScheduler, TenantFigures};
 use crate::session::{lock, Identity, Session, Shared};
@@ -16,7 +17,8 @@ use std::io::{self, Read};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 
 /// Daemon-wide state shared by all connection and session threads.
 pub struct Daemon {
@@ -30,7 +32,14 @@ pub struct Daemon {
     schedulers: Arc<[Arc<DeviceScheduler>]>,
     /// Memory, events and allocations sessions shared with each other (`cuIpc*`, exports).
     sharing: Arc<crate::session::sharing::Registry>,
+    /// Kernel faults in the shared context and the generations they end.
+    pub monitor: Arc<FaultMonitor>,
 }
+
+/// How often the fault thread asks each device whether its context is poisoned while clients
+/// are connected: a fault must be noticed even when every tenant waits on work that will never
+/// complete (held by the scheduler behind it) and so makes no driver call of its own.
+const PROBE_INTERVAL: Duration = Duration::from_millis(100);
 
 impl Daemon {
     pub fn new(
@@ -49,7 +58,7 @@ impl Daemon {
                 })
                 .collect::<Result<_, _>>()?,
         };
-        Ok(Arc::new(Daemon {
+        let d = Arc::new(Daemon {
             exec,
             config,
             arena,
@@ -58,7 +67,46 @@ impl Daemon {
             next_session: AtomicU64::new(1),
             schedulers: schedulers.into(),
             sharing: Default::default(),
-        }))
+            monitor: Arc::new(FaultMonitor::default()),
+        });
+        let weak = Arc::downgrade(&d);
+        std::thread::Builder::new()
+            .name("baton-faults".into())
+            .spawn(move || fault_thread(weak))
+            .map_err(|e| format!("starting the fault thread: {e}"))?;
+        Ok(d)
+    }
+
+    /// Recovers from a reported fault, or probes the devices when clients are connected.
+    fn watch_faults(&self) {
+        if let Some(fault) = self.monitor.next_fault(PROBE_INTERVAL) {
+            let sessions: Vec<Arc<Shared>> = lock(&self.sessions).values().cloned().collect();
+            crate::fault::recover(
+                &*self.exec,
+                &self.monitor,
+                &self.schedulers,
+                &sessions,
+                &self.sharing,
+                fault,
+            );
+            return;
+        }
+        if lock(&self.sessions).is_empty() {
+            return;
+        }
+        let seen = self.monitor.generation();
+        // Never wait for the lock: a reset in progress makes probing pointless.
+        let Some(_ctx) = self.monitor.try_enter() else {
+            return;
+        };
+        for device in 0..self.exec.devices().len() as u32 {
+            if let Err(e) = self.exec.probe(device) {
+                if crate::fault::is_sticky(e.0) {
+                    self.monitor.report(device, e.0, Witness::Poller, seen);
+                    break;
+                }
+            }
+        }
     }
 
     pub fn status(&self) -> StatusReport {
@@ -102,6 +150,7 @@ impl Daemon {
             policy: self.config.daemon.policy.name().to_string(),
             devices: self.exec.devices().iter().map(|d| d.name.clone()).collect(),
             clients,
+            context_faults: self.monitor.faults(),
         }
     }
 
@@ -192,6 +241,11 @@ impl Daemon {
             tenant: policy.name.clone(),
         };
         let shared = Arc::new(Shared::new(identity.clone(), policy));
+        // Waits while a context reset is pending; then holds resets off while the region is
+        // registered with the context the session will live in.
+        let born = self.monitor.birth();
+        shared.born.store(born, Ordering::Release);
+        let ctx = self.monitor.enter();
 
         let layout = Layout::new(self.params).expect("default region parameters are valid");
         let setup = (|| -> Result<(Session, OwnedFd), String> {
@@ -219,6 +273,7 @@ impl Daemon {
             session.share_through(self.sharing.clone());
             Ok((session, fd))
         })();
+        drop(ctx);
         let (mut session, region_fd) = match setup {
             Ok(s) => s,
             Err(message) => {
@@ -230,6 +285,7 @@ impl Daemon {
             self.schedulers.clone(),
             self.config.daemon.policy == PolicyKind::Priority,
         );
+        session.watch(self.monitor.clone());
         lock(&self.sessions).insert(session_id, shared.clone());
         tracing::info!(session = session_id, pid, uid, tenant = %identity.tenant, "client connected");
         let d = self.clone();
@@ -254,6 +310,12 @@ impl Daemon {
         }
         shared.closed.store(true, Ordering::Release);
         r
+    }
+
+    /// Pins host memory for a client, with context resets held off meanwhile.
+    fn alloc_host(&self, len: u64) -> Result<crate::host_memory::HostChunk, String> {
+        let _ctx = self.monitor.enter();
+        self.arena.alloc(&*self.exec, len as usize)
     }
 
     /// Serves a connected client's control requests until it hangs up.
@@ -292,7 +354,14 @@ impl Daemon {
                         _ => return,
                     }
                 }
-                Request::AllocHost { len } => match self.arena.alloc(&*self.exec, len as usize) {
+                Request::AllocHost { .. } if shared.faulted().is_some() => (
+                    Response::Error {
+                        code: shared.faulted().unwrap_or(999),
+                        message: "a kernel fault ended this client's GPU context".into(),
+                    },
+                    None,
+                ),
+                Request::AllocHost { len } => match self.alloc_host(len) {
                     Ok(chunk) => {
                         let (addr, clen) = (chunk.addr, chunk.len);
                         let fd = chunk.region().fd().try_clone_to_owned().ok();
@@ -309,7 +378,12 @@ impl Daemon {
                 },
                 Request::FreeHost { addr } => match lock(&shared.host).remove(addr as usize) {
                     Some(chunk) => {
-                        chunk.release(&*self.exec);
+                        let _ctx = self.monitor.enter();
+                        // Pinned in a context a kernel fault ended: nothing left to unpin.
+                        match shared.faulted() {
+                            Some(_) => chunk.release_unpinned(),
+                            None => chunk.release(&*self.exec),
+                        }
                         (Response::Ok, None)
                     }
                     None => (
@@ -334,5 +408,15 @@ impl Daemon {
                 return;
             }
         }
+    }
+}
+
+/// The daemon's fault thread: recovers from faults and probes for them, until the daemon goes.
+fn fault_thread(daemon: Weak<Daemon>) {
+    loop {
+        let Some(d) = daemon.upgrade() else {
+            return;
+        };
+        d.watch_faults();
     }
 }

@@ -13,6 +13,8 @@
 //   addU32          p[i] += v
 //   delayFill       waits `ns` nanoseconds on the GPU clock, then p[i] = v + i
 //   dynSmemReverse  reverses each chunk of `chunk` words via dynamic shared memory
+//   wildWrite       stores through the pointer it is given (context_fault passes an
+//                   invalid one, to make the kernel fault)
 
 #include "kernel_args.h"
 
@@ -83,6 +85,11 @@ __global__ void fill(unsigned int *p, unsigned int v, int n)
 {
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x)
         p[i] = v + (unsigned int)i;
+}
+
+__global__ void wildWrite(unsigned int *p)
+{
+    *p = 42u;
 }
 
 __global__ void addU32(unsigned int *p, unsigned int v, int n)

@@ -195,7 +195,7 @@ if [[ -n $NVCC ]]; then
     build_bg kernels.fatbin "$NVCC" "${KINC[@]}" -fatbin \
         -gencode "arch=compute_$ARCH,code=sm_$ARCH" -gencode "arch=compute_$ARCH,code=compute_$ARCH" \
         -o "$B/kernels.fatbin" tests/gpu/kernels.cu
-    for p in "${PROGRAMS[@]}"; do
+    for p in "${PROGRAMS[@]}" context_fault; do
         build_bg "$p" "$NVCC" --cudart none -O2 -Xcompiler -Wall "${KINC[@]}" -o "$B/$p" \
             "tests/gpu/$p.c" -lcuda -lpthread
     done
@@ -223,6 +223,7 @@ prog_args() {
     launch_ex) ARGS=("$B/kernels.fatbin") ;;
     threads8) ARGS=("$B/kernels.cubin") ;;
     attrs_occupancy) ARGS=("$B/kernels.ptx") ;;
+    context_fault) ARGS=("$B/kernels.ptx") ;;
     *) ARGS=() ;;
     esac
 }
@@ -269,7 +270,7 @@ else
     S_DETAIL[samples]="no $SAMPLES_DIR/build.sh (see the header of tests/gpu/run.sh)"
 fi
 
-ORDER=("${PROGRAMS[@]}" four_at_once)
+ORDER=("${PROGRAMS[@]}" four_at_once context_fault)
 for s in "${SAMPLE_NAMES[@]}"; do ORDER+=("sample:$s"); done
 
 # ---------------------------------------------------------------- four at once
@@ -314,6 +315,92 @@ run_four() {
     fi
 }
 
+# ---------------------------------------------------------------- kernel fault
+
+# run_context_fault MODE: one client's kernel writes through an invalid address
+# while another client works; then a third client starts. Sets V, WHY, SECS.
+# Natively each process has a context of its own: the worker must see no
+# error. Under Baton every client shares the daemon's context: the worker must
+# get the faulter's error too (and not hang), the daemon's log must name the
+# faulting tenant and report the context reset, the daemon must stay up, and
+# the client started afterwards must pass.
+run_context_fault() {
+    local mode=$1 t stop=$WORK/context_fault.$1.stop expect="expect-ok" wpid i rc start end
+    local wlog=$L/context_fault.$1.worker.log flog=$L/context_fault.$1.faulter.log
+    local alog=$L/context_fault.$1.after.log fails=() log_from=0
+    [[ $mode == baton ]] && expect="expect-error"
+    prog_args context_fault
+    t=$(timeout_for "$([[ $mode == baton ]] && echo "$BATON_TIMEOUT" || echo "$NATIVE_TIMEOUT")")
+    rm -f "$stop"
+    [[ -f $DAEMON_LOG ]] && log_from=$(wc -c <"$DAEMON_LOG")
+    start=$(date +%s.%N)
+    # run_role ROLE TENANT LOG ARGS...: one client, natively or under Baton.
+    run_role() {
+        local log=$3
+        if [[ $mode == baton ]]; then
+            (export BATON_TENANT=$2 && cd "$B" && under_baton "$t" "$B/context_fault" "$1" "${@:4}") >"$log" 2>&1 </dev/null
+        else
+            (cd "$B" && natively "$t" "$B/context_fault" "$1" "${@:4}") >"$log" 2>&1 </dev/null
+        fi
+    }
+    run_role worker ctx-worker "$wlog" "${ARGS[@]}" "$stop" "$expect" &
+    wpid=$!
+    for ((i = 0; i < 300; i++)); do
+        grep -aq READY "$wlog" 2>/dev/null && break
+        kill -0 "$wpid" 2>/dev/null || break
+        sleep 0.1
+    done
+    run_role faulter ctx-faulter "$flog" "${ARGS[@]}"
+    rc=$?
+    append_file "context_fault faulter [$mode]" "$flog"
+    verdict_prog context_fault "$flog" "$rc"
+    [[ $V == pass ]] || fails+=("faulter: $WHY")
+    # Under Baton the worker ends by itself once it has the error; natively it
+    # is stopped after a little more work.
+    for ((i = 0; i < 150; i++)); do
+        kill -0 "$wpid" 2>/dev/null || break
+        [[ $mode == native && $i -ge 10 ]] && break
+        sleep 0.1
+    done
+    touch "$stop"
+    wait "$wpid"
+    rc=$?
+    append_file "context_fault worker [$mode]" "$wlog"
+    verdict_prog context_fault "$wlog" "$rc"
+    [[ $V == pass ]] || fails+=("worker ($expect): $WHY")
+    if [[ $mode == baton ]] && ! daemon_alive; then
+        fails+=("batond died after the fault")
+    fi
+    run_role after ctx-after "$alog" "${ARGS[@]}"
+    rc=$?
+    append_file "context_fault after [$mode]" "$alog"
+    verdict_prog context_fault "$alog" "$rc"
+    [[ $V == pass ]] || fails+=("client started afterwards: $WHY")
+    if [[ $mode == baton ]]; then
+        local dlog
+        dlog=$(tail -c +"$((log_from + 1))" "$DAEMON_LOG" 2>/dev/null)
+        grep -aq 'caused by tenant ctx-faulter' <<<"$dlog" ||
+            fails+=("batond.log has no line naming tenant ctx-faulter as the cause")
+        grep -aq 'GPU context reset after the kernel fault' <<<"$dlog" ||
+            fails+=("batond.log does not report the context reset")
+        grep -a 'kernel fault\|context reset' <<<"$dlog" | head -n 8 >>"$LOG"
+    fi
+    end=$(date +%s.%N)
+    SECS=$(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.2f", b - a }')
+    if ((${#fails[@]} == 0)); then
+        V=pass
+        if [[ $mode == baton ]]; then
+            WHY="faulting client and concurrent client got the sticky error, tenant named in the log, context reset, later client passed"
+        else
+            WHY="faulting client got the error, the other process was unaffected, later client passed"
+        fi
+    else
+        V=fail
+        WHY="${fails[*]}"
+        WHY=${WHY:0:600}
+    fi
+}
+
 # ---------------------------------------------------------------- native runs
 
 say ""
@@ -338,6 +425,15 @@ if [[ ${NAT[threads8]:-} == pass ]]; then
     note_native four_at_once "$V" "$WHY" "$SECS"
 else
     note_native four_at_once fail "threads8 does not pass natively"
+fi
+
+if ! prog_ready context_fault; then
+    note_native context_fault fail "$WHY"
+elif (($(seconds_left) < 10)); then
+    note_native context_fault skip "time budget exhausted (BATON_DEADLINE)"
+else
+    run_context_fault native
+    note_native context_fault "$V" "$WHY" "$SECS"
 fi
 
 for s in "${SAMPLE_NAMES[@]}"; do
@@ -455,6 +551,15 @@ for s in "${SAMPLE_NAMES[@]}"; do
     *) note_baton "sample:$s" fail "build failed: ${S_DETAIL[$s]}" ;;
     esac
 done
+
+# Last of the Baton runs: it resets the daemon's GPU context.
+if ! prog_ready context_fault; then
+    note_baton context_fault fail "$WHY"
+elif baton_pre context_fault; then
+    run_context_fault baton
+    baton_post
+    note_baton context_fault "$V" "$WHY" "$SECS"
+fi
 
 stop_daemon
 

@@ -43,6 +43,19 @@ impl Daemon {
 
     /// A daemon with the policy file `config`.
     fn start_with(tag: &str, config: Option<&str>) -> Daemon {
+        Daemon::spawn(tag, config, false)
+    }
+
+    /// As [`Daemon::start_with`], with the daemon's log kept in [`Daemon::log`].
+    fn start_logged(tag: &str, config: Option<&str>) -> Daemon {
+        Daemon::spawn(tag, config, true)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self._dir.0.join("batond.log")).unwrap_or_default()
+    }
+
+    fn spawn(tag: &str, config: Option<&str>, logged: bool) -> Daemon {
         let dir = TempDir::new(tag);
         let socket = dir.0.join("baton.sock");
         let mut cmd = Command::new(workspace_bin("batond"));
@@ -57,7 +70,11 @@ impl Daemon {
             .env_remove("LD_PRELOAD")
             .env_remove("LD_LIBRARY_PATH")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(if logged {
+                Stdio::from(std::fs::File::create(dir.0.join("batond.log")).unwrap())
+            } else {
+                Stdio::null()
+            })
             .spawn()
             .unwrap();
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -759,6 +776,7 @@ fn metrics_endpoint_reports_per_tenant_figures() {
         page.contains("\nbaton_tenant_queue_delay_seconds_count{tenant=\"alice\""),
         "{page}"
     );
+    assert!(page.contains("\nbaton_context_faults_total 0\n"), "{page}");
     // Passthrough tracks no work: no in-flight figures.
     assert!(!page.contains("\nbaton_tenant_in_flight_items{"), "{page}");
 }
@@ -1093,4 +1111,133 @@ fn client_ipc_after_exit() {
     // SAFETY: as above.
     let r = unsafe { cuIpcOpenEventHandle(&mut ev, eh) };
     assert_eq!(r, CUresult::CUDA_ERROR_INVALID_HANDLE);
+}
+
+/// A module image for the simulator whose `trap` kernel poisons the context like a wild write.
+const TRAP_IMAGE: &[u8] = b"//baton-sim\nkernel trap\n\0";
+
+#[test]
+fn a_kernel_fault_ends_every_current_client_names_its_tenant_and_new_clients_work() {
+    let d = Daemon::start_logged("fault", Some("[default]\n"));
+    // A well-behaved tenant keeps working until its calls fail.
+    let mut bob = client("client_until_error", &d.socket)
+        .env("BATON_TENANT", "bob")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut bob_out = BufReader::new(bob.stdout.take().unwrap());
+    wait_ready(&mut bob_out);
+    // Another tenant's kernel faults; it gets the sticky error itself.
+    let out = client("client_trap", &d.socket)
+        .env("BATON_TENANT", "mallory")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The well-behaved tenant got the error too (it checks the code), and did not hang.
+    let status = bob.wait().unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut bob_out, &mut rest).unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut bob.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(status.success(), "{rest}{err}");
+    assert!(rest.contains("GOT 700"), "{rest}");
+    // A client started afterwards works normally.
+    d.wait_status("the fault to be counted", |s| s.context_faults == 1);
+    run_client("client_smoke", &d.socket);
+    let log = d.log();
+    let named = log
+        .lines()
+        .find(|l| l.contains("ERROR") && l.contains("caused by tenant mallory"))
+        .unwrap_or_else(|| panic!("no line names the tenant:\n{log}"));
+    // Under passthrough the daemon knows who launched since their last synchronisation, so
+    // the line may say "one of"; either way it names the tenant and the kernel.
+    assert!(named.contains("\"trap\""), "{named}");
+    assert!(
+        log.contains("GPU context reset after the kernel fault"),
+        "{log}"
+    );
+    assert_eq!(d.status().context_faults, 1);
+}
+
+#[test]
+#[ignore = "run in a child process"]
+fn client_trap() {
+    if !is_child() {
+        return;
+    }
+    init_client();
+    let mut m = null_mut();
+    cu!(cuModuleLoadData(
+        &mut m,
+        TRAP_IMAGE.as_ptr() as *const c_void
+    ));
+    let mut trap = null_mut();
+    cu!(cuModuleGetFunction(&mut trap, m, c"trap".as_ptr()));
+    cu!(cuLaunchKernel(
+        trap,
+        1,
+        1,
+        1,
+        1,
+        1,
+        1,
+        0,
+        null_mut(),
+        null_mut(),
+        null_mut()
+    ));
+    // SAFETY: no arguments.
+    let r = unsafe { cuCtxSynchronize() };
+    assert_eq!(r, CUresult::CUDA_ERROR_ILLEGAL_ADDRESS);
+    let mut p = 0;
+    // SAFETY: out-pointer to a local.
+    let r = unsafe { cuMemAlloc_v2(&mut p, 64) };
+    assert_eq!(
+        r,
+        CUresult::CUDA_ERROR_ILLEGAL_ADDRESS,
+        "the error is sticky"
+    );
+}
+
+#[test]
+#[ignore = "run in a child process"]
+fn client_until_error() {
+    if !is_child() {
+        return;
+    }
+    init_client();
+    let (_m, add, _, _) = load_kernels();
+    let n = 256;
+    let [a, b, c] = [0; 3].map(|_| {
+        let mut p = 0;
+        cu!(cuMemAlloc_v2(&mut p, n * 4));
+        p
+    });
+    println!("READY");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let code = loop {
+        assert!(Instant::now() < deadline, "no error within 30 s");
+        // SAFETY: device pointers of n floats each.
+        let r = unsafe { launch_vec_add(add, a, b, c, n as i32, null_mut()) };
+        if r != CUresult::CUDA_SUCCESS {
+            break r;
+        }
+        // SAFETY: no arguments.
+        let r = unsafe { cuCtxSynchronize() };
+        if r != CUresult::CUDA_SUCCESS {
+            break r;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    assert_eq!(code, CUresult::CUDA_ERROR_ILLEGAL_ADDRESS);
+    let mut p = 0;
+    // SAFETY: out-pointer to a local.
+    assert_eq!(unsafe { cuMemAlloc_v2(&mut p, 64) }, code, "sticky");
+    println!("GOT {}", code.0);
 }

@@ -45,6 +45,7 @@ use cudarc::driver::sys;
 use graph_nodes as gn;
 use std::ffi::{c_void, CStr};
 use std::ptr::null_mut;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use vmm_graph as vg;
 
 fn check(r: sys::CUresult) -> GpuResult<()> {
@@ -61,8 +62,13 @@ fn check_code(r: u32) -> GpuResult<()> {
 }
 
 struct Device {
-    ctx: sys::CUcontext,
+    /// The retained primary context (a `CUcontext`); replaced by [`Executor::reset_device`].
+    ctx: AtomicUsize,
 }
+
+/// Bumped by every context reset, so that each thread makes the fresh context current again
+/// even where the driver hands back the same handle value.
+static RESETS: AtomicU64 = AtomicU64::new(0);
 
 pub struct CudaExecutor {
     devices: Vec<Device>,
@@ -129,7 +135,9 @@ impl CudaExecutor {
             // SAFETY: `ctx` was just retained.
             check(unsafe { sys::cuCtxSetCurrent(ctx) }).map_err(err)?;
             infos.push(describe(ordinal, get_attr).map_err(err)?);
-            devices.push(Device { ctx });
+            devices.push(Device {
+                ctx: AtomicUsize::new(ctx as usize),
+            });
         }
         Ok(CudaExecutor {
             devices,
@@ -142,7 +150,7 @@ impl CudaExecutor {
     fn ctx(&self, device: u32) -> GpuResult<*mut c_void> {
         self.devices
             .get(device as usize)
-            .map(|d| d.ctx as *mut c_void)
+            .map(|d| d.ctx.load(Ordering::Acquire) as *mut c_void)
             .ok_or(GpuError(code::INVALID_DEVICE))
     }
 
@@ -151,11 +159,17 @@ impl CudaExecutor {
             .devices
             .get(device as usize)
             .ok_or(GpuError(code::INVALID_DEVICE))?;
-        thread_local! { static CURRENT: std::cell::Cell<usize> = const { std::cell::Cell::new(0) }; }
-        if CURRENT.with(|c| c.get()) != d.ctx as usize {
+        thread_local! {
+            static CURRENT: std::cell::Cell<(usize, u64)> = const { std::cell::Cell::new((0, 0)) };
+        }
+        let want = (
+            d.ctx.load(Ordering::Acquire),
+            RESETS.load(Ordering::Acquire),
+        );
+        if CURRENT.with(|c| c.get()) != want {
             // SAFETY: `ctx` is a retained primary context.
-            check(unsafe { sys::cuCtxSetCurrent(d.ctx) })?;
-            CURRENT.with(|c| c.set(d.ctx as usize));
+            check(unsafe { sys::cuCtxSetCurrent(want.0 as sys::CUcontext) })?;
+            CURRENT.with(|c| c.set(want));
         }
         Ok(())
     }
@@ -230,6 +244,36 @@ impl Executor for CudaExecutor {
     }
     fn devices(&self) -> &[DeviceInfo] {
         &self.infos
+    }
+
+    fn probe(&self, device: u32) -> GpuResult<()> {
+        self.bind(device)?;
+        // Querying the context's legacy stream, where the daemon never issues anything, waits
+        // for nothing; once a kernel fault has poisoned the context it returns the sticky error.
+        // SAFETY: the null stream of the current context.
+        match unsafe { sys::cuStreamQuery(null_mut()) } as u32 {
+            0 | code::NOT_READY => Ok(()),
+            e => Err(GpuError(e)),
+        }
+    }
+    fn reset_device(&self, device: u32) -> GpuResult<()> {
+        let d = self
+            .devices
+            .get(device as usize)
+            .ok_or(GpuError(code::INVALID_DEVICE))?;
+        let ordinal = device as i32;
+        // Reset destroys everything of the primary context but keeps it retained; releasing our
+        // reference and retaining it again gives a freshly created, active context.
+        // SAFETY: plain driver calls on a valid ordinal; the caller keeps every other thread out.
+        check(unsafe { sys::cuDevicePrimaryCtxReset_v2(ordinal) })?;
+        // SAFETY: as above; we hold one reference from `open` (or the last reset).
+        check(unsafe { sys::cuDevicePrimaryCtxRelease_v2(ordinal) })?;
+        let mut ctx = null_mut();
+        // SAFETY: out-pointer to a local.
+        check(unsafe { sys::cuDevicePrimaryCtxRetain(&mut ctx, ordinal) })?;
+        d.ctx.store(ctx as usize, Ordering::Release);
+        RESETS.fetch_add(1, Ordering::AcqRel);
+        self.bind(device)
     }
 
     fn mem_alloc(&self, device: u32, bytes: u64) -> GpuResult<u64> {

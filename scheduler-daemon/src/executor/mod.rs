@@ -123,6 +123,20 @@ pub trait Executor: Send + Sync + 'static {
     fn driver_version(&self) -> i32;
     fn devices(&self) -> &[DeviceInfo];
 
+    /// Asks the device's context, without waiting for any work, whether a kernel fault has
+    /// made it unusable: `Err` with the sticky error if so.
+    fn probe(&self, device: u32) -> GpuResult<()> {
+        let _ = device;
+        Ok(())
+    }
+    /// Destroys the device's context with everything in it and makes a fresh one current for
+    /// later calls. The caller guarantees that no other thread uses the device meanwhile and
+    /// that no handle of the old context is ever used again.
+    fn reset_device(&self, device: u32) -> GpuResult<()> {
+        let _ = device;
+        Err(GpuError(code::NOT_SUPPORTED))
+    }
+
     fn mem_alloc(&self, device: u32, bytes: u64) -> GpuResult<u64>;
     fn mem_free(&self, device: u32, ptr: u64) -> GpuResult<()>;
     /// (free, total) bytes of the device.

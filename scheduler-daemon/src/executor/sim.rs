@@ -10,6 +10,12 @@
 //! kernel vecAdd 8 8 8 4
 //! ```
 //! naming each kernel and its parameters' sizes (packed with natural alignment).
+//!
+//! A kernel named `trap` stands for a kernel fault: its launch succeeds and poisons the
+//! context as a wild write would on a GPU. From then on launches and completion writes are
+//! accepted and never run, synchronising, creating and copying calls fail with
+//! ILLEGAL_ADDRESS, and [`Executor::probe`] reports it, until [`Executor::reset_device`]. (The
+//! kernel `fault` is different: its launch fails with ILLEGAL_ADDRESS and nothing is poisoned.)
 
 mod arrays;
 mod graphs;
@@ -61,6 +67,9 @@ struct State {
     arrays: HashMap<Raw, arrays::SimArray>,
     textures: HashMap<u64, Resource>,
     surfaces: HashMap<u64, Resource>,
+    /// Set by the `trap` kernel: the context is poisoned as by a real kernel fault, with this
+    /// sticky error, until [`Executor::reset_device`].
+    faulted: Option<u32>,
 }
 
 pub struct SimExecutor {
@@ -161,6 +170,20 @@ impl SimExecutor {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The state, or the sticky error once the `trap` kernel has poisoned the context.
+    fn live(&self) -> GpuResult<std::sync::MutexGuard<'_, State>> {
+        let st = self.lock();
+        match st.faulted {
+            Some(e) => Err(GpuError(e)),
+            None => Ok(st),
+        }
+    }
+
+    /// Whether the `trap` kernel has poisoned the context (tests).
+    pub fn is_faulted(&self) -> bool {
+        self.lock().faulted.is_some()
     }
 
     /// A copy of `len` bytes of simulated device memory (fuzz invariants compare tenants'
@@ -390,9 +413,27 @@ impl Executor for SimExecutor {
         &self.infos
     }
 
-    fn mem_alloc(&self, device: u32, bytes: u64) -> GpuResult<u64> {
+    fn probe(&self, device: u32) -> GpuResult<()> {
+        self.check_device(device)?;
+        self.live().map(|_| ())
+    }
+    fn reset_device(&self, device: u32) -> GpuResult<()> {
         self.check_device(device)?;
         let mut st = self.lock();
+        // Everything of the old context goes, including completion writes held back while
+        // paused; handles and addresses keep counting up, so a stale one never names a new
+        // object here (on a real GPU it might, which is why the daemon never uses one).
+        *st = State {
+            next_addr: st.next_addr,
+            next_id: st.next_id,
+            paused: st.paused,
+            ..Default::default()
+        };
+        Ok(())
+    }
+    fn mem_alloc(&self, device: u32, bytes: u64) -> GpuResult<u64> {
+        self.check_device(device)?;
+        let mut st = self.live()?;
         if bytes == 0 {
             return Err(GpuError(code::INVALID_VALUE));
         }
@@ -420,7 +461,7 @@ impl Executor for SimExecutor {
         Ok((TOTAL_MEM - st.used, TOTAL_MEM))
     }
     fn host_register(&self, ptr: *mut u8, len: usize) -> GpuResult<u64> {
-        self.lock().host.insert(ptr as u64, len);
+        self.live()?.host.insert(ptr as u64, len);
         Ok(ptr as u64)
     }
     fn host_unregister(&self, ptr: *mut u8) -> GpuResult<()> {
@@ -575,7 +616,7 @@ impl Executor for SimExecutor {
 
     fn stream_create(&self, device: u32, priority: i32) -> GpuResult<Raw> {
         self.check_device(device)?;
-        let mut st = self.lock();
+        let mut st = self.live()?;
         let id = st.id();
         st.streams.insert(id, priority);
         Ok(id)
@@ -588,7 +629,7 @@ impl Executor for SimExecutor {
             .ok_or(GpuError(code::INVALID_HANDLE))
     }
     fn stream_synchronize(&self, _device: u32, stream: Raw) -> GpuResult<()> {
-        let mut st = self.lock();
+        let mut st = self.live()?;
         if !st.streams.contains_key(&stream) {
             return Err(GpuError(code::INVALID_HANDLE));
         }
@@ -601,7 +642,7 @@ impl Executor for SimExecutor {
 
     fn event_create(&self, device: u32, _flags: u32) -> GpuResult<Raw> {
         self.check_device(device)?;
-        let mut st = self.lock();
+        let mut st = self.live()?;
         let id = st.id();
         st.events.insert(id, None);
         Ok(id)
@@ -614,7 +655,7 @@ impl Executor for SimExecutor {
             .ok_or(GpuError(code::INVALID_HANDLE))
     }
     fn event_record(&self, _device: u32, event: Raw, _stream: Raw) -> GpuResult<()> {
-        let mut st = self.lock();
+        let mut st = self.live()?;
         let e = st
             .events
             .get_mut(&event)
@@ -630,7 +671,7 @@ impl Executor for SimExecutor {
             .ok_or(GpuError(code::INVALID_HANDLE))
     }
     fn event_synchronize(&self, _device: u32, event: Raw) -> GpuResult<()> {
-        self.lock()
+        self.live()?
             .events
             .get(&event)
             .map(|_| ())
@@ -659,6 +700,10 @@ impl Executor for SimExecutor {
 
     fn write_value(&self, _device: u32, stream: Raw, addr: u64, value: u64) -> GpuResult<()> {
         let mut st = self.lock();
+        if st.faulted.is_some() {
+            // Queued behind the faulting kernel: it never runs.
+            return Ok(());
+        }
         if st.paused {
             st.mem(addr, 8)?;
             st.deferred.push((stream, addr, value));
@@ -782,7 +827,7 @@ impl Executor for SimExecutor {
         Ok(id)
     }
     fn graph_launch(&self, _device: u32, exec: Raw, _stream: Raw) -> GpuResult<()> {
-        let mut st = self.lock();
+        let mut st = self.live()?;
         if !st.graphs.contains(&exec) {
             return Err(GpuError(code::INVALID_VALUE));
         }
@@ -964,6 +1009,16 @@ impl Executor for SimExecutor {
             .get(&func)
             .cloned()
             .ok_or(GpuError(code::INVALID_HANDLE))?;
+        if st.faulted.is_some() {
+            // Launches are asynchronous: accepted, and never run.
+            return Ok(());
+        }
+        if name == "trap" {
+            // Like a kernel writing through a wild pointer: the launch succeeds and the
+            // context is poisoned for everyone.
+            st.faulted = Some(code::ILLEGAL_ADDRESS);
+            return Ok(());
+        }
         run_kernel(&mut st, &name, &info, cfg, params)
     }
     fn memset(
@@ -981,7 +1036,7 @@ impl Executor for SimExecutor {
         if width == 0 {
             return Ok(());
         }
-        let mut st = self.lock();
+        let mut st = self.live()?;
         let spec = super::NodeSpec::Memset {
             dst,
             pitch,
@@ -1038,7 +1093,7 @@ impl Executor for SimExecutor {
     }
 
     fn copy_dtod(&self, _device: u32, dst: u64, src: u64, len: u64, _stream: Raw) -> GpuResult<()> {
-        let mut st = self.lock();
+        let mut st = self.live()?;
         let tmp = st.mem(src, len)?.to_vec();
         st.mem(dst, len)?.copy_from_slice(&tmp);
         Ok(())
@@ -1051,7 +1106,7 @@ impl Executor for SimExecutor {
         len: u64,
         _stream: Raw,
     ) -> GpuResult<()> {
-        let mut st = self.lock();
+        let mut st = self.live()?;
         let tmp = st.mem(src as u64, len)?.to_vec();
         st.mem(dst, len)?.copy_from_slice(&tmp);
         Ok(())
@@ -1064,7 +1119,7 @@ impl Executor for SimExecutor {
         len: u64,
         _stream: Raw,
     ) -> GpuResult<()> {
-        let mut st = self.lock();
+        let mut st = self.live()?;
         let tmp = st.mem(src, len)?.to_vec();
         st.mem(dst as u64, len)?.copy_from_slice(&tmp);
         Ok(())

@@ -77,8 +77,8 @@ pub struct DeviceScheduler {
     exec: Arc<dyn Executor>,
     gate: Gate,
     pages: Box<[Page]>,
-    /// Device address of the first lane word.
-    words_dev: u64,
+    /// Device address of the first lane word (registered again after a context reset).
+    words_dev: AtomicU64,
     lanes: Mutex<Lanes>,
     wake: Condvar,
     usage: Mutex<HashMap<TenantId, Usage>>,
@@ -107,7 +107,7 @@ impl DeviceScheduler {
             exec,
             gate: Gate::from_config(cfg),
             pages,
-            words_dev,
+            words_dev: AtomicU64::new(words_dev),
             lanes: Mutex::new(Lanes::default()),
             wake: Condvar::new(),
             usage: Mutex::new(HashMap::new()),
@@ -196,7 +196,7 @@ impl DeviceScheduler {
             return;
         };
         let value = l.tracker.issued(lane, id, Instant::now());
-        let addr = self.words_dev + (slot * 8) as u64;
+        let addr = self.words_dev.load(Ordering::Acquire) + (slot * 8) as u64;
         // The lane is this session's stream and only its thread issues on it, so the word's
         // writes stay in the order the tracker numbered them.
         if self
@@ -243,6 +243,45 @@ impl DeviceScheduler {
             self.complete(id, None);
         }
         lock(&self.lanes).done = done;
+    }
+
+    /// After a kernel fault: the tracked work will never report completion (the context that
+    /// would have written the words is gone), so all of it is reported complete, untimed, and
+    /// every lane is forgotten; their stream handles may be reused by the next context.
+    /// Returns how many items were abandoned.
+    pub fn abandon(&self) -> usize {
+        let mut l = lock(&self.lanes);
+        let lanes: Vec<u64> = l.slots.keys().copied().collect();
+        let mut ids = Vec::new();
+        for lane in lanes {
+            ids.extend(l.tracker.forget(lane));
+        }
+        l.slots.clear();
+        l.free.clear();
+        l.next_slot = 0;
+        l.warned_full = false;
+        l.done.clear();
+        drop(l);
+        for id in &ids {
+            self.complete(*id, None);
+        }
+        ids.len()
+    }
+
+    /// After the device's context was reset (with every thread held out of the driver): the
+    /// lane words are registered with the new context.
+    pub fn rebind(&self) -> GpuResult<()> {
+        for p in self.pages.iter() {
+            for w in p.0.iter() {
+                w.store(0, Ordering::Relaxed);
+            }
+        }
+        let ptr = self.pages.as_ptr() as *mut u8;
+        let dev = self
+            .exec
+            .host_register(ptr, std::mem::size_of_val(&*self.pages))?;
+        self.words_dev.store(dev, Ordering::Release);
+        Ok(())
     }
 
     fn complete(&self, id: ItemId, gpu_time: Option<Duration>) {

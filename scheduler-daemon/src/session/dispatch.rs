@@ -49,6 +49,13 @@ impl Session {
         self.gating.received = Instant::now();
         self.gating.captures_open = self.streams.captures_open();
         let m = Message::decode(buf).map_err(|e| e.to_string())?;
+        // No context reset while this command may use the driver (see `crate::fault`).
+        let monitor = self.monitor.clone();
+        let _ctx = monitor.enter();
+        if let Some(code) = self.dead() {
+            self.answer_dead(&m, code);
+            return Ok(());
+        }
         let synchronizing = matches!(
             m.op,
             Op::StreamSynchronize | Op::CtxSynchronize | Op::EventSynchronize
@@ -60,6 +67,13 @@ impl Session {
         let result = self.execute(&m);
         if synchronizing {
             self.gating.job += 1;
+        }
+        match &result {
+            Err(e) if crate::fault::is_sticky(e.0) => self.sticky_error(e.0),
+            Ok(_) if synchronizing && self.async_error.is_none() => {
+                self.shared.unsynced.store(false, Ordering::Relaxed)
+            }
+            _ => {}
         }
         if m.reply == NO_REPLY {
             if let Err(e) = result {
@@ -188,6 +202,7 @@ impl Session {
                     info,
                     image: b.module,
                 });
+                lock(&self.shared.kernel_names).insert(id, n.to_string_lossy().into_owned());
                 Ok(Answer {
                     values: [id, 0, 0, 0],
                     payload,
@@ -297,6 +312,8 @@ impl Session {
                     cooperative: b.flags & p::LAUNCH_COOPERATIVE != 0,
                 };
                 self.shared.launches.fetch_add(1, Ordering::Relaxed);
+                self.shared.last_kernel.store(b.func, Ordering::Relaxed);
+                self.shared.unsynced.store(true, Ordering::Relaxed);
                 let key = CostKey::kernel(b.func, b.grid);
                 self.gating.issue(
                     &self.shared,
@@ -648,6 +665,44 @@ impl Session {
             .device_of(id)
             .is_ok_and(|d| self.gating.fast_lane(&self.shared, d));
         self.streams.prepare_lane(exec, id, fast)
+    }
+
+    /// A command of a session whose context a kernel fault ended: answered with the sticky
+    /// error, without the driver. A staged copy's chunk is handed back failed, so that the
+    /// client does not wait for it.
+    fn answer_dead(&mut self, m: &Message<'_>, code: u32) {
+        if matches!(m.op, Op::CopyHtoDStaged | Op::CopyDtoHStaged) {
+            if let Ok(b) = m.body::<p::Staged>() {
+                if let Some(state) = self.region.chunk_state(b.chunk) {
+                    state.store(CHUNK_FAILED, Ordering::Release);
+                    baton_ipc::futex::wake_all(state);
+                }
+            }
+        }
+        if m.reply != NO_REPLY {
+            self.reply(m.reply, code, [0; REPLY_VALUES], &[]);
+        }
+    }
+
+    /// A call returned an error that a kernel fault would leave behind. Each device is asked
+    /// whether its context is really poisoned (some calls return these codes for their own
+    /// reasons); a poisoned one is reported, naming this session as the one that saw it.
+    fn sticky_error(&self, code: u32) {
+        let born = self.shared.born.load(Ordering::Acquire);
+        for device in 0..self.exec.devices().len() as u32 {
+            if let Err(e) = self.exec.probe(device) {
+                if crate::fault::is_sticky(e.0) {
+                    let witness = crate::fault::Witness::Session(self.shared.identity.session);
+                    self.monitor.report(device, e.0, witness, born);
+                    return;
+                }
+            }
+        }
+        tracing::debug!(
+            session = self.shared.identity.session,
+            code,
+            "error code of a kernel fault, but no context is poisoned"
+        );
     }
 
     pub(super) fn check_device_range(&self, ptr: u64, len: u64) -> GpuResult<u32> {

@@ -77,9 +77,12 @@ impl Gating {
             key: Some(key),
         };
         // `None`: the client went away while its work was held; nobody reads this result.
+        // A kernel fault ending the context also ends the wait: the work would never run.
         let item = d
-            .admit(work, &|| shared.closed.load(Ordering::Acquire))
-            .ok_or(GpuError(code::UNKNOWN))?;
+            .admit(work, &|| {
+                shared.closed.load(Ordering::Acquire) || shared.faulted().is_some()
+            })
+            .ok_or_else(|| GpuError(shared.faulted().unwrap_or(code::UNKNOWN)))?;
         shared.queue_delay.record(self.received.elapsed());
         let r = issue();
         d.issued(raw, item.id, r.is_ok());
@@ -108,6 +111,14 @@ impl Gating {
             // The lane in use waited for the other one when the stream last moved.
             let _ = exec.stream_synchronize(s.device, s.raw);
             d.retire(&lanes);
+        }
+    }
+
+    /// Teardown of a session whose context a kernel fault ended: its lanes were abandoned with
+    /// the context (their handles may name new streams now), so only the tenant is forgotten.
+    pub fn forget(&self, tenant: u64) {
+        for d in self.devices.iter() {
+            d.remove_tenant(tenant);
         }
     }
 

@@ -102,6 +102,9 @@ impl Session {
                     self.shared
                         .launches
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    self.shared
+                        .unsynced
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
                     // A graph launch is one work item to the scheduler, its cost learnt per graph.
                     let key = CostKey::kernel(GRAPH_KEY | b.exec, [1, 1, 1]);
                     self.gating.issue(

@@ -10,6 +10,8 @@ mod arrays;
 #[cfg(test)]
 mod arrays_tests;
 mod dispatch;
+#[cfg(test)]
+mod fault_tests;
 #[cfg(any(test, fuzzing))]
 pub mod fuzz;
 mod gating;
@@ -20,12 +22,12 @@ mod graphs;
 mod host_calls;
 #[cfg(test)]
 mod hostile;
-mod link;
-#[cfg(test)]
-mod link_tests;
 mod ipc;
 #[cfg(test)]
 mod ipc_tests;
+mod link;
+#[cfg(test)]
+mod link_tests;
 pub mod queue_delay;
 #[cfg(test)]
 mod scheduled;
@@ -42,7 +44,7 @@ use baton_ipc::region::{Region, ReplySlot, REPLY_DONE, REPLY_PAYLOAD, REPLY_VALU
 use baton_ipc::ring::Consumer;
 use baton_ipc::shm::SharedRegion;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -71,6 +73,17 @@ pub struct Shared {
     pub queue_delay: queue_delay::QueueDelay,
     /// Serialises host-callback requests through the session's one mailbox.
     pub mailbox_lock: host_calls::MailboxLock,
+    /// The context generation ([`crate::fault::FaultMonitor`]) the session was set up in.
+    pub born: AtomicU64,
+    /// 0 while the session's context lives; the sticky error once a kernel fault ended it.
+    pub fault: AtomicU32,
+    /// The function id of the session's last kernel launch (0: none), for fault reports.
+    pub last_kernel: AtomicU64,
+    /// Function id -> kernel name, for fault reports.
+    pub kernel_names: Mutex<HashMap<u64, String>>,
+    /// Whether it launched work after its last synchronising call that succeeded (work that
+    /// may still be running, as far as the daemon knows without a scheduler).
+    pub unsynced: AtomicBool,
 }
 
 impl Shared {
@@ -87,7 +100,26 @@ impl Shared {
             launches: AtomicU64::new(0),
             queue_delay: Default::default(),
             mailbox_lock: Default::default(),
+            born: AtomicU64::new(0),
+            fault: AtomicU32::new(0),
+            last_kernel: AtomicU64::new(0),
+            kernel_names: Mutex::new(HashMap::new()),
+            unsynced: AtomicBool::new(false),
         }
+    }
+
+    /// The sticky error if a kernel fault ended the session's context.
+    pub fn faulted(&self) -> Option<u32> {
+        match self.fault.load(Ordering::Acquire) {
+            0 => None,
+            c => Some(c),
+        }
+    }
+
+    /// The name of the kernel it launched last, if known.
+    pub fn last_kernel_name(&self) -> Option<String> {
+        let id = self.last_kernel.load(Ordering::Relaxed);
+        lock(&self.kernel_names).get(&id).cloned()
     }
 
     /// Reserves `bytes` against the tenant's memory quota; `false` if it would exceed it.
@@ -152,6 +184,8 @@ pub struct Session {
     /// First error of work nobody waited for; reported by the next synchronising call.
     async_error: Option<u32>,
     gating: gating::Gating,
+    /// Where kernel faults are reported and context generations counted.
+    monitor: Arc<crate::fault::FaultMonitor>,
 }
 
 /// How a session ended.
@@ -195,7 +229,34 @@ impl Session {
             opened: HashMap::new(),
             async_error: None,
             gating: Default::default(),
+            monitor: Default::default(),
         })
+    }
+
+    /// Reports kernel faults to the daemon's `monitor`; the session belongs to the context
+    /// generation it was set up in (`Shared::born`).
+    pub fn watch(&mut self, monitor: Arc<crate::fault::FaultMonitor>) {
+        self.monitor = monitor;
+    }
+
+    /// The sticky error, once a kernel fault has ended this session's context. The first time
+    /// it is seen, the client is told through its region, so that it fails every later call
+    /// (polling ones included) without asking the daemon.
+    fn dead(&self) -> Option<u32> {
+        let code = match self.shared.faulted() {
+            Some(c) => c,
+            None => {
+                let c = self
+                    .monitor
+                    .dead(self.shared.born.load(Ordering::Acquire))?;
+                self.shared.fault.store(c, Ordering::Release);
+                c
+            }
+        };
+        if self.region.fault().load(Ordering::Relaxed) == 0 {
+            self.region.fault().store(code, Ordering::Release);
+        }
+        Some(code)
     }
 
     /// Puts the session's work under the daemon's scheduler: one per device, or none at all
@@ -222,6 +283,8 @@ impl Session {
     pub fn run(mut self) -> End {
         let mut buf = Vec::with_capacity(4096);
         let end = loop {
+            // Cheap (two atomic loads) and keeps an idle client of a dead context informed.
+            let _ = self.dead();
             match self.consumer.try_pop(&mut buf) {
                 Ok(true) => {
                     self.shared.commands.fetch_add(1, Ordering::Relaxed);
@@ -257,6 +320,10 @@ impl Session {
     /// drop streams and events, device memory, images, and last the host memory the GPU may
     /// have been reading.
     fn teardown(&mut self) {
+        if self.dead().is_some() {
+            self.teardown_dead();
+            return;
+        }
         let exec = self.exec.clone();
         let exec = &*exec;
         self.gating
@@ -280,6 +347,17 @@ impl Session {
         lock(&self.shared.host).release_all(exec);
         lock(&self.shared.blobs).clear();
         let _ = exec.host_unregister(self.mapping.as_ptr());
+        self.shared.memory_bytes.store(0, Ordering::Relaxed);
+    }
+
+    /// Teardown after a kernel fault ended the session's context: none of its handles may
+    /// reach the driver again (the context that owned them is gone or about to be, and a new
+    /// one may hand out the same values), so its tables are dropped as they are. Host memory
+    /// is unmapped without unpinning, and the scheduler forgets the tenant.
+    fn teardown_dead(&mut self) {
+        self.gating.forget(self.shared.identity.session);
+        lock(&self.shared.host).release_all_unpinned();
+        lock(&self.shared.blobs).clear();
         self.shared.memory_bytes.store(0, Ordering::Relaxed);
     }
 

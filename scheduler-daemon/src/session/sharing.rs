@@ -176,6 +176,14 @@ impl Registry {
         Some(e)
     }
 
+    /// Forgets every shared object without freeing anything: after a kernel fault, when the
+    /// context that held them is reset.
+    pub fn forget_all(&self) {
+        let mut t = self.lock();
+        t.by_token.clear();
+        t.by_object.clear();
+    }
+
     /// Shared objects still alive.
     #[cfg(test)]
     pub fn live(&self) -> usize {

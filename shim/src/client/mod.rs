@@ -128,6 +128,12 @@ pub(crate) fn get() -> Result<&'static Client, CUresult> {
     if c.dead.load(Ordering::Relaxed) {
         return Err(CUresult::CUDA_ERROR_DEVICE_UNAVAILABLE);
     }
+    // A kernel fault ended the daemon's context while this process was connected: like a
+    // process whose own context faulted, every later call fails with the sticky error.
+    match c.region.fault().load(Ordering::Acquire) {
+        0 => {}
+        code => return Err(CUresult(code)),
+    }
     Ok(c)
 }
 
