@@ -22,7 +22,11 @@
 //! - Large `f` tends to first-come-first-served.
 //!
 //! **Short jobs.** A tenant whose typical job needs at most `short_job` of GPU time (a small
-//! model answering requests) is *short*. Short tenants' work has its own window, beside the
+//! model answering requests), or is below the first big gap among the tenants' typical jobs
+//! (sorted, the first step where one is at least four times the one before), is *short*. The relative test matters on a busy GPU: a job's measured time includes
+//! waiting behind other tenants' blocks, so every tenant's jobs look longer than alone, but the
+//! small tenant's still look several times smaller. A short tenant stays short until its jobs
+//! pass twice the limit and half that ratio, so it does not flip at the boundary. Short tenants' work has its own window, beside the
 //! window of everyone else's, and [`Policy::fast_lane`] says yes for them, so the daemon issues
 //! it on high-priority streams. Order in the window only decides what is issued; once a long
 //! kernel is on the GPU its pending blocks would still start before a newly issued short
@@ -32,11 +36,14 @@
 
 use super::estimate::Ewma;
 use super::{InFlight, ItemId, Policy, TenantId, WorkItem};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 /// Weight of a finished job's size in the tenant's typical job size.
 const HISTORY_ALPHA: f64 = 0.25;
+/// A tenant becomes short when its typical job is at most this fraction of the others' median;
+/// a short one stays short up to twice the fraction.
+const SHORT_RATIO: f64 = 0.25;
 
 #[derive(Default)]
 struct Tenant {
@@ -72,6 +79,8 @@ pub struct Srpt {
     fairness: f64,
     /// Tenants whose typical job is at most this long are short (module documentation).
     short_job: Option<Duration>,
+    /// Tenants judged short now (recomputed when a job finishes or a tenant leaves).
+    short: HashSet<TenantId>,
     tenants: HashMap<TenantId, Tenant>,
     jobs: HashMap<(TenantId, u64), Job>,
     /// What each queued item added to its job's `queued` (its estimate at submission).
@@ -89,6 +98,7 @@ impl Srpt {
                 0.0
             },
             short_job: None,
+            short: HashSet::new(),
             tenants: HashMap::new(),
             jobs: HashMap::new(),
             queued_est: HashMap::new(),
@@ -102,12 +112,40 @@ impl Srpt {
         self
     }
 
-    /// Whether `tenant` is short: its finished jobs' typical size is known and small.
+    /// Whether `tenant` is short (module documentation).
     pub fn is_short(&self, tenant: TenantId) -> bool {
-        let (Some(limit), Some(t)) = (self.short_job, self.tenants.get(&tenant)) else {
-            return false;
+        self.short.contains(&tenant)
+    }
+
+    /// Judges every tenant with finished jobs again.
+    fn reclassify(&mut self) {
+        let Some(limit) = self.short_job.map(|d| d.as_secs_f64()) else {
+            return;
         };
-        t.history.mean().is_some_and(|m| m <= limit.as_secs_f64())
+        let mut sizes: Vec<(TenantId, f64)> = self
+            .tenants
+            .iter()
+            .filter_map(|(&t, x)| Some((t, x.history.mean()?)))
+            .collect();
+        sizes.sort_by(|a, b| a.1.total_cmp(&b.1));
+        // The first typical size past the first big gap (one size at least 1 / SHORT_RATIO times
+        // the one before): the tenants below the gap are the small ones.
+        let cut = sizes
+            .windows(2)
+            .find(|w| w[0].1 <= SHORT_RATIO * w[1].1)
+            .map(|w| w[1].1);
+        for &(t, m) in &sizes {
+            let (abs, ratio) = if self.short.contains(&t) {
+                (2.0 * limit, 2.0 * SHORT_RATIO)
+            } else {
+                (limit, SHORT_RATIO)
+            };
+            if m <= abs || cut.is_some_and(|c| m <= ratio * c) {
+                self.short.insert(t);
+            } else {
+                self.short.remove(&t);
+            }
+        }
     }
 
     /// The remaining estimated work of a tenant's job, as the policy sees it now.
@@ -142,6 +180,8 @@ impl Policy for Srpt {
 
     fn remove_tenant(&mut self, tenant: TenantId) {
         self.tenants.remove(&tenant);
+        self.short.remove(&tenant);
+        self.reclassify();
         self.jobs.retain(|(t, _), _| *t != tenant);
         self.queued_est.retain(|_, (t, _)| *t != tenant);
     }
@@ -158,6 +198,7 @@ impl Policy for Srpt {
                     t.history.update(size, HISTORY_ALPHA);
                 }
                 self.drop_if_finished(key);
+                self.reclassify();
             }
         }
         let est = item.est.as_secs_f64();
@@ -347,5 +388,37 @@ mod tests {
         // Remaining 2 ms at fairness 1: it wins after about 2 ms of waiting, 20 items.
         let n = first_long.expect("the long job ran");
         assert!((15..=25).contains(&n), "{n}");
+    }
+
+    #[test]
+    fn short_tenants_are_the_ones_below_the_first_big_gap() {
+        let t0 = Instant::now();
+        // Items are estimated at 100 us; `jobs[t]` items per job for tenant t.
+        let judge = |limit_us: u64, jobs: &[u64]| -> Vec<bool> {
+            let mut p = Srpt::new(Duration::from_millis(1), 0.5)
+                .with_short_jobs(Some(Duration::from_micros(limit_us)));
+            let mut id = 0;
+            for (t, &n) in jobs.iter().enumerate() {
+                // Two jobs, then the first item of a third closes the second.
+                for job in 0..3 {
+                    for _ in 0..if job < 2 { n } else { 1 } {
+                        p.on_submit(t0, &item(id, t as u64, job, t0));
+                        id += 1;
+                    }
+                }
+            }
+            (0..jobs.len() as u64).map(|t| p.fast_lane(t)).collect()
+        };
+        // Under the absolute limit (1 ms = 10 items).
+        assert_eq!(judge(1000, &[2, 9, 11]), [true, true, false]);
+        // Above it, but far below the rest (0.5 ms vs 3 and 24 ms): only the smallest.
+        assert_eq!(judge(100, &[5, 30, 240]), [true, false, false]);
+        // No big gap: nobody.
+        assert_eq!(judge(100, &[5, 10, 20]), [false, false, false]);
+        // Off.
+        let mut p = Srpt::new(Duration::from_millis(1), 0.5);
+        p.on_submit(t0, &item(0, 0, 0, t0));
+        p.on_submit(t0, &item(1, 0, 1, t0));
+        assert!(!p.fast_lane(0));
     }
 }

@@ -22,6 +22,8 @@ pub struct Gating {
     pub received: Instant,
     /// Whether the session has a stream capture open (then each stream is asked).
     pub captures_open: bool,
+    /// The last answer of [`Gating::fast_lane`], to log changes.
+    on_fast_lane: std::cell::Cell<bool>,
 }
 
 impl Default for Gating {
@@ -31,6 +33,7 @@ impl Default for Gating {
             job: 0,
             received: Instant::now(),
             captures_open: false,
+            on_fast_lane: Default::default(),
         }
     }
 }
@@ -92,9 +95,24 @@ impl Gating {
     /// Whether the policy wants this session's next work on `device` on a fast lane
     /// (`streams.rs`). Always `false` under `passthrough`.
     pub fn fast_lane(&self, shared: &Shared, device: u32) -> bool {
-        self.devices
+        let fast = self
+            .devices
             .get(device as usize)
-            .is_some_and(|d| d.fast_lane(shared.identity.session))
+            .is_some_and(|d| d.fast_lane(shared.identity.session));
+        if fast != self.on_fast_lane.replace(fast) {
+            tracing::info!(
+                session = shared.identity.session,
+                tenant = %shared.identity.tenant,
+                device,
+                "{}",
+                if fast {
+                    "tenant's jobs are short: its work moves to the fast lane"
+                } else {
+                    "tenant's jobs are no longer short: its work leaves the fast lane"
+                }
+            );
+        }
+        fast
     }
 
     /// Before stream `id` is destroyed: waits for its work and stops tracking it, so that its
