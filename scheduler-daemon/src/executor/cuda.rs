@@ -262,18 +262,38 @@ impl Executor for CudaExecutor {
             .get(device as usize)
             .ok_or(GpuError(code::INVALID_DEVICE))?;
         let ordinal = device as i32;
-        // Reset destroys everything of the primary context but keeps it retained; releasing our
-        // reference and retaining it again gives a freshly created, active context.
-        // SAFETY: plain driver calls on a valid ordinal; the caller keeps every other thread out.
-        check(unsafe { sys::cuDevicePrimaryCtxReset_v2(ordinal) })?;
-        // SAFETY: as above; we hold one reference from `open` (or the last reset).
-        check(unsafe { sys::cuDevicePrimaryCtxRelease_v2(ordinal) })?;
+        // Reset destroys everything of the primary context. Then, as the runtime does after
+        // cudaDeviceReset, retain it again: that creates a fresh context. The reference taken
+        // before is not released: after a reset the driver does not count it reliably.
+        let step = |what: &'static str, r: sys::CUresult| {
+            check(r).inspect_err(|e| tracing::warn!(device, error = e.0, "{what} failed"))
+        };
+        let mut reset = Ok(());
+        for attempt in 0..3 {
+            // SAFETY: plain driver call on a valid ordinal; the caller keeps every other thread
+            // out of the driver.
+            reset = step("cuDevicePrimaryCtxReset", unsafe {
+                sys::cuDevicePrimaryCtxReset_v2(ordinal)
+            });
+            if reset.is_ok() {
+                break;
+            }
+            tracing::warn!(device, attempt, "retrying the context reset");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        reset?;
         let mut ctx = null_mut();
         // SAFETY: out-pointer to a local.
-        check(unsafe { sys::cuDevicePrimaryCtxRetain(&mut ctx, ordinal) })?;
+        step("cuDevicePrimaryCtxRetain", unsafe {
+            sys::cuDevicePrimaryCtxRetain(&mut ctx, ordinal)
+        })?;
         d.ctx.store(ctx as usize, Ordering::Release);
         RESETS.fetch_add(1, Ordering::AcqRel);
-        self.bind(device)
+        self.bind(device)?;
+        // SAFETY: plain driver call on the context just made current.
+        step("cuCtxSynchronize on the new context", unsafe {
+            sys::cuCtxSynchronize()
+        })
     }
 
     fn mem_alloc(&self, device: u32, bytes: u64) -> GpuResult<u64> {

@@ -32,7 +32,8 @@
 //! kernel is on the GPU its pending blocks would still start before a newly issued short
 //! kernel's. With its own window and a higher stream priority, a short job waits for neither
 //! the long work already issued nor the blocks of it still pending: only for the blocks running.
-//! Short tenants together keep at most one window in flight, so they cannot crowd out the rest.
+//! The short tenants' window counts items, not estimated time (`SHORT_IN_FLIGHT`), so a short
+//! job's kernels never wait for each other; it bounds only a tenant that floods.
 
 use super::estimate::Ewma;
 use super::{InFlight, ItemId, Policy, TenantId, WorkItem};
@@ -41,6 +42,11 @@ use std::time::{Duration, Instant};
 
 /// Weight of a finished job's size in the tenant's typical job size.
 const HISTORY_ALPHA: f64 = 0.25;
+/// Items short tenants may have in flight together. Not an estimate of GPU time: a short
+/// tenant's items must not wait for each other's completions (each wait costs a completion poll,
+/// and for a tiny model that doubles its service time), and estimates measured on a busy GPU
+/// are inflated by queueing anyway. This only bounds a tenant that floods with tiny jobs.
+const SHORT_IN_FLIGHT: usize = 256;
 /// A tenant becomes short when its typical job is at most this fraction of the others' median;
 /// a short one stays short up to twice the fraction.
 const SHORT_RATIO: f64 = 0.25;
@@ -248,7 +254,7 @@ impl Policy for Srpt {
         let total = in_flight.total();
         let long = (total.items - short.0, total.est.saturating_sub(short.1));
         let room = |(items, est): (usize, Duration)| items == 0 || est < self.window;
-        let (short_room, long_room) = (room(short), room(long));
+        let (short_room, long_room) = (short.0 < SHORT_IN_FLIGHT, room(long));
         if !short_room && !long_room {
             return;
         }
