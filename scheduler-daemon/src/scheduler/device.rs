@@ -155,6 +155,22 @@ impl DeviceScheduler {
         self.gate.with(|s| s.fast_lane(tenant))
     }
 
+    /// A fast-lane tenant's job took `took` (first issue to the end of its synchronisation).
+    /// It counts as the tenant's GPU time (an upper bound: it includes queueing).
+    pub fn fast_job(&self, tenant: TenantId, took: Duration) {
+        self.gate.fast_job(tenant, took);
+        self.charge(tenant, took);
+    }
+
+    fn charge(&self, tenant: TenantId, t: Duration) {
+        let now = Instant::now();
+        if let Some(u) = lock(&self.usage).get_mut(&tenant) {
+            u.recent = u.decayed(now) + t.as_secs_f64();
+            u.at = now;
+            u.total += t;
+        }
+    }
+
     /// Queues `work` and waits until the policy lets it go (see [`Gate::admit`]).
     pub fn admit(&self, work: Work, give_up: &dyn Fn() -> bool) -> Option<WorkItem> {
         self.gate.admit(work, give_up)
@@ -288,14 +304,8 @@ impl DeviceScheduler {
         let Some(item) = self.gate.complete(id, gpu_time) else {
             return;
         };
-        let Some(t) = gpu_time else {
-            return;
-        };
-        let now = Instant::now();
-        if let Some(u) = lock(&self.usage).get_mut(&item.tenant) {
-            u.recent = u.decayed(now) + t.as_secs_f64();
-            u.at = now;
-            u.total += t;
+        if let Some(t) = gpu_time {
+            self.charge(item.tenant, t);
         }
     }
 

@@ -66,6 +66,11 @@ impl Gate {
         f(&self.lock().sched)
     }
 
+    /// Reports a finished job of a fast-lane tenant (see [`Policy::on_fast_job`]).
+    pub fn fast_job(&self, tenant: TenantId, took: Duration) {
+        self.lock().sched.fast_job(tenant, took);
+    }
+
     pub fn add_tenant(&self, tenant: TenantId, policy: &TenantPolicy) {
         self.lock().sched.add_tenant(tenant, policy);
     }

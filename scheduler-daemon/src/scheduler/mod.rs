@@ -181,6 +181,10 @@ pub trait Policy: Send {
         false
     }
 
+    /// A job of a fast-lane tenant finished, taking `took` from its first issue to the end of
+    /// its synchronisation (such jobs bypass the queues, so their items are never seen).
+    fn on_fast_job(&mut self, _tenant: TenantId, _took: Duration) {}
+
     /// Pushes onto `out` the indices into `ready` to issue now, in the order to issue them.
     /// `ready` holds the head of every non-empty stream queue; the scheduler calls again after
     /// issuing (the next items become heads) until a call picks nothing.
@@ -258,6 +262,11 @@ impl<T> Scheduler<T> {
     /// Whether the policy wants `tenant`'s next work on high-priority streams.
     pub fn fast_lane(&self, tenant: TenantId) -> bool {
         self.policy.fast_lane(tenant)
+    }
+
+    /// See [`Policy::on_fast_job`].
+    pub fn fast_job(&mut self, tenant: TenantId, took: Duration) {
+        self.policy.on_fast_job(tenant, took);
     }
 
     pub fn in_flight(&self) -> &InFlight {

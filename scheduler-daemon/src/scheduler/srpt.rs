@@ -228,6 +228,12 @@ impl Policy for Srpt {
         self.is_short(tenant)
     }
 
+    fn on_fast_job(&mut self, tenant: TenantId, took: Duration) {
+        let t = self.tenants.entry(tenant).or_default();
+        t.history.update(took.as_secs_f64(), HISTORY_ALPHA);
+        self.reclassify();
+    }
+
     fn on_complete(&mut self, _: Instant, item: &WorkItem, _: Option<Duration>) {
         let key = (item.tenant, item.job);
         if let Some(j) = self.jobs.get_mut(&key) {
@@ -426,5 +432,22 @@ mod tests {
         p.on_submit(t0, &item(0, 0, 0, t0));
         p.on_submit(t0, &item(1, 0, 1, t0));
         assert!(!p.fast_lane(0));
+    }
+
+    #[test]
+    fn a_fast_lane_tenant_is_judged_by_its_reported_jobs() {
+        let t0 = Instant::now();
+        let mut p = Srpt::new(Duration::from_millis(1), 0.5)
+            .with_short_jobs(Some(Duration::from_millis(1)));
+        p.on_fast_job(1, Duration::from_micros(200));
+        assert!(p.fast_lane(1));
+        // Long jobs pull the typical size past twice the limit: it leaves the lane.
+        for _ in 0..8 {
+            p.on_fast_job(1, Duration::from_millis(10));
+        }
+        assert!(!p.fast_lane(1));
+        // A tenant seen only through its items is unaffected.
+        p.on_submit(t0, &item(0, 2, 0, t0));
+        assert!(!p.fast_lane(2));
     }
 }

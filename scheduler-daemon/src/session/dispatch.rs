@@ -66,7 +66,7 @@ impl Session {
             ));
         let result = self.execute(&m);
         if synchronizing {
-            self.gating.job += 1;
+            self.gating.next_job(&self.shared);
         }
         match &result {
             Err(e) if crate::fault::is_sticky(e.0) => self.sticky_error(e.0),

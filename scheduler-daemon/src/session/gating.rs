@@ -9,6 +9,7 @@ use super::Shared;
 use crate::executor::{code, Executor, GpuError, GpuResult, Raw};
 use crate::scheduler::device::DeviceScheduler;
 use crate::scheduler::{CostKey, Work, WorkKind};
+use std::cell::Cell;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
@@ -22,8 +23,12 @@ pub struct Gating {
     pub received: Instant,
     /// Whether the session has a stream capture open (then each stream is asked).
     pub captures_open: bool,
-    /// The last answer of [`Gating::fast_lane`], to log changes.
-    on_fast_lane: std::cell::Cell<bool>,
+    /// Whether the current job goes on the fast lane, once asked (device, answer).
+    fast: Cell<Option<(u32, bool)>>,
+    /// The previous job's answer, to log changes.
+    was_fast: Cell<bool>,
+    /// When the current fast-lane job issued its first work (device, time).
+    fast_since: Cell<Option<(u32, Instant)>>,
 }
 
 impl Default for Gating {
@@ -33,7 +38,9 @@ impl Default for Gating {
             job: 0,
             received: Instant::now(),
             captures_open: false,
-            on_fast_lane: Default::default(),
+            fast: Cell::new(None),
+            was_fast: Cell::new(false),
+            fast_since: Cell::new(None),
         }
     }
 }
@@ -72,6 +79,17 @@ impl Gating {
             shared.queue_delay.record(self.received.elapsed());
             return issue();
         }
+        // A short tenant's job goes straight to its high-priority lane: no queue, no window, no
+        // completion tracking. Its kernels are tiny and many; the scheduler's per-item costs
+        // (two lock round trips and one more driver call each) would dominate its service time.
+        // The job as a whole is measured instead (`next_job`).
+        if self.fast.get() == Some((device, true)) {
+            shared.queue_delay.record(self.received.elapsed());
+            if self.fast_since.get().is_none() {
+                self.fast_since.set(Some((device, Instant::now())));
+            }
+            return issue();
+        }
         let work = Work {
             tenant: shared.identity.session,
             stream,
@@ -92,14 +110,20 @@ impl Gating {
         r
     }
 
-    /// Whether the policy wants this session's next work on `device` on a fast lane
-    /// (`streams.rs`). Always `false` under `passthrough`.
+    /// Whether this session's current job goes on a fast lane (`streams.rs`): asked of the
+    /// policy once per job. Always `false` under `passthrough`.
     pub fn fast_lane(&self, shared: &Shared, device: u32) -> bool {
+        if let Some((d, fast)) = self.fast.get() {
+            if d == device {
+                return fast;
+            }
+        }
         let fast = self
             .devices
             .get(device as usize)
             .is_some_and(|d| d.fast_lane(shared.identity.session));
-        if fast != self.on_fast_lane.replace(fast) {
+        self.fast.set(Some((device, fast)));
+        if fast != self.was_fast.replace(fast) {
             tracing::info!(
                 session = shared.identity.session,
                 tenant = %shared.identity.tenant,
@@ -113,6 +137,18 @@ impl Gating {
             );
         }
         fast
+    }
+
+    /// After a synchronising command: the next command starts a new job. A fast-lane job's
+    /// time (first issue to now) goes to the policy, which judges the tenant by it.
+    pub fn next_job(&mut self, shared: &Shared) {
+        self.job += 1;
+        self.fast.set(None);
+        if let Some((device, since)) = self.fast_since.take() {
+            if let Some(d) = self.devices.get(device as usize) {
+                d.fast_job(shared.identity.session, since.elapsed());
+            }
+        }
     }
 
     /// Before stream `id` is destroyed: waits for its work and stops tracking it, so that its
