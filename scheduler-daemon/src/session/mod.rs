@@ -26,6 +26,7 @@ mod ipc;
 #[cfg(test)]
 mod ipc_tests;
 mod link;
+mod pools;
 #[cfg(test)]
 mod link_tests;
 pub mod queue_delay;
@@ -174,6 +175,7 @@ pub struct Session {
     events: tables::Table<tables::Event>,
     ranges: tables::Ranges,
     vmm: vmm::Vmm,
+    pools: pools::Pools,
     graphs: graphs::Graphs,
     arrays: arrays::Arrays,
     links: link::Links,
@@ -222,6 +224,7 @@ impl Session {
             events: Default::default(),
             ranges: Default::default(),
             vmm: Default::default(),
+            pools: Default::default(),
             graphs: Default::default(),
             arrays: Default::default(),
             links: Default::default(),
@@ -340,6 +343,7 @@ impl Session {
         for (ptr, device) in self.ranges.drain_owned() {
             self.free_alloc(exec, device, ptr);
         }
+        self.teardown_pools(exec);
         for (_, i) in self.images.drain() {
             let _ = exec.image_unload(i.kind, i.raw);
         }
