@@ -361,7 +361,13 @@ pub trait Executor: Send + Sync + 'static {
         let _ = (device, pool);
         Err(GpuError(code::NOT_SUPPORTED))
     }
-    fn mem_alloc_from_pool(&self, device: u32, pool: Raw, bytes: u64, stream: Raw) -> GpuResult<u64> {
+    fn mem_alloc_from_pool(
+        &self,
+        device: u32,
+        pool: Raw,
+        bytes: u64,
+        stream: Raw,
+    ) -> GpuResult<u64> {
         let _ = (device, pool, bytes, stream);
         Err(GpuError(code::NOT_SUPPORTED))
     }

@@ -986,7 +986,13 @@ impl Executor for SimExecutor {
         }
         Ok(())
     }
-    fn mem_alloc_from_pool(&self, device: u32, pool: Raw, bytes: u64, _stream: Raw) -> GpuResult<u64> {
+    fn mem_alloc_from_pool(
+        &self,
+        device: u32,
+        pool: Raw,
+        bytes: u64,
+        _stream: Raw,
+    ) -> GpuResult<u64> {
         if !self.lock().pools.get(&pool).is_some_and(|p| !p.destroyed) {
             return Err(GpuError(code::INVALID_VALUE));
         }
@@ -998,7 +1004,13 @@ impl Executor for SimExecutor {
         p.high = p.high.max(p.used);
         Ok(ptr)
     }
-    fn mem_pool_attr(&self, _device: u32, pool: Raw, attr: u32, set: Option<u64>) -> GpuResult<u64> {
+    fn mem_pool_attr(
+        &self,
+        _device: u32,
+        pool: Raw,
+        attr: u32,
+        set: Option<u64>,
+    ) -> GpuResult<u64> {
         let mut st = self.live()?;
         let p = st
             .pools

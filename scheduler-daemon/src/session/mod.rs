@@ -26,9 +26,11 @@ mod ipc;
 #[cfg(test)]
 mod ipc_tests;
 mod link;
-mod pools;
 #[cfg(test)]
 mod link_tests;
+mod pools;
+#[cfg(test)]
+mod pools_tests;
 pub mod queue_delay;
 #[cfg(test)]
 mod scheduled;

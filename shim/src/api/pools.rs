@@ -366,7 +366,10 @@ pub(crate) unsafe fn cuMemPoolGetAccess(
 
 fn posix_only(call: &'static str, ty: CUmemAllocationHandleType) -> Result<(), CUresult> {
     if ty != CUmemAllocationHandleType::CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR {
-        crate::log::once(call, "shares pools only as POSIX file descriptors under Baton");
+        crate::log::once(
+            call,
+            "shares pools only as POSIX file descriptors under Baton",
+        );
         return Err(CUresult::CUDA_ERROR_NOT_SUPPORTED);
     }
     Ok(())
@@ -437,7 +440,11 @@ pub(crate) unsafe fn cuMemPoolExportPointer(
         }
         let r = c.call(Op::MemPoolExportPtr, &p::MemFree { dptr: ptr }, &[])?;
         let mut reserved = [0u8; 64];
-        ipc_encode(IPC_POOL_PTR_MAGIC, [r.values[0], r.values[1]], &mut reserved);
+        ipc_encode(
+            IPC_POOL_PTR_MAGIC,
+            [r.values[0], r.values[1]],
+            &mut reserved,
+        );
         // SAFETY: checked non-null; the caller's 64-byte export data.
         unsafe { out(shareData_out, CUmemPoolPtrExportData { reserved }) }
     })())
