@@ -993,7 +993,7 @@ impl Executor for SimExecutor {
         bytes: u64,
         _stream: Raw,
     ) -> GpuResult<u64> {
-        if !self.lock().pools.get(&pool).is_some_and(|p| !p.destroyed) {
+        if self.lock().pools.get(&pool).is_none_or(|p| p.destroyed) {
             return Err(GpuError(code::INVALID_VALUE));
         }
         let ptr = self.mem_alloc(device, bytes)?;
