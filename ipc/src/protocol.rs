@@ -10,9 +10,11 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 mod arrays;
 mod graph_nodes;
 mod link;
+mod pools;
 pub use arrays::*;
 pub use graph_nodes::*;
 pub use link::*;
+pub use pools::*;
 
 /// `Header::reply` for commands whose result is not awaited (errors surface at the next sync).
 pub const NO_REPLY: u32 = u32::MAX;
@@ -132,6 +134,15 @@ ops! {
     EventQuery = 85 => ObjectId,
     VmmExport = 86 => VmmExport,
     VmmImport = 87 => IpcToken,
+    MemPoolCreate = 110 => MemPoolCreate,
+    MemPoolDestroy = 111 => ObjectId,
+    MemPoolAlloc = 112 => MemPoolAlloc,
+    MemPoolAttr = 113 => MemPoolAttr,
+    MemPoolTrim = 114 => MemPoolTrim,
+    MemPoolExport = 115 => VmmExport,
+    MemPoolImport = 116 => IpcToken,
+    MemPoolExportPtr = 117 => MemFree,
+    MemPoolImportPtr = 118 => MemPoolImportPtr,
 }
 
 /// First bytes of every message.

@@ -189,6 +189,33 @@ extern "C" {
         os: *mut c_void,
         kind: CUmemAllocationHandleType,
     ) -> CUresult;
+    pub fn cuMemPoolCreate(pool: *mut CUmemoryPool, props: *const CUmemPoolProps) -> CUresult;
+    pub fn cuMemPoolDestroy(pool: CUmemoryPool) -> CUresult;
+    pub fn cuDeviceSetMemPool(dev: CUdevice, pool: CUmemoryPool) -> CUresult;
+    pub fn cuDeviceGetMemPool(pool: *mut CUmemoryPool, dev: CUdevice) -> CUresult;
+    pub fn cuMemPoolGetAccess(
+        flags: *mut CUmemAccess_flags,
+        pool: CUmemoryPool,
+        loc: *mut CUmemLocation,
+    ) -> CUresult;
+    pub fn cuMemPoolExportToShareableHandle(
+        out: *mut c_void,
+        pool: CUmemoryPool,
+        kind: CUmemAllocationHandleType,
+        flags: u64,
+    ) -> CUresult;
+    pub fn cuMemPoolImportFromShareableHandle(
+        pool: *mut CUmemoryPool,
+        os: *mut c_void,
+        kind: CUmemAllocationHandleType,
+        flags: u64,
+    ) -> CUresult;
+    pub fn cuMemPoolExportPointer(out: *mut CUmemPoolPtrExportData, p: CUdeviceptr) -> CUresult;
+    pub fn cuMemPoolImportPointer(
+        p: *mut CUdeviceptr,
+        pool: CUmemoryPool,
+        data: *mut CUmemPoolPtrExportData,
+    ) -> CUresult;
     pub fn cuMemGetAllocationPropertiesFromHandle(
         prop: *mut CUmemAllocationProp,
         h: CUmemGenericAllocationHandle,

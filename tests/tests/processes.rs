@@ -4,7 +4,7 @@
 use baton_ipc::control::{self, Request, Response, StatusReport};
 use baton_tests::*;
 use std::ffi::c_void;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -1111,6 +1111,194 @@ fn client_ipc_after_exit() {
     // SAFETY: as above.
     let r = unsafe { cuIpcOpenEventHandle(&mut ev, eh) };
     assert_eq!(r, CUresult::CUDA_ERROR_INVALID_HANDLE);
+}
+
+const POOL_BYTES: usize = 1 << 20;
+
+fn pool_props(handle_types: CUmemAllocationHandleType) -> CUmemPoolProps {
+    // SAFETY: plain data; zero is valid for every field.
+    let mut props: CUmemPoolProps = unsafe { std::mem::zeroed() };
+    props.allocType = CUmemAllocationType::CU_MEM_ALLOCATION_TYPE_PINNED;
+    props.handleTypes = handle_types;
+    props.location.type_ = CUmemLocationType::CU_MEM_LOCATION_TYPE_DEVICE;
+    props.location.id = 0;
+    props
+}
+
+#[test]
+fn memory_pools_cross_processes() {
+    let d = Daemon::start("pools");
+    let mut exporter = client("client_pool_export", &d.socket)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(exporter.stdout.take().unwrap());
+    let mut handles = String::new();
+    loop {
+        let mut line = String::new();
+        assert!(out.read_line(&mut line).unwrap() > 0, "exporter exited");
+        if let Some(at) = line.find("POOL ") {
+            handles = line[at + 5..].trim().to_string();
+        }
+        if line.contains("READY") {
+            break;
+        }
+    }
+    let parts: Vec<&str> = handles.split(' ').collect();
+    let out = client("client_pool_import", &d.socket)
+        .env("BATON_POOL_FD", parts[0])
+        .env("BATON_POOL_PTR", parts[1])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "importer failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The exporter frees after the importer and checks its figures.
+    exporter.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    assert!(exporter.wait().unwrap().success());
+    d.wait_status("every session to end", |s| s.clients.is_empty());
+}
+
+#[test]
+#[ignore = "run in a child process"]
+fn client_pool_export() {
+    if !is_child() {
+        return;
+    }
+    init_client();
+    let posix = CUmemAllocationHandleType::CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR;
+    // A pool without a shareable handle type exports nothing; Win32 pools are not served.
+    let mut plain = null_mut();
+    cu!(cuMemPoolCreate(
+        &mut plain,
+        &pool_props(CUmemAllocationHandleType::CU_MEM_HANDLE_TYPE_NONE)
+    ));
+    let mut fd: std::ffi::c_int = -1;
+    // SAFETY: valid out-pointer; the call must refuse the pool.
+    let r = unsafe {
+        cuMemPoolExportToShareableHandle((&mut fd as *mut std::ffi::c_int).cast(), plain, posix, 0)
+    };
+    assert_eq!(r, CUresult::CUDA_ERROR_INVALID_VALUE);
+    let mut win = null_mut();
+    // SAFETY: valid arguments; the call must refuse the handle type.
+    let r = unsafe {
+        cuMemPoolCreate(
+            &mut win,
+            &pool_props(CUmemAllocationHandleType::CU_MEM_HANDLE_TYPE_WIN32),
+        )
+    };
+    assert_eq!(r, CUresult::CUDA_ERROR_NOT_SUPPORTED);
+    cu!(cuMemPoolDestroy(plain));
+
+    let mut pool = null_mut();
+    cu!(cuMemPoolCreate(&mut pool, &pool_props(posix)));
+    // cuMemAllocAsync allocates from the pool made current.
+    cu!(cuDeviceSetMemPool(0, pool));
+    let mut current = null_mut();
+    cu!(cuDeviceGetMemPool(&mut current, 0));
+    assert_eq!(current, pool);
+    let mut s = null_mut();
+    cu!(cuStreamCreate(&mut s, 1));
+    let mut buf = 0;
+    cu!(cuMemAllocAsync(&mut buf, POOL_BYTES, s));
+    let mut used = 0u64;
+    cu!(cuMemPoolGetAttribute(
+        pool,
+        CUmemPool_attribute::CU_MEMPOOL_ATTR_USED_MEM_CURRENT,
+        (&mut used as *mut u64).cast()
+    ));
+    assert_eq!(used, POOL_BYTES as u64);
+    cu!(cuMemsetD32_v2(buf, 0x5eed_f00d, POOL_BYTES / 4));
+    cu!(cuMemPoolExportToShareableHandle(
+        (&mut fd as *mut std::ffi::c_int).cast(),
+        pool,
+        posix,
+        0
+    ));
+    // SAFETY: plain data, filled in by the call.
+    let mut data: CUmemPoolPtrExportData = unsafe { std::mem::zeroed() };
+    cu!(cuMemPoolExportPointer(&mut data, buf));
+    println!(
+        "POOL /proc/{}/fd/{fd} {}",
+        std::process::id(),
+        hex(&data.reserved.map(|c| c as std::ffi::c_char))
+    );
+    println!("READY");
+    let mut line = String::new();
+    let _ = std::io::stdin().read_line(&mut line);
+    // The importer wrote its mark; then the exporter frees and destroys.
+    let mut words = vec![0u32; 4];
+    cu!(cuMemcpyDtoH_v2(words.as_mut_ptr().cast(), buf, 16));
+    assert_eq!(words, vec![0x0909_0909; 4], "the importer's write");
+    cu!(cuMemFreeAsync(buf, s));
+    cu!(cuStreamSynchronize(s));
+    cu!(cuMemPoolDestroy(pool));
+    // The device's default pool is current again.
+    cu!(cuDeviceGetMemPool(&mut current, 0));
+    assert_ne!(current, pool);
+}
+
+#[test]
+#[ignore = "run in a child process"]
+fn client_pool_import() {
+    if !is_child() {
+        return;
+    }
+    init_client();
+    let posix = CUmemAllocationHandleType::CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR;
+    let var = |n| std::env::var(n).unwrap();
+    let file = std::fs::File::open(var("BATON_POOL_FD")).unwrap();
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&file);
+    let mut pool = null_mut();
+    cu!(cuMemPoolImportFromShareableHandle(
+        &mut pool,
+        fd as usize as *mut c_void,
+        posix,
+        0
+    ));
+    // SAFETY: plain data.
+    let mut loc: CUmemLocation = unsafe { std::mem::zeroed() };
+    loc.type_ = CUmemLocationType::CU_MEM_LOCATION_TYPE_DEVICE;
+    let mut flags = CUmemAccess_flags::CU_MEM_ACCESS_FLAGS_PROT_NONE;
+    cu!(cuMemPoolGetAccess(&mut flags, pool, &mut loc));
+    assert_eq!(flags, CUmemAccess_flags::CU_MEM_ACCESS_FLAGS_PROT_READWRITE);
+    let mut data = CUmemPoolPtrExportData {
+        reserved: unhex(&var("BATON_POOL_PTR")).map(|c| c as u8),
+    };
+    let mut s = null_mut();
+    cu!(cuStreamCreate(&mut s, 1));
+    // An imported pool hands out no memory.
+    let mut none = 0;
+    // SAFETY: valid arguments; the call must refuse the pool.
+    let r = unsafe { cuMemAllocFromPoolAsync(&mut none, 4096, pool, s) };
+    assert_eq!(r, CUresult::CUDA_ERROR_INVALID_VALUE);
+    // A forged export: right magic, wrong token.
+    let mut forged = data;
+    forged.reserved[20] ^= 0x40;
+    let mut ptr = 0;
+    // SAFETY: valid arguments; the call must refuse the data.
+    let r = unsafe { cuMemPoolImportPointer(&mut ptr, pool, &mut forged) };
+    assert_eq!(r, CUresult::CUDA_ERROR_INVALID_HANDLE);
+    cu!(cuMemPoolImportPointer(&mut ptr, pool, &mut data));
+    let mut words = vec![0u32; POOL_BYTES / 4];
+    cu!(cuMemcpyDtoH_v2(words.as_mut_ptr().cast(), ptr, POOL_BYTES));
+    assert!(
+        words.iter().all(|&w| w == 0x5eed_f00d),
+        "the exporter's data"
+    );
+    cu!(cuMemsetD8Async(ptr, 9, 16, s));
+    cu!(cuStreamSynchronize(s));
+    // Freeing the import lets go of it; the exporter's memory stays.
+    cu!(cuMemFreeAsync(ptr, s));
+    cu!(cuStreamSynchronize(s));
+    // SAFETY: plain value arguments; the import is gone.
+    let r = unsafe { cuMemFreeAsync(ptr, s) };
+    assert_eq!(r, CUresult::CUDA_ERROR_INVALID_VALUE);
+    cu!(cuMemPoolDestroy(pool));
 }
 
 /// A module image for the simulator whose `trap` kernel poisons the context like a wild write.

@@ -30,6 +30,7 @@ macro_rules! driver_fn {
 mod arrays;
 mod graph_nodes;
 mod link;
+mod pools;
 mod vmm_graph;
 
 use super::{
@@ -654,6 +655,26 @@ impl Executor for CudaExecutor {
         self.bind(device)?;
         // SAFETY: the session frees only stream-ordered allocations it made.
         check(unsafe { sys::cuMemFreeAsync(ptr, stream(s)) })
+    }
+    fn mem_pool_create(&self, device: u32, max_size: u64) -> GpuResult<Raw> {
+        self.bind(device)?;
+        pools::create(device, max_size)
+    }
+    fn mem_pool_destroy(&self, device: u32, pool: Raw) -> GpuResult<()> {
+        self.bind(device)?;
+        pools::destroy(pool)
+    }
+    fn mem_alloc_from_pool(&self, device: u32, pool: Raw, bytes: u64, s: Raw) -> GpuResult<u64> {
+        self.bind(device)?;
+        pools::alloc(pool, bytes, s)
+    }
+    fn mem_pool_attr(&self, device: u32, pool: Raw, attr: u32, set: Option<u64>) -> GpuResult<u64> {
+        self.bind(device)?;
+        pools::attr(pool, attr, set)
+    }
+    fn mem_pool_trim(&self, device: u32, pool: Raw, keep: u64) -> GpuResult<()> {
+        self.bind(device)?;
+        pools::trim(pool, keep)
     }
     fn copy_2d(
         &self,

@@ -348,6 +348,39 @@ pub trait Executor: Send + Sync + 'static {
         Err(GpuError(code::NOT_SUPPORTED))
     }
 
+    // ---- Explicit memory pools (`cuMemPoolCreate`). Pools are the driver's handles; every
+    // caller checked that the pool is one the session may use.
+
+    /// A pool of device memory on `device` (`max_size` 0: the driver's default).
+    fn mem_pool_create(&self, device: u32, max_size: u64) -> GpuResult<Raw> {
+        let _ = (device, max_size);
+        Err(GpuError(code::NOT_SUPPORTED))
+    }
+    /// Destroys a pool; the driver frees it once its outstanding allocations are freed.
+    fn mem_pool_destroy(&self, device: u32, pool: Raw) -> GpuResult<()> {
+        let _ = (device, pool);
+        Err(GpuError(code::NOT_SUPPORTED))
+    }
+    fn mem_alloc_from_pool(
+        &self,
+        device: u32,
+        pool: Raw,
+        bytes: u64,
+        stream: Raw,
+    ) -> GpuResult<u64> {
+        let _ = (device, pool, bytes, stream);
+        Err(GpuError(code::NOT_SUPPORTED))
+    }
+    /// Reads a `CU_MEMPOOL_ATTR_*` value, first setting it to `set` if given.
+    fn mem_pool_attr(&self, device: u32, pool: Raw, attr: u32, set: Option<u64>) -> GpuResult<u64> {
+        let _ = (device, pool, attr, set);
+        Err(GpuError(code::NOT_SUPPORTED))
+    }
+    fn mem_pool_trim(&self, device: u32, pool: Raw, keep: u64) -> GpuResult<()> {
+        let _ = (device, pool, keep);
+        Err(GpuError(code::NOT_SUPPORTED))
+    }
+
     // ---- Stream capture and graphs.
 
     /// Begins a relaxed-mode capture of `stream`.

@@ -70,6 +70,20 @@ struct State {
     /// Set by the `trap` kernel: the context is poisoned as by a real kernel fault, with this
     /// sticky error, until [`Executor::reset_device`].
     faulted: Option<u32>,
+    /// Explicit memory pools.
+    pools: HashMap<Raw, SimPool>,
+    /// Allocations from explicit pools: address -> pool.
+    pool_allocs: HashMap<u64, Raw>,
+}
+
+/// A simulated memory pool: its attributes and what it holds. Freed memory goes straight back
+/// to the device, so reserved always equals used.
+#[derive(Default)]
+struct SimPool {
+    attrs: HashMap<u32, u64>,
+    used: u64,
+    high: u64,
+    destroyed: bool,
 }
 
 pub struct SimExecutor {
@@ -121,6 +135,8 @@ impl SimExecutor {
             (91, 1),          // CAN_USE_HOST_POINTER_FOR_REGISTERED_MEM
             (97, 232448),     // MAX_SHARED_MEMORY_PER_BLOCK_OPTIN
             (106, 32),        // MAX_BLOCKS_PER_MULTIPROCESSOR
+            (115, 1),         // MEMORY_POOLS_SUPPORTED
+            (119, 1),         // MEMPOOL_SUPPORTED_HANDLE_TYPES (POSIX file descriptor)
         ];
         let attributes = (1..148)
             .map(|a| (a, known.iter().find(|k| k.0 == a).map_or(0, |k| k.1)))
@@ -453,6 +469,20 @@ impl Executor for SimExecutor {
             .remove(&ptr)
             .ok_or(GpuError(code::INVALID_VALUE))?;
         st.used -= buf.len() as u64;
+        if let Some(pool) = st.pool_allocs.remove(&ptr) {
+            let n = buf.len() as u64;
+            let gone = match st.pools.get_mut(&pool) {
+                Some(p) => {
+                    p.used -= n;
+                    p.destroyed && p.used == 0
+                }
+                None => false,
+            };
+            // A destroyed pool goes away with its last allocation, as the driver's does.
+            if gone {
+                st.pools.remove(&pool);
+            }
+        }
         Ok(())
     }
     fn mem_info(&self, device: u32) -> GpuResult<(u64, u64)> {
@@ -934,6 +964,82 @@ impl Executor for SimExecutor {
     }
     fn mem_free_async(&self, device: u32, ptr: u64, _stream: Raw) -> GpuResult<()> {
         self.mem_free(device, ptr)
+    }
+    fn mem_pool_create(&self, device: u32, _max_size: u64) -> GpuResult<Raw> {
+        self.check_device(device)?;
+        let mut st = self.live()?;
+        st.next_id += 1;
+        let id = st.next_id;
+        st.pools.insert(id, SimPool::default());
+        Ok(id)
+    }
+    fn mem_pool_destroy(&self, _device: u32, pool: Raw) -> GpuResult<()> {
+        let mut st = self.lock();
+        let p = st
+            .pools
+            .get_mut(&pool)
+            .filter(|p| !p.destroyed)
+            .ok_or(GpuError(code::INVALID_VALUE))?;
+        p.destroyed = true;
+        if p.used == 0 {
+            st.pools.remove(&pool);
+        }
+        Ok(())
+    }
+    fn mem_alloc_from_pool(
+        &self,
+        device: u32,
+        pool: Raw,
+        bytes: u64,
+        _stream: Raw,
+    ) -> GpuResult<u64> {
+        if self.lock().pools.get(&pool).is_none_or(|p| p.destroyed) {
+            return Err(GpuError(code::INVALID_VALUE));
+        }
+        let ptr = self.mem_alloc(device, bytes)?;
+        let mut st = self.lock();
+        st.pool_allocs.insert(ptr, pool);
+        let p = st.pools.get_mut(&pool).expect("checked above");
+        p.used += bytes;
+        p.high = p.high.max(p.used);
+        Ok(ptr)
+    }
+    fn mem_pool_attr(
+        &self,
+        _device: u32,
+        pool: Raw,
+        attr: u32,
+        set: Option<u64>,
+    ) -> GpuResult<u64> {
+        let mut st = self.live()?;
+        let p = st
+            .pools
+            .get_mut(&pool)
+            .filter(|p| !p.destroyed)
+            .ok_or(GpuError(code::INVALID_VALUE))?;
+        match (attr, set) {
+            // Current reserved and used are read-only; the high-water marks reset to 0 only.
+            (5 | 7, Some(_)) => return Err(GpuError(code::INVALID_VALUE)),
+            (6 | 8, Some(0)) => p.high = p.used,
+            (6 | 8, Some(_)) => return Err(GpuError(code::INVALID_VALUE)),
+            (1..=4, Some(v)) => {
+                p.attrs.insert(attr, v);
+            }
+            (1..=8, None) => {}
+            _ => return Err(GpuError(code::INVALID_VALUE)),
+        }
+        Ok(match attr {
+            5 | 7 => p.used,
+            6 | 8 => p.high,
+            1..=3 => p.attrs.get(&attr).copied().unwrap_or(1),
+            _ => p.attrs.get(&attr).copied().unwrap_or(0),
+        })
+    }
+    fn mem_pool_trim(&self, _device: u32, pool: Raw, _keep: u64) -> GpuResult<()> {
+        match self.live()?.pools.get(&pool) {
+            Some(p) if !p.destroyed => Ok(()),
+            _ => Err(GpuError(code::INVALID_VALUE)),
+        }
     }
     fn copy_2d(
         &self,

@@ -24,7 +24,7 @@ impl Answer {
             payload: Vec::new(),
         }
     }
-    fn values(a: u64, b: u64) -> Answer {
+    pub(super) fn values(a: u64, b: u64) -> Answer {
         Answer {
             values: [a, b, 0, 0],
             payload: Vec::new(),
@@ -120,7 +120,14 @@ impl Session {
             }
             Op::MemFree => {
                 let b: p::MemFree = m.body().map_err(body_err)?;
-                let (len, device) = self.ranges.remove_alloc(b.dptr).ok_or_else(invalid)?;
+                let Some((len, device)) = self.ranges.remove_alloc(b.dptr) else {
+                    // cuMemFree also frees stream-ordered and imported pool memory, after the
+                    // work of this session that may use it.
+                    let _ = self.streams.synchronize_all(exec);
+                    return self
+                        .free_stream_ordered(exec, b.dptr, None)
+                        .map(|_| Answer::default());
+                };
                 // cuMemFree may not free memory that in-flight work of this tenant still uses;
                 // waiting for this session's own streams keeps other tenants out of it.
                 let _ = self.streams.synchronize_all(exec);
@@ -500,13 +507,8 @@ impl Session {
                 let b: p::MemFreeAsync = m.body().map_err(body_err)?;
                 // The stream first: failing after the range is forgotten would leave the
                 // memory allocated, charged to the tenant, and out of teardown's reach.
-                let (device, stream) = self.streams.prepare(exec, b.stream)?;
-                let (len, _) = self
-                    .ranges
-                    .remove_owned(b.dptr, Owner::AsyncAlloc)
-                    .ok_or_else(invalid)?;
-                self.shared.refund(len);
-                exec.mem_free_async(device, b.dptr, stream)
+                let (_, stream) = self.streams.prepare(exec, b.stream)?;
+                self.free_stream_ordered(exec, b.dptr, Some(stream))
                     .map(|_| Answer::default())
             }
             Op::Copy2D => {
@@ -641,6 +643,15 @@ impl Session {
             | Op::EventQuery
             | Op::VmmExport
             | Op::VmmImport => self.ipc_op(exec, m),
+            Op::MemPoolCreate
+            | Op::MemPoolDestroy
+            | Op::MemPoolAlloc
+            | Op::MemPoolAttr
+            | Op::MemPoolTrim
+            | Op::MemPoolExport
+            | Op::MemPoolImport
+            | Op::MemPoolExportPtr
+            | Op::MemPoolImportPtr => self.pool_op(exec, m),
             Op::Occupancy => {
                 let b: p::Occupancy = m.body().map_err(body_err)?;
                 let f = self.funcs.get(b.func)?;

@@ -196,7 +196,11 @@ impl Session {
 
     /// Frees one of the session's own allocations (teardown), or its share of it if shared.
     pub(super) fn free_alloc(&self, exec: &dyn Executor, device: u32, ptr: u64) {
-        match self.sharing.token_of(Kind::Mem, ptr) {
+        let shared = self
+            .sharing
+            .token_of(Kind::Mem, ptr)
+            .or_else(|| self.sharing.token_of(Kind::PoolPtr, ptr));
+        match shared {
             None => {
                 let _ = exec.mem_free(device, ptr);
             }

@@ -28,6 +28,9 @@ mod ipc_tests;
 mod link;
 #[cfg(test)]
 mod link_tests;
+mod pools;
+#[cfg(test)]
+mod pools_tests;
 pub mod queue_delay;
 #[cfg(test)]
 mod scheduled;
@@ -174,6 +177,7 @@ pub struct Session {
     events: tables::Table<tables::Event>,
     ranges: tables::Ranges,
     vmm: vmm::Vmm,
+    pools: pools::Pools,
     graphs: graphs::Graphs,
     arrays: arrays::Arrays,
     links: link::Links,
@@ -222,6 +226,7 @@ impl Session {
             events: Default::default(),
             ranges: Default::default(),
             vmm: Default::default(),
+            pools: Default::default(),
             graphs: Default::default(),
             arrays: Default::default(),
             links: Default::default(),
@@ -340,6 +345,7 @@ impl Session {
         for (ptr, device) in self.ranges.drain_owned() {
             self.free_alloc(exec, device, ptr);
         }
+        self.teardown_pools(exec);
         for (_, i) in self.images.drain() {
             let _ = exec.image_unload(i.kind, i.raw);
         }

@@ -27,6 +27,21 @@ pub enum Kind {
     Event,
     /// A `cuMemCreate` allocation; the object is the driver's handle.
     Phys,
+    /// An explicit memory pool (`cuMemPoolExportToShareableHandle`); the object is the
+    /// driver's pool.
+    Pool,
+    /// An allocation from an exported pool (`cuMemPoolExportPointer`); the object is its
+    /// address, and `parent` the pool's token.
+    PoolPtr,
+}
+
+impl Kind {
+    /// Kinds whose exporter cannot open its own object, and whose object can no longer be
+    /// opened once the exporter let go of it (freed memory): memory and events. Physical
+    /// allocations and pools stay importable while anyone holds them, as their descriptors do.
+    fn exporter_bound(self) -> bool {
+        matches!(self, Kind::Mem | Kind::Event | Kind::PoolPtr)
+    }
 }
 
 /// One shared object.
@@ -38,6 +53,8 @@ pub struct Export {
     pub size: u64,
     /// `Phys` only: the properties it was created with.
     pub prop: VmmProp,
+    /// `PoolPtr` only: the token of the exported pool the allocation came from.
+    pub parent: Option<Token>,
     /// The session that shared it.
     pub exporter: u64,
     /// The exporter's account, refunded when the object is finally freed.
@@ -62,6 +79,7 @@ impl Export {
             object,
             size,
             prop: VmmProp::default(),
+            parent: None,
             exporter,
             account,
             holders: 1,
@@ -142,7 +160,7 @@ impl Registry {
             .get_mut(&token)
             .filter(|e| e.kind == kind)
             .ok_or(GpuError(code::INVALID_HANDLE))?;
-        if kind != Kind::Phys {
+        if kind.exporter_bound() {
             if e.exporter == session {
                 return Err(GpuError(code::INVALID_CONTEXT));
             }

@@ -95,6 +95,9 @@ pub enum Owner {
     Mapped,
     /// Another session's allocation opened with `cuIpcOpenMemHandle`; released by `ipc`.
     Imported,
+    /// Another session's pool allocation imported with `cuMemPoolImportPointer`; released by
+    /// `pools`.
+    PoolImported,
 }
 
 /// Device memory ranges a session may name in copies and memsets.

@@ -122,12 +122,17 @@ pub(crate) unsafe fn cuIpcOpenEventHandle(
 }
 
 /// A sealed memfd holding `magic ++ token`: the descriptor a client hands to other processes.
-fn token_fd(token: [u64; 2]) -> Result<std::ffi::c_int, CUresult> {
+/// `call` names the entry point in a log line if that fails.
+pub(super) fn token_fd(
+    magic: [u8; 8],
+    token: [u64; 2],
+    call: &'static str,
+) -> Result<std::ffi::c_int, CUresult> {
     let mut b = [0u8; 24];
-    ipc_encode(IPC_VMM_MAGIC, token, &mut b);
+    ipc_encode(magic, token, &mut b);
     let fail = |what: &str| {
         crate::log::once(
-            "cuMemExportToShareableHandle",
+            call,
             &format!(
                 "could not make its descriptor ({what}: {})",
                 std::io::Error::last_os_error()
@@ -138,7 +143,7 @@ fn token_fd(token: [u64; 2]) -> Result<std::ffi::c_int, CUresult> {
     // SAFETY: a NUL-terminated name and flags; the result is checked.
     let fd = unsafe {
         libc::memfd_create(
-            c"baton-exported-allocation".as_ptr(),
+            c"baton-shareable-handle".as_ptr(),
             libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
         )
     };
@@ -182,7 +187,11 @@ pub(crate) unsafe fn cuMemExportToShareableHandle(
             _pad: 0,
         };
         let r = c.call(Op::VmmExport, &body, &[])?;
-        let fd = token_fd([r.values[0], r.values[1]])?;
+        let fd = token_fd(
+            IPC_VMM_MAGIC,
+            [r.values[0], r.values[1]],
+            "cuMemExportToShareableHandle",
+        )?;
         // SAFETY: for this handle type the driver writes an `int` through the pointer.
         unsafe { out(shareableHandle.cast::<std::ffi::c_int>(), fd) }
     })())
@@ -206,14 +215,7 @@ pub(crate) unsafe fn cuMemImportFromShareableHandle(
             return Err(CUresult::CUDA_ERROR_NOT_SUPPORTED);
         }
         // For this handle type the descriptor itself is passed in the pointer's place.
-        let fd = osHandle as usize as std::ffi::c_int;
-        let mut b = [0u8; 24];
-        // SAFETY: reads at most 24 bytes into the local buffer; a bad descriptor just fails.
-        let n = unsafe { libc::pread(fd, b.as_mut_ptr().cast(), b.len(), 0) };
-        if n != b.len() as isize {
-            return Err(CUresult::CUDA_ERROR_INVALID_VALUE);
-        }
-        let token = ipc_decode(IPC_VMM_MAGIC, &b).ok_or(CUresult::CUDA_ERROR_INVALID_VALUE)?;
+        let token = fd_token(IPC_VMM_MAGIC, osHandle as usize as std::ffi::c_int)?;
         let r = c.call(Op::VmmImport, &p::IpcToken { token }, &[])?;
         let wire = <p::VmmProp as zerocopy::FromBytes>::read_from_bytes(&r.payload)
             .map_err(|_| CUresult::CUDA_ERROR_UNKNOWN)?;
@@ -222,4 +224,15 @@ pub(crate) unsafe fn cuMemImportFromShareableHandle(
         // SAFETY: checked non-null; the caller's out-pointer.
         unsafe { out(handle, id) }
     })())
+}
+
+/// The token in a descriptor made by [`token_fd`] with `magic`.
+pub(super) fn fd_token(magic: [u8; 8], fd: std::ffi::c_int) -> Result<[u64; 2], CUresult> {
+    let mut b = [0u8; 24];
+    // SAFETY: reads at most 24 bytes into the local buffer; a bad descriptor just fails.
+    let n = unsafe { libc::pread(fd, b.as_mut_ptr().cast(), b.len(), 0) };
+    if n != b.len() as isize {
+        return Err(CUresult::CUDA_ERROR_INVALID_VALUE);
+    }
+    ipc_decode(magic, &b).ok_or(CUresult::CUDA_ERROR_INVALID_VALUE)
 }

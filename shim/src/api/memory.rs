@@ -26,6 +26,12 @@ pub(crate) fn remember_global(ptr: u64, len: u64, device: u32) {
 }
 
 /// A `cuMemMap`ped range: device memory for pointer queries and copies.
+/// Device memory this process frees with `cuMemFree`/`cuMemFreeAsync` (an imported pool
+/// pointer: freeing it lets go of the import).
+pub(crate) fn remember_freeable(ptr: u64, len: u64, device: u32) {
+    lock(&DEVICE).insert(ptr, (len, device, true));
+}
+
 pub(crate) fn remember_mapping(ptr: u64, len: u64, device: u32) {
     lock(&DEVICE).insert(ptr, (len, device, false));
 }
@@ -827,16 +833,53 @@ pub(crate) unsafe fn cuMemAllocAsync(
             return Err(CUresult::CUDA_ERROR_INVALID_VALUE);
         }
         submitted(s);
-        let r = c.call(
-            Op::MemAllocAsync,
-            &baton_ipc::protocol::MemAllocAsync {
-                stream: s.daemon_id()?,
-                bytes: bytes as u64,
-            },
-            &[],
-        )?;
+        // The pool cuDeviceSetMemPool made current, if not the default one.
+        let r = match super::pools::current_explicit(s.device) {
+            Some(pool) => c.call(
+                Op::MemPoolAlloc,
+                &baton_ipc::protocol::MemPoolAlloc {
+                    pool,
+                    stream: s.daemon_id()?,
+                    bytes: bytes as u64,
+                },
+                &[],
+            )?,
+            None => c.call(
+                Op::MemAllocAsync,
+                &baton_ipc::protocol::MemAllocAsync {
+                    stream: s.daemon_id()?,
+                    bytes: bytes as u64,
+                },
+                &[],
+            )?,
+        };
         lock(&DEVICE).insert(r.values[0], (bytes as u64, s.device, true));
         // SAFETY: forwarded caller contract.
+        unsafe { out(dptr, r.values[0]) }
+    })())
+}
+
+/// `cuMemAllocFromPoolAsync` from explicit pool `pool` (a daemon id).
+pub(crate) unsafe fn alloc_from_pool(
+    dptr: *mut CUdeviceptr,
+    bytes: usize,
+    pool: u64,
+    stream: CUstream,
+) -> CUresult {
+    ret((|| {
+        let (c, s) = on(stream)?;
+        if dptr.is_null() || bytes == 0 {
+            return Err(CUresult::CUDA_ERROR_INVALID_VALUE);
+        }
+        submitted(s);
+        let body = baton_ipc::protocol::MemPoolAlloc {
+            pool,
+            stream: s.daemon_id()?,
+            bytes: bytes as u64,
+        };
+        let r = c.call(Op::MemPoolAlloc, &body, &[])?;
+        lock(&DEVICE).insert(r.values[0], (bytes as u64, s.device, true));
+        // SAFETY: checked non-null; the caller's out-pointer.
         unsafe { out(dptr, r.values[0]) }
     })())
 }

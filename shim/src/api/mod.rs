@@ -115,7 +115,9 @@ pub(crate) use occupancy::{
 };
 pub(crate) use pools::{
     cuDeviceGetDefaultMemPool, cuDeviceGetMemPool, cuDeviceSetMemPool, cuMemAllocFromPoolAsync,
-    cuMemPoolGetAttribute, cuMemPoolSetAttribute, cuMemPoolTrimTo,
+    cuMemPoolCreate, cuMemPoolDestroy, cuMemPoolExportPointer, cuMemPoolExportToShareableHandle,
+    cuMemPoolGetAccess, cuMemPoolGetAttribute, cuMemPoolImportFromShareableHandle,
+    cuMemPoolImportPointer, cuMemPoolSetAccess, cuMemPoolSetAttribute, cuMemPoolTrimTo,
 };
 pub(crate) use proc_address::{cuGetProcAddress, cuGetProcAddress_v2};
 pub(crate) use stream::{
