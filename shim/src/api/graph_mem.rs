@@ -102,13 +102,11 @@ pub(crate) unsafe fn cuGraphAddMemFreeNode(
     n: usize,
     dptr: CUdeviceptr,
 ) -> CUresult {
-    ret((|| {
-        let mut b = p::GraphNode::new_zeroed();
-        b.kind = p::NODE_MEM_FREE;
-        b.dst = dptr;
-        // SAFETY: forwarded caller contract.
-        unsafe { add_answered(ph, graph, deps, n, b, &[]) }.map(|_| ())
-    })())
+    let mut b = p::GraphNode::new_zeroed();
+    b.kind = p::NODE_MEM_FREE;
+    b.dst = dptr;
+    // SAFETY: forwarded caller contract.
+    ret(unsafe { add_answered(ph, graph, deps, n, b, &[]) }.map(|_| ()))
 }
 
 /// `[is alloc, address, bytes, device]` of a memory node.
