@@ -126,6 +126,8 @@ ops! {
     LinkComplete = 90 => LinkComplete,
     LinkRead = 91 => LinkRead,
     LinkDestroy = 92 => ObjectId,
+    GraphMem = 93 => GraphMem,
+    GraphMemNode = 94 => ObjectId,
     IpcGetMemHandle = 80 => MemFree,
     IpcOpenMemHandle = 81 => IpcToken,
     IpcCloseMemHandle = 82 => MemFree,

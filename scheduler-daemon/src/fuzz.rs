@@ -143,7 +143,9 @@ fn split_body(m: &Message<'_>) -> usize {
         | Op::ArrayDestroy
         | Op::TexObjectDestroy
         | Op::SurfObjectDestroy
-        | Op::LinkDestroy => tail!(p::ObjectId),
+        | Op::LinkDestroy
+        | Op::GraphMemNode => tail!(p::ObjectId),
+        Op::GraphMem => tail!(p::GraphMem),
         Op::LinkComplete => tail!(p::LinkComplete),
         Op::LinkRead => tail!(p::LinkRead),
         Op::VmmMap => tail!(p::VmmMap),

@@ -12,6 +12,10 @@ pub const NODE_MEMCPY: u32 = 1;
 pub const NODE_MEMSET: u32 = 2;
 pub const NODE_GRAPH: u32 = 4;
 pub const NODE_EMPTY: u32 = 5;
+/// Graph memory nodes: `GraphNode::width` is the allocation's size and `value` its device
+/// (alloc); `dst` the address freed (free).
+pub const NODE_MEM_ALLOC: u32 = 10;
+pub const NODE_MEM_FREE: u32 = 11;
 
 /// Most dependencies one node may name (and most edges one `GraphAddEdges` may add).
 pub const MAX_NODE_DEPS: usize = 1024;
@@ -124,4 +128,21 @@ pub fn tensor_elem_bytes(data_type: u32) -> Option<u64> {
         13..=15 => Some(1),             // 16U4_ALIGN8B, 16U4_ALIGN16B, 16U6_ALIGN16B
         _ => None,
     }
+}
+
+/// `GraphMem::op`.
+pub const GRAPH_MEM_GET: u32 = 0;
+pub const GRAPH_MEM_SET: u32 = 1;
+pub const GRAPH_MEM_TRIM: u32 = 2;
+
+/// `cuDeviceGetGraphMemAttribute` / `cuDeviceSetGraphMemAttribute` (`attr`, `value`) and
+/// `cuDeviceGraphMemTrim`; a get is answered with the value.
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct GraphMem {
+    pub device: u32,
+    pub op: u32,
+    pub attr: u32,
+    pub _pad: u32,
+    pub value: u64,
 }

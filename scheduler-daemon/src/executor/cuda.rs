@@ -28,6 +28,7 @@ macro_rules! driver_fn {
 }
 
 mod arrays;
+mod graph_mem;
 mod graph_nodes;
 mod link;
 mod pools;
@@ -1084,6 +1085,18 @@ impl Executor for CudaExecutor {
             return (Err(e), super::UpdateResult::default());
         }
         gn::exec_update(exec, graph)
+    }
+    fn graph_mem_node(&self, device: u32, node: Raw) -> GpuResult<super::MemNode> {
+        self.bind(device)?;
+        graph_mem::mem_node(node)
+    }
+    fn graph_mem_attr(&self, device: u32, attr: u32, set: Option<u64>) -> GpuResult<u64> {
+        self.bind(device)?;
+        graph_mem::attr(device, attr, set)
+    }
+    fn graph_mem_trim(&self, device: u32) -> GpuResult<()> {
+        self.bind(device)?;
+        graph_mem::trim(device)
     }
     fn tensor_map_encode(
         &self,

@@ -26,6 +26,15 @@ pub enum NodeSpec<'a> {
     Empty,
     /// A copy of this graph becomes the node's body.
     Child(Raw),
+    /// A graph allocation of `bytes` on `device` (pinned device memory of the graph pool).
+    MemAlloc {
+        device: u32,
+        bytes: u64,
+    },
+    /// Frees the graph allocation at `ptr`.
+    MemFree {
+        ptr: u64,
+    },
 }
 
 impl NodeSpec<'_> {
@@ -38,6 +47,8 @@ impl NodeSpec<'_> {
             NodeSpec::Memcpy(_) => p::NODE_MEMCPY,
             NodeSpec::Empty => p::NODE_EMPTY,
             NodeSpec::Child(_) => p::NODE_GRAPH,
+            NodeSpec::MemAlloc { .. } => p::NODE_MEM_ALLOC,
+            NodeSpec::MemFree { .. } => p::NODE_MEM_FREE,
         }
     }
 }
@@ -48,4 +59,13 @@ impl NodeSpec<'_> {
 pub struct UpdateResult {
     pub result: u32,
     pub error_node: Raw,
+}
+
+/// What one memory node of a graph does: allocate `bytes` at `ptr` (`alloc`), or free `ptr`
+/// (`bytes` is then 0).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemNode {
+    pub alloc: bool,
+    pub ptr: u64,
+    pub bytes: u64,
 }

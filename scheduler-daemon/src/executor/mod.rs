@@ -10,7 +10,7 @@ pub mod sim;
 
 use baton_ipc::control::DeviceInfo;
 use baton_ipc::protocol::{FunctionInfo, ImageKind, VmmAccess, VmmProp};
-pub use graph_nodes::{NodeSpec, UpdateResult};
+pub use graph_nodes::{MemNode, NodeSpec, UpdateResult};
 use std::ffi::CStr;
 
 /// A failed driver call: the non-zero `CUresult` the client should see.
@@ -482,6 +482,33 @@ pub trait Executor: Send + Sync + 'static {
     ) -> (GpuResult<()>, UpdateResult) {
         let _ = (device, exec, graph);
         (Err(GpuError(code::NOT_SUPPORTED)), UpdateResult::default())
+    }
+    /// The allocation or free a memory node (`NODE_MEM_ALLOC` / `NODE_MEM_FREE`) makes.
+    fn graph_mem_node(&self, device: u32, node: Raw) -> GpuResult<MemNode> {
+        let _ = (device, node);
+        Err(GpuError(code::NOT_SUPPORTED))
+    }
+    /// Every memory node of a graph (not of its child graphs: the driver keeps memory nodes
+    /// out of those).
+    fn graph_mem_nodes(&self, device: u32, graph: Raw) -> GpuResult<Vec<MemNode>> {
+        let mut out = Vec::new();
+        for n in self.graph_nodes(device, graph, false)? {
+            let t = self.graph_node_type(device, n)?;
+            if t == baton_ipc::protocol::NODE_MEM_ALLOC || t == baton_ipc::protocol::NODE_MEM_FREE {
+                out.push(self.graph_mem_node(device, n)?);
+            }
+        }
+        Ok(out)
+    }
+    /// `cuDeviceGetGraphMemAttribute`, or with `set` `cuDeviceSetGraphMemAttribute` first.
+    fn graph_mem_attr(&self, device: u32, attr: u32, set: Option<u64>) -> GpuResult<u64> {
+        let _ = (device, attr, set);
+        Err(GpuError(code::NOT_SUPPORTED))
+    }
+    /// `cuDeviceGraphMemTrim`.
+    fn graph_mem_trim(&self, device: u32) -> GpuResult<()> {
+        let _ = device;
+        Err(GpuError(code::NOT_SUPPORTED))
     }
     /// Encodes a tensor map; the global address was checked by the session.
     fn tensor_map_encode(

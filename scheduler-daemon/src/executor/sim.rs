@@ -959,10 +959,25 @@ impl Executor for SimExecutor {
         map[12..16].copy_from_slice(&req.data_type.to_le_bytes());
         Ok(map)
     }
-    fn mem_alloc_async(&self, device: u32, bytes: u64, _stream: Raw) -> GpuResult<u64> {
+    // On a capturing stream these become the capture's memory nodes, as with the driver.
+    fn mem_alloc_async(&self, device: u32, bytes: u64, stream: Raw) -> GpuResult<u64> {
+        {
+            let mut st = self.lock();
+            if st.capturing.contains(&stream) {
+                let ptr = st.graph_reserve(bytes);
+                st.capture_mem(stream, graphs::SimNode::MemAlloc { ptr, bytes })?;
+                return Ok(ptr);
+            }
+        }
         self.mem_alloc(device, bytes)
     }
-    fn mem_free_async(&self, device: u32, ptr: u64, _stream: Raw) -> GpuResult<()> {
+    fn mem_free_async(&self, device: u32, ptr: u64, stream: Raw) -> GpuResult<()> {
+        {
+            let mut st = self.lock();
+            if st.capturing.contains(&stream) {
+                return st.capture_mem(stream, graphs::SimNode::MemFree { ptr });
+            }
+        }
         self.mem_free(device, ptr)
     }
     fn mem_pool_create(&self, device: u32, _max_size: u64) -> GpuResult<Raw> {
@@ -1040,6 +1055,18 @@ impl Executor for SimExecutor {
             Some(p) if !p.destroyed => Ok(()),
             _ => Err(GpuError(code::INVALID_VALUE)),
         }
+    }
+    fn graph_mem_node(&self, _device: u32, node: Raw) -> GpuResult<super::MemNode> {
+        self.lock().graph_mem_node(node)
+    }
+    fn graph_mem_attr(&self, device: u32, attr: u32, set: Option<u64>) -> GpuResult<u64> {
+        self.check_device(device)?;
+        self.lock().graph_mem_attr(attr, set)
+    }
+    fn graph_mem_trim(&self, device: u32) -> GpuResult<()> {
+        self.check_device(device)?;
+        self.lock().graph_mem_trim();
+        Ok(())
     }
     fn copy_2d(
         &self,

@@ -120,6 +120,11 @@ impl Session {
             }
             Op::MemFree => {
                 let b: p::MemFree = m.body().map_err(body_err)?;
+                if self.ranges.owner_at(b.dptr) == Some(Owner::GraphOwned) {
+                    let _ = self.streams.synchronize_all(exec);
+                    let (_, device) = self.graph_owned_released(b.dptr).ok_or_else(invalid)?;
+                    return exec.mem_free(device, b.dptr).map(|_| Answer::default());
+                }
                 let Some((len, device)) = self.ranges.remove_alloc(b.dptr) else {
                     // cuMemFree also frees stream-ordered and imported pool memory, after the
                     // work of this session that may use it.
@@ -234,7 +239,11 @@ impl Session {
             Op::StreamDestroy => {
                 let b: p::ObjectId = m.body().map_err(body_err)?;
                 self.gating.retire_stream(exec, &self.streams, b.id);
-                self.streams.destroy(exec, b.id).map(|_| Answer::default())
+                self.streams.destroy(exec, b.id)?;
+                // Destroying a capturing stream ends its capture: nothing keeps what it
+                // allocated reserved any more.
+                self.graph_addrs_released(super::graph_mem::Holder::Capture(b.id));
+                Ok(Answer::default())
             }
             Op::EventCreate => {
                 let b: p::EventCreate = m.body().map_err(body_err)?;
@@ -494,6 +503,18 @@ impl Session {
                     return Err(invalid());
                 }
                 let (device, stream) = self.streams.prepare(exec, b.stream)?;
+                if self.capturing(device, stream) {
+                    // An allocation node of the graph being captured: charged when the graph
+                    // is instantiated and launched (see `graph_mem`), not now.
+                    let ptr = exec.mem_alloc_async(device, b.bytes, stream)?;
+                    self.graph_addr_held(
+                        ptr,
+                        b.bytes,
+                        device,
+                        super::graph_mem::Holder::Capture(b.stream),
+                    );
+                    return Ok(Answer::value(ptr));
+                }
                 if !self.shared.charge(b.bytes) {
                     return Err(GpuError(code::OUT_OF_MEMORY));
                 }
@@ -507,7 +528,19 @@ impl Session {
                 let b: p::MemFreeAsync = m.body().map_err(body_err)?;
                 // The stream first: failing after the range is forgotten would leave the
                 // memory allocated, charged to the tenant, and out of teardown's reach.
-                let (_, stream) = self.streams.prepare(exec, b.stream)?;
+                let (device, stream) = self.streams.prepare(exec, b.stream)?;
+                if self.capturing(device, stream) {
+                    // A free node of the graph being captured: it frees when the graph runs.
+                    self.check_graph_free(b.dptr)?;
+                    return exec
+                        .mem_free_async(device, b.dptr, stream)
+                        .map(|_| Answer::default());
+                }
+                if self.graph_owned_released(b.dptr).is_some() {
+                    return exec
+                        .mem_free_async(device, b.dptr, stream)
+                        .map(|_| Answer::default());
+                }
                 self.free_stream_ordered(exec, b.dptr, Some(stream))
                     .map(|_| Answer::default())
             }
@@ -612,6 +645,7 @@ impl Session {
             | Op::GraphClone
             | Op::GraphExecUpdate
             | Op::TensorMapEncode => self.graph_node_op(exec, m),
+            Op::GraphMem | Op::GraphMemNode => self.graph_mem_op(exec, m),
             Op::CtxLimit => {
                 let b: p::CtxLimit = m.body().map_err(body_err)?;
                 if b.set != 0 {

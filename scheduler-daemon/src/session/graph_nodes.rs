@@ -7,6 +7,7 @@
 //! or cloned graphs) get ids the first time the client lists a graph's nodes.
 
 use super::dispatch::Answer;
+use super::graph_mem::Holder;
 use super::graphs::Graph;
 use super::tables::Table;
 use super::Session;
@@ -85,6 +86,13 @@ enum Checked<'a> {
     Memcpy(BoxCopy),
     Empty,
     Child(Raw),
+    MemAlloc {
+        device: u32,
+        bytes: u64,
+    },
+    MemFree {
+        ptr: u64,
+    },
 }
 
 impl Checked<'_> {
@@ -119,6 +127,8 @@ impl Checked<'_> {
             Checked::Memcpy(c) => NodeSpec::Memcpy(*c),
             Checked::Empty => NodeSpec::Empty,
             Checked::Child(g) => NodeSpec::Child(*g),
+            &Checked::MemAlloc { device, bytes } => NodeSpec::MemAlloc { device, bytes },
+            &Checked::MemFree { ptr } => NodeSpec::MemFree { ptr },
         }
     }
 }
@@ -207,6 +217,21 @@ impl Session {
                 }
                 Ok(Checked::Child(g.raw))
             }
+            // Only device-located allocations on the graph's own device: `value` carries the
+            // location the client asked for.
+            p::NODE_MEM_ALLOC => {
+                if b.width == 0 || b.value != device {
+                    return Err(invalid());
+                }
+                Ok(Checked::MemAlloc {
+                    device,
+                    bytes: b.width,
+                })
+            }
+            p::NODE_MEM_FREE => {
+                self.check_graph_free(b.dst)?;
+                Ok(Checked::MemFree { ptr: b.dst })
+            }
             _ => Err(GpuError(code::NOT_SUPPORTED)),
         }
     }
@@ -248,11 +273,15 @@ impl Session {
                 let checked = self.check_node(&b, params, device)?;
                 let spec = checked.spec();
                 let raw = exec.graph_add_node(device, graph, &deps, &spec)?;
-                Ok(Answer::value(self.graphs.built.register(
-                    b.graph,
-                    raw,
-                    spec.kind(),
-                )))
+                let id = self.graphs.built.register(b.graph, raw, spec.kind());
+                if let NodeSpec::MemAlloc { bytes, .. } = spec {
+                    // The driver picked the address: the client learns it, and the session
+                    // lets nodes and copies name it while the graph holds it.
+                    let ptr = exec.graph_mem_node(device, raw)?.ptr;
+                    self.graph_addr_held(ptr, bytes, device, Holder::Graph(b.graph));
+                    return Ok(Answer::values(id, ptr));
+                }
+                Ok(Answer::value(id))
             }
             Op::GraphSetNode => {
                 let (b, tail): (p::GraphNode, _) = m.split().map_err(body_err)?;
@@ -342,9 +371,9 @@ impl Session {
                 let g = self.graphs.graphs.get(b.id)?;
                 let device = g.device;
                 let raw = exec.graph_clone(device, g.raw)?;
-                Ok(Answer::value(
-                    self.graphs.graphs.insert(Graph { device, raw }),
-                ))
+                let id = self.graphs.graphs.insert(Graph { device, raw });
+                self.graph_mem_adopt(exec, device, raw, id)?;
+                Ok(Answer::value(id))
             }
             Op::GraphExecUpdate => {
                 let b: p::GraphExecUpdate = m.body().map_err(body_err)?;

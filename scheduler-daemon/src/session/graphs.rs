@@ -7,6 +7,7 @@
 //! legacy stream's implicit waits to it, so captured graphs hold only the client's own work.
 
 use super::dispatch::Answer;
+use super::graph_mem::Holder;
 use super::tables::Table;
 use super::Session;
 use crate::executor::{code, Executor, GpuError, GpuResult, Raw};
@@ -27,6 +28,8 @@ pub struct Graphs {
     pub(super) execs: Table<Graph>,
     /// Node handles and what the graphs' nodes were built from.
     pub(super) built: super::graph_nodes::Built,
+    /// Graph allocations and what holds their addresses.
+    pub(super) mem: super::graph_mem::GraphMem,
 }
 
 fn invalid() -> GpuError {
@@ -41,6 +44,8 @@ impl Graphs {
         for (_, g) in self.graphs.drain() {
             let _ = exec.graph_destroy(g.device, g.raw);
         }
+        // Allocations left allocated are `GraphOwned` ranges, freed with the session's memory.
+        self.mem = Default::default();
     }
 }
 
@@ -76,17 +81,32 @@ impl Session {
                 }
                 // A failed end still ends the capture (the driver invalidates it): the stream
                 // left the capturing set above either way.
-                let raw = exec.capture_end(device, raw)?;
-                Ok(Answer::value(
-                    self.graphs.graphs.insert(Graph { device, raw }),
-                ))
+                let ended = exec.capture_end(device, raw);
+                let scan = match ended {
+                    Ok(raw) => {
+                        let id = self.graphs.graphs.insert(Graph { device, raw });
+                        self.graph_mem_adopt(exec, device, raw, id).map(|_| id)
+                    }
+                    Err(e) => Err(e),
+                };
+                self.graph_addrs_released(Holder::Capture(b.id));
+                scan.map(Answer::value)
             }
             Op::GraphInstantiate => {
                 let b: p::GraphInstantiate = m.body().map_err(body_err)?;
                 let g = self.graphs.graphs.get(b.graph)?;
-                let device = g.device;
-                let raw = exec.graph_instantiate(device, g.raw, b.flags)?;
+                let (device, graph) = (g.device, g.raw);
+                let nodes = match self.graphs.mem.ever() {
+                    true => exec.graph_mem_nodes(device, graph)?,
+                    false => Vec::new(),
+                };
+                let raw = exec.graph_instantiate(device, graph, b.flags)?;
                 let id = self.graphs.execs.insert(Graph { device, raw });
+                if let Err(e) = self.graph_mem_instantiated(id, device, &nodes) {
+                    let _ = self.graphs.execs.remove(id);
+                    let _ = exec.graph_exec_destroy(device, raw);
+                    return Err(e);
+                }
                 self.graphs.built.instantiated(id, b.graph);
                 Ok(Answer::value(id))
             }
@@ -107,16 +127,18 @@ impl Session {
                         .store(true, std::sync::atomic::Ordering::Relaxed);
                     // A graph launch is one work item to the scheduler, its cost learnt per graph.
                     let key = CostKey::kernel(GRAPH_KEY | b.exec, [1, 1, 1]);
-                    self.gating.issue(
-                        &self.shared,
-                        exec,
-                        device,
-                        b.stream,
-                        stream,
-                        WorkKind::Kernel,
-                        key,
-                        || exec.graph_launch(device, graph, stream),
-                    )?;
+                    self.graph_mem_launch(b.exec, |s| {
+                        s.gating.issue(
+                            &s.shared,
+                            exec,
+                            device,
+                            b.stream,
+                            stream,
+                            WorkKind::Kernel,
+                            key,
+                            || exec.graph_launch(device, graph, stream),
+                        )
+                    })?;
                 } else {
                     exec.graph_upload(device, graph, stream)?;
                 }
@@ -126,6 +148,7 @@ impl Session {
                 let b: p::ObjectId = m.body().map_err(body_err)?;
                 let g = self.graphs.execs.remove(b.id)?;
                 self.graphs.built.exec_destroyed(b.id);
+                self.graph_mem_exec_destroyed(b.id);
                 exec.graph_exec_destroy(g.device, g.raw)
                     .map(|_| Answer::default())
             }
@@ -133,6 +156,7 @@ impl Session {
                 let b: p::ObjectId = m.body().map_err(body_err)?;
                 let g = self.graphs.graphs.remove(b.id)?;
                 self.graphs.built.graph_destroyed(b.id);
+                self.graph_addrs_released(Holder::Graph(b.id));
                 exec.graph_destroy(g.device, g.raw)
                     .map(|_| Answer::default())
             }

@@ -15,6 +15,9 @@ mod fault_tests;
 #[cfg(any(test, fuzzing))]
 pub mod fuzz;
 mod gating;
+mod graph_mem;
+#[cfg(test)]
+mod graph_mem_tests;
 mod graph_nodes;
 #[cfg(test)]
 mod graph_nodes_tests;

@@ -98,6 +98,11 @@ pub enum Owner {
     /// Another session's pool allocation imported with `cuMemPoolImportPointer`; released by
     /// `pools`.
     PoolImported,
+    /// An address a graph allocation node of this session reserved (see `graph_mem`): named
+    /// by nodes and copies, never freed here, forgotten with the last graph holding it.
+    Graph,
+    /// A graph allocation a launched graph left allocated: charged, and freed at exit.
+    GraphOwned,
 }
 
 /// Device memory ranges a session may name in copies and memsets.
@@ -125,6 +130,10 @@ impl Ranges {
             _ => None,
         }
     }
+    /// Who owns the range starting at `start`.
+    pub fn owner_at(&self, start: u64) -> Option<Owner> {
+        self.map.get(&start).map(|v| v.2)
+    }
     /// The range of `owner` holding `ptr`: (start, len, device).
     pub fn owned_containing(&self, ptr: u64, owner: Owner) -> Option<(u64, u64, u32)> {
         let (&start, &(len, dev, o)) = self.map.range(..=ptr).next_back()?;
@@ -147,7 +156,7 @@ impl Ranges {
     pub fn owned_bytes(&self) -> u64 {
         self.map
             .values()
-            .filter(|v| matches!(v.2, Owner::Alloc | Owner::AsyncAlloc))
+            .filter(|v| matches!(v.2, Owner::Alloc | Owner::AsyncAlloc | Owner::GraphOwned))
             .map(|v| v.0)
             .sum()
     }
@@ -156,7 +165,7 @@ impl Ranges {
         let owned = self
             .map
             .iter()
-            .filter(|(_, v)| matches!(v.2, Owner::Alloc | Owner::AsyncAlloc))
+            .filter(|(_, v)| matches!(v.2, Owner::Alloc | Owner::AsyncAlloc | Owner::GraphOwned))
             .map(|(&k, v)| (k, v.1))
             .collect();
         self.map.clear();

@@ -20,7 +20,7 @@ use zerocopy::FromZeros;
 
 const NODE_TAG: u64 = 0x6c << 48;
 
-fn node_id(n: CUgraphNode) -> Result<u64, CUresult> {
+pub(super) fn node_id(n: CUgraphNode) -> Result<u64, CUresult> {
     let v = n as usize as u64;
     (v & TAG_MASK == NODE_TAG && v != NODE_TAG)
         .then_some(v & !TAG_MASK)
@@ -176,9 +176,25 @@ unsafe fn add(
     graph: CUgraph,
     deps: *const CUgraphNode,
     n: usize,
-    mut b: p::GraphNode,
+    b: p::GraphNode,
     params: &[u8],
 ) -> Result<u64, CUresult> {
+    // SAFETY: forwarded caller contract.
+    unsafe { add_answered(ph, graph, deps, n, b, params) }.map(|v| v[0])
+}
+
+/// As [`add`], answering with the reply's values (the node id first).
+///
+/// # Safety
+/// As for [`add`].
+pub(super) unsafe fn add_answered(
+    ph: *mut CUgraphNode,
+    graph: CUgraph,
+    deps: *const CUgraphNode,
+    n: usize,
+    mut b: p::GraphNode,
+    params: &[u8],
+) -> Result<[u64; 4], CUresult> {
     let c = ready()?;
     if ph.is_null() {
         return Err(CUresult::CUDA_ERROR_INVALID_VALUE);
@@ -188,11 +204,12 @@ unsafe fn add(
     let mut tail = unsafe { dep_ids(deps, n)? };
     b.ndeps = n as u32;
     tail.extend_from_slice(params);
-    let id = c.call(Op::GraphAddNode, &b, &tail)?.values[0];
+    let values = c.call(Op::GraphAddNode, &b, &tail)?.values;
+    let id = values[0];
     // SAFETY: checked non-null.
     unsafe { out(ph, node_handle(id))? };
     pageable::node_added(b.graph, id, Vec::new());
-    Ok(id)
+    Ok(values)
 }
 
 /// Sets node parameters, on the node (`exec` null) or on its copy in `exec`.
@@ -429,6 +446,19 @@ unsafe fn generic_parts(np: *const CUgraphNodeParams) -> Result<Parts, CUresult>
             b.kind = p::NODE_EMPTY;
             Ok((b, Vec::new(), None, Vec::new()))
         }
+        CUgraphNodeType::CU_GRAPH_NODE_TYPE_MEM_ALLOC => {
+            // SAFETY: the member named by the type.
+            let a = unsafe { np.__bindgen_anon_1.alloc };
+            super::graph_mem::alloc_body(&a, &mut b)?;
+            Ok((b, Vec::new(), None, Vec::new()))
+        }
+        CUgraphNodeType::CU_GRAPH_NODE_TYPE_MEM_FREE => {
+            // SAFETY: the member named by the type.
+            let f = unsafe { np.__bindgen_anon_1.free };
+            b.kind = p::NODE_MEM_FREE;
+            b.dst = f.dptr;
+            Ok((b, Vec::new(), None, Vec::new()))
+        }
         other => {
             crate::log::once(
                 "cuGraphAddNode",
@@ -451,7 +481,12 @@ pub(crate) unsafe fn cuGraphAddNode_v2(
         // SAFETY: forwarded caller contract.
         let g = unsafe { generic_body(np)? };
         // SAFETY: forwarded caller contract.
-        let id = unsafe { add(ph, graph, deps, n, g.body, &g.params)? };
+        let values = unsafe { add_answered(ph, graph, deps, n, g.body, &g.params)? };
+        let id = values[0];
+        if g.body.kind == p::NODE_MEM_ALLOC {
+            // SAFETY: non-null (read above); `alloc.dptr` is the parameters' out field.
+            unsafe { super::graph_mem::allocated(&mut (*np).__bindgen_anon_1.alloc, values[1]) };
+        }
         let gid = graph_id(graph)?;
         if g.body.kind == p::NODE_GRAPH {
             pageable::child_added(gid, id, g.body.child);

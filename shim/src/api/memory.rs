@@ -25,6 +25,20 @@ pub(crate) fn remember_global(ptr: u64, len: u64, device: u32) {
     lock(&DEVICE).insert(ptr, (len, device, false));
 }
 
+/// Addresses of graph allocations (graph memory nodes): their memory comes and goes with graph
+/// launches and frees, so they stay known device ranges, and a free of one is always passed
+/// on for the daemon to judge.
+static GRAPH_ADDRS: Mutex<BTreeMap<u64, ()>> = Mutex::new(BTreeMap::new());
+
+pub(crate) fn remember_graph_alloc(ptr: u64, len: u64, device: u32) {
+    lock(&DEVICE).insert(ptr, (len, device, false));
+    lock(&GRAPH_ADDRS).insert(ptr, ());
+}
+
+fn is_graph_alloc(ptr: u64) -> bool {
+    lock(&GRAPH_ADDRS).contains_key(&ptr)
+}
+
 /// A `cuMemMap`ped range: device memory for pointer queries and copies.
 /// Device memory this process frees with `cuMemFree`/`cuMemFreeAsync` (an imported pool
 /// pointer: freeing it lets go of the import).
@@ -236,6 +250,9 @@ pub(crate) unsafe fn cuMemFree_v2(dptr: CUdeviceptr) -> CUresult {
         let c = ready()?;
         if dptr == 0 {
             return Ok(());
+        }
+        if is_graph_alloc(dptr) {
+            return c.call(Op::MemFree, &MemFree { dptr }, &[]).map(|_| ());
         }
         match lock(&DEVICE).get(&dptr) {
             Some(&(_, _, true)) => {}
@@ -833,8 +850,10 @@ pub(crate) unsafe fn cuMemAllocAsync(
             return Err(CUresult::CUDA_ERROR_INVALID_VALUE);
         }
         submitted(s);
-        // The pool cuDeviceSetMemPool made current, if not the default one.
-        let r = match super::pools::current_explicit(s.device) {
+        let capturing = s.capture.load(std::sync::atomic::Ordering::Acquire) != 0;
+        // The pool cuDeviceSetMemPool made current, if not the default one. A capture records an
+        // allocation node instead, which the driver serves from the graph memory pool.
+        let r = match super::pools::current_explicit(s.device).filter(|_| !capturing) {
             Some(pool) => c.call(
                 Op::MemPoolAlloc,
                 &baton_ipc::protocol::MemPoolAlloc {
@@ -853,7 +872,12 @@ pub(crate) unsafe fn cuMemAllocAsync(
                 &[],
             )?,
         };
-        lock(&DEVICE).insert(r.values[0], (bytes as u64, s.device, true));
+        if capturing {
+            // An allocation node of the graph being captured.
+            remember_graph_alloc(r.values[0], bytes as u64, s.device);
+        } else {
+            lock(&DEVICE).insert(r.values[0], (bytes as u64, s.device, true));
+        }
         // SAFETY: forwarded caller contract.
         unsafe { out(dptr, r.values[0]) }
     })())
@@ -891,7 +915,7 @@ pub(crate) unsafe fn cuMemFreeAsync(dptr: CUdeviceptr, stream: CUstream) -> CUre
         if dptr == 0 {
             return Ok(());
         }
-        if lock(&DEVICE).remove(&dptr).is_none() {
+        if !is_graph_alloc(dptr) && lock(&DEVICE).remove(&dptr).is_none() {
             return Err(CUresult::CUDA_ERROR_INVALID_VALUE);
         }
         submitted(s);

@@ -13,6 +13,7 @@ pub(crate) mod context;
 mod error_text;
 mod graph;
 mod graph_build;
+mod graph_mem;
 mod graph_pageable;
 mod host_func;
 mod init;
@@ -72,6 +73,11 @@ pub(crate) use graph_build::{
     cuGraphExecUpdate_v2, cuGraphGetNodes, cuGraphGetRootNodes, cuGraphKernelNodeGetParams_v2,
     cuGraphKernelNodeSetParams_v2, cuGraphNodeGetType, cuGraphNodeSetParams,
     cuTensorMapEncodeIm2col, cuTensorMapEncodeTiled,
+};
+pub(crate) use graph_mem::{
+    cuDeviceGetGraphMemAttribute, cuDeviceGraphMemTrim, cuDeviceSetGraphMemAttribute,
+    cuGraphAddMemAllocNode, cuGraphAddMemFreeNode, cuGraphMemAllocNodeGetParams,
+    cuGraphMemFreeNodeGetParams,
 };
 pub(crate) use host_func::{cuLaunchHostFunc, cuStreamAddCallback};
 pub(crate) use init::{

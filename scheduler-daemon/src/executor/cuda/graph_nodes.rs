@@ -232,6 +232,10 @@ pub fn add_node(ctx: Ptr, graph: Raw, deps: &[Raw], spec: &NodeSpec<'_>) -> GpuR
             // SAFETY: see the comment at the top of this match.
             unsafe { f(&mut node, g, dp, n, h(child)) }
         }
+        NodeSpec::MemAlloc { device, bytes } => {
+            return super::graph_mem::add_alloc(graph, &deps, device, bytes)
+        }
+        NodeSpec::MemFree { ptr } => return super::graph_mem::add_free(graph, &deps, ptr),
     };
     check(r)?;
     Ok(node as usize as Raw)
@@ -316,6 +320,8 @@ pub fn node_set(ctx: Ptr, exec: Option<Raw>, node: Raw, spec: &NodeSpec<'_>) -> 
         }
         // The driver has no way to swap a child graph node's graph in place.
         (NodeSpec::Child(_), None) => code::NOT_SUPPORTED,
+        // The driver fixes a memory node's parameters when it is made.
+        (NodeSpec::MemAlloc { .. } | NodeSpec::MemFree { .. }, _) => code::NOT_SUPPORTED,
     };
     check(r)
 }

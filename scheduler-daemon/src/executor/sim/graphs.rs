@@ -25,6 +25,15 @@ pub(super) enum SimNode {
     Memcpy(HostAddrCopy),
     Empty,
     Child(Box<SimGraph>),
+    /// A graph allocation: its address is reserved when the node is made, its bytes exist
+    /// from the node's run until a free node (or the client) frees them.
+    MemAlloc {
+        ptr: u64,
+        bytes: u64,
+    },
+    MemFree {
+        ptr: u64,
+    },
 }
 
 impl SimNode {
@@ -35,6 +44,8 @@ impl SimNode {
             SimNode::Memcpy(_) => p::NODE_MEMCPY,
             SimNode::Empty => p::NODE_EMPTY,
             SimNode::Child(_) => p::NODE_GRAPH,
+            SimNode::MemAlloc { .. } => p::NODE_MEM_ALLOC,
+            SimNode::MemFree { .. } => p::NODE_MEM_FREE,
         }
     }
 }
@@ -62,6 +73,12 @@ pub(super) struct SimGraphs {
     owner: HashMap<Raw, Raw>,
     /// Capturing stream -> the graph its captured copies and memsets make, in issue order.
     captures: HashMap<Raw, SimGraph>,
+    /// The device's graph memory pool: every address an allocation node reserved -> its size.
+    vas: HashMap<u64, u64>,
+    /// Pool bytes kept since the last trim, and the high-water marks of use and reservation.
+    reserved: u64,
+    used_high: u64,
+    reserved_high: u64,
 }
 
 fn bad() -> GpuError {
@@ -69,7 +86,7 @@ fn bad() -> GpuError {
 }
 
 impl State {
-    fn sim_node(&self, spec: &NodeSpec<'_>) -> GpuResult<SimNode> {
+    fn sim_node(&mut self, spec: &NodeSpec<'_>) -> GpuResult<SimNode> {
         Ok(match *spec {
             NodeSpec::Kernel {
                 func, cfg, params, ..
@@ -103,7 +120,88 @@ impl State {
             NodeSpec::Child(g) => {
                 SimNode::Child(Box::new(self.built.graphs.get(&g).ok_or(bad())?.clone()))
             }
+            NodeSpec::MemAlloc { bytes, .. } => SimNode::MemAlloc {
+                ptr: self.graph_reserve(bytes),
+                bytes,
+            },
+            NodeSpec::MemFree { ptr } => {
+                if !self.built.vas.contains_key(&ptr) {
+                    return Err(bad());
+                }
+                SimNode::MemFree { ptr }
+            }
         })
+    }
+
+    /// Reserves an address for a graph allocation (never reused, unlike the driver's).
+    pub(super) fn graph_reserve(&mut self, bytes: u64) -> u64 {
+        let addr = self.next_addr;
+        self.next_addr += bytes.div_ceil(512) * 512 + 512;
+        self.built.vas.insert(addr, bytes);
+        addr
+    }
+
+    /// Records a captured stream-ordered allocation or free on a capturing `stream`.
+    pub(super) fn capture_mem(&mut self, stream: Raw, node: SimNode) -> GpuResult<()> {
+        let id = self.id();
+        let g = self.built.captures.get_mut(&stream).ok_or(bad())?;
+        if let Some(&(last, _)) = g.nodes.last() {
+            g.edges.push((last, id));
+        }
+        g.nodes.push((id, node));
+        Ok(())
+    }
+
+    /// The allocation or free a memory node makes.
+    pub(super) fn graph_mem_node(&self, node: Raw) -> GpuResult<crate::executor::MemNode> {
+        let graph = self.built.owner.get(&node).ok_or(bad())?;
+        let g = self.built.graphs.get(graph).ok_or(bad())?;
+        let (_, n) = g.nodes.iter().find(|(id, _)| *id == node).ok_or(bad())?;
+        match *n {
+            SimNode::MemAlloc { ptr, bytes } => Ok(crate::executor::MemNode {
+                alloc: true,
+                ptr,
+                bytes,
+            }),
+            SimNode::MemFree { ptr } => Ok(crate::executor::MemNode {
+                alloc: false,
+                ptr,
+                bytes: 0,
+            }),
+            _ => Err(bad()),
+        }
+    }
+
+    /// Bytes of graph allocations that exist now.
+    fn graph_used(&self) -> u64 {
+        self.built
+            .vas
+            .iter()
+            .filter(|(p, _)| self.allocs.contains_key(p))
+            .map(|(_, &b)| b)
+            .sum()
+    }
+
+    /// `CUgraphMem_attribute` 0..=3: used now, used high, reserved now, reserved high.
+    pub(super) fn graph_mem_attr(&mut self, attr: u32, set: Option<u64>) -> GpuResult<u64> {
+        match (attr, set) {
+            (1, Some(0)) => self.built.used_high = self.graph_used(),
+            (3, Some(0)) => self.built.reserved_high = self.built.reserved,
+            (_, Some(_)) => return Err(bad()),
+            _ => {}
+        }
+        Ok(match attr {
+            0 => self.graph_used(),
+            1 => self.built.used_high,
+            2 => self.built.reserved,
+            3 => self.built.reserved_high,
+            _ => return Err(bad()),
+        })
+    }
+
+    /// Gives back pool memory no allocation uses.
+    pub(super) fn graph_mem_trim(&mut self) {
+        self.built.reserved = self.graph_used();
     }
 
     pub(super) fn capture_start(&mut self, stream: Raw) {
@@ -355,6 +453,25 @@ impl State {
             SimNode::Memcpy(c) => self.copy_3d(&c.0),
             SimNode::Empty => Ok(()),
             SimNode::Child(g) => self.run_graph(g),
+            &SimNode::MemAlloc { ptr, bytes } => {
+                // Allocated and not yet freed: the driver refuses to allocate it again.
+                if self.allocs.contains_key(&ptr) {
+                    return Err(bad());
+                }
+                self.allocs.insert(ptr, vec![0xCD; bytes as usize]);
+                self.used += bytes;
+                let used = self.graph_used();
+                let b = &mut self.built;
+                b.reserved = b.reserved.max(used);
+                b.used_high = b.used_high.max(used);
+                b.reserved_high = b.reserved_high.max(b.reserved);
+                Ok(())
+            }
+            &SimNode::MemFree { ptr } => {
+                let buf = self.allocs.remove(&ptr).ok_or(bad())?;
+                self.used -= buf.len() as u64;
+                Ok(())
+            }
         }
     }
 }
