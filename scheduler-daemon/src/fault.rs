@@ -110,6 +110,11 @@ impl FaultMonitor {
     }
 
     /// Kernel faults recognised since the daemon started.
+    /// Counts faults an earlier image of this process saw (see [`crate::restart`]).
+    pub fn carry_over(&self, faults: u64) {
+        self.faults.fetch_add(faults, Ordering::Relaxed);
+    }
+
     pub fn faults(&self) -> u64 {
         self.faults.load(Ordering::Relaxed)
     }

@@ -4,6 +4,7 @@
 //! - [`session`]: a client's region, handle tables and accounting; drains its command ring.
 //! - [`executor`]: every driver call ([`executor::cuda`]) or its test double ([`executor::sim`]).
 //! - [`fault`]: a kernel fault in the shared context: who caused it, and the context reset.
+//! - [`restart`]: starting over in a fresh process image when the driver cannot reset.
 //! - [`host_memory`]: pinned host memory mapped at the same address in daemon and client.
 //! - [`config`]: the policy file (`[daemon]`, `[default]`, `[[tenant]]`) and tenant resolution.
 //! - [`scheduler`]: scheduling policies (`passthrough`, `priority`, `fair`, `srpt`), their
@@ -16,6 +17,7 @@ pub mod fault;
 pub mod fuzz;
 pub mod host_memory;
 pub mod metrics;
+pub mod restart;
 pub mod scheduler;
 pub mod server;
 pub mod session;
@@ -129,12 +131,20 @@ pub fn run(opts: &Options) -> Result<(), String> {
         }
         ExecutorKind::Sim => Arc::new(executor::sim::SimExecutor::new()),
     };
-    let listener = bind(&path, mode)?;
+    let restarted = restart::inherited_listener();
+    let listener = match restarted {
+        Some(l) => {
+            tracing::warn!(socket = %path.display(), "batond started over after a kernel fault; serving the same socket");
+            l
+        }
+        None => bind(&path, mode)?,
+    };
     let devices: Vec<_> = exec.devices().iter().map(|d| d.name.clone()).collect();
     tracing::info!(socket = %path.display(), executor = exec.name(), ?devices, pid = std::process::id(), "batond ready");
     tracing::info!(policy = ?config.daemon.policy, tenants = config.tenants.len(), "policy file loaded");
     let metrics_addr = config.daemon.metrics_listen;
     let daemon = server::Daemon::new(exec, arena, config)?;
+    daemon.monitor.carry_over(restart::faults_before());
 
     let sock = path.clone();
     std::thread::Builder::new()

@@ -34,6 +34,9 @@ pub struct Daemon {
     sharing: Arc<crate::session::sharing::Registry>,
     /// Kernel faults in the shared context and the generations they end.
     pub monitor: Arc<FaultMonitor>,
+    /// The listening socket (a duplicate), to hand to a fresh image of batond when the driver
+    /// cannot reset a faulted context in this process.
+    listener: Mutex<Option<UnixListener>>,
 }
 
 /// How often the fault thread asks each device whether its context is poisoned while clients
@@ -68,6 +71,7 @@ impl Daemon {
             schedulers: schedulers.into(),
             sharing: Default::default(),
             monitor: Arc::new(FaultMonitor::default()),
+            listener: Mutex::new(None),
         });
         let weak = Arc::downgrade(&d);
         std::thread::Builder::new()
@@ -81,7 +85,7 @@ impl Daemon {
     fn watch_faults(&self) {
         if let Some(fault) = self.monitor.next_fault(PROBE_INTERVAL) {
             let sessions: Vec<Arc<Shared>> = lock(&self.sessions).values().cloned().collect();
-            crate::fault::recover(
+            let rec = crate::fault::recover(
                 &*self.exec,
                 &self.monitor,
                 &self.schedulers,
@@ -89,6 +93,9 @@ impl Daemon {
                 &self.sharing,
                 fault,
             );
+            if !rec.reset {
+                self.restart();
+            }
             return;
         }
         if lock(&self.sessions).is_empty() {
@@ -154,8 +161,27 @@ impl Daemon {
         }
     }
 
+    /// After a fault the driver could not reset in place: replaces this process with a fresh
+    /// batond on the same socket (`restart.rs`). Without a socket (tests), only logs.
+    fn restart(&self) {
+        let guard = lock(&self.listener);
+        let Some(listener) = guard.as_ref() else {
+            return;
+        };
+        tracing::error!(
+            "the driver cannot reset the faulted context inside this process: batond starts over (same pid, same socket)"
+        );
+        // The ended clients' threads are answering the sticky error; give them a moment (short:
+        // a client that connects meanwhile is cut off by the exec).
+        std::thread::sleep(Duration::from_millis(50));
+        let why = crate::restart::exec_self(listener, self.monitor.faults());
+        tracing::error!(%why, "could not start over; exiting for the service manager to restart batond");
+        std::process::exit(1);
+    }
+
     /// Accepts clients until the listener fails.
     pub fn serve(self: &Arc<Self>, listener: UnixListener) -> io::Result<()> {
+        *lock(&self.listener) = Some(listener.try_clone()?);
         for conn in listener.incoming() {
             let conn = match conn {
                 Ok(c) => c,

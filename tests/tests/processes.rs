@@ -43,19 +43,19 @@ impl Daemon {
 
     /// A daemon with the policy file `config`.
     fn start_with(tag: &str, config: Option<&str>) -> Daemon {
-        Daemon::spawn(tag, config, false)
+        Daemon::spawn(tag, config, false, &[])
     }
 
     /// As [`Daemon::start_with`], with the daemon's log kept in [`Daemon::log`].
     fn start_logged(tag: &str, config: Option<&str>) -> Daemon {
-        Daemon::spawn(tag, config, true)
+        Daemon::spawn(tag, config, true, &[])
     }
 
     fn log(&self) -> String {
         std::fs::read_to_string(self._dir.0.join("batond.log")).unwrap_or_default()
     }
 
-    fn spawn(tag: &str, config: Option<&str>, logged: bool) -> Daemon {
+    fn spawn(tag: &str, config: Option<&str>, logged: bool, env: &[(&str, &str)]) -> Daemon {
         let dir = TempDir::new(tag);
         let socket = dir.0.join("baton.sock");
         let mut cmd = Command::new(workspace_bin("batond"));
@@ -69,6 +69,7 @@ impl Daemon {
             .arg(&socket)
             .env_remove("LD_PRELOAD")
             .env_remove("LD_LIBRARY_PATH")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(if logged {
                 Stdio::from(std::fs::File::create(dir.0.join("batond.log")).unwrap())
@@ -1351,6 +1352,43 @@ fn a_kernel_fault_ends_every_current_client_names_its_tenant_and_new_clients_wor
         "{log}"
     );
     assert_eq!(d.status().context_faults, 1);
+}
+
+#[test]
+fn a_fault_the_driver_cannot_reset_in_place_restarts_batond_on_the_same_socket() {
+    let d = Daemon::spawn(
+        "fault-restart",
+        Some("[default]\n"),
+        true,
+        &[("BATON_SIM_RESET_FAILS", "1")],
+    );
+    let pid = d.status().daemon_pid;
+    let out = client("client_trap", &d.socket)
+        .env("BATON_TENANT", "mallory")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The same process, a fresh image, on the same socket: a new client works, and the fault
+    // is still counted.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !d.log().contains("batond started over after a kernel fault") {
+        assert!(Instant::now() < deadline, "no restart:\n{}", d.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    run_client("client_smoke", &d.socket);
+    let s = d.status();
+    assert_eq!((s.daemon_pid, s.context_faults), (pid, 1));
+    let log = d.log();
+    assert!(log.contains("batond starts over"), "{log}");
+    assert!(
+        log.contains("batond started over after a kernel fault"),
+        "{log}"
+    );
 }
 
 #[test]

@@ -270,20 +270,11 @@ impl Executor for CudaExecutor {
         let step = |what: &'static str, r: sys::CUresult| {
             check(r).inspect_err(|e| tracing::warn!(device, error = e.0, "{what} failed"))
         };
-        let mut reset = Ok(());
-        for attempt in 0..3 {
-            // SAFETY: plain driver call on a valid ordinal; the caller keeps every other thread
-            // out of the driver.
-            reset = step("cuDevicePrimaryCtxReset", unsafe {
-                sys::cuDevicePrimaryCtxReset_v2(ordinal)
-            });
-            if reset.is_ok() {
-                break;
-            }
-            tracing::warn!(device, attempt, "retrying the context reset");
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
-        reset?;
+        // SAFETY: plain driver call on a valid ordinal; the caller keeps every other thread out
+        // of the driver.
+        step("cuDevicePrimaryCtxReset", unsafe {
+            sys::cuDevicePrimaryCtxReset_v2(ordinal)
+        })?;
         let mut ctx = null_mut();
         // SAFETY: out-pointer to a local.
         step("cuDevicePrimaryCtxRetain", unsafe {

@@ -435,6 +435,10 @@ impl Executor for SimExecutor {
     }
     fn reset_device(&self, device: u32) -> GpuResult<()> {
         self.check_device(device)?;
+        // Tests of the daemon's restart: a driver that cannot recover in this process.
+        if std::env::var_os("BATON_SIM_RESET_FAILS").is_some() {
+            return Err(GpuError(code::ILLEGAL_ADDRESS));
+        }
         let mut st = self.lock();
         // Everything of the old context goes, including completion writes held back while
         // paused; handles and addresses keep counting up, so a stale one never names a new
