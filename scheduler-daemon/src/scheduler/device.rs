@@ -152,7 +152,7 @@ impl DeviceScheduler {
 
     /// Whether the policy wants `tenant`'s next work on a high-priority stream.
     pub fn fast_lane(&self, tenant: TenantId) -> bool {
-        self.gate.with(|s| s.fast_lane(tenant))
+        self.gate.fast_lane(tenant)
     }
 
     /// A fast-lane tenant's job took `took` (first issue to the end of its synchronisation).

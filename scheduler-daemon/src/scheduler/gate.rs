@@ -39,6 +39,9 @@ impl State {
 pub struct Gate {
     state: Mutex<State>,
     cv: Condvar,
+    /// A copy of the policy's fast-lane tenants (version, set), refreshed under `state`'s lock
+    /// when the version moves, so that asking costs no trip through the contended lock.
+    fast: Mutex<(u64, Vec<TenantId>)>,
 }
 
 impl Gate {
@@ -50,6 +53,21 @@ impl Gate {
                 out: Vec::new(),
             }),
             cv: Condvar::new(),
+            fast: Mutex::new((0, Vec::new())),
+        }
+    }
+
+    /// Whether `tenant`'s work goes on the fast lane now (see [`Policy::fast_lane`]).
+    pub fn fast_lane(&self, tenant: TenantId) -> bool {
+        crate::session::lock(&self.fast).1.contains(&tenant)
+    }
+
+    /// Refreshes the copy of the fast-lane tenants if the policy's set changed.
+    fn refresh_fast(&self, sched: &Scheduler<()>) {
+        let (version, set) = sched.fast_tenants();
+        let mut f = crate::session::lock(&self.fast);
+        if f.0 != version {
+            *f = (version, set);
         }
     }
 
@@ -68,7 +86,9 @@ impl Gate {
 
     /// Reports a finished job of a fast-lane tenant (see [`Policy::on_fast_job`]).
     pub fn fast_job(&self, tenant: TenantId, took: Duration) {
-        self.lock().sched.fast_job(tenant, took);
+        let mut g = self.lock();
+        g.sched.fast_job(tenant, took);
+        self.refresh_fast(&g.sched);
     }
 
     pub fn add_tenant(&self, tenant: TenantId, policy: &TenantPolicy) {
@@ -93,6 +113,7 @@ impl Gate {
         let mut g = self.lock();
         let now = Instant::now();
         let id = g.sched.submit(now, work, ());
+        self.refresh_fast(&g.sched);
         if g.poll(now) && !(g.granted.len() == 1 && g.granted.contains_key(&id)) {
             self.cv.notify_all();
         }

@@ -181,6 +181,12 @@ pub trait Policy: Send {
         false
     }
 
+    /// Every tenant [`Policy::fast_lane`] says yes for, with a number that changes whenever
+    /// that set does (so callers can keep a copy and refresh it only then).
+    fn fast_tenants(&self) -> (u64, Vec<TenantId>) {
+        (0, Vec::new())
+    }
+
     /// A job of a fast-lane tenant finished, taking `took` from its first issue to the end of
     /// its synchronisation (such jobs bypass the queues, so their items are never seen).
     fn on_fast_job(&mut self, _tenant: TenantId, _took: Duration) {}
@@ -262,6 +268,11 @@ impl<T> Scheduler<T> {
     /// Whether the policy wants `tenant`'s next work on high-priority streams.
     pub fn fast_lane(&self, tenant: TenantId) -> bool {
         self.policy.fast_lane(tenant)
+    }
+
+    /// See [`Policy::fast_tenants`].
+    pub fn fast_tenants(&self) -> (u64, Vec<TenantId>) {
+        self.policy.fast_tenants()
     }
 
     /// See [`Policy::on_fast_job`].

@@ -87,6 +87,8 @@ pub struct Srpt {
     short_job: Option<Duration>,
     /// Tenants judged short now (recomputed when a job finishes or a tenant leaves).
     short: HashSet<TenantId>,
+    /// Bumped whenever `short` changes.
+    short_version: u64,
     tenants: HashMap<TenantId, Tenant>,
     jobs: HashMap<(TenantId, u64), Job>,
     /// What each queued item added to its job's `queued` (its estimate at submission).
@@ -105,6 +107,7 @@ impl Srpt {
             },
             short_job: None,
             short: HashSet::new(),
+            short_version: 0,
             tenants: HashMap::new(),
             jobs: HashMap::new(),
             queued_est: HashMap::new(),
@@ -146,11 +149,12 @@ impl Srpt {
             } else {
                 (limit, SHORT_RATIO)
             };
-            if m <= abs || cut.is_some_and(|c| m <= ratio * c) {
-                self.short.insert(t);
+            let changed = if m <= abs || cut.is_some_and(|c| m <= ratio * c) {
+                self.short.insert(t)
             } else {
-                self.short.remove(&t);
-            }
+                self.short.remove(&t)
+            };
+            self.short_version += changed as u64;
         }
     }
 
@@ -186,7 +190,7 @@ impl Policy for Srpt {
 
     fn remove_tenant(&mut self, tenant: TenantId) {
         self.tenants.remove(&tenant);
-        self.short.remove(&tenant);
+        self.short_version += self.short.remove(&tenant) as u64;
         self.reclassify();
         self.jobs.retain(|(t, _), _| *t != tenant);
         self.queued_est.retain(|_, (t, _)| *t != tenant);
@@ -226,6 +230,10 @@ impl Policy for Srpt {
 
     fn fast_lane(&self, tenant: TenantId) -> bool {
         self.is_short(tenant)
+    }
+
+    fn fast_tenants(&self) -> (u64, Vec<TenantId>) {
+        (self.short_version, self.short.iter().copied().collect())
     }
 
     fn on_fast_job(&mut self, tenant: TenantId, took: Duration) {

@@ -65,9 +65,11 @@ impl Session {
                 Op::Memset | Op::CopyDtoD | Op::CopyHtoDPinned | Op::CopyDtoHPinned | Op::Copy2D
             ));
         let result = self.execute(&m);
-        if synchronizing {
-            self.gating.next_job(&self.shared);
-        }
+        let fast_job = if synchronizing {
+            self.gating.next_job()
+        } else {
+            None
+        };
         match &result {
             Err(e) if crate::fault::is_sticky(e.0) => self.sticky_error(e.0),
             Ok(_) if synchronizing && self.async_error.is_none() => {
@@ -80,20 +82,24 @@ impl Session {
                 tracing::debug!(session = self.shared.identity.session, op = ?m.op, err = e.0, "async command failed");
                 self.async_error.get_or_insert(e.0);
             }
-            return Ok(());
-        }
-        match result {
-            Ok(a) => {
-                let code = match (synchronizing, self.async_error) {
-                    (true, Some(e)) => {
-                        self.async_error = None;
-                        e
-                    }
-                    _ => 0,
-                };
-                self.reply(m.reply, code, a.values, &a.payload);
+        } else {
+            match result {
+                Ok(a) => {
+                    let code = match (synchronizing, self.async_error) {
+                        (true, Some(e)) => {
+                            self.async_error = None;
+                            e
+                        }
+                        _ => 0,
+                    };
+                    self.reply(m.reply, code, a.values, &a.payload);
+                }
+                Err(e) => self.reply(m.reply, e.0, [0; REPLY_VALUES], &[]),
             }
-            Err(e) => self.reply(m.reply, e.0, [0; REPLY_VALUES], &[]),
+        }
+        // After the answer: the client need not wait for the scheduler's lock.
+        if let Some(job) = fast_job {
+            self.gating.report_fast_job(&self.shared, job);
         }
         Ok(())
     }

@@ -12,7 +12,7 @@ use crate::scheduler::{CostKey, Work, WorkKind};
 use std::cell::Cell;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 pub struct Gating {
     /// Indexed by device; empty under `passthrough`.
@@ -139,15 +139,21 @@ impl Gating {
         fast
     }
 
-    /// After a synchronising command: the next command starts a new job. A fast-lane job's
-    /// time (first issue to now) goes to the policy, which judges the tenant by it.
-    pub fn next_job(&mut self, shared: &Shared) {
+    /// After a synchronising command: the next command starts a new job. Returns the finished
+    /// fast-lane job's device and time (first issue to now), for [`Gating::report_fast_job`]
+    /// once the client has its answer.
+    pub fn next_job(&mut self) -> Option<(u32, Duration)> {
         self.job += 1;
         self.fast.set(None);
-        if let Some((device, since)) = self.fast_since.take() {
-            if let Some(d) = self.devices.get(device as usize) {
-                d.fast_job(shared.identity.session, since.elapsed());
-            }
+        self.fast_since
+            .take()
+            .map(|(device, since)| (device, since.elapsed()))
+    }
+
+    /// Tells the policy how long a fast-lane job took; it judges the tenant by that.
+    pub fn report_fast_job(&self, shared: &Shared, (device, took): (u32, Duration)) {
+        if let Some(d) = self.devices.get(device as usize) {
+            d.fast_job(shared.identity.session, took);
         }
     }
 

@@ -175,13 +175,13 @@ impl Streams {
         id: u64,
         fast: bool,
     ) -> GpuResult<(u32, Raw)> {
-        if id >= LEGACY_STREAM_BASE {
+        if self.capturing.contains(&id) {
+            // Its capture began on the lane in use.
+        } else if id >= LEGACY_STREAM_BASE {
             let device = self.device_of(id)?;
             let l = self.legacy(exec, device)?;
-            if !exec.is_capturing(device, l.raw).unwrap_or(false) {
-                l.raw = l.lanes.switch(exec, device, l.raw, fast)?;
-            }
-        } else if !self.capturing.contains(&id) {
+            l.raw = l.lanes.switch(exec, device, l.raw, fast)?;
+        } else {
             let s = self.table.get_mut(id)?;
             s.raw = s.lanes.switch(exec, s.device, s.raw, fast)?;
         }
