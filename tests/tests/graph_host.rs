@@ -154,7 +154,6 @@ fn client_host_nodes() {
     np.__bindgen_anon_1.host = CUDA_HOST_NODE_PARAMS_v2 {
         fn_: Some(note),
         userData: 20 as *mut c_void,
-        ..Default::default()
     };
     let mut h2 = null_mut();
     cu!(cuGraphAddNode(&mut h2, g, &k2, 1, &mut np));
@@ -217,6 +216,7 @@ fn client_host_nodes() {
     };
     let mut bad = null_mut();
     assert_eq!(
+        // SAFETY: valid out-pointer and graph; the parameters are a local.
         unsafe { cuGraphAddHostNode(&mut bad, g, null(), 0, &none) },
         CUresult::CUDA_ERROR_INVALID_VALUE
     );
@@ -282,6 +282,7 @@ fn client_captured_host_func() {
     cu!(cuLaunchHostFunc(cap, Some(note), 8 as *mut c_void));
     // cuStreamAddCallback cannot be captured, as with the driver.
     assert_eq!(
+        // SAFETY: a live stream and a callback that touches nothing.
         unsafe { cuStreamAddCallback(cap, Some(stream_cb), null_mut(), 0) },
         CUresult::CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED
     );
