@@ -10,6 +10,9 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 pub const NODE_KERNEL: u32 = 0;
 pub const NODE_MEMCPY: u32 = 1;
 pub const NODE_MEMSET: u32 = 2;
+/// Host nodes: `GraphNode::func` is the client's callback id, which the daemon asks the client
+/// to run (through the region's mailbox) each time the node runs.
+pub const NODE_HOST: u32 = 3;
 pub const NODE_GRAPH: u32 = 4;
 pub const NODE_EMPTY: u32 = 5;
 /// Graph memory nodes: `GraphNode::width` is the allocation's size and `value` its device
@@ -34,7 +37,7 @@ pub struct GraphNode {
     /// `NODE_*`.
     pub kind: u32,
     pub ndeps: u32,
-    // Kernel nodes.
+    /// Kernel nodes: the function. Host nodes: the client's callback id.
     pub func: u64,
     pub grid: [u32; 3],
     pub block: [u32; 3],

@@ -777,6 +777,19 @@ impl Executor for CudaExecutor {
         r
     }
 
+    fn capture_host_work(
+        &self,
+        device: u32,
+        s: Raw,
+        work: &std::sync::Arc<super::HostWork>,
+    ) -> GpuResult<()> {
+        self.bind(device)?;
+        let (f, data) = graph_nodes::host_params(work);
+        // SAFETY: valid capturing stream; `data` stays valid while the graph may run (the
+        // caller's contract on `work`), and the trampoline only borrows it.
+        check(unsafe { sys::cuLaunchHostFunc(stream(s), Some(f), data) })
+    }
+
     fn launch(
         &self,
         device: u32,

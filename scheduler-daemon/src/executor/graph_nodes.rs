@@ -2,6 +2,28 @@
 //! already resolved to executor objects and every address range has been checked.
 
 use super::{BoxCopy, LaunchConfig, Raw};
+use std::sync::Arc;
+
+/// What a host node does each time it runs: called on the driver's callback thread (or, in the
+/// simulator, where the graph runs). Whoever makes one keeps it alive as long as any graph or
+/// executable graph built with it may still run (a launch can outlive its executable graph).
+pub struct HostWork(pub Box<dyn Fn() + Send + Sync>);
+
+impl std::fmt::Debug for HostWork {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HostWork")
+    }
+}
+
+impl HostWork {
+    pub fn new(f: impl Fn() + Send + Sync + 'static) -> Arc<HostWork> {
+        Arc::new(HostWork(Box::new(f)))
+    }
+
+    pub fn run(&self) {
+        (self.0)()
+    }
+}
 
 /// One node's parameters.
 #[derive(Clone, Copy, Debug)]
@@ -23,6 +45,8 @@ pub enum NodeSpec<'a> {
         height: u64,
     },
     Memcpy(BoxCopy),
+    /// Runs this work in the daemon (see [`HostWork`] for its lifetime).
+    Host(&'a Arc<HostWork>),
     Empty,
     /// A copy of this graph becomes the node's body.
     Child(Raw),
@@ -45,6 +69,7 @@ impl NodeSpec<'_> {
             NodeSpec::Kernel { .. } => p::NODE_KERNEL,
             NodeSpec::Memset { .. } => p::NODE_MEMSET,
             NodeSpec::Memcpy(_) => p::NODE_MEMCPY,
+            NodeSpec::Host(_) => p::NODE_HOST,
             NodeSpec::Empty => p::NODE_EMPTY,
             NodeSpec::Child(_) => p::NODE_GRAPH,
             NodeSpec::MemAlloc { .. } => p::NODE_MEM_ALLOC,

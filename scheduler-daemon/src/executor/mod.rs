@@ -10,7 +10,7 @@ pub mod sim;
 
 use baton_ipc::control::DeviceInfo;
 use baton_ipc::protocol::{FunctionInfo, ImageKind, VmmAccess, VmmProp};
-pub use graph_nodes::{MemNode, NodeSpec, UpdateResult};
+pub use graph_nodes::{HostWork, MemNode, NodeSpec, UpdateResult};
 use std::ffi::CStr;
 
 /// A failed driver call: the non-zero `CUresult` the client should see.
@@ -231,6 +231,16 @@ pub trait Executor: Send + Sync + 'static {
     /// Runs `f` on a driver thread once the stream's earlier work is done; later work on the
     /// stream waits until `f` returns.
     fn host_func(&self, device: u32, stream: Raw, f: Box<dyn FnOnce() + Send>) -> GpuResult<()>;
+
+    /// `cuLaunchHostFunc` on a stream being captured: `work` becomes a host node of the
+    /// captured graph, run at every launch of it (the caller keeps `work` alive as
+    /// [`HostWork`] says).
+    fn capture_host_work(
+        &self,
+        device: u32,
+        stream: Raw,
+        work: &std::sync::Arc<HostWork>,
+    ) -> GpuResult<()>;
 
     /// `params` is the packed parameter block; `params.len()` is its size.
     fn launch(

@@ -1132,6 +1132,22 @@ impl Executor for SimExecutor {
         Ok(())
     }
 
+    fn capture_host_work(
+        &self,
+        _device: u32,
+        stream: Raw,
+        work: &std::sync::Arc<super::HostWork>,
+    ) -> GpuResult<()> {
+        let mut st = self.lock();
+        if st.capture_record(stream, &super::NodeSpec::Host(work))? {
+            return Ok(());
+        }
+        drop(st);
+        // Not capturing after all: run it now, as `host_func` would.
+        work.run();
+        Ok(())
+    }
+
     fn launch(
         &self,
         _device: u32,

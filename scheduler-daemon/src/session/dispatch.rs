@@ -662,9 +662,21 @@ impl Session {
             Op::HostFunc => {
                 let b: p::HostFunc = m.body().map_err(body_err)?;
                 let (device, stream) = self.streams.prepare(exec, b.stream)?;
-                let call =
-                    super::host_calls::HostCall::new(self.shared.clone(), self.mailbox(), b.id);
-                exec.host_func(device, stream, Box::new(move || call.run()))?;
+                if b.id == 0 {
+                    return Err(GpuError(code::INVALID_VALUE));
+                }
+                if self.capturing(device, stream) {
+                    // It becomes a host node, run at every launch of the captured graph.
+                    let work = self
+                        .graphs
+                        .host_works
+                        .get(&self.shared, self.mailbox(), b.id);
+                    exec.capture_host_work(device, stream, &work)?;
+                } else {
+                    let call =
+                        super::host_calls::HostCall::new(self.shared.clone(), self.mailbox(), b.id);
+                    exec.host_func(device, stream, Box::new(move || call.run()))?;
+                }
                 Ok(Answer::default())
             }
             Op::ArrayCreate

@@ -11,9 +11,12 @@ use super::graph_mem::Holder;
 use super::graphs::Graph;
 use super::tables::Table;
 use super::Session;
-use crate::executor::{code, BoxCopy, Executor, GpuError, GpuResult, LaunchConfig, NodeSpec, Raw};
+use crate::executor::{
+    code, BoxCopy, Executor, GpuError, GpuResult, HostWork, LaunchConfig, NodeSpec, Raw,
+};
 use baton_ipc::protocol::{self as p, Message, Op, MAX_NODE_DEPS, MAX_PARAMS, TENSOR_MAX_RANK};
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// What a node was built from, kept so it can be rebuilt for set-params calls.
 pub struct Node {
@@ -84,6 +87,7 @@ enum Checked<'a> {
         height: u64,
     },
     Memcpy(BoxCopy),
+    Host(Arc<HostWork>),
     Empty,
     Child(Raw),
     MemAlloc {
@@ -125,6 +129,7 @@ impl Checked<'_> {
                 height,
             },
             Checked::Memcpy(c) => NodeSpec::Memcpy(*c),
+            Checked::Host(w) => NodeSpec::Host(w),
             Checked::Empty => NodeSpec::Empty,
             Checked::Child(g) => NodeSpec::Child(*g),
             &Checked::MemAlloc { device, bytes } => NodeSpec::MemAlloc { device, bytes },
@@ -210,6 +215,18 @@ impl Session {
                 }))
             }
             p::NODE_EMPTY => Ok(Checked::Empty),
+            // The callback id means something only to the client (0 is never one); the work
+            // only ever reaches this session's own mailbox.
+            p::NODE_HOST => {
+                if b.func == 0 {
+                    return Err(invalid());
+                }
+                let work = self
+                    .graphs
+                    .host_works
+                    .get(&self.shared, self.mailbox(), b.func);
+                Ok(Checked::Host(work))
+            }
             p::NODE_GRAPH => {
                 let g = self.graphs.graphs.get(b.child)?;
                 if g.device != device {

@@ -30,6 +30,8 @@ pub struct Graphs {
     pub(super) built: super::graph_nodes::Built,
     /// Graph allocations and what holds their addresses.
     pub(super) mem: super::graph_mem::GraphMem,
+    /// What the driver runs for host nodes (see `host_calls`).
+    pub(super) host_works: super::host_calls::HostWorks,
 }
 
 fn invalid() -> GpuError {
@@ -46,6 +48,9 @@ impl Graphs {
         }
         // Allocations left allocated are `GraphOwned` ranges, freed with the session's memory.
         self.mem = Default::default();
+        // The session's streams are synchronised by now (`Streams::teardown` runs first), so
+        // no launch can still reach a host node.
+        self.host_works.clear();
     }
 }
 

@@ -24,6 +24,8 @@ mod graph_nodes_tests;
 mod graphs;
 mod host_calls;
 #[cfg(test)]
+mod host_node_tests;
+#[cfg(test)]
 mod hostile;
 mod ipc;
 #[cfg(test)]

@@ -7,6 +7,7 @@ use super::array_copy::graph_copy;
 use super::context::current_device;
 use super::graph::{exec_id, graph_id, GRAPH_TAG, TAG_MASK};
 use super::graph_pageable::{self as pageable, Shadow};
+use super::host_func;
 use super::launch::pack;
 use super::util::{out, ready, ret};
 use crate::client::lock;
@@ -46,6 +47,30 @@ struct KernelNode {
 unsafe impl Send for KernelNode {}
 
 static KERNELS: Mutex<Option<HashMap<u64, Box<KernelNode>>>> = Mutex::new(None);
+
+/// Host nodes this process added or set: node id -> callback id, for `GetParams`.
+static HOSTS: Mutex<Option<HashMap<u64, u64>>> = Mutex::new(None);
+
+/// Describes a host node running `f(data)`: the function is kept under a callback id the
+/// daemon asks for each time the node runs.
+fn host_body(f: CUhostFn, data: *mut c_void, b: &mut p::GraphNode) -> Result<(), CUresult> {
+    let f = f.ok_or(CUresult::CUDA_ERROR_INVALID_VALUE)?;
+    b.kind = p::NODE_HOST;
+    b.func = host_func::node_callback(host_func::HostFn {
+        f,
+        data: data as usize,
+    })?;
+    Ok(())
+}
+
+/// After a host node was added or set with `b`: what `GetParams` answers for it.
+fn remember_host(id: u64, b: &p::GraphNode) {
+    if b.kind == p::NODE_HOST {
+        lock(&HOSTS)
+            .get_or_insert_with(HashMap::new)
+            .insert(id, b.func);
+    }
+}
 
 /// The geometry and function of a kernel node.
 struct Kernel {
@@ -442,6 +467,12 @@ unsafe fn generic_parts(np: *const CUgraphNodeParams) -> Result<Parts, CUresult>
             child_body(g.graph, &mut b)?;
             Ok((b, Vec::new(), None, Vec::new()))
         }
+        CUgraphNodeType::CU_GRAPH_NODE_TYPE_HOST => {
+            // SAFETY: the member named by the type.
+            let hp = unsafe { np.__bindgen_anon_1.host };
+            host_body(hp.fn_, hp.userData, &mut b)?;
+            Ok((b, Vec::new(), None, Vec::new()))
+        }
         CUgraphNodeType::CU_GRAPH_NODE_TYPE_EMPTY => {
             b.kind = p::NODE_EMPTY;
             Ok((b, Vec::new(), None, Vec::new()))
@@ -462,7 +493,7 @@ unsafe fn generic_parts(np: *const CUgraphNodeParams) -> Result<Parts, CUresult>
         other => {
             crate::log::once(
                 "cuGraphAddNode",
-                &format!("supports kernel, memcpy, memset, child-graph and empty nodes only under Baton (type {}: NOT_SUPPORTED)", other.0),
+                &format!("supports kernel, memcpy, memset, host, child-graph, empty and memory nodes only under Baton (type {}: NOT_SUPPORTED)", other.0),
             );
             Err(CUresult::CUDA_ERROR_NOT_SUPPORTED)
         }
@@ -492,6 +523,7 @@ pub(crate) unsafe fn cuGraphAddNode_v2(
             pageable::child_added(gid, id, g.body.child);
         }
         pageable::node_added(gid, id, g.shadows);
+        remember_host(id, &g.body);
         match g.kernel {
             Some(k) => remember_kernel(id, &k, g.params),
             None => Ok(()),
@@ -530,6 +562,7 @@ pub(crate) unsafe fn cuGraphNodeSetParams(
         if g.body.kind == p::NODE_MEMCPY {
             pageable::node_set(graph, None, id, g.shadows);
         }
+        remember_host(id, &g.body);
         match g.kernel {
             Some(k) => remember_kernel(id, &k, g.params),
             None => Ok(()),
@@ -764,6 +797,9 @@ pub(crate) unsafe fn cuGraphDestroyNode(node: CUgraphNode) -> CUresult {
         if let Some(m) = lock(&KERNELS).as_mut() {
             m.remove(&id);
         }
+        if let Some(m) = lock(&HOSTS).as_mut() {
+            m.remove(&id);
+        }
         pageable::node_destroyed(id);
         Ok(())
     })())
@@ -940,5 +976,87 @@ pub(crate) unsafe fn cuTensorMapEncodeIm2col(
             read_into(&mut req.element_strides, elem_strides, n)?;
         }
         encode(map, req)
+    })())
+}
+
+/// # Safety
+/// `params` is null or points to valid host node parameters.
+unsafe fn host_params(params: *const CUDA_HOST_NODE_PARAMS) -> Result<p::GraphNode, CUresult> {
+    if params.is_null() {
+        return Err(CUresult::CUDA_ERROR_INVALID_VALUE);
+    }
+    // SAFETY: non-null, per the contract.
+    let hp = unsafe { &*params };
+    let mut b = p::GraphNode::new_zeroed();
+    host_body(hp.fn_, hp.userData, &mut b)?;
+    Ok(b)
+}
+
+pub(crate) unsafe fn cuGraphAddHostNode(
+    ph: *mut CUgraphNode,
+    graph: CUgraph,
+    deps: *const CUgraphNode,
+    n: usize,
+    params: *const CUDA_HOST_NODE_PARAMS,
+) -> CUresult {
+    ret((|| {
+        // SAFETY: forwarded caller contract.
+        let b = unsafe { host_params(params)? };
+        // SAFETY: forwarded caller contract.
+        let id = unsafe { add(ph, graph, deps, n, b, &[])? };
+        remember_host(id, &b);
+        Ok(())
+    })())
+}
+
+pub(crate) unsafe fn cuGraphHostNodeSetParams(
+    node: CUgraphNode,
+    params: *const CUDA_HOST_NODE_PARAMS,
+) -> CUresult {
+    ret((|| {
+        // SAFETY: forwarded caller contract.
+        let b = unsafe { host_params(params)? };
+        set(None, node, b, &[])?;
+        remember_host(node_id(node)?, &b);
+        Ok(())
+    })())
+}
+
+pub(crate) unsafe fn cuGraphExecHostNodeSetParams(
+    exec: CUgraphExec,
+    node: CUgraphNode,
+    params: *const CUDA_HOST_NODE_PARAMS,
+) -> CUresult {
+    ret((|| {
+        // SAFETY: forwarded caller contract.
+        let b = unsafe { host_params(params)? };
+        set(Some(exec), node, b, &[])
+    })())
+}
+
+pub(crate) unsafe fn cuGraphHostNodeGetParams(
+    node: CUgraphNode,
+    params: *mut CUDA_HOST_NODE_PARAMS,
+) -> CUresult {
+    ret((|| {
+        ready()?;
+        let id = node_id(node)?;
+        if params.is_null() {
+            return Err(CUresult::CUDA_ERROR_INVALID_VALUE);
+        }
+        let callback = lock(&HOSTS).as_ref().and_then(|m| m.get(&id).copied());
+        let Some(h) = callback.and_then(host_func::node_fn) else {
+            crate::log::once(
+                "cuGraphHostNodeGetParams",
+                "knows the parameters of host nodes this process added only (captured or cloned nodes: NOT_SUPPORTED)",
+            );
+            return Err(CUresult::CUDA_ERROR_NOT_SUPPORTED);
+        };
+        let v = CUDA_HOST_NODE_PARAMS {
+            fn_: Some(h.f),
+            userData: h.data as *mut c_void,
+        };
+        // SAFETY: checked non-null.
+        unsafe { out(params, v) }
     })())
 }

@@ -67,12 +67,13 @@ pub(crate) use graph::{
 };
 pub(crate) use graph_build::{
     cuGraphAddChildGraphNode, cuGraphAddDependencies, cuGraphAddDependencies_v2,
-    cuGraphAddEmptyNode, cuGraphAddKernelNode, cuGraphAddKernelNode_v2, cuGraphAddMemcpyNode,
-    cuGraphAddMemsetNode, cuGraphAddNode, cuGraphAddNode_v2, cuGraphClone, cuGraphCreate,
-    cuGraphDestroyNode, cuGraphExecKernelNodeSetParams_v2, cuGraphExecNodeSetParams,
-    cuGraphExecUpdate_v2, cuGraphGetNodes, cuGraphGetRootNodes, cuGraphKernelNodeGetParams_v2,
-    cuGraphKernelNodeSetParams_v2, cuGraphNodeGetType, cuGraphNodeSetParams,
-    cuTensorMapEncodeIm2col, cuTensorMapEncodeTiled,
+    cuGraphAddEmptyNode, cuGraphAddHostNode, cuGraphAddKernelNode, cuGraphAddKernelNode_v2,
+    cuGraphAddMemcpyNode, cuGraphAddMemsetNode, cuGraphAddNode, cuGraphAddNode_v2, cuGraphClone,
+    cuGraphCreate, cuGraphDestroyNode, cuGraphExecHostNodeSetParams,
+    cuGraphExecKernelNodeSetParams_v2, cuGraphExecNodeSetParams, cuGraphExecUpdate_v2,
+    cuGraphGetNodes, cuGraphGetRootNodes, cuGraphHostNodeGetParams, cuGraphHostNodeSetParams,
+    cuGraphKernelNodeGetParams_v2, cuGraphKernelNodeSetParams_v2, cuGraphNodeGetType,
+    cuGraphNodeSetParams, cuTensorMapEncodeIm2col, cuTensorMapEncodeTiled,
 };
 pub(crate) use graph_mem::{
     cuDeviceGetGraphMemAttribute, cuDeviceGraphMemTrim, cuDeviceSetGraphMemAttribute,

@@ -6,7 +6,7 @@
 
 use super::arrays::memcpy3d;
 use super::check_code as check;
-use crate::executor::{code, GpuError, GpuResult, NodeSpec, Raw, UpdateResult};
+use crate::executor::{code, GpuError, GpuResult, HostWork, NodeSpec, Raw, UpdateResult};
 use baton_ipc::protocol::{TensorMapEncode, TENSOR_MAP_BYTES, TENSOR_MAP_IM2COL, TENSOR_MAP_TILED};
 use cudarc::driver::sys;
 use std::ffi::c_void;
@@ -38,6 +38,13 @@ struct MemsetParams {
     height: usize,
 }
 
+/// `CUDA_HOST_NODE_PARAMS` (16 bytes).
+#[repr(C)]
+struct HostParams {
+    f: unsafe extern "C" fn(Ptr),
+    data: Ptr,
+}
+
 /// `CUgraphExecUpdateResultInfo` (24 bytes).
 #[repr(C)]
 struct UpdateInfo {
@@ -49,6 +56,7 @@ struct UpdateInfo {
 const _: () = assert!(std::mem::size_of::<KernelParams>() == 72);
 const _: () = assert!(std::mem::size_of::<MemsetParams>() == 40);
 const _: () = assert!(std::mem::size_of::<UpdateInfo>() == 24);
+const _: () = assert!(std::mem::size_of::<HostParams>() == 16);
 
 type GraphCreateFn = unsafe extern "C" fn(*mut Ptr, u32) -> u32;
 type AddKernelFn =
@@ -57,6 +65,9 @@ type AddMemsetFn =
     unsafe extern "C" fn(*mut Ptr, Ptr, *const Ptr, usize, *const MemsetParams, Ptr) -> u32;
 type AddMemcpyFn =
     unsafe extern "C" fn(*mut Ptr, Ptr, *const Ptr, usize, *const sys::CUDA_MEMCPY3D, Ptr) -> u32;
+type AddHostFn = unsafe extern "C" fn(*mut Ptr, Ptr, *const Ptr, usize, *const HostParams) -> u32;
+type HostSetFn = unsafe extern "C" fn(Ptr, *const HostParams) -> u32;
+type ExecHostSetFn = unsafe extern "C" fn(Ptr, Ptr, *const HostParams) -> u32;
 type AddEmptyFn = unsafe extern "C" fn(*mut Ptr, Ptr, *const Ptr, usize) -> u32;
 type AddChildFn = unsafe extern "C" fn(*mut Ptr, Ptr, *const Ptr, usize, Ptr) -> u32;
 type AddDepsFn = unsafe extern "C" fn(Ptr, *const Ptr, *const Ptr, *const c_void, usize) -> u32;
@@ -103,6 +114,23 @@ type EncodeIm2colFn = unsafe extern "C" fn(
     u32,
     u32,
 ) -> u32;
+
+/// The driver host function and argument that run `work`: the argument borrows `work`, which
+/// its owner keeps alive while any graph holding it may run (see [`HostWork`]).
+pub fn host_params(work: &std::sync::Arc<HostWork>) -> (unsafe extern "C" fn(Ptr), Ptr) {
+    unsafe extern "C" fn trampoline(data: Ptr) {
+        // SAFETY: `data` is a `HostWork` its owner keeps alive (see above); only borrowed.
+        let w = unsafe { &*(data as *const HostWork) };
+        // A panic must not unwind into the driver.
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| w.run()));
+    }
+    (trampoline, std::sync::Arc::as_ptr(work) as Ptr)
+}
+
+fn host_struct(work: &std::sync::Arc<HostWork>) -> HostParams {
+    let (f, data) = host_params(work);
+    HostParams { f, data }
+}
 
 fn h(r: Raw) -> Ptr {
     r as usize as Ptr
@@ -222,6 +250,12 @@ pub fn add_node(ctx: Ptr, graph: Raw, deps: &[Raw], spec: &NodeSpec<'_>) -> GpuR
             // SAFETY: see the comment at the top of this match.
             unsafe { f(&mut node, g, dp, n, &copy, ctx) }
         }
+        NodeSpec::Host(work) => {
+            let f = driver_fn!("cuGraphAddHostNode", AddHostFn);
+            let hp = host_struct(work);
+            // SAFETY: see the comment at the top of this match.
+            unsafe { f(&mut node, g, dp, n, &hp) }
+        }
         NodeSpec::Empty => {
             let f = driver_fn!("cuGraphAddEmptyNode", AddEmptyFn);
             // SAFETY: see the comment at the top of this match.
@@ -308,6 +342,21 @@ pub fn node_set(ctx: Ptr, exec: Option<Raw>, node: Raw, spec: &NodeSpec<'_>) -> 
                     let f = driver_fn!("cuGraphExecMemcpyNodeSetParams", ExecMemcpySetFn);
                     // SAFETY: see the comment at the top of this match.
                     unsafe { f(h(e), nd, &copy, ctx) }
+                }
+            }
+        }
+        (NodeSpec::Host(work), e) => {
+            let hp = host_struct(work);
+            match e {
+                None => {
+                    let f = driver_fn!("cuGraphHostNodeSetParams", HostSetFn);
+                    // SAFETY: see the comment at the top of this match.
+                    unsafe { f(nd, &hp) }
+                }
+                Some(e) => {
+                    let f = driver_fn!("cuGraphExecHostNodeSetParams", ExecHostSetFn);
+                    // SAFETY: see the comment at the top of this match.
+                    unsafe { f(h(e), nd, &hp) }
                 }
             }
         }

@@ -23,6 +23,8 @@ pub(super) enum SimNode {
         height: u64,
     },
     Memcpy(HostAddrCopy),
+    /// Runs on the launching thread, in dependency order, with the simulator locked.
+    Host(std::sync::Arc<crate::executor::HostWork>),
     Empty,
     Child(Box<SimGraph>),
     /// A graph allocation: its address is reserved when the node is made, its bytes exist
@@ -42,6 +44,7 @@ impl SimNode {
             SimNode::Kernel { .. } => p::NODE_KERNEL,
             SimNode::Memset { .. } => p::NODE_MEMSET,
             SimNode::Memcpy(_) => p::NODE_MEMCPY,
+            SimNode::Host(_) => p::NODE_HOST,
             SimNode::Empty => p::NODE_EMPTY,
             SimNode::Child(_) => p::NODE_GRAPH,
             SimNode::MemAlloc { .. } => p::NODE_MEM_ALLOC,
@@ -116,6 +119,7 @@ impl State {
                 height,
             },
             NodeSpec::Memcpy(c) => SimNode::Memcpy(HostAddrCopy(c)),
+            NodeSpec::Host(w) => SimNode::Host(w.clone()),
             NodeSpec::Empty => SimNode::Empty,
             NodeSpec::Child(g) => {
                 SimNode::Child(Box::new(self.built.graphs.get(&g).ok_or(bad())?.clone()))
@@ -451,6 +455,10 @@ impl State {
                 Ok(())
             }
             SimNode::Memcpy(c) => self.copy_3d(&c.0),
+            SimNode::Host(w) => {
+                w.run();
+                Ok(())
+            }
             SimNode::Empty => Ok(()),
             SimNode::Child(g) => self.run_graph(g),
             &SimNode::MemAlloc { ptr, bytes } => {
