@@ -9,6 +9,7 @@
 mod array;
 mod array_copy;
 mod compat;
+mod conditional;
 pub(crate) mod context;
 mod error_text;
 mod graph;
@@ -58,6 +59,10 @@ pub(crate) use context::{
     cuCtxPushCurrent_v2, cuCtxSetCurrent, cuCtxSynchronize, cuDevicePrimaryCtxGetState,
     cuDevicePrimaryCtxRelease_v2, cuDevicePrimaryCtxReset_v2, cuDevicePrimaryCtxRetain,
     cuDevicePrimaryCtxSetFlags_v2,
+};
+pub(crate) use conditional::{
+    cuGraphConditionalHandleCreate, cuStreamBeginCaptureToGraph, cuStreamUpdateCaptureDependencies,
+    cuStreamUpdateCaptureDependencies_v2,
 };
 pub(crate) use graph::{
     cuGraphDestroy, cuGraphExecDestroy, cuGraphInstantiateWithFlags, cuGraphInstantiateWithParams,
@@ -144,6 +149,9 @@ pub(crate) use vmm::{
 pub(crate) use self::cuEventRecord as cuEventRecord_ptsz;
 pub(crate) use self::cuEventRecordWithFlags as cuEventRecordWithFlags_ptsz;
 pub(crate) use self::cuGraphLaunch as cuGraphLaunch_ptsz;
+pub(crate) use self::cuStreamBeginCaptureToGraph as cuStreamBeginCaptureToGraph_ptsz;
+pub(crate) use self::cuStreamUpdateCaptureDependencies as cuStreamUpdateCaptureDependencies_ptsz;
+pub(crate) use self::cuStreamUpdateCaptureDependencies_v2 as cuStreamUpdateCaptureDependencies_v2_ptsz;
 pub(crate) use self::cuGraphUpload as cuGraphUpload_ptsz;
 pub(crate) use self::cuLaunchCooperativeKernel as cuLaunchCooperativeKernel_ptsz;
 pub(crate) use self::cuLaunchHostFunc as cuLaunchHostFunc_ptsz;
