@@ -500,7 +500,13 @@ pub trait Executor: Send + Sync + 'static {
         Err(GpuError(code::NOT_SUPPORTED))
     }
     /// Begins a relaxed-mode capture of `stream` that adds to `graph` after `deps`.
-    fn capture_to_graph(&self, device: u32, stream: Raw, graph: Raw, deps: &[Raw]) -> GpuResult<()> {
+    fn capture_to_graph(
+        &self,
+        device: u32,
+        stream: Raw,
+        graph: Raw,
+        deps: &[Raw],
+    ) -> GpuResult<()> {
         let _ = (device, stream, graph, deps);
         Err(GpuError(code::NOT_SUPPORTED))
     }
@@ -510,7 +516,13 @@ pub trait Executor: Send + Sync + 'static {
         Err(GpuError(code::NOT_SUPPORTED))
     }
     /// `cuStreamUpdateCaptureDependencies`: `flags` 0 adds `deps`, 1 replaces the set.
-    fn capture_set_deps(&self, device: u32, stream: Raw, deps: &[Raw], flags: u32) -> GpuResult<()> {
+    fn capture_set_deps(
+        &self,
+        device: u32,
+        stream: Raw,
+        deps: &[Raw],
+        flags: u32,
+    ) -> GpuResult<()> {
         let _ = (device, stream, deps, flags);
         Err(GpuError(code::NOT_SUPPORTED))
     }

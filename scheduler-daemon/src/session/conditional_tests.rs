@@ -43,13 +43,23 @@ fn cond_set(s: &mut Session) -> u64 {
     };
     let (r, v) = call(s, Op::LoadModule, &load, &[]);
     assert_eq!(r, 0);
-    let (r, v) = call(s, Op::GetFunction, &p::GetSymbol { module: v[0] }, b"condSet");
+    let (r, v) = call(
+        s,
+        Op::GetFunction,
+        &p::GetSymbol { module: v[0] },
+        b"condSet",
+    );
     assert_eq!(r, 0);
     v[0]
 }
 
 fn graph(s: &mut Session) -> u64 {
-    let (r, v) = call(s, Op::GraphCreate, &p::DeviceOnly { device: 0, _pad: 0 }, &[]);
+    let (r, v) = call(
+        s,
+        Op::GraphCreate,
+        &p::DeviceOnly { device: 0, _pad: 0 },
+        &[],
+    );
     assert_eq!(r, 0);
     v[0]
 }
@@ -66,8 +76,15 @@ fn add(s: &mut Session, n: p::GraphNode, deps: &[u64], params: &[u8]) -> (u32, u
 
 fn memset(graph: u64, dst: u64, value: u32) -> p::GraphNode {
     let mut n = p::GraphNode::new_zeroed();
-    (n.graph, n.kind, n.dst, n.width, n.height, n.value, n.elem_size) =
-        (graph, p::NODE_MEMSET, dst, 1, 1, value, 4);
+    (
+        n.graph,
+        n.kind,
+        n.dst,
+        n.width,
+        n.height,
+        n.value,
+        n.elem_size,
+    ) = (graph, p::NODE_MEMSET, dst, 1, 1, value, 4);
     n
 }
 

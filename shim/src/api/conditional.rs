@@ -78,7 +78,9 @@ pub(super) fn bodies_made(
 ) -> Result<(), CUresult> {
     let arr: Box<[CUgraph]> = payload
         .chunks_exact(8)
-        .map(|b| (GRAPH_TAG | u64::from_le_bytes(b.try_into().unwrap_or_default())) as usize as CUgraph)
+        .map(|b| {
+            (GRAPH_TAG | u64::from_le_bytes(b.try_into().unwrap_or_default())) as usize as CUgraph
+        })
         .collect();
     if arr.len() != c.size as usize {
         return Err(CUresult::CUDA_ERROR_UNKNOWN);

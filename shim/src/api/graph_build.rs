@@ -519,7 +519,14 @@ pub(crate) unsafe fn cuGraphAddNode_v2(
             // SAFETY: forwarded caller contract; `np` is non-null (read above) and its
             // conditional member is the one its type names.
             return unsafe {
-                add_conditional(ph, graph, deps, n, g.body, &mut (*np).__bindgen_anon_1.conditional)
+                add_conditional(
+                    ph,
+                    graph,
+                    deps,
+                    n,
+                    g.body,
+                    &mut (*np).__bindgen_anon_1.conditional,
+                )
             };
         }
         // SAFETY: forwarded caller contract.

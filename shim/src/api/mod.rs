@@ -53,16 +53,16 @@ pub(crate) use compat::{
     cuKernelSetCacheConfig, cuModuleGetLoadingMode, cuProfilerStart, cuProfilerStop,
     cuStreamDestroy, cuStreamGetDevice, cuStreamGetId, cuThreadExchangeStreamCaptureMode,
 };
+pub(crate) use conditional::{
+    cuGraphConditionalHandleCreate, cuStreamBeginCaptureToGraph, cuStreamUpdateCaptureDependencies,
+    cuStreamUpdateCaptureDependencies_v2,
+};
 pub(crate) use context::{
     cuCtxCreate_v2, cuCtxCreate_v4, cuCtxDestroy_v2, cuCtxGetApiVersion, cuCtxGetCurrent,
     cuCtxGetDevice, cuCtxGetFlags, cuCtxGetId, cuCtxGetStreamPriorityRange, cuCtxPopCurrent_v2,
     cuCtxPushCurrent_v2, cuCtxSetCurrent, cuCtxSynchronize, cuDevicePrimaryCtxGetState,
     cuDevicePrimaryCtxRelease_v2, cuDevicePrimaryCtxReset_v2, cuDevicePrimaryCtxRetain,
     cuDevicePrimaryCtxSetFlags_v2,
-};
-pub(crate) use conditional::{
-    cuGraphConditionalHandleCreate, cuStreamBeginCaptureToGraph, cuStreamUpdateCaptureDependencies,
-    cuStreamUpdateCaptureDependencies_v2,
 };
 pub(crate) use graph::{
     cuGraphDestroy, cuGraphExecDestroy, cuGraphInstantiateWithFlags, cuGraphInstantiateWithParams,
@@ -149,9 +149,6 @@ pub(crate) use vmm::{
 pub(crate) use self::cuEventRecord as cuEventRecord_ptsz;
 pub(crate) use self::cuEventRecordWithFlags as cuEventRecordWithFlags_ptsz;
 pub(crate) use self::cuGraphLaunch as cuGraphLaunch_ptsz;
-pub(crate) use self::cuStreamBeginCaptureToGraph as cuStreamBeginCaptureToGraph_ptsz;
-pub(crate) use self::cuStreamUpdateCaptureDependencies as cuStreamUpdateCaptureDependencies_ptsz;
-pub(crate) use self::cuStreamUpdateCaptureDependencies_v2 as cuStreamUpdateCaptureDependencies_v2_ptsz;
 pub(crate) use self::cuGraphUpload as cuGraphUpload_ptsz;
 pub(crate) use self::cuLaunchCooperativeKernel as cuLaunchCooperativeKernel_ptsz;
 pub(crate) use self::cuLaunchHostFunc as cuLaunchHostFunc_ptsz;
@@ -197,6 +194,7 @@ pub(crate) use self::cuMemsetD8_v2 as cuMemsetD8_v2_ptds;
 pub(crate) use self::cuStreamAddCallback as cuStreamAddCallback_ptsz;
 pub(crate) use self::cuStreamAttachMemAsync as cuStreamAttachMemAsync_ptsz;
 pub(crate) use self::cuStreamBeginCapture as cuStreamBeginCapture_ptsz;
+pub(crate) use self::cuStreamBeginCaptureToGraph as cuStreamBeginCaptureToGraph_ptsz;
 pub(crate) use self::cuStreamBeginCapture_v2 as cuStreamBeginCapture_v2_ptsz;
 pub(crate) use self::cuStreamEndCapture as cuStreamEndCapture_ptsz;
 pub(crate) use self::cuStreamGetAttribute as cuStreamGetAttribute_ptsz;
@@ -212,4 +210,6 @@ pub(crate) use self::cuStreamIsCapturing as cuStreamIsCapturing_ptsz;
 pub(crate) use self::cuStreamQuery as cuStreamQuery_ptsz;
 pub(crate) use self::cuStreamSetAttribute as cuStreamSetAttribute_ptsz;
 pub(crate) use self::cuStreamSynchronize as cuStreamSynchronize_ptsz;
+pub(crate) use self::cuStreamUpdateCaptureDependencies as cuStreamUpdateCaptureDependencies_ptsz;
+pub(crate) use self::cuStreamUpdateCaptureDependencies_v2 as cuStreamUpdateCaptureDependencies_v2_ptsz;
 pub(crate) use self::cuStreamWaitEvent as cuStreamWaitEvent_ptsz;

@@ -129,7 +129,16 @@ pub fn capture_info(stream: Raw) -> GpuResult<(Raw, Vec<Raw>)> {
     let (mut status, mut id, mut graph) = (0u32, 0u64, null_mut());
     let (mut deps, mut n): (*const Ptr, usize) = (null(), 0);
     // SAFETY: the session's own stream; out-pointers to locals.
-    check(unsafe { f(h(stream), &mut status, &mut id, &mut graph, &mut deps, &mut n) })?;
+    check(unsafe {
+        f(
+            h(stream),
+            &mut status,
+            &mut id,
+            &mut graph,
+            &mut deps,
+            &mut n,
+        )
+    })?;
     // CU_STREAM_CAPTURE_STATUS_ACTIVE
     if status != 1 || graph.is_null() {
         return Err(GpuError(code::ILLEGAL_STATE));

@@ -400,7 +400,9 @@ impl State {
         if !self.built.conds.contains_key(&handle) || !self.built.graphs.contains_key(&graph) {
             return Err(bad());
         }
-        let bodies: Vec<Raw> = (0..size).map(|_| self.graph_new(SimGraph::default())).collect();
+        let bodies: Vec<Raw> = (0..size)
+            .map(|_| self.graph_new(SimGraph::default()))
+            .collect();
         let node = SimNode::Conditional {
             handle,
             kind,
