@@ -8,10 +8,12 @@
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 mod arrays;
+mod conditional;
 mod graph_nodes;
 mod link;
 mod pools;
 pub use arrays::*;
+pub use conditional::*;
 pub use graph_nodes::*;
 pub use link::*;
 pub use pools::*;
@@ -145,6 +147,10 @@ ops! {
     MemPoolImport = 116 => IpcToken,
     MemPoolExportPtr = 117 => MemFree,
     MemPoolImportPtr = 118 => MemPoolImportPtr,
+    ConditionalHandleCreate = 125 => ConditionalHandle,
+    CaptureToGraph = 126 => CaptureToGraph,
+    CaptureInfo = 127 => ObjectId,
+    CaptureDeps = 128 => CaptureDeps,
 }
 
 /// First bytes of every message.

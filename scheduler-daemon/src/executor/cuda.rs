@@ -28,6 +28,7 @@ macro_rules! driver_fn {
 }
 
 mod arrays;
+mod conditional;
 mod graph_mem;
 mod graph_nodes;
 mod link;
@@ -1078,6 +1079,40 @@ impl Executor for CudaExecutor {
     fn graph_clone(&self, device: u32, graph: Raw) -> GpuResult<Raw> {
         self.bind(device)?;
         gn::clone(graph)
+    }
+    fn conditional_handle_create(
+        &self,
+        device: u32,
+        graph: Raw,
+        default_value: u32,
+        flags: u32,
+    ) -> GpuResult<u64> {
+        self.bind(device)?;
+        conditional::handle_create(self.ctx(device)?, graph, default_value, flags)
+    }
+    fn graph_add_conditional(
+        &self,
+        device: u32,
+        graph: Raw,
+        deps: &[Raw],
+        handle: u64,
+        kind: u32,
+        size: u32,
+    ) -> GpuResult<(Raw, Vec<Raw>)> {
+        self.bind(device)?;
+        conditional::add(self.ctx(device)?, graph, deps, handle, kind, size)
+    }
+    fn capture_to_graph(&self, device: u32, s: Raw, graph: Raw, deps: &[Raw]) -> GpuResult<()> {
+        self.bind(device)?;
+        conditional::capture_to_graph(s, graph, deps)
+    }
+    fn capture_info(&self, device: u32, s: Raw) -> GpuResult<(Raw, Vec<Raw>)> {
+        self.bind(device)?;
+        conditional::capture_info(s)
+    }
+    fn capture_set_deps(&self, device: u32, s: Raw, deps: &[Raw], flags: u32) -> GpuResult<()> {
+        self.bind(device)?;
+        conditional::update_deps(s, deps, flags)
     }
     fn graph_exec_update(
         &self,

@@ -483,6 +483,59 @@ pub trait Executor: Send + Sync + 'static {
         let _ = (device, graph);
         Err(GpuError(code::NOT_SUPPORTED))
     }
+    /// `cuGraphConditionalHandleCreate` on `graph` in the device's context: the driver's
+    /// handle, which kernels receive as a parameter.
+    fn conditional_handle_create(
+        &self,
+        device: u32,
+        graph: Raw,
+        default_value: u32,
+        flags: u32,
+    ) -> GpuResult<u64> {
+        let _ = (device, graph, default_value, flags);
+        Err(GpuError(code::NOT_SUPPORTED))
+    }
+    /// Adds a conditional node (`kind` a `CUgraphConditionalNodeType`, `size` body graphs)
+    /// depending on `deps`; returns the node and the body graphs, which the node owns.
+    fn graph_add_conditional(
+        &self,
+        device: u32,
+        graph: Raw,
+        deps: &[Raw],
+        handle: u64,
+        kind: u32,
+        size: u32,
+    ) -> GpuResult<(Raw, Vec<Raw>)> {
+        let _ = (device, graph, deps, handle, kind, size);
+        Err(GpuError(code::NOT_SUPPORTED))
+    }
+    /// Begins a relaxed-mode capture of `stream` that adds to `graph` after `deps`.
+    fn capture_to_graph(
+        &self,
+        device: u32,
+        stream: Raw,
+        graph: Raw,
+        deps: &[Raw],
+    ) -> GpuResult<()> {
+        let _ = (device, stream, graph, deps);
+        Err(GpuError(code::NOT_SUPPORTED))
+    }
+    /// The graph a capturing `stream` adds to, and the nodes its next work will depend on.
+    fn capture_info(&self, device: u32, stream: Raw) -> GpuResult<(Raw, Vec<Raw>)> {
+        let _ = (device, stream);
+        Err(GpuError(code::NOT_SUPPORTED))
+    }
+    /// `cuStreamUpdateCaptureDependencies`: `flags` 0 adds `deps`, 1 replaces the set.
+    fn capture_set_deps(
+        &self,
+        device: u32,
+        stream: Raw,
+        deps: &[Raw],
+        flags: u32,
+    ) -> GpuResult<()> {
+        let _ = (device, stream, deps, flags);
+        Err(GpuError(code::NOT_SUPPORTED))
+    }
     /// `cuGraphExecUpdate`: `Err` carries the driver's code, with the result info alongside.
     fn graph_exec_update(
         &self,

@@ -413,6 +413,19 @@ fn run_kernel(
             }
             Ok(())
         }
+        // The value at a pointer becomes a conditional handle's value (`condSet ptr handle`),
+        // or is counted down first, the loop going on while it is not zero (`condCountDown`).
+        "condSet" | "condCountDown" => {
+            let p = u64::from_le_bytes(arg::<8>(params, l, 0)?);
+            let handle = u64::from_le_bytes(arg::<8>(params, l, 1)?);
+            let cell = st.mem(p, 4)?;
+            let mut v = u32::from_le_bytes(cell[..4].try_into().unwrap_or_default());
+            if name == "condCountDown" && v > 0 {
+                v -= 1;
+                cell[..4].copy_from_slice(&v.to_le_bytes());
+            }
+            st.cond_set(handle, v as u64)
+        }
         "fault" => Err(GpuError(code::ILLEGAL_ADDRESS)),
         _ => Err(GpuError(code::NOT_FOUND)),
     }
@@ -941,6 +954,31 @@ impl Executor for SimExecutor {
         let id = st.graph_clone(graph)?;
         st.graphs.insert(id);
         Ok(id)
+    }
+    fn conditional_handle_create(
+        &self,
+        _device: u32,
+        graph: Raw,
+        default_value: u32,
+        flags: u32,
+    ) -> GpuResult<u64> {
+        let mut st = self.lock();
+        if !st.graphs.contains(&graph) && !st.built.graphs.contains_key(&graph) {
+            return Err(GpuError(code::INVALID_VALUE));
+        }
+        Ok(st.cond_create(default_value, flags))
+    }
+    fn graph_add_conditional(
+        &self,
+        _device: u32,
+        graph: Raw,
+        deps: &[Raw],
+        handle: u64,
+        kind: u32,
+        size: u32,
+    ) -> GpuResult<(Raw, Vec<Raw>)> {
+        self.lock()
+            .graph_add_conditional(graph, deps, handle, kind, size)
     }
     fn graph_exec_update(
         &self,

@@ -652,6 +652,10 @@ impl Session {
             | Op::GraphExecUpdate
             | Op::TensorMapEncode => self.graph_node_op(exec, m),
             Op::GraphMem | Op::GraphMemNode => self.graph_mem_op(exec, m),
+            Op::ConditionalHandleCreate
+            | Op::CaptureToGraph
+            | Op::CaptureInfo
+            | Op::CaptureDeps => self.conditional_op(exec, m),
             Op::CtxLimit => {
                 let b: p::CtxLimit = m.body().map_err(body_err)?;
                 if b.set != 0 {

@@ -47,6 +47,25 @@ impl Built {
         self.nodes.retain(|n| n.graph != graph);
         self.by_raw.retain(|&(g, _), _| g != graph);
     }
+    pub(super) fn register_node(&mut self, graph: u64, raw: Raw, kind: u32) -> u64 {
+        self.register(graph, raw, kind)
+    }
+    /// The id of executor node `raw` of graph `graph`, giving it one if it has none yet.
+    pub(super) fn id_of(
+        &mut self,
+        exec: &dyn Executor,
+        device: u32,
+        graph: u64,
+        raw: Raw,
+    ) -> GpuResult<u64> {
+        match self.by_raw.get(&(graph, raw)) {
+            Some(&id) => Ok(id),
+            None => {
+                let kind = exec.graph_node_type(device, raw)?;
+                Ok(self.register(graph, raw, kind))
+            }
+        }
+    }
     fn register(&mut self, graph: u64, raw: Raw, kind: u32) -> u64 {
         let id = self.nodes.insert(Node { graph, raw, kind });
         self.by_raw.insert((graph, raw), id);
@@ -254,7 +273,7 @@ impl Session {
     }
 
     /// The executor node of node `id`, which must belong to graph `graph`.
-    fn node_of(&self, id: u64, graph: u64) -> GpuResult<Raw> {
+    pub(super) fn node_of(&self, id: u64, graph: u64) -> GpuResult<Raw> {
         let n = self.graphs.built.nodes.get(id)?;
         if n.graph != graph {
             return Err(invalid());
@@ -280,6 +299,9 @@ impl Session {
             }
             Op::GraphAddNode => {
                 let (b, tail): (p::GraphNode, _) = m.split().map_err(body_err)?;
+                if b.kind == p::NODE_CONDITIONAL {
+                    return self.add_conditional(exec, &b, tail);
+                }
                 let g = self.graphs.graphs.get(b.graph)?;
                 let (device, graph) = (g.device, g.raw);
                 let (deps, params) = ids(tail, b.ndeps as usize)?;
@@ -353,13 +375,7 @@ impl Session {
                 let raws = exec.graph_nodes(device, graph, b.roots != 0)?;
                 let mut payload = Vec::with_capacity(raws.len() * 8);
                 for raw in &raws {
-                    let id = match self.graphs.built.by_raw.get(&(b.graph, *raw)) {
-                        Some(&id) => id,
-                        None => {
-                            let kind = exec.graph_node_type(device, *raw)?;
-                            self.graphs.built.register(b.graph, *raw, kind)
-                        }
-                    };
+                    let id = self.graphs.built.id_of(exec, device, b.graph, *raw)?;
                     payload.extend_from_slice(&id.to_le_bytes());
                 }
                 Ok(Answer {
@@ -381,6 +397,7 @@ impl Session {
                 exec.graph_destroy_node(device, raw)?;
                 self.graphs.built.nodes.remove(b.id)?;
                 self.graphs.built.by_raw.remove(&(graph, raw));
+                self.node_bodies_gone(b.id);
                 Ok(Answer::default())
             }
             Op::GraphClone => {

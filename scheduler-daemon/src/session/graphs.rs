@@ -6,6 +6,7 @@
 //! asks the driver whether a stream is capturing before it adds completion-word writes or the
 //! legacy stream's implicit waits to it, so captured graphs hold only the client's own work.
 
+use super::conditional::Held;
 use super::dispatch::Answer;
 use super::graph_mem::Holder;
 use super::tables::Table;
@@ -32,6 +33,11 @@ pub struct Graphs {
     pub(super) mem: super::graph_mem::GraphMem,
     /// What the driver runs for host nodes (see `host_calls`).
     pub(super) host_works: super::host_calls::HostWorks,
+    /// Graphs named here that the driver owns through another object (never destroyed by
+    /// the session).
+    pub(super) held: std::collections::HashMap<u64, super::conditional::Held>,
+    /// Conditional handles this session created -> the graph they were created on.
+    pub(super) handles: std::collections::HashMap<u64, u64>,
 }
 
 fn invalid() -> GpuError {
@@ -43,9 +49,13 @@ impl Graphs {
         for (_, g) in self.execs.drain() {
             let _ = exec.graph_exec_destroy(g.device, g.raw);
         }
-        for (_, g) in self.graphs.drain() {
-            let _ = exec.graph_destroy(g.device, g.raw);
+        let held = std::mem::take(&mut self.held);
+        for (id, g) in self.graphs.drain() {
+            if !held.contains_key(&id) {
+                let _ = exec.graph_destroy(g.device, g.raw);
+            }
         }
+        self.handles.clear();
         // Allocations left allocated are `GraphOwned` ranges, freed with the session's memory.
         self.mem = Default::default();
         // The session's streams are synchronised by now (`Streams::teardown` runs first), so
@@ -86,13 +96,34 @@ impl Session {
                 }
                 // A failed end still ends the capture (the driver invalidates it): the stream
                 // left the capturing set above either way.
+                // The capture's graph may already have an id: the client named it during the
+                // capture (`CaptureInfo`) or captured into a graph it holds (`CaptureToGraph`).
+                let named = match self.graphs.held.values().any(|h| *h == Held::Capture) {
+                    true => exec.capture_info(device, raw).ok().map(|(g, _)| g),
+                    false => None,
+                };
                 let ended = exec.capture_end(device, raw);
                 let scan = match ended {
                     Ok(raw) => {
-                        let id = self.graphs.graphs.insert(Graph { device, raw });
+                        let id = match self.graph_id_of(device, raw) {
+                            Some(id) => {
+                                self.graphs.held.remove(&id);
+                                id
+                            }
+                            None => self.graphs.graphs.insert(Graph { device, raw }),
+                        };
                         self.graph_mem_adopt(exec, device, raw, id).map(|_| id)
                     }
-                    Err(e) => Err(e),
+                    Err(e) => {
+                        // A failed capture's graph is gone with it (unless the client owns it).
+                        let gone = named.and_then(|g| self.graph_id_of(device, g));
+                        if let Some(id) = gone {
+                            if self.graphs.held.get(&id) == Some(&Held::Capture) {
+                                self.graph_forget(id);
+                            }
+                        }
+                        Err(e)
+                    }
                 };
                 self.graph_addrs_released(Holder::Capture(b.id));
                 scan.map(Answer::value)
@@ -159,11 +190,14 @@ impl Session {
             }
             Op::GraphDestroy => {
                 let b: p::ObjectId = m.body().map_err(body_err)?;
-                let g = self.graphs.graphs.remove(b.id)?;
-                self.graphs.built.graph_destroyed(b.id);
-                self.graph_addrs_released(Holder::Graph(b.id));
-                exec.graph_destroy(g.device, g.raw)
-                    .map(|_| Answer::default())
+                // Bodies and capture graphs belong to the driver's other objects.
+                if self.graphs.held.contains_key(&b.id) {
+                    return Err(invalid());
+                }
+                let g = self.graphs.graphs.get(b.id)?;
+                let (device, raw) = (g.device, g.raw);
+                self.graph_forget(b.id);
+                exec.graph_destroy(device, raw).map(|_| Answer::default())
             }
             Op::GraphNodeCount => {
                 let b: p::ObjectId = m.body().map_err(body_err)?;

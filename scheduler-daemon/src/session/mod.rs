@@ -9,6 +9,9 @@
 mod arrays;
 #[cfg(test)]
 mod arrays_tests;
+mod conditional;
+#[cfg(test)]
+mod conditional_tests;
 mod dispatch;
 #[cfg(test)]
 mod fault_tests;

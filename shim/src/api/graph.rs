@@ -27,6 +27,9 @@ struct Capture {
     members: Vec<&'static Stream>,
     mode: CUstreamCaptureMode,
     thread: std::thread::ThreadId,
+    /// Begun by `cuStreamBeginCaptureToGraph`: the graph exists already, so ending the
+    /// capture need not hand it back.
+    to_graph: bool,
 }
 
 /// Open captures by capture id.
@@ -127,18 +130,24 @@ pub(crate) unsafe fn cuStreamBeginCapture_v2(
             },
             &[],
         )?;
-        let id = NEXT_CAPTURE.fetch_add(1, Ordering::Relaxed);
-        s.capture.store(id, Ordering::Release);
-        lock(&CAPTURES).insert(
-            id,
-            Capture {
-                members: vec![s],
-                mode,
-                thread: std::thread::current().id(),
-            },
-        );
+        opened(s, mode, false);
         Ok(())
     })())
+}
+
+/// Records a capture the daemon has begun on `s`.
+pub(super) fn opened(s: &'static Stream, mode: CUstreamCaptureMode, to_graph: bool) {
+    let id = NEXT_CAPTURE.fetch_add(1, Ordering::Relaxed);
+    s.capture.store(id, Ordering::Release);
+    lock(&CAPTURES).insert(
+        id,
+        Capture {
+            members: vec![s],
+            mode,
+            thread: std::thread::current().id(),
+            to_graph,
+        },
+    );
 }
 
 pub(crate) unsafe fn cuStreamBeginCapture(stream: CUstream) -> CUresult {
@@ -149,13 +158,15 @@ pub(crate) unsafe fn cuStreamBeginCapture(stream: CUstream) -> CUresult {
 pub(crate) unsafe fn cuStreamEndCapture(stream: CUstream, graph: *mut CUgraph) -> CUresult {
     ret((|| {
         let c = ready()?;
-        if graph.is_null() {
-            return Err(CUresult::CUDA_ERROR_INVALID_VALUE);
-        }
         let s = resolve(c, stream)?;
         let capture = s.capture.load(Ordering::Acquire);
         if capture == 0 {
             return Err(CUresult::CUDA_ERROR_ILLEGAL_STATE);
+        }
+        // A capture into an existing graph may leave the graph out (the caller holds it).
+        let to_graph = lock(&CAPTURES).get(&capture).is_some_and(|c| c.to_graph);
+        if graph.is_null() && !to_graph {
+            return Err(CUresult::CUDA_ERROR_INVALID_VALUE);
         }
         let r = c.call(Op::CaptureEnd, &p::ObjectId { id: s.daemon_id()? }, &[]);
         // The capture is over whatever the daemon answered.
@@ -171,6 +182,9 @@ pub(crate) unsafe fn cuStreamEndCapture(stream: CUstream, graph: *mut CUgraph) -
         let id = r.as_ref().ok().map(|r| r.values[0]);
         super::graph_pageable::capture_ended(capture, id);
         let id = r?.values[0];
+        if graph.is_null() {
+            return Ok(());
+        }
         // SAFETY: checked non-null; forwarded caller contract.
         unsafe { out(graph, (GRAPH_TAG | id) as usize as CUgraph) }
     })())
@@ -218,17 +232,24 @@ pub(crate) unsafe fn cuStreamGetCaptureInfo_v3(
                 out(id, capture)?;
             }
             if capture != 0 {
+                let wanted = !graph.is_null() || !deps.is_null() || !ndeps.is_null();
+                // The daemon names the capture's graph and its current dependency set; if it
+                // cannot, both are reported empty.
+                let (g, list, n) = match wanted {
+                    true => super::conditional::capture_info(c, s).unwrap_or_default(),
+                    false => Default::default(),
+                };
                 if !graph.is_null() {
-                    out(graph, std::ptr::null_mut())?;
+                    out(graph, g)?;
                 }
                 if !deps.is_null() {
-                    out(deps, std::ptr::null())?;
+                    out(deps, list)?;
                 }
                 if !edges.is_null() {
                     out(edges, std::ptr::null())?;
                 }
                 if !ndeps.is_null() {
-                    out(ndeps, 0)?;
+                    out(ndeps, n)?;
                 }
             }
         }
@@ -396,6 +417,7 @@ pub(crate) unsafe fn cuGraphDestroy(graph: CUgraph) -> CUresult {
         let id = graph_id(graph)?;
         c.call(Op::GraphDestroy, &p::ObjectId { id }, &[])?;
         super::graph_pageable::graph_destroyed(id);
+        super::conditional::graph_destroyed(id);
         Ok(())
     })())
 }

@@ -28,7 +28,7 @@ pub(super) fn node_id(n: CUgraphNode) -> Result<u64, CUresult> {
         .ok_or(CUresult::CUDA_ERROR_INVALID_VALUE)
 }
 
-fn node_handle(id: u64) -> CUgraphNode {
+pub(super) fn node_handle(id: u64) -> CUgraphNode {
     (NODE_TAG | id) as usize as CUgraphNode
 }
 
@@ -235,6 +235,35 @@ pub(super) unsafe fn add_answered(
     unsafe { out(ph, node_handle(id))? };
     pageable::node_added(b.graph, id, Vec::new());
     Ok(values)
+}
+
+/// Adds a conditional node and hands its body graphs back through `cp.phGraph_out`.
+///
+/// # Safety
+/// As for [`add`].
+unsafe fn add_conditional(
+    ph: *mut CUgraphNode,
+    graph: CUgraph,
+    deps: *const CUgraphNode,
+    n: usize,
+    mut b: p::GraphNode,
+    cp: &mut CUDA_CONDITIONAL_NODE_PARAMS,
+) -> Result<(), CUresult> {
+    let c = ready()?;
+    if ph.is_null() {
+        return Err(CUresult::CUDA_ERROR_INVALID_VALUE);
+    }
+    b.graph = graph_id(graph)?;
+    b.ndeps = n as u32;
+    // SAFETY: per the contract.
+    let tail = unsafe { dep_ids(deps, n)? };
+    let r = c.call(Op::GraphAddNode, &b, &tail)?;
+    let id = r.values[0];
+    super::conditional::bodies_made(cp, b.graph, id, &r.payload)?;
+    // SAFETY: checked non-null.
+    unsafe { out(ph, node_handle(id))? };
+    pageable::node_added(b.graph, id, Vec::new());
+    Ok(())
 }
 
 /// Sets node parameters, on the node (`exec` null) or on its copy in `exec`.
@@ -473,6 +502,12 @@ unsafe fn generic_parts(np: *const CUgraphNodeParams) -> Result<Parts, CUresult>
             host_body(hp.fn_, hp.userData, &mut b)?;
             Ok((b, Vec::new(), None, Vec::new()))
         }
+        CUgraphNodeType::CU_GRAPH_NODE_TYPE_CONDITIONAL => {
+            // SAFETY: the member named by the type.
+            let cp = unsafe { np.__bindgen_anon_1.conditional };
+            super::conditional::conditional_body(&cp, &mut b);
+            Ok((b, Vec::new(), None, Vec::new()))
+        }
         CUgraphNodeType::CU_GRAPH_NODE_TYPE_EMPTY => {
             b.kind = p::NODE_EMPTY;
             Ok((b, Vec::new(), None, Vec::new()))
@@ -511,6 +546,20 @@ pub(crate) unsafe fn cuGraphAddNode_v2(
     ret((|| {
         // SAFETY: forwarded caller contract.
         let g = unsafe { generic_body(np)? };
+        if g.body.kind == p::NODE_CONDITIONAL {
+            // SAFETY: forwarded caller contract; `np` is non-null (read above) and its
+            // conditional member is the one its type names.
+            return unsafe {
+                add_conditional(
+                    ph,
+                    graph,
+                    deps,
+                    n,
+                    g.body,
+                    &mut (*np).__bindgen_anon_1.conditional,
+                )
+            };
+        }
         // SAFETY: forwarded caller contract.
         let values = unsafe { add_answered(ph, graph, deps, n, g.body, &g.params)? };
         let id = values[0];

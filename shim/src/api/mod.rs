@@ -9,6 +9,7 @@
 mod array;
 mod array_copy;
 mod compat;
+mod conditional;
 pub(crate) mod context;
 mod error_text;
 mod graph;
@@ -51,6 +52,10 @@ pub(crate) use compat::{
     cuDevicePrimaryCtxSetFlags, cuEventDestroy, cuFuncGetParamInfo, cuFuncSetCacheConfig,
     cuKernelSetCacheConfig, cuModuleGetLoadingMode, cuProfilerStart, cuProfilerStop,
     cuStreamDestroy, cuStreamGetDevice, cuStreamGetId, cuThreadExchangeStreamCaptureMode,
+};
+pub(crate) use conditional::{
+    cuGraphConditionalHandleCreate, cuStreamBeginCaptureToGraph, cuStreamUpdateCaptureDependencies,
+    cuStreamUpdateCaptureDependencies_v2,
 };
 pub(crate) use context::{
     cuCtxCreate_v2, cuCtxCreate_v4, cuCtxDestroy_v2, cuCtxGetApiVersion, cuCtxGetCurrent,
@@ -190,6 +195,7 @@ pub(crate) use self::cuMemsetD8_v2 as cuMemsetD8_v2_ptds;
 pub(crate) use self::cuStreamAddCallback as cuStreamAddCallback_ptsz;
 pub(crate) use self::cuStreamAttachMemAsync as cuStreamAttachMemAsync_ptsz;
 pub(crate) use self::cuStreamBeginCapture as cuStreamBeginCapture_ptsz;
+pub(crate) use self::cuStreamBeginCaptureToGraph as cuStreamBeginCaptureToGraph_ptsz;
 pub(crate) use self::cuStreamBeginCapture_v2 as cuStreamBeginCapture_v2_ptsz;
 pub(crate) use self::cuStreamEndCapture as cuStreamEndCapture_ptsz;
 pub(crate) use self::cuStreamGetAttribute as cuStreamGetAttribute_ptsz;
@@ -205,4 +211,6 @@ pub(crate) use self::cuStreamIsCapturing as cuStreamIsCapturing_ptsz;
 pub(crate) use self::cuStreamQuery as cuStreamQuery_ptsz;
 pub(crate) use self::cuStreamSetAttribute as cuStreamSetAttribute_ptsz;
 pub(crate) use self::cuStreamSynchronize as cuStreamSynchronize_ptsz;
+pub(crate) use self::cuStreamUpdateCaptureDependencies as cuStreamUpdateCaptureDependencies_ptsz;
+pub(crate) use self::cuStreamUpdateCaptureDependencies_v2 as cuStreamUpdateCaptureDependencies_v2_ptsz;
 pub(crate) use self::cuStreamWaitEvent as cuStreamWaitEvent_ptsz;

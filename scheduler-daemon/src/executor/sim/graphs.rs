@@ -36,6 +36,14 @@ pub(super) enum SimNode {
     MemFree {
         ptr: u64,
     },
+    /// A conditional node: `bodies` are live graphs while building; an executable graph's
+    /// copy holds them frozen in `frozen`.
+    Conditional {
+        handle: u64,
+        kind: u32,
+        bodies: Vec<Raw>,
+        frozen: Vec<SimGraph>,
+    },
 }
 
 impl SimNode {
@@ -49,6 +57,7 @@ impl SimNode {
             SimNode::Child(_) => p::NODE_GRAPH,
             SimNode::MemAlloc { .. } => p::NODE_MEM_ALLOC,
             SimNode::MemFree { .. } => p::NODE_MEM_FREE,
+            SimNode::Conditional { .. } => p::NODE_CONDITIONAL,
         }
     }
 }
@@ -76,6 +85,8 @@ pub(super) struct SimGraphs {
     owner: HashMap<Raw, Raw>,
     /// Capturing stream -> the graph its captured copies and memsets make, in issue order.
     captures: HashMap<Raw, SimGraph>,
+    /// Conditional handles -> (default value, flags, current value).
+    pub(super) conds: HashMap<u64, (u32, u32, u64)>,
     /// The device's graph memory pool: every address an allocation node reserved -> its size.
     vas: HashMap<u64, u64>,
     /// Pool bytes kept since the last trim, and the high-water marks of use and reservation.
@@ -349,13 +360,113 @@ impl State {
 
     /// A snapshot that keeps the graph's node handles, so they name the executable's copies.
     pub(super) fn graph_instantiate(&mut self, graph: Raw) -> GpuResult<Raw> {
-        let g = self.built.graphs.get(&graph).ok_or(bad())?.clone();
+        let g = self.frozen(graph)?;
         Ok(self.graph_new(g))
+    }
+
+    /// A copy of `graph` whose conditional nodes hold copies of their bodies.
+    fn frozen(&self, graph: Raw) -> GpuResult<SimGraph> {
+        let mut g = self.built.graphs.get(&graph).ok_or(bad())?.clone();
+        for (_, n) in g.nodes.iter_mut() {
+            if let SimNode::Conditional { bodies, frozen, .. } = n {
+                *frozen = bodies
+                    .iter()
+                    .map(|&b| self.frozen(b))
+                    .collect::<GpuResult<_>>()?;
+            }
+        }
+        Ok(g)
+    }
+
+    pub(super) fn cond_create(&mut self, default_value: u32, flags: u32) -> u64 {
+        let h = self.id();
+        self.built
+            .conds
+            .insert(h, (default_value, flags, default_value as u64));
+        h
+    }
+
+    /// Sets a conditional handle's value, as `cudaGraphSetConditional` does on the device.
+    pub(super) fn cond_set(&mut self, handle: u64, value: u64) -> GpuResult<()> {
+        let c = self.built.conds.get_mut(&handle).ok_or(bad())?;
+        c.2 = value;
+        Ok(())
+    }
+
+    pub(super) fn graph_add_conditional(
+        &mut self,
+        graph: Raw,
+        deps: &[Raw],
+        handle: u64,
+        kind: u32,
+        size: u32,
+    ) -> GpuResult<(Raw, Vec<Raw>)> {
+        if !self.built.conds.contains_key(&handle) || !self.built.graphs.contains_key(&graph) {
+            return Err(bad());
+        }
+        let bodies: Vec<Raw> = (0..size)
+            .map(|_| self.graph_new(SimGraph::default()))
+            .collect();
+        let node = SimNode::Conditional {
+            handle,
+            kind,
+            bodies: bodies.clone(),
+            frozen: Vec::new(),
+        };
+        if deps.iter().any(|d| self.built.owner.get(d) != Some(&graph)) {
+            return Err(bad());
+        }
+        let id = self.id();
+        let g = self.built.graphs.get_mut(&graph).ok_or(bad())?;
+        g.nodes.push((id, node));
+        g.edges.extend(deps.iter().map(|&d| (d, id)));
+        self.built.owner.insert(id, graph);
+        Ok((id, bodies))
+    }
+
+    /// Runs a conditional node per its handle's value (a WHILE body at most `LIMIT` times).
+    fn run_conditional(&mut self, handle: u64, kind: u32, bodies: &[SimGraph]) -> GpuResult<()> {
+        const LIMIT: u32 = 1 << 16;
+        let value = |st: &Self| st.built.conds.get(&handle).map(|c| c.2).ok_or(bad());
+        match kind {
+            p::COND_IF => match (value(self)? != 0, bodies) {
+                (true, [body, ..]) | (false, [_, body]) => self.run_graph(body),
+                _ => Ok(()),
+            },
+            p::COND_WHILE => {
+                let body = bodies.first().ok_or(bad())?;
+                let mut n = 0;
+                while value(self)? != 0 {
+                    n += 1;
+                    if n > LIMIT {
+                        return Err(GpuError(code::LAUNCH_FAILED));
+                    }
+                    self.run_graph(body)?;
+                }
+                Ok(())
+            }
+            p::COND_SWITCH => match bodies.get(value(self)? as usize) {
+                Some(body) => self.run_graph(body),
+                None => Ok(()),
+            },
+            _ => Err(bad()),
+        }
     }
 
     pub(super) fn graph_forget(&mut self, graph: Raw) -> bool {
         self.built.owner.retain(|_, g| *g != graph);
-        self.built.graphs.remove(&graph).is_some()
+        let Some(g) = self.built.graphs.remove(&graph) else {
+            return false;
+        };
+        // A conditional node's bodies go with it.
+        for (_, n) in g.nodes {
+            if let SimNode::Conditional { bodies, .. } = n {
+                for b in bodies {
+                    self.graph_forget(b);
+                }
+            }
+        }
+        true
     }
 
     /// Same nodes of the same kinds in the same order and the same edges: parameters are
@@ -404,6 +515,12 @@ impl State {
 
     pub(super) fn graph_run(&mut self, exec: Raw) -> GpuResult<()> {
         let g = self.built.graphs.get(&exec).ok_or(bad())?.clone();
+        // Handles made with CU_GRAPH_COND_ASSIGN_DEFAULT start each launch at their default.
+        for c in self.built.conds.values_mut() {
+            if c.1 & p::COND_ASSIGN_DEFAULT != 0 {
+                c.2 = c.0 as u64;
+            }
+        }
         self.run_graph(&g)
     }
 
@@ -475,6 +592,12 @@ impl State {
                 b.reserved_high = b.reserved_high.max(b.reserved);
                 Ok(())
             }
+            SimNode::Conditional {
+                handle,
+                kind,
+                frozen,
+                ..
+            } => self.run_conditional(*handle, *kind, frozen),
             &SimNode::MemFree { ptr } => {
                 let buf = self.allocs.remove(&ptr).ok_or(bad())?;
                 self.used -= buf.len() as u64;
