@@ -415,6 +415,20 @@ def read(p):
 NS = re.compile(r"^baton: (cu\w+) is not supported by Baton yet", re.M)
 TABLE = re.compile(r"^baton: the driver's private table (\w+) is not supported by Baton", re.M)
 CONN = re.compile(r"^baton: (lost the connection to|cannot reach) the Baton daemon")
+# Why a sample that fails under Baton fails, where its own output does not say.
+KNOWN_WHY = {
+    "systemWideAtomics": "Baton's managed memory is pinned host memory shared by client and "
+    "daemon, never migrated; the GPU's system-scope atomics on it (over PCIe) and the CPU's "
+    "are not atomic with each other on this machine, so increments are lost",
+    "simpleCUFFT": "cuFFT asks for the private export table 6e163fbe..., which no public source "
+    "documents and Baton does not serve (docs/export-tables.md)",
+    "simpleCUFFT_callback": "as simpleCUFFT: private export table 6e163fbe...",
+    "watershedSegmentationNPP": "NPP asks for a device pointer to memory it registered with "
+    "cuMemHostRegister; Baton keeps registered memory in the program's own pages, which the "
+    "daemon's GPU context cannot map",
+}
+
+
 def notes(n, modes):
     """Unsupported entry points, private tables and other 'baton:' lines of those runs."""
     ns, tables, other = [], [], []
@@ -493,6 +507,8 @@ for line in open(manifest):
             detail.append(call)
         if rerun and bwhy != rerun[1]:
             detail.append("beside other programs: " + bwhy[:200])
+        if n in KNOWN_WHY:
+            detail.append("why: " + KNOWN_WHY[n])
         if not rerun:
             detail.append("(not re-run alone: time budget)")
     else:
