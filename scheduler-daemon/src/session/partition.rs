@@ -93,7 +93,11 @@ mod tests {
         assert_eq!(partition_size(0.5, H100), Some(64)); // 66 -> 64
         assert_eq!(partition_size(0.75, H100), Some(96)); // 99 -> 96
         assert_eq!(partition_size(0.01, H100), Some(8), "at least the minimum");
-        assert_eq!(partition_size(0.99, H100), Some(128), "short of the whole GPU");
+        assert_eq!(
+            partition_size(0.99, H100),
+            Some(128),
+            "short of the whole GPU"
+        );
         assert_eq!(partition_size(1.0, H100), None);
         let small = SmResource {
             count: 4,

@@ -91,11 +91,13 @@ pub(super) fn sm_resource(device: u32, cc_major: i32) -> GpuResult<SmResource> {
     })
 }
 
-/// Green contexts by (device, SM count): the context and the SMs it got, or why none could be
-/// made.
+/// A green context and the SMs it got, or why none could be made.
+type Made = GpuResult<(Raw, u32)>;
+
+/// Green contexts by (device, SM count).
 #[derive(Default)]
 pub(super) struct Cache {
-    map: Mutex<HashMap<(u32, u32), GpuResult<(Raw, u32)>>>,
+    map: Mutex<HashMap<(u32, u32), Made>>,
 }
 
 impl Cache {
