@@ -15,6 +15,8 @@
 //   dynSmemReverse  reverses each chunk of `chunk` words via dynamic shared memory
 //   wildWrite       stores through the pointer it is given (context_fault passes an
 //                   invalid one, to make the kernel fault)
+//   smidSpin        every thread spins `ns` nanoseconds on the GPU clock; thread 0 of
+//                   each block writes the SM it ran on (%smid) to sm[blockIdx.x]
 
 #include "kernel_args.h"
 
@@ -131,6 +133,20 @@ __global__ void dynSmemReverse(const unsigned int *in, unsigned int *out, int ch
     __syncthreads();
     for (int k = threadIdx.x; k < len; k += blockDim.x)
         out[base + k] = staged[len - 1 - k];
+}
+
+__global__ void smidSpin(unsigned *sm, unsigned long long ns)
+{
+    unsigned long long start, now;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(start));
+    do {
+        asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(now));
+    } while (now - start < ns);
+    if (threadIdx.x == 0) {
+        unsigned id;
+        asm volatile("mov.u32 %0, %%smid;" : "=r"(id));
+        sm[blockIdx.x] = id;
+    }
 }
 
 } // extern "C"

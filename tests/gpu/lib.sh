@@ -100,15 +100,16 @@ baton_bins_present() {
     [[ -x $BATON_BIN_DIR/batond && -f $BATON_BIN_DIR/libcuda.so.1 ]]
 }
 
-# start_daemon SOCKDIR: starts batond on SOCKDIR/batond.sock, waits up to
-# 20 s for the socket file. Sets DAEMON_PID and SOCK. Returns 1 on failure.
+# start_daemon SOCKDIR [BATOND-ARGS...]: starts batond on SOCKDIR/batond.sock
+# (with any further arguments, e.g. --config FILE), waits up to 20 s for the
+# socket file. Sets DAEMON_PID and SOCK. Returns 1 on failure.
 start_daemon() {
     mkdir -p "$1"
     SOCK="$1/batond.sock"
     rm -f "$SOCK"
     printf '\n===== batond start %s: %s --socket %s\n' "$(date -u +%T)" "$BATON_BIN_DIR/batond" \
         "$SOCK" >>"$DAEMON_LOG"
-    env -u LD_PRELOAD -u BATON_SOCKET "$BATON_BIN_DIR/batond" --socket "$SOCK" \
+    env -u LD_PRELOAD -u BATON_SOCKET "$BATON_BIN_DIR/batond" --socket "$SOCK" "${@:2}" \
         >>"$DAEMON_LOG" 2>&1 </dev/null &
     DAEMON_PID=$!
     local i rc

@@ -31,13 +31,14 @@ mod arrays;
 mod conditional;
 mod graph_mem;
 mod graph_nodes;
+mod green;
 mod link;
 mod pools;
 mod vmm_graph;
 
 use super::{
     code, BoxCopy, Executor, GpuError, GpuResult, JitLogs, LaunchConfig, Mem, OccupancyQuery, Raw,
-    Resource,
+    Resource, SmResource,
 };
 use baton_ipc::control::DeviceInfo;
 use baton_ipc::protocol::{
@@ -77,6 +78,8 @@ pub struct CudaExecutor {
     devices: Vec<Device>,
     infos: Vec<DeviceInfo>,
     driver_version: i32,
+    /// Green contexts made for tenants' SM shares.
+    green: green::Cache,
 }
 
 // SAFETY: CUDA contexts may be used from any thread once made current there; the executor only
@@ -146,6 +149,7 @@ impl CudaExecutor {
             devices,
             infos,
             driver_version,
+            green: Default::default(),
         })
     }
 
@@ -271,6 +275,9 @@ impl Executor for CudaExecutor {
         let step = |what: &'static str, r: sys::CUresult| {
             check(r).inspect_err(|e| tracing::warn!(device, error = e.0, "{what} failed"))
         };
+        // Green contexts retain the primary context; they go first. Their streams went with
+        // the sessions of the faulted context.
+        self.green.forget(device);
         // SAFETY: plain driver call on a valid ordinal; the caller keeps every other thread out
         // of the driver.
         step("cuDevicePrimaryCtxReset", unsafe {
@@ -585,6 +592,24 @@ impl Executor for CudaExecutor {
         // SAFETY: out-pointers to locals.
         check(unsafe { sys::cuCtxGetStreamPriorityRange(&mut least, &mut greatest) })?;
         Ok((least, greatest))
+    }
+    fn sm_resource(&self, device: u32) -> GpuResult<SmResource> {
+        let info = self
+            .infos
+            .get(device as usize)
+            .ok_or(GpuError(code::INVALID_DEVICE))?;
+        // CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR.
+        green::sm_resource(device, info.attribute(75).unwrap_or(0))
+    }
+    fn green_ctx(&self, device: u32, sm_count: u32) -> GpuResult<(Raw, u32)> {
+        // The primary context is current first, as the driver advises, so that making the
+        // green context does not initialise it anew.
+        self.bind(device)?;
+        self.green.get(device, sm_count)
+    }
+    fn green_stream_create(&self, device: u32, green: Raw, priority: i32) -> GpuResult<Raw> {
+        self.bind(device)?;
+        green::stream_create(green, priority)
     }
 
     fn event_create(&self, device: u32, flags: u32) -> GpuResult<Raw> {

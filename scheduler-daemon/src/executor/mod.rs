@@ -115,6 +115,15 @@ pub struct OccupancyQuery {
     pub block_size_limit: u32,
 }
 
+/// A device's SMs as green contexts can divide them: how many, the smallest partition, and
+/// the multiple every partition's size must be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SmResource {
+    pub count: u32,
+    pub min_partition: u32,
+    pub alignment: u32,
+}
+
 /// Everything the daemon asks of a GPU. Methods taking `device` make that device's context
 /// current on the calling thread first.
 pub trait Executor: Send + Sync + 'static {
@@ -192,6 +201,28 @@ pub trait Executor: Send + Sync + 'static {
     fn stream_destroy(&self, device: u32, stream: Raw) -> GpuResult<()>;
     fn stream_synchronize(&self, device: u32, stream: Raw) -> GpuResult<()>;
     fn stream_priority_range(&self, device: u32) -> GpuResult<(i32, i32)>;
+
+    /// The device's SMs and how green contexts can partition them; `NOT_SUPPORTED` where the
+    /// driver has no green contexts.
+    fn sm_resource(&self, device: u32) -> GpuResult<SmResource> {
+        let _ = device;
+        Err(GpuError(code::NOT_SUPPORTED))
+    }
+    /// A green context confined to `sm_count` SMs of the device (a size [`Self::sm_resource`]
+    /// allows), and the SMs it got. Every call with the same `(device, sm_count)` returns the
+    /// same context: it is shared, and lives until the device is reset or the daemon exits.
+    /// A failure is remembered and returned again, so a driver without green contexts is asked
+    /// only once.
+    fn green_ctx(&self, device: u32, sm_count: u32) -> GpuResult<(Raw, u32)> {
+        let _ = (device, sm_count);
+        Err(GpuError(code::NOT_SUPPORTED))
+    }
+    /// A non-blocking stream in `green` (from [`Self::green_ctx`]); destroyed with
+    /// [`Self::stream_destroy`] like any other.
+    fn green_stream_create(&self, device: u32, green: Raw, priority: i32) -> GpuResult<Raw> {
+        let _ = (device, green, priority);
+        Err(GpuError(code::NOT_SUPPORTED))
+    }
 
     fn event_create(&self, device: u32, flags: u32) -> GpuResult<Raw>;
     fn event_destroy(&self, device: u32, event: Raw) -> GpuResult<()>;

@@ -22,7 +22,7 @@ mod graphs;
 
 use super::{
     code, BoxCopy, Executor, GpuError, GpuResult, JitLogs, LaunchConfig, Mem, OccupancyQuery, Raw,
-    Resource,
+    Resource, SmResource,
 };
 use baton_ipc::control::DeviceInfo;
 use baton_ipc::protocol::{FunctionInfo, ImageKind, VmmAccess, VmmProp};
@@ -74,6 +74,10 @@ struct State {
     pools: HashMap<Raw, SimPool>,
     /// Allocations from explicit pools: address -> pool.
     pool_allocs: HashMap<u64, Raw>,
+    /// Green contexts: (device, SM count) -> handle.
+    green: HashMap<(u32, u32), Raw>,
+    /// Streams made in a green context -> its SM count.
+    green_streams: HashMap<Raw, u32>,
 }
 
 /// A simulated memory pool: its attributes and what it holds. Freed memory goes straight back
@@ -89,6 +93,8 @@ struct SimPool {
 pub struct SimExecutor {
     infos: Vec<DeviceInfo>,
     state: Mutex<State>,
+    /// Answer green-context requests as a driver without them does (tests of the fallback).
+    no_green: std::sync::atomic::AtomicBool,
 }
 
 impl Default for SimExecutor {
@@ -155,6 +161,7 @@ impl SimExecutor {
                 next_id: 1,
                 ..Default::default()
             }),
+            no_green: Default::default(),
         }
     }
 
@@ -177,6 +184,23 @@ impl SimExecutor {
     /// The priority stream `raw` was created with.
     pub fn stream_priority(&self, raw: Raw) -> Option<i32> {
         self.lock().streams.get(&raw).copied()
+    }
+
+    /// The SM count of the green context stream `raw` was made in; `None` for an ordinary
+    /// stream.
+    pub fn stream_sm_count(&self, raw: Raw) -> Option<u32> {
+        self.lock().green_streams.get(&raw).copied()
+    }
+
+    /// Green contexts made so far (they are kept until a reset).
+    pub fn green_contexts(&self) -> usize {
+        self.lock().green.len()
+    }
+
+    /// From now on, refuses green contexts as a driver without them does.
+    pub fn refuse_green_contexts(&self) {
+        self.no_green
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Graph launches issued so far (tests).
@@ -669,8 +693,9 @@ impl Executor for SimExecutor {
         Ok(id)
     }
     fn stream_destroy(&self, _device: u32, stream: Raw) -> GpuResult<()> {
-        self.lock()
-            .streams
+        let mut st = self.lock();
+        st.green_streams.remove(&stream);
+        st.streams
             .remove(&stream)
             .map(|_| ())
             .ok_or(GpuError(code::INVALID_HANDLE))
@@ -682,6 +707,46 @@ impl Executor for SimExecutor {
         }
         st.flush(stream);
         Ok(())
+    }
+    fn sm_resource(&self, device: u32) -> GpuResult<SmResource> {
+        self.check_device(device)?;
+        if self.no_green.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(GpuError(code::NOT_SUPPORTED));
+        }
+        // A small GPU (MULTIPROCESSOR_COUNT) whose partitions come in pairs.
+        let count = self.infos[device as usize].attribute(16).unwrap_or(0) as u32;
+        Ok(SmResource {
+            count,
+            min_partition: 2,
+            alignment: 2,
+        })
+    }
+    fn green_ctx(&self, device: u32, sm_count: u32) -> GpuResult<(Raw, u32)> {
+        let res = self.sm_resource(device)?;
+        if sm_count == 0 || sm_count % res.alignment != 0 || sm_count > res.count {
+            return Err(GpuError(code::INVALID_VALUE));
+        }
+        let mut st = self.live()?;
+        if let Some(&g) = st.green.get(&(device, sm_count)) {
+            return Ok((g, sm_count));
+        }
+        let g = st.id();
+        st.green.insert((device, sm_count), g);
+        Ok((g, sm_count))
+    }
+    fn green_stream_create(&self, device: u32, green: Raw, priority: i32) -> GpuResult<Raw> {
+        self.check_device(device)?;
+        let mut st = self.live()?;
+        let sms = st
+            .green
+            .iter()
+            .find(|(&(d, _), &g)| d == device && g == green)
+            .map(|(&(_, n), _)| n)
+            .ok_or(GpuError(code::INVALID_HANDLE))?;
+        let id = st.id();
+        st.streams.insert(id, priority);
+        st.green_streams.insert(id, sms);
+        Ok(id)
     }
     fn stream_priority_range(&self, _device: u32) -> GpuResult<(i32, i32)> {
         Ok((0, -5))

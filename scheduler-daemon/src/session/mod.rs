@@ -36,6 +36,9 @@ mod ipc_tests;
 mod link;
 #[cfg(test)]
 mod link_tests;
+mod partition;
+#[cfg(test)]
+mod partition_tests;
 mod pools;
 #[cfg(test)]
 mod pools_tests;
@@ -221,6 +224,10 @@ impl Session {
         let (ring, ring_len) = region.ring();
         // SAFETY: the ring lies inside `mapping`, which the session keeps alive.
         let consumer = unsafe { Consumer::attach(ring, ring_len) }.map_err(|e| e.to_string())?;
+        // Only a share below 1 changes how streams are made (strictly opt-in).
+        let share = shared.policy.sm_share;
+        let mut streams = streams::Streams::default();
+        streams.sm_share = (share < 1.0).then_some(share);
         Ok(Session {
             shared,
             exec,
@@ -228,7 +235,7 @@ impl Session {
             mapping,
             region_dev,
             consumer,
-            streams: Default::default(),
+            streams,
             images: Default::default(),
             funcs: Default::default(),
             events: Default::default(),

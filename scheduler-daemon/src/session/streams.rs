@@ -16,7 +16,12 @@
 //! (with an event) for everything issued on the old one, so the client's stream stays in order
 //! and every synchronisation, event record and wait simply uses `raw`. A stream being captured
 //! never changes lanes.
+//!
+//! **SM shares.** A tenant whose policy has `sm_share < 1` gets every daemon stream (its own,
+//! the legacy stand-in, the fast lanes) in a green context of that share of the SMs
+//! ([`super::partition`]); the others get ordinary streams, made exactly as before.
 
+use super::partition;
 use super::tables::Table;
 use crate::config::Class;
 use crate::executor::{code, Executor, GpuError, GpuResult, Raw};
@@ -52,7 +57,14 @@ struct Lanes {
 
 impl Lanes {
     /// Moves `raw` to the fast lane or back. Returns the lane now in use.
-    fn switch(&mut self, exec: &dyn Executor, device: u32, raw: Raw, fast: bool) -> GpuResult<Raw> {
+    fn switch(
+        &mut self,
+        exec: &dyn Executor,
+        sm_share: Option<f64>,
+        device: u32,
+        raw: Raw,
+        fast: bool,
+    ) -> GpuResult<Raw> {
         if self.fast == fast {
             return Ok(raw);
         }
@@ -61,7 +73,9 @@ impl Lanes {
             None => {
                 // Only the normal lane exists at first, so this creates the fast one.
                 let greatest = exec.stream_priority_range(device)?.1;
-                *self.other.insert(exec.stream_create(device, greatest)?)
+                *self
+                    .other
+                    .insert(partition::stream_create(exec, sm_share, device, greatest)?)
             }
         };
         let event = match self.event {
@@ -115,6 +129,8 @@ pub struct Streams {
     pub capturing: HashSet<u64>,
     /// Under `priority`: the tenant's class, which bounds its streams' CUDA priorities.
     pub class: Option<Class>,
+    /// The tenant's SM share where it is below 1 (module documentation).
+    pub sm_share: Option<f64>,
 }
 
 impl Streams {
@@ -132,7 +148,7 @@ impl Streams {
             Some(c) => clamp_stream_priority(c, priority, exec.stream_priority_range(device)?),
             None => priority,
         };
-        let raw = exec.stream_create(device, priority)?;
+        let raw = partition::stream_create(exec, self.sm_share, device, priority)?;
         let epoch = self.legacy.get(&device).map_or(0, |l| l.epoch);
         Ok(self.table.insert(Stream {
             device,
@@ -179,11 +195,12 @@ impl Streams {
             // Its capture began on the lane in use.
         } else if id >= LEGACY_STREAM_BASE {
             let device = self.device_of(id)?;
+            let share = self.sm_share;
             let l = self.legacy(exec, device)?;
-            l.raw = l.lanes.switch(exec, device, l.raw, fast)?;
+            l.raw = l.lanes.switch(exec, share, device, l.raw, fast)?;
         } else {
             let s = self.table.get_mut(id)?;
-            s.raw = s.lanes.switch(exec, s.device, s.raw, fast)?;
+            s.raw = s.lanes.switch(exec, self.sm_share, s.device, s.raw, fast)?;
         }
         self.prepare(exec, id)
     }
@@ -203,7 +220,7 @@ impl Streams {
                 Some(c) => stream_priority(c, exec.stream_priority_range(device)?),
                 None => 0,
             };
-            let raw = exec.stream_create(device, priority)?;
+            let raw = partition::stream_create(exec, self.sm_share, device, priority)?;
             let join_event = match exec.event_create(device, 2 /* CU_EVENT_DISABLE_TIMING */) {
                 Ok(e) => e,
                 Err(e) => {
