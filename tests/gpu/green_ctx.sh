@@ -92,8 +92,11 @@ run baton_full baton "" 3
 run baton_quarter baton quarter 3
 # Long enough (200 launches) that the two tenants run at the same time.
 run pair_a baton halfA 200 &
+pa=$!
 run pair_b baton halfB 200 &
-wait
+pb=$!
+# Only these two: a bare `wait` would also wait for batond, started in the background.
+wait "$pa" "$pb"
 stop_daemon
 append_file batond "$DAEMON_LOG"
 

@@ -32,6 +32,8 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 const DEVICE_BASE: u64 = 0x5000_0000_0000;
+/// End of the simulated device address space (the driver's VA space is 2^49 bytes or so).
+const SIM_VA_END: u64 = 1 << 49;
 const TOTAL_MEM: u64 = 1 << 30;
 
 pub const SIM_IMAGE_MAGIC: &str = "//baton-sim";
@@ -839,8 +841,14 @@ impl Executor for SimExecutor {
         _flags: u64,
     ) -> GpuResult<u64> {
         let mut st = self.lock();
+        // Like the driver, refuse what the address space cannot hold (a fuzzed size may be
+        // anything, and reservations add up).
         let addr = st.next_addr.next_multiple_of(2 << 20);
-        st.next_addr = addr + size;
+        let end = addr
+            .checked_add(size)
+            .filter(|&e| e <= SIM_VA_END)
+            .ok_or(GpuError(code::OUT_OF_MEMORY))?;
+        st.next_addr = end;
         Ok(addr)
     }
     fn vmm_address_free(&self, _device: u32, _ptr: u64, _size: u64) -> GpuResult<()> {

@@ -247,3 +247,28 @@ fn capture_produces_a_graph_only_its_session_can_launch() {
         0
     );
 }
+
+/// Found by the `session` fuzzer: reservations of huge sizes, one after another, overflowed the
+/// simulator's address counter. They must be refused, as the driver refuses them.
+#[test]
+fn reservations_past_the_address_space_are_refused() {
+    let exec = Arc::new(SimExecutor::new());
+    let mut a = session(&exec, 1, None);
+    let huge = p::VmmReserve {
+        size: u64::MAX / 2,
+        alignment: 0,
+        addr: 0,
+        flags: 0,
+    };
+    for _ in 0..3 {
+        let (r, _) = call(&mut a, Op::VmmReserve, &huge, &[]);
+        assert_eq!(r, code::OUT_OF_MEMORY);
+    }
+    let small = p::VmmReserve {
+        size: 2 * MIB,
+        ..huge
+    };
+    let (r, _) = call(&mut a, Op::VmmReserve, &small, &[]);
+    assert_eq!(r, 0, "the address space is still usable");
+    a.teardown();
+}
