@@ -15,8 +15,6 @@ use zerocopy::IntoBytes;
 /// `CU_EVENT_DISABLE_TIMING | CU_EVENT_INTERPROCESS`: what an event must have been created
 /// with to be shared, as the driver requires.
 const IPC_EVENT_FLAGS: u32 = 0x2 | 0x4;
-/// `CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR`: the only shareable handle type served.
-const HANDLE_TYPE_POSIX_FD: u32 = 0x1;
 
 fn invalid() -> GpuError {
     GpuError(code::INVALID_VALUE)
@@ -124,14 +122,7 @@ impl Session {
             }
             Op::VmmExport => {
                 let b: p::VmmExport = m.body().map_err(body_err)?;
-                if b.handle_type != HANDLE_TYPE_POSIX_FD {
-                    tracing::info!(
-                        session = me,
-                        handle_type = b.handle_type,
-                        "only POSIX file descriptor handles can be exported"
-                    );
-                    return Err(GpuError(code::NOT_SUPPORTED));
-                }
+                super::sharing::posix_fd_only(me, b.handle_type)?;
                 let h = self.vmm.handles.get(b.handle)?;
                 // As the driver: only a handle type requested at cuMemCreate may be exported.
                 if h.prop.handle_types & b.handle_type == 0 {

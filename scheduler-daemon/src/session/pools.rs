@@ -21,8 +21,7 @@ use baton_ipc::protocol::{self as p, Message, Op};
 use std::collections::HashMap;
 use std::sync::Arc;
 
-/// `CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR`: the only shareable handle type served.
-const HANDLE_TYPE_POSIX_FD: u32 = 0x1;
+use super::sharing::HANDLE_TYPE_POSIX_FD;
 /// `CU_MEM_ALLOCATION_TYPE_PINNED`, `CU_MEM_LOCATION_TYPE_DEVICE`.
 const ALLOC_PINNED: u32 = 1;
 const LOCATION_DEVICE: u32 = 1;
@@ -141,14 +140,7 @@ impl Session {
             }
             Op::MemPoolExport => {
                 let b: p::VmmExport = m.body().map_err(body_err)?;
-                if b.handle_type != HANDLE_TYPE_POSIX_FD {
-                    tracing::info!(
-                        session = me,
-                        handle_type = b.handle_type,
-                        "only POSIX file descriptor handles can be exported"
-                    );
-                    return Err(GpuError(code::NOT_SUPPORTED));
-                }
+                super::sharing::posix_fd_only(me, b.handle_type)?;
                 self.export_pool(b.handle).map(token_answer)
             }
             Op::MemPoolImport => {

@@ -95,6 +95,22 @@ impl Export {
     }
 }
 
+/// `CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR`: the one shareable handle type Baton serves.
+pub const HANDLE_TYPE_POSIX_FD: u32 = 0x1;
+
+/// Refuses exports of any other handle type, naming the session in the log.
+pub fn posix_fd_only(session: u64, handle_type: u32) -> GpuResult<()> {
+    if handle_type != HANDLE_TYPE_POSIX_FD {
+        tracing::info!(
+            session,
+            handle_type,
+            "only POSIX file descriptor handles can be exported"
+        );
+        return Err(GpuError(code::NOT_SUPPORTED));
+    }
+    Ok(())
+}
+
 #[derive(Default)]
 struct Inner {
     by_token: HashMap<Token, Export>,
