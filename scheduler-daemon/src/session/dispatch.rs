@@ -43,6 +43,31 @@ fn name(tail: &[u8]) -> GpuResult<CString> {
     CString::new(tail).map_err(|_| invalid())
 }
 
+/// A memset of `height` rows of `width` elements of `elem_size` bytes, `pitch` bytes apart:
+/// its row length and the span of device memory it touches, checked for overflow.
+pub(super) fn memset_extent(
+    width: u64,
+    elem_size: u32,
+    height: u64,
+    pitch: u64,
+) -> GpuResult<(u64, u64)> {
+    if !matches!(elem_size, 1 | 2 | 4) || height == 0 {
+        return Err(invalid());
+    }
+    let row = width.checked_mul(elem_size as u64).ok_or_else(invalid)?;
+    if height == 1 {
+        return Ok((row, row));
+    }
+    if pitch < row {
+        return Err(invalid());
+    }
+    let span = pitch
+        .checked_mul(height - 1)
+        .and_then(|x| x.checked_add(row))
+        .ok_or_else(invalid)?;
+    Ok((row, span))
+}
+
 impl Session {
     /// Executes one message. Returns `Err` only when the client broke the protocol.
     pub(super) fn handle(&mut self, buf: &[u8]) -> Result<(), String> {
@@ -351,24 +376,7 @@ impl Session {
             }
             Op::Memset => {
                 let b: p::Memset = m.body().map_err(body_err)?;
-                if !matches!(b.elem_size, 1 | 2 | 4) || b.height == 0 {
-                    return Err(invalid());
-                }
-                let row = b
-                    .width
-                    .checked_mul(b.elem_size as u64)
-                    .ok_or_else(invalid)?;
-                let span = if b.height == 1 {
-                    row
-                } else {
-                    if b.pitch < row {
-                        return Err(invalid());
-                    }
-                    b.pitch
-                        .checked_mul(b.height - 1)
-                        .and_then(|x| x.checked_add(row))
-                        .ok_or_else(invalid)?
-                };
+                let (row, span) = memset_extent(b.width, b.elem_size, b.height, b.pitch)?;
                 self.check_device_range(b.dst, span)?;
                 let (device, stream) = self.prepare_work(exec, b.stream)?;
                 let key = CostKey::copy(3, row.saturating_mul(b.height));

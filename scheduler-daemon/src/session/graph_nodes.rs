@@ -189,24 +189,11 @@ impl Session {
                 })
             }
             p::NODE_MEMSET => {
-                if !matches!(b.elem_size, 1 | 2 | 4) || b.height == 0 || b.width == 0 {
+                if b.width == 0 {
                     return Err(invalid());
                 }
-                let row = b
-                    .width
-                    .checked_mul(b.elem_size as u64)
-                    .ok_or_else(invalid)?;
-                let span = if b.height == 1 {
-                    row
-                } else {
-                    if b.pitch < row {
-                        return Err(invalid());
-                    }
-                    b.pitch
-                        .checked_mul(b.height - 1)
-                        .and_then(|x| x.checked_add(row))
-                        .ok_or_else(invalid)?
-                };
+                let (_, span) =
+                    super::dispatch::memset_extent(b.width, b.elem_size, b.height, b.pitch)?;
                 self.check_device_range(b.dst, span)?;
                 Ok(Checked::Memset {
                     dst: b.dst,
