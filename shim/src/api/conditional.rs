@@ -8,7 +8,7 @@
 //! driver documents as its own is kept here, per node, until the node's graph is destroyed.
 
 use super::graph::{graph_id, opened, GRAPH_TAG};
-use super::graph_build::{node_handle, node_id};
+use super::graph_build::{dep_ids, node_handle};
 use super::stream::resolve;
 use super::util::{out, ready, ret};
 use crate::client::{lock, Client};
@@ -127,23 +127,6 @@ pub(super) fn capture_info(
     Ok(((GRAPH_TAG | r.values[0]) as usize as CUgraph, ptr, n))
 }
 
-/// # Safety
-/// `deps` holds `n` node handles (or `n` is 0).
-unsafe fn id_tail(deps: *const CUgraphNode, n: usize) -> Result<Vec<u8>, CUresult> {
-    if n == 0 {
-        return Ok(Vec::new());
-    }
-    if deps.is_null() || n > p::MAX_NODE_DEPS {
-        return Err(CUresult::CUDA_ERROR_INVALID_VALUE);
-    }
-    let mut t = Vec::with_capacity(n * 8);
-    for i in 0..n {
-        // SAFETY: per the contract.
-        t.extend_from_slice(&node_id(unsafe { *deps.add(i) })?.to_le_bytes());
-    }
-    Ok(t)
-}
-
 pub(crate) unsafe fn cuStreamBeginCaptureToGraph(
     stream: CUstream,
     graph: CUgraph,
@@ -169,7 +152,7 @@ pub(crate) unsafe fn cuStreamBeginCaptureToGraph(
             return Err(CUresult::CUDA_ERROR_ILLEGAL_STATE);
         }
         // SAFETY: forwarded caller contract.
-        let tail = unsafe { id_tail(deps, n)? };
+        let tail = unsafe { dep_ids(deps, n)? };
         let body = p::CaptureToGraph {
             stream: s.daemon_id()?,
             graph: graph_id(graph)?,
@@ -195,7 +178,7 @@ pub(crate) unsafe fn cuStreamUpdateCaptureDependencies(
             return Err(CUresult::CUDA_ERROR_ILLEGAL_STATE);
         }
         // SAFETY: forwarded caller contract.
-        let tail = unsafe { id_tail(deps, n)? };
+        let tail = unsafe { dep_ids(deps, n)? };
         let body = p::CaptureDeps {
             stream: s.daemon_id()?,
             flags,

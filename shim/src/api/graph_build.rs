@@ -176,7 +176,7 @@ fn child_body(g: CUgraph, b: &mut p::GraphNode) -> Result<(), CUresult> {
 
 /// # Safety
 /// `deps` holds `n` node handles (or `n` is 0).
-unsafe fn dep_ids(deps: *const CUgraphNode, n: usize) -> Result<Vec<u8>, CUresult> {
+pub(super) unsafe fn dep_ids(deps: *const CUgraphNode, n: usize) -> Result<Vec<u8>, CUresult> {
     if n == 0 {
         return Ok(Vec::new());
     }
