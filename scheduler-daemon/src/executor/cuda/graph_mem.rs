@@ -4,24 +4,12 @@
 //! value the driver writes back that cudarc's enums lack would be undefined behaviour there).
 
 use super::check_code as check;
+use super::pools::PoolProps;
 use crate::executor::{code, GpuError, GpuResult, MemNode, Raw};
 use std::ffi::c_void;
 use std::ptr::null_mut;
 
 type Ptr = *mut c_void;
-
-/// `CUmemPoolProps` (88 bytes).
-#[repr(C)]
-struct PoolProps {
-    alloc_type: u32,
-    handle_types: u32,
-    location_type: u32,
-    location_id: i32,
-    win32_attrs: Ptr,
-    max_size: usize,
-    usage: u16,
-    reserved: [u8; 54],
-}
 
 /// `CUDA_MEM_ALLOC_NODE_PARAMS_v1` (120 bytes).
 #[repr(C)]
@@ -33,11 +21,7 @@ struct AllocParams {
     dptr: u64,
 }
 
-const _: () = assert!(std::mem::size_of::<PoolProps>() == 88);
 const _: () = assert!(std::mem::size_of::<AllocParams>() == 120);
-
-const ALLOC_PINNED: u32 = 1;
-const LOCATION_DEVICE: u32 = 1;
 
 type AddAllocFn = unsafe extern "C" fn(*mut Ptr, Ptr, *const Ptr, usize, *mut AllocParams) -> u32;
 type AddFreeFn = unsafe extern "C" fn(*mut Ptr, Ptr, *const Ptr, usize, u64) -> u32;
@@ -54,16 +38,7 @@ fn h(r: Raw) -> Ptr {
 
 fn zeroed_params() -> AllocParams {
     AllocParams {
-        pool: PoolProps {
-            alloc_type: 0,
-            handle_types: 0,
-            location_type: 0,
-            location_id: 0,
-            win32_attrs: null_mut(),
-            max_size: 0,
-            usage: 0,
-            reserved: [0; 54],
-        },
+        pool: PoolProps::zeroed(),
         access_descs: std::ptr::null(),
         access_desc_count: 0,
         bytesize: 0,
@@ -75,9 +50,7 @@ fn zeroed_params() -> AllocParams {
 pub fn add_alloc(graph: Raw, deps: &[Ptr], device: u32, bytes: u64) -> GpuResult<Raw> {
     let f = driver_fn!("cuGraphAddMemAllocNode", AddAllocFn);
     let mut p = zeroed_params();
-    p.pool.alloc_type = ALLOC_PINNED;
-    p.pool.location_type = LOCATION_DEVICE;
-    p.pool.location_id = i32::try_from(device).map_err(|_| GpuError(code::INVALID_DEVICE))?;
+    p.pool = PoolProps::pinned_on(device, 0)?;
     p.bytesize = usize::try_from(bytes).map_err(|_| GpuError(code::INVALID_VALUE))?;
     let mut node = null_mut();
     let dp = if deps.is_empty() {

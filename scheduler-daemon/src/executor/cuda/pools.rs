@@ -8,9 +8,9 @@ use super::{GpuError, GpuResult, Raw};
 use std::ffi::c_void;
 use std::ptr::null_mut;
 
-/// `CUmemPoolProps` (13.0 layout: 88 bytes).
+/// `CUmemPoolProps` (13.0 layout: 88 bytes); graph allocation nodes (`graph_mem`) embed one.
 #[repr(C)]
-struct PoolProps {
+pub(super) struct PoolProps {
     alloc_type: u32,
     handle_types: u32,
     location_type: u32,
@@ -27,6 +27,36 @@ const _: () = assert!(std::mem::size_of::<PoolProps>() == 88);
 const PINNED: u32 = 1;
 const LOCATION_DEVICE: u32 = 1;
 
+impl PoolProps {
+    /// All zero: what the driver fills in.
+    pub(super) fn zeroed() -> PoolProps {
+        PoolProps {
+            alloc_type: 0,
+            handle_types: 0,
+            location_type: 0,
+            location_id: 0,
+            win32_security: null_mut(),
+            max_size: 0,
+            usage: 0,
+            reserved: [0; 54],
+        }
+    }
+
+    /// Pinned memory located on `device`, without shareable handle types; `max_size` 0: no
+    /// limit.
+    pub(super) fn pinned_on(device: u32, max_size: u64) -> GpuResult<PoolProps> {
+        Ok(PoolProps {
+            alloc_type: PINNED,
+            location_type: LOCATION_DEVICE,
+            location_id: i32::try_from(device)
+                .map_err(|_| GpuError(super::code::INVALID_DEVICE))?,
+            max_size: usize::try_from(max_size)
+                .map_err(|_| GpuError(super::code::INVALID_VALUE))?,
+            ..PoolProps::zeroed()
+        })
+    }
+}
+
 type Pool = *mut c_void;
 type PoolCreate = unsafe extern "C" fn(*mut Pool, *const PoolProps) -> u32;
 type PoolDestroy = unsafe extern "C" fn(Pool) -> u32;
@@ -39,16 +69,7 @@ type PoolTrim = unsafe extern "C" fn(Pool, usize) -> u32;
 /// shareable handle types whatever the client asked for.
 pub(super) fn create(device: u32, max_size: u64) -> GpuResult<Raw> {
     let f = driver_fn!("cuMemPoolCreate", PoolCreate);
-    let props = PoolProps {
-        alloc_type: PINNED,
-        handle_types: 0,
-        location_type: LOCATION_DEVICE,
-        location_id: device as i32,
-        win32_security: null_mut(),
-        max_size: usize::try_from(max_size).map_err(|_| GpuError(super::code::INVALID_VALUE))?,
-        usage: 0,
-        reserved: [0; 54],
-    };
+    let props = PoolProps::pinned_on(device, max_size)?;
     let mut pool = null_mut();
     // SAFETY: out-pointer to a local; `props` is a complete, zero-padded `CUmemPoolProps`.
     check(unsafe { f(&mut pool, &props) })?;
