@@ -62,12 +62,13 @@ impl Gate {
         crate::session::lock(&self.fast).1.contains(&tenant)
     }
 
-    /// Refreshes the copy of the fast-lane tenants if the policy's set changed.
+    /// Refreshes the copy of the fast-lane tenants if the policy's set changed (called on
+    /// every admission: the set is copied only when its version moved).
     fn refresh_fast(&self, sched: &Scheduler<()>) {
-        let (version, set) = sched.fast_tenants();
+        let version = sched.fast_version();
         let mut f = crate::session::lock(&self.fast);
         if f.0 != version {
-            *f = (version, set);
+            *f = (version, sched.fast_tenants());
         }
     }
 

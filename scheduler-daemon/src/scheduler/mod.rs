@@ -181,10 +181,15 @@ pub trait Policy: Send {
         false
     }
 
-    /// Every tenant [`Policy::fast_lane`] says yes for, with a number that changes whenever
-    /// that set does (so callers can keep a copy and refresh it only then).
-    fn fast_tenants(&self) -> (u64, Vec<TenantId>) {
-        (0, Vec::new())
+    /// A number that changes whenever the set of tenants [`Policy::fast_lane`] says yes for
+    /// does, so that callers can keep a copy of it and refresh that only then.
+    fn fast_version(&self) -> u64 {
+        0
+    }
+
+    /// Every tenant [`Policy::fast_lane`] says yes for.
+    fn fast_tenants(&self) -> Vec<TenantId> {
+        Vec::new()
     }
 
     /// A job of a fast-lane tenant finished, taking `took` from its first issue to the end of
@@ -270,8 +275,13 @@ impl<T> Scheduler<T> {
         self.policy.fast_lane(tenant)
     }
 
+    /// See [`Policy::fast_version`].
+    pub fn fast_version(&self) -> u64 {
+        self.policy.fast_version()
+    }
+
     /// See [`Policy::fast_tenants`].
-    pub fn fast_tenants(&self) -> (u64, Vec<TenantId>) {
+    pub fn fast_tenants(&self) -> Vec<TenantId> {
         self.policy.fast_tenants()
     }
 

@@ -232,8 +232,12 @@ impl Policy for Srpt {
         self.is_short(tenant)
     }
 
-    fn fast_tenants(&self) -> (u64, Vec<TenantId>) {
-        (self.short_version, self.short.iter().copied().collect())
+    fn fast_version(&self) -> u64 {
+        self.short_version
+    }
+
+    fn fast_tenants(&self) -> Vec<TenantId> {
+        self.short.iter().copied().collect()
     }
 
     fn on_fast_job(&mut self, tenant: TenantId, took: Duration) {
