@@ -296,12 +296,19 @@ pub fn recover(
     for device in 0..exec.devices().len() as u32 {
         if let Err(e) = exec.reset_device(device) {
             out.reset = false;
-            tracing::error!(device, error = e.0, "could not reset the GPU context after a kernel fault; new clients will fail until batond is restarted");
+            tracing::error!(
+                device,
+                error = e.0,
+                "could not reset the GPU context in place after a kernel fault"
+            );
         }
     }
-    for d in schedulers {
-        if let Err(e) = d.rebind() {
-            tracing::error!(error = e.0, "could not register the scheduler's completion words with the new context; scheduling continues untimed");
+    // Without a fresh context there is nothing to register with: batond starts over instead.
+    if out.reset {
+        for d in schedulers {
+            if let Err(e) = d.rebind() {
+                tracing::error!(error = e.0, "could not register the scheduler's completion words with the new context; scheduling continues untimed");
+            }
         }
     }
     // Their memory went with the context.
