@@ -151,6 +151,7 @@ ops! {
     CaptureToGraph = 126 => CaptureToGraph,
     CaptureInfo = 127 => ObjectId,
     CaptureDeps = 128 => CaptureDeps,
+    ModuleFunctions = 129 => ObjectId,
 }
 
 /// First bytes of every message.

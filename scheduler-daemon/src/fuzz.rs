@@ -168,6 +168,7 @@ fn split_body(m: &Message<'_>) -> usize {
         Op::CaptureToGraph => tail!(p::CaptureToGraph),
         Op::CaptureInfo => tail!(p::ObjectId),
         Op::CaptureDeps => tail!(p::CaptureDeps),
+        Op::ModuleFunctions => tail!(p::ObjectId),
         Op::GraphInstantiate => tail!(p::GraphInstantiate),
         Op::GraphCreate => tail!(p::DeviceOnly),
         Op::GraphAddNode | Op::GraphSetNode => tail!(p::GraphNode),

@@ -116,6 +116,9 @@ pub struct Module {
     pub loaded: AtomicBool,
     pub functions: Mutex<HashMap<String, &'static Function>>,
     pub globals: Mutex<HashMap<String, (u64, u64)>>,
+    /// The names of all its functions, in the driver's order, asked for once when a caller
+    /// enumerates them; NUL-terminated so their addresses can be handed out.
+    pub names: std::sync::OnceLock<Vec<std::ffi::CString>>,
 }
 handle_conversions!(Module, MODULE_MAGIC, CUresult::CUDA_ERROR_INVALID_HANDLE);
 
@@ -280,6 +283,7 @@ impl Module {
             loaded: AtomicBool::new(true),
             functions: Mutex::new(HashMap::new()),
             globals: Mutex::new(HashMap::new()),
+            names: std::sync::OnceLock::new(),
         }))
     }
 }

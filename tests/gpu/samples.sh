@@ -14,7 +14,8 @@
 #
 # Our own programs: tests/gpu/vecadd_rt.cu, built here twice with nvcc, as
 # vecadd_rt_static (nvcc's default static libcudart) and vecadd_rt_shared
-# (-cudart shared).
+# (-cudart shared); tests/gpu/cufft_rt.cu, as cufft_rt_shared (libcufft.so)
+# and cufft_rt_static (libcufft_static.a), checked against a CPU DFT.
 #
 # Each program runs in its own folder, first natively, then with
 # BATON_SOCKET=<our batond> LD_PRELOAD=.carry/bin/libcuda.so.1, with a time
@@ -122,10 +123,17 @@ MANIFEST=$WORK/manifest.tsv
 if [[ -n $NVCC ]]; then
     say "building (sm_$ARCH) ..."
     T0=$(date +%s)
-    for v in static shared; do
+    # name|source|flags: our own programs (see the header).
+    OWN=("vecadd_rt_static|vecadd_rt.cu|-cudart static"
+        "vecadd_rt_shared|vecadd_rt.cu|-cudart shared"
+        "cufft_rt_shared|cufft_rt.cu|-lcufft"
+        "cufft_rt_static|cufft_rt.cu|-lcufft_static -lculibos")
+    for o in "${OWN[@]}"; do
+        IFS='|' read -r v src flags <<<"$o"
         (
-            "$NVCC" -O2 -arch="sm_$ARCH" -cudart "$v" -DPROG_NAME="\"vecadd_rt_$v\"" \
-                -o "$B/own/vecadd_rt_$v" tests/gpu/vecadd_rt.cu >"$B/own/build-$v.log" 2>&1
+            # shellcheck disable=SC2086 # flags are words
+            "$NVCC" -O2 -arch="sm_$ARCH" -DPROG_NAME="\"$v\"" -o "$B/own/$v" "tests/gpu/$src" \
+                $flags >"$B/own/build-$v.log" 2>&1
             echo $? >"$B/own/.status-$v"
         ) &
     done
@@ -135,15 +143,16 @@ if [[ -n $NVCC ]]; then
         say "samples build: status $? after $(($(date +%s) - T0)) s"
     fi
     wait
-    for v in static shared; do
+    for o in "${OWN[@]}"; do
+        IFS='|' read -r v src flags <<<"$o"
         if [[ $(cat "$B/own/.status-$v") == 0 ]]; then
-            printf '%s\tok\t%s\t%s\t%s\t-\n' "vecadd_rt_$v" "$B/own" '^PASS vecadd_rt_' \
-                "tests/gpu/vecadd_rt.cu, -cudart $v" >>"$MANIFEST"
+            printf '%s\tok\t%s\t%s\t%s\t-\n' "$v" "$B/own" "^PASS $v" \
+                "tests/gpu/$src, $flags" >>"$MANIFEST"
         else
-            printf '%s\tbuildfail\t%s\t-\t%s\t-\n' "vecadd_rt_$v" "$B/own" \
+            printf '%s\tbuildfail\t%s\t-\t%s\t-\n' "$v" "$B/own" \
                 "$(grep -a error "$B/own/build-$v.log" | head -n 2 | tr '\t\n' '  ' | cut -c1-200)" >>"$MANIFEST"
         fi
-        append_file "build vecadd_rt_$v" "$B/own/build-$v.log"
+        append_file "build $v" "$B/own/build-$v.log"
     done
     append_file "build.sh" "$WORK/build-samples.log"
     [[ -f $B/samples/manifest.tsv ]] && cat "$B/samples/manifest.tsv" >>"$MANIFEST"

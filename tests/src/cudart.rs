@@ -22,6 +22,7 @@ pub const CONTEXT_CHECKS: &str = "263e88607cd2614392f6bbd5006dfa7e";
 pub const INTEGRITY_CHECK: &str = "d4082055bde6704b8d34ba123c66e1f2";
 pub const TOOLS_CONTEXT: &str = "21318c60971432488ca641ff7324c8f2";
 pub const TABLE_1734DC26: &str = "1734dc26800d47458726c0f1e7dd8bca";
+pub const TOOLS_MODULE: &str = "6e163fbeb958444d835ce182aff1991e";
 pub const STARTUP_PROBE: &str = "f8cff95121468b4eb9e2fb469e7c0dd9";
 pub const NVML: &str = "69a28e9f24498b47b030c5da330ea4e9";
 pub const CUPY: &str = "da9151d33ae6cc41a5c04f26d533e328";

@@ -4,7 +4,7 @@
 
 use baton_tests::cudart::*;
 use baton_tests::*;
-use std::ffi::{c_int, c_uint, c_ulonglong, c_void};
+use std::ffi::{c_char, c_int, c_uint, c_ulonglong, c_void, CStr};
 use std::ptr::{null, null_mut};
 
 type Status = unsafe extern "C" fn() -> CUresult;
@@ -24,6 +24,7 @@ fn tables_are_served_with_the_drivers_sizes() {
     assert_eq!(size_word(INTEGRITY_CHECK), 3 * 8);
     assert_eq!(size_word(TOOLS_CONTEXT), 93 * 8);
     assert_eq!(size_word(TABLE_1734DC26), 17 * 8);
+    assert_eq!(size_word(TOOLS_MODULE), 99 * 8);
     // Context-local storage has no size word: three functions, then null.
     let cls = table(CONTEXT_LOCAL_STORAGE).unwrap();
     // SAFETY: the table has at least four words.
@@ -342,6 +343,125 @@ fn table_1734dc26_fails_its_slots() {
         // SAFETY: as above.
         assert_eq!(unsafe { f() }, CUresult::CUDA_ERROR_NOT_SUPPORTED);
     }
+}
+
+#[allow(non_snake_case)]
+extern "C" {
+    fn cuModuleGetFunctionCount(n: *mut c_uint, m: CUmodule) -> CUresult;
+    fn cuModuleEnumerateFunctions(f: *mut CUfunction, n: c_uint, m: CUmodule) -> CUresult;
+    fn cuLibraryLoadData(
+        l: *mut *mut c_void,
+        code: *const c_void,
+        jit_options: *mut c_void,
+        jit_values: *mut *mut c_void,
+        n_jit: c_uint,
+        lib_options: *mut c_void,
+        lib_values: *mut *mut c_void,
+        n_lib: c_uint,
+    ) -> CUresult;
+    fn cuLibraryGetKernelCount(n: *mut c_uint, l: *mut c_void) -> CUresult;
+    fn cuLibraryEnumerateKernels(k: *mut *mut c_void, n: c_uint, l: *mut c_void) -> CUresult;
+    fn cuLibraryUnload(l: *mut c_void) -> CUresult;
+}
+
+type Visit = unsafe extern "C" fn(*mut c_void, CUfunction, *const c_char);
+type ForEachFunction =
+    unsafe extern "C" fn(CUcontext, CUmodule, Option<Visit>, *mut c_void) -> c_uint;
+
+/// Records each visit in the `Vec` that `user` points to.
+unsafe extern "C" fn record(user: *mut c_void, f: CUfunction, name: *const c_char) {
+    // SAFETY: the test passes a `Vec<(CUfunction, String)>` as `user`, and names are C strings.
+    unsafe {
+        let seen = &mut *(user as *mut Vec<(CUfunction, String)>);
+        seen.push((f, CStr::from_ptr(name).to_string_lossy().into_owned()));
+    }
+}
+
+#[test]
+fn tools_module_visits_every_function_of_a_module() {
+    init_thread();
+    let t = table(TOOLS_MODULE).unwrap();
+    // SAFETY: slot 7's signature (docs/export-tables.md).
+    let for_each: ForEachFunction = unsafe { slot(t, 7) };
+    let mut m = null_mut();
+    cu!(cuModuleLoadData(
+        &mut m,
+        SIM_IMAGE.as_ptr() as *const c_void
+    ));
+    let mut seen: Vec<(CUfunction, String)> = Vec::new();
+    let user = &mut seen as *mut Vec<(CUfunction, String)> as *mut c_void;
+    // SAFETY: a live module, our callback and its `Vec`; the context is ignored.
+    let n = unsafe { for_each(null_mut(), m, Some(record), user) };
+    assert_eq!(n, 4);
+    let names: Vec<&str> = seen.iter().map(|(_, n)| n.as_str()).collect();
+    assert_eq!(names, ["vecAdd", "fill", "empty", "fault"]);
+    for (f, name) in &seen {
+        let mut g = null_mut();
+        let c = std::ffi::CString::new(name.as_str()).unwrap();
+        cu!(cuModuleGetFunction(&mut g, m, c.as_ptr()));
+        assert_eq!(*f, g, "{name}: the handle cuModuleGetFunction gives");
+    }
+    // Without a callback it only counts; the public API agrees.
+    // SAFETY: as above.
+    assert_eq!(unsafe { for_each(null_mut(), m, None, null_mut()) }, 4);
+    let mut count = 0;
+    cu!(cuModuleGetFunctionCount(&mut count, m));
+    assert_eq!(count, 4);
+    let mut fs = [null_mut(); 4];
+    cu!(cuModuleEnumerateFunctions(fs.as_mut_ptr(), 4, m));
+    assert_eq!(
+        fs.to_vec(),
+        seen.iter().map(|(f, _)| *f).collect::<Vec<_>>()
+    );
+    // A library is not a module here (the driver answers 0 too); its own API lists it.
+    let mut l = null_mut();
+    // SAFETY: the simulator's image, no options.
+    cu!(unsafe {
+        cuLibraryLoadData(
+            &mut l,
+            SIM_IMAGE.as_ptr() as *const c_void,
+            null_mut(),
+            null_mut(),
+            0,
+            null_mut(),
+            null_mut(),
+            0,
+        )
+    });
+    assert_eq!(
+        // SAFETY: a live library handle, our callback and its `Vec`.
+        unsafe { for_each(null_mut(), l as CUmodule, Some(record), user) },
+        0
+    );
+    cu!(cuLibraryGetKernelCount(&mut count, l));
+    assert_eq!(count, 4);
+    let mut ks = [null_mut(); 2];
+    cu!(cuLibraryEnumerateKernels(ks.as_mut_ptr(), 2, l));
+    assert!(ks.iter().all(|k| !k.is_null()));
+    assert_eq!(
+        // SAFETY: a live library handle where a module is expected, and a local out-pointer.
+        unsafe { cuModuleGetFunctionCount(&mut count, l as CUmodule) },
+        CUresult::CUDA_ERROR_INVALID_HANDLE
+    );
+    cu!(cuLibraryUnload(l));
+    // Null, foreign and unloaded handles visit nothing.
+    cu!(cuModuleUnload(m));
+    let mut x = 0u64;
+    // SAFETY: handles the shim checks before use.
+    unsafe {
+        assert_eq!(for_each(null_mut(), null_mut(), Some(record), user), 0);
+        assert_eq!(
+            for_each(
+                null_mut(),
+                &mut x as *mut u64 as CUmodule,
+                Some(record),
+                user
+            ),
+            0
+        );
+        assert_eq!(for_each(null_mut(), m, Some(record), user), 0);
+    }
+    assert_eq!(seen.len(), 4);
 }
 
 // ---- The real CUDA runtime on top of the shim ----------------------------------------------

@@ -47,7 +47,7 @@ use baton_ipc::protocol::{
 };
 use cudarc::driver::sys;
 use graph_nodes as gn;
-use std::ffi::{c_void, CStr};
+use std::ffi::{c_void, CStr, CString};
 use std::ptr::null_mut;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use vmm_graph as vg;
@@ -432,6 +432,46 @@ impl Executor for CudaExecutor {
                 ImageKind::Library => sys::cuLibraryUnload(image as usize as sys::CUlibrary),
             }
         })
+    }
+    fn function_names(&self, device: u32, kind: ImageKind, image: Raw) -> GpuResult<Vec<CString>> {
+        self.bind(device)?;
+        let mut n = 0;
+        let name_of = |p: *const std::ffi::c_char| {
+            // SAFETY: the driver returned a NUL-terminated name owned by the live image.
+            unsafe { CStr::from_ptr(p) }.to_owned()
+        };
+        let mut names = Vec::new();
+        match kind {
+            ImageKind::Module => {
+                let m = image as usize as sys::CUmodule;
+                // SAFETY: valid module handle (session table), out-pointer to a local.
+                check(unsafe { sys::cuModuleGetFunctionCount(&mut n, m) })?;
+                let mut fs = vec![null_mut(); n as usize];
+                // SAFETY: `fs` holds `n` entries.
+                check(unsafe { sys::cuModuleEnumerateFunctions(fs.as_mut_ptr(), n, m) })?;
+                for f in fs {
+                    let mut p = std::ptr::null();
+                    // SAFETY: `f` was just returned by the driver for the live module.
+                    check(unsafe { sys::cuFuncGetName(&mut p, f) })?;
+                    names.push(name_of(p));
+                }
+            }
+            ImageKind::Library => {
+                let l = image as usize as sys::CUlibrary;
+                // SAFETY: valid library handle (session table), out-pointer to a local.
+                check(unsafe { sys::cuLibraryGetKernelCount(&mut n, l) })?;
+                let mut ks = vec![null_mut(); n as usize];
+                // SAFETY: `ks` holds `n` entries.
+                check(unsafe { sys::cuLibraryEnumerateKernels(ks.as_mut_ptr(), n, l) })?;
+                for k in ks {
+                    let mut p = std::ptr::null();
+                    // SAFETY: `k` was just returned by the driver for the live library.
+                    check(unsafe { sys::cuKernelGetName(&mut p, k) })?;
+                    names.push(name_of(p));
+                }
+            }
+        }
+        Ok(names)
     }
     fn get_function(
         &self,

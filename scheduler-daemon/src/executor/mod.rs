@@ -11,7 +11,7 @@ pub mod sim;
 use baton_ipc::control::DeviceInfo;
 use baton_ipc::protocol::{FunctionInfo, ImageKind, VmmAccess, VmmProp};
 pub use graph_nodes::{HostWork, MemNode, NodeSpec, UpdateResult};
-use std::ffi::CStr;
+use std::ffi::{CStr, CString};
 
 /// A failed driver call: the non-zero `CUresult` the client should see.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -182,6 +182,11 @@ pub trait Executor: Send + Sync + 'static {
         image: Raw,
         name: &CStr,
     ) -> GpuResult<(Raw, FunctionInfo)>;
+    /// The names of an image's functions (a library's kernels), in the driver's order.
+    fn function_names(&self, device: u32, kind: ImageKind, image: Raw) -> GpuResult<Vec<CString>> {
+        let _ = (device, kind, image);
+        Err(GpuError(code::NOT_SUPPORTED))
+    }
     /// (address, size) of a `__device__` variable.
     fn get_global(
         &self,

@@ -27,7 +27,7 @@ use super::{
 use baton_ipc::control::DeviceInfo;
 use baton_ipc::protocol::{FunctionInfo, ImageKind, VmmAccess, VmmProp};
 use std::collections::{BTreeMap, HashMap};
-use std::ffi::CStr;
+use std::ffi::{CStr, CString};
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -622,6 +622,22 @@ impl Executor for SimExecutor {
             .remove(&image)
             .map(|_| ())
             .ok_or(GpuError(code::INVALID_HANDLE))
+    }
+    fn function_names(
+        &self,
+        _device: u32,
+        _kind: ImageKind,
+        image: Raw,
+    ) -> GpuResult<Vec<CString>> {
+        let st = self.lock();
+        let kernels = st
+            .images
+            .get(&image)
+            .ok_or(GpuError(code::INVALID_HANDLE))?;
+        Ok(kernels
+            .iter()
+            .filter_map(|(n, _)| CString::new(n.as_str()).ok())
+            .collect())
     }
     fn get_function(
         &self,

@@ -251,6 +251,19 @@ impl Session {
                     payload,
                 })
             }
+            Op::ModuleFunctions => {
+                let b: p::ObjectId = m.body().map_err(body_err)?;
+                let img = self.images.get(b.id)?;
+                let names = exec.function_names(img.device, img.kind, img.raw)?;
+                let mut payload = Vec::new();
+                for n in &names {
+                    payload.extend_from_slice(n.as_bytes_with_nul());
+                }
+                Ok(Answer {
+                    values: [names.len() as u64, 0, 0, 0],
+                    payload,
+                })
+            }
             Op::GetGlobal => {
                 let (b, tail): (p::GetSymbol, _) = m.split().map_err(body_err)?;
                 let n = name(tail)?;

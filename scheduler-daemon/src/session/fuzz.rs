@@ -170,6 +170,7 @@ fn command(inp: &mut Input<'_>, s: &Session, seen: &mut Seen, out: &mut Vec<u8>)
             })
         }
         Op::UnloadModule
+        | Op::ModuleFunctions
         | Op::StreamDestroy
         | Op::EventDestroy
         | Op::StreamSynchronize

@@ -114,11 +114,14 @@ pub(crate) use memory::{
     cuMemsetD32Async, cuMemsetD32_v2, cuMemsetD8Async, cuMemsetD8_v2, cuPointerGetAttribute,
     cuPointerGetAttributes, cuStreamAttachMemAsync,
 };
+pub(crate) use module::module_functions;
 pub(crate) use module::{
     cuFuncGetAttribute, cuFuncGetModule, cuFuncGetName, cuFuncSetAttribute, cuKernelGetAttribute,
-    cuKernelGetFunction, cuKernelSetAttribute, cuLibraryGetGlobal, cuLibraryGetKernel,
-    cuLibraryLoadData, cuLibraryUnload, cuModuleGetFunction, cuModuleGetGlobal_v2, cuModuleLoad,
-    cuModuleLoadData, cuModuleLoadDataEx, cuModuleLoadFatBinary, cuModuleUnload,
+    cuKernelGetFunction, cuKernelGetName, cuKernelSetAttribute, cuLibraryEnumerateKernels,
+    cuLibraryGetGlobal, cuLibraryGetKernel, cuLibraryGetKernelCount, cuLibraryLoadData,
+    cuLibraryUnload, cuModuleEnumerateFunctions, cuModuleGetFunction, cuModuleGetFunctionCount,
+    cuModuleGetGlobal_v2, cuModuleLoad, cuModuleLoadData, cuModuleLoadDataEx,
+    cuModuleLoadFatBinary, cuModuleUnload,
 };
 pub(crate) use occupancy::{
     cuOccupancyAvailableDynamicSMemPerBlock, cuOccupancyMaxActiveBlocksPerMultiprocessor,

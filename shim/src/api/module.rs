@@ -245,6 +245,143 @@ unsafe fn function(
     Ok(*lock(&m.functions).entry(key).or_insert(f))
 }
 
+/// The names of all of `m`'s functions, in the driver's order (asked of the daemon once).
+pub(crate) fn function_names(
+    c: &'static Client,
+    m: &'static Module,
+) -> Result<&'static [std::ffi::CString], CUresult> {
+    if !m.loaded.load(Ordering::Acquire) {
+        return Err(CUresult::CUDA_ERROR_INVALID_HANDLE);
+    }
+    if let Some(n) = m.names.get() {
+        return Ok(n);
+    }
+    let r = c.call(Op::ModuleFunctions, &ObjectId { id: m.id }, &[])?;
+    let names: Vec<std::ffi::CString> = r
+        .payload
+        .split_inclusive(|&b| b == 0)
+        .filter_map(|n| CStr::from_bytes_with_nul(n).ok())
+        .map(CStr::to_owned)
+        .collect();
+    if names.len() as u64 != r.values[0] {
+        return Err(CUresult::CUDA_ERROR_UNKNOWN);
+    }
+    Ok(m.names.get_or_init(|| names))
+}
+
+/// Every function of `m`, in the driver's order, with its name.
+fn functions(
+    c: &'static Client,
+    m: &'static Module,
+) -> Result<Vec<(&'static Function, &'static std::ffi::CString)>, CUresult> {
+    function_names(c, m)?
+        .iter()
+        // SAFETY: a CString is NUL-terminated.
+        .map(|n| unsafe { function(c, m, n.as_ptr()) }.map(|f| (f, n)))
+        .collect()
+}
+
+/// The functions of the module behind `module`, as the tools' module table lists them: none
+/// for a library handle.
+pub(crate) fn module_functions(
+    module: CUmodule,
+) -> Result<Vec<(&'static Function, &'static std::ffi::CString)>, CUresult> {
+    let c = ready()?;
+    let m = Module::from_handle(module)?;
+    if m.kind != ImageKind::Module {
+        return Ok(Vec::new());
+    }
+    functions(c, m)
+}
+
+/// `cuModuleGetFunctionCount` and `cuLibraryGetKernelCount`.
+///
+/// # Safety
+/// `count` must be null or valid for a write.
+unsafe fn count(count: *mut c_uint, m: *mut c_void, kind: ImageKind) -> CUresult {
+    ret((|| {
+        let c = ready()?;
+        let m = Module::from_handle(m as CUmodule)?;
+        if m.kind != kind {
+            return Err(CUresult::CUDA_ERROR_INVALID_HANDLE);
+        }
+        let n = function_names(c, m)?.len() as c_uint;
+        // SAFETY: forwarded caller contract.
+        unsafe { out(count, n) }
+    })())
+}
+
+/// `cuModuleEnumerateFunctions` and `cuLibraryEnumerateKernels`: at most `n` handles, in the
+/// driver's order. A library's kernel is the same object as its function (see
+/// [`cuLibraryGetKernel`]).
+///
+/// # Safety
+/// `handles` must be null or valid for `n` writes.
+unsafe fn enumerate(
+    handles: *mut *mut c_void,
+    n: c_uint,
+    m: *mut c_void,
+    kind: ImageKind,
+) -> CUresult {
+    ret((|| {
+        let c = ready()?;
+        let m = Module::from_handle(m as CUmodule)?;
+        if m.kind != kind {
+            return Err(CUresult::CUDA_ERROR_INVALID_HANDLE);
+        }
+        if handles.is_null() {
+            return Err(CUresult::CUDA_ERROR_INVALID_VALUE);
+        }
+        for (i, (f, _)) in functions(c, m)?.into_iter().take(n as usize).enumerate() {
+            // SAFETY: i < n entries, per the contract.
+            unsafe { handles.add(i).write(f.handle()) };
+        }
+        Ok(())
+    })())
+}
+
+pub(crate) unsafe fn cuModuleGetFunctionCount(n: *mut c_uint, module: CUmodule) -> CUresult {
+    // SAFETY: forwarded caller contract.
+    unsafe { count(n, module as *mut c_void, ImageKind::Module) }
+}
+
+pub(crate) unsafe fn cuLibraryGetKernelCount(n: *mut c_uint, library: CUlibrary) -> CUresult {
+    // SAFETY: forwarded caller contract.
+    unsafe { count(n, library as *mut c_void, ImageKind::Library) }
+}
+
+pub(crate) unsafe fn cuModuleEnumerateFunctions(
+    functions: *mut CUfunction,
+    n: c_uint,
+    module: CUmodule,
+) -> CUresult {
+    // SAFETY: forwarded caller contract.
+    unsafe {
+        enumerate(
+            functions.cast(),
+            n,
+            module as *mut c_void,
+            ImageKind::Module,
+        )
+    }
+}
+
+pub(crate) unsafe fn cuLibraryEnumerateKernels(
+    kernels: *mut CUkernel,
+    n: c_uint,
+    library: CUlibrary,
+) -> CUresult {
+    // SAFETY: forwarded caller contract.
+    unsafe {
+        enumerate(
+            kernels.cast(),
+            n,
+            library as *mut c_void,
+            ImageKind::Library,
+        )
+    }
+}
+
 pub(crate) unsafe fn cuModuleGetFunction(
     hfunc: *mut CUfunction,
     module: CUmodule,
@@ -445,6 +582,11 @@ pub(crate) unsafe fn cuFuncGetName(name: *mut *const c_char, hfunc: CUfunction) 
         // SAFETY: forwarded caller contract.
         unsafe { out(name, p) }
     })())
+}
+
+pub(crate) unsafe fn cuKernelGetName(name: *mut *const c_char, kernel: CUkernel) -> CUresult {
+    // SAFETY: same contract; a kernel is a function object here.
+    unsafe { cuFuncGetName(name, kernel as CUfunction) }
 }
 
 pub(crate) unsafe fn cuFuncGetModule(hmod: *mut CUmodule, hfunc: CUfunction) -> CUresult {

@@ -16,6 +16,7 @@ mod cudart_interface;
 mod integrity;
 mod table_1734dc26;
 mod tools_context;
+mod tools_module;
 mod tools_tls;
 
 // Wired into context destruction by the context API (`cuCtxDestroy`, primary context reset).
@@ -65,7 +66,7 @@ impl<const R: usize> Table<R> {
 }
 
 /// Names of the tables, for the messages of unknown slots (indexed by the tables' `ID`s).
-const NAMES: [&str; 8] = [
+const NAMES: [&str; 9] = [
     "CUDART_INTERFACE",
     "TOOLS_RUNTIME_CALLBACK_HOOKS",
     "TOOLS_TLS",
@@ -74,6 +75,7 @@ const NAMES: [&str; 8] = [
     "INTEGRITY_CHECK",
     "TOOLS_CONTEXT (21318c60)",
     "1734dc26",
+    "TOOLS_MODULE (6e163fbe)",
 ];
 
 /// The stub of slot `10 * TENS + ONES` of table `T`: says once that Baton lacks it, and fails.
@@ -141,6 +143,7 @@ pub(super) const CONTEXT_CHECKS: [u8; 16] = uuid("263e88607cd2614392f6bbd5006dfa
 pub(super) const INTEGRITY_CHECK: [u8; 16] = uuid("d4082055bde6704b8d34ba123c66e1f2");
 pub(super) const TOOLS_CONTEXT: [u8; 16] = uuid("21318c60971432488ca641ff7324c8f2");
 pub(super) const TABLE_1734DC26: [u8; 16] = uuid("1734dc26800d47458726c0f1e7dd8bca");
+pub(super) const TOOLS_MODULE: [u8; 16] = uuid("6e163fbeb958444d835ce182aff1991e");
 
 /// Tables the runtime and libraries ask for that Baton refuses on purpose, answering as a
 /// driver that lacks them does; callers must cope with that, since older drivers lack them.
@@ -164,6 +167,7 @@ fn find(id: &[u8; 16]) -> Option<*const c_void> {
         INTEGRITY_CHECK => integrity::TABLE.start(),
         TOOLS_CONTEXT => tools_context::TABLE.start(),
         TABLE_1734DC26 => table_1734dc26::TABLE.start(),
+        TOOLS_MODULE => tools_module::TABLE.start(),
         _ => return None,
     })
 }
@@ -244,6 +248,7 @@ mod tests {
         assert_eq!(size(INTEGRITY_CHECK), Some(24));
         assert_eq!(size(TOOLS_CONTEXT), Some(744));
         assert_eq!(size(TABLE_1734DC26), Some(136));
+        assert_eq!(size(TOOLS_MODULE), Some(792));
         for id in REFUSED {
             assert_eq!(find(&id), None);
         }
