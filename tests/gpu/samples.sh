@@ -429,9 +429,6 @@ KNOWN_WHY = {
     "systemWideAtomics": "Baton's managed memory is pinned host memory shared by client and "
     "daemon, never migrated; the GPU's system-scope atomics on it (over PCIe) and the CPU's "
     "are not atomic with each other on this machine, so increments are lost",
-    "simpleCUFFT": "cuFFT asks for the private export table 6e163fbe..., which no public source "
-    "documents and Baton does not serve (docs/export-tables.md)",
-    "simpleCUFFT_callback": "as simpleCUFFT: private export table 6e163fbe...",
     "watershedSegmentationNPP": "NPP asks for a device pointer to memory it registered with "
     "cuMemHostRegister; Baton keeps registered memory in the program's own pages, which the "
     "daemon's GPU context cannot map",
