@@ -67,6 +67,37 @@ impl Ewma {
     }
 }
 
+/// How many of the latest measurements [`RecentMin`] keeps.
+pub const RECENT: usize = 16;
+
+/// The smallest of the latest [`RECENT`] measurements. Waiting behind other tenants' work can
+/// only make a job look longer than it is, so on a busy GPU this is a far steadier view of a
+/// job's own size than an average, which the slowest runs pull up.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct RecentMin {
+    last: [f64; RECENT],
+    len: usize,
+    next: usize,
+}
+
+impl RecentMin {
+    pub fn update(&mut self, x: f64) {
+        self.last[self.next] = x;
+        self.next = (self.next + 1) % RECENT;
+        self.len = (self.len + 1).min(RECENT);
+    }
+
+    /// How many measurements it holds (at most [`RECENT`]).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// `None` before the first measurement.
+    pub fn min(&self) -> Option<f64> {
+        self.last[..self.len].iter().copied().reduce(f64::min)
+    }
+}
+
 #[derive(Default)]
 struct TenantCosts {
     keys: HashMap<CostKey, Ewma>,
@@ -150,6 +181,22 @@ mod tests {
     use super::*;
 
     const US: fn(u64) -> Duration = Duration::from_micros;
+
+    #[test]
+    fn recent_min_forgets_all_but_the_latest() {
+        let mut m = RecentMin::default();
+        assert_eq!(m.min(), None);
+        m.update(3.0);
+        m.update(1.0);
+        assert_eq!(m.min(), Some(1.0));
+        for _ in 0..RECENT - 1 {
+            m.update(5.0);
+        }
+        // The 1.0 is the oldest of the latest RECENT: still there.
+        assert_eq!(m.min(), Some(1.0));
+        m.update(4.0);
+        assert_eq!(m.min(), Some(4.0));
+    }
 
     #[test]
     fn ewma_follows_measurements() {

@@ -21,12 +21,16 @@
 //!   issued). `f = 0.5`: a third.
 //! - Large `f` tends to first-come-first-served.
 //!
-//! **Short jobs.** A tenant whose typical job needs at most `short_job` of GPU time (a small
-//! model answering requests), or is below the first big gap among the tenants' typical jobs
-//! (sorted, the first step where one is at least four times the one before), is *short*. The relative test matters on a busy GPU: a job's measured time includes
-//! waiting behind other tenants' blocks, so every tenant's jobs look longer than alone, but the
-//! small tenant's still look several times smaller. A short tenant stays short until its jobs
-//! pass twice the limit and half that ratio, so it does not flip at the boundary. Short tenants' work has its own window, beside the
+//! **Short jobs.** A tenant's *own* job size is the smallest of its latest 16 jobs
+//! ([`RecentMin`]): a job measured on a busy GPU includes waiting behind other tenants' blocks,
+//! which only ever makes it look longer, and an average of such measurements swings with the
+//! load (on the H100 a tiny model's average crossed the limit and back dozens of times a
+//! second at the highest loads, and every crossing sent its requests through the queues). A
+//! tenant whose own job needs at most `short_job` of GPU time (a small model answering
+//! requests), or is below the first big gap among the tenants' own job sizes (sorted, the first
+//! step where one is at least four times the one before), is *short*. A short tenant stays
+//! short until its jobs pass twice the limit and half that ratio, so it does not flip at the
+//! boundary; one whose jobs really grow leaves after 16 of them. Short tenants' work has its own window, beside the
 //! window of everyone else's, and [`Policy::fast_lane`] says yes for them, so the daemon issues
 //! it on high-priority streams. Order in the window only decides what is issued; once a long
 //! kernel is on the GPU its pending blocks would still start before a newly issued short
@@ -35,7 +39,7 @@
 //! The short tenants' window counts items, not estimated time (`SHORT_IN_FLIGHT`), so a short
 //! job's kernels never wait for each other; it bounds only a tenant that floods.
 
-use super::estimate::Ewma;
+use super::estimate::{Ewma, RecentMin};
 use super::{InFlight, ItemId, Policy, TenantId, WorkItem};
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -50,13 +54,26 @@ const SHORT_IN_FLIGHT: usize = 256;
 /// A tenant becomes short when its typical job is at most this fraction of the others' median;
 /// a short one stays short up to twice the fraction.
 const SHORT_RATIO: f64 = 0.25;
+/// Finished jobs a tenant needs before it is judged: a model's first calls (warm-up, small
+/// set-up copies) say little about its requests.
+const JUDGED_AFTER: usize = 4;
 
 #[derive(Default)]
 struct Tenant {
     /// The job the tenant is submitting to now.
     current: Option<u64>,
-    /// Sizes of its finished jobs (seconds of estimated GPU time).
+    /// Sizes of its finished jobs (seconds of estimated GPU time): the typical size, for the
+    /// remaining work of an open job...
     history: Ewma,
+    /// ...and its own size, for judging it short (module documentation).
+    own: RecentMin,
+}
+
+impl Tenant {
+    fn finished_job(&mut self, size: f64) {
+        self.history.update(size, HISTORY_ALPHA);
+        self.own.update(size);
+    }
 }
 
 #[derive(Default)]
@@ -134,7 +151,8 @@ impl Srpt {
         let mut sizes: Vec<(TenantId, f64)> = self
             .tenants
             .iter()
-            .filter_map(|(&t, x)| Some((t, x.history.mean()?)))
+            .filter(|(_, x)| x.own.len() >= JUDGED_AFTER)
+            .filter_map(|(&t, x)| Some((t, x.own.min()?)))
             .collect();
         sizes.sort_by(|a, b| a.1.total_cmp(&b.1));
         // The first typical size past the first big gap (one size at least 1 / SHORT_RATIO times
@@ -204,8 +222,7 @@ impl Policy for Srpt {
                 let key = (item.tenant, prev);
                 if let Some(j) = self.jobs.get_mut(&key) {
                     j.closed = true;
-                    let size = j.queued + j.issued;
-                    t.history.update(size, HISTORY_ALPHA);
+                    t.finished_job(j.queued + j.issued);
                 }
                 self.drop_if_finished(key);
                 self.reclassify();
@@ -241,8 +258,10 @@ impl Policy for Srpt {
     }
 
     fn on_fast_job(&mut self, tenant: TenantId, took: Duration) {
-        let t = self.tenants.entry(tenant).or_default();
-        t.history.update(took.as_secs_f64(), HISTORY_ALPHA);
+        self.tenants
+            .entry(tenant)
+            .or_default()
+            .finished_job(took.as_secs_f64());
         self.reclassify();
     }
 
@@ -423,9 +442,9 @@ mod tests {
                 .with_short_jobs(Some(Duration::from_micros(limit_us)));
             let mut id = 0;
             for (t, &n) in jobs.iter().enumerate() {
-                // Two jobs, then the first item of a third closes the second.
-                for job in 0..3 {
-                    for _ in 0..if job < 2 { n } else { 1 } {
+                // JUDGED_AFTER jobs, then the first item of the next closes the last.
+                for job in 0..=JUDGED_AFTER as u64 {
+                    for _ in 0..if job < JUDGED_AFTER as u64 { n } else { 1 } {
                         p.on_submit(t0, &item(id, t as u64, job, t0));
                         id += 1;
                     }
@@ -451,12 +470,25 @@ mod tests {
         let t0 = Instant::now();
         let mut p = Srpt::new(Duration::from_millis(1), 0.5)
             .with_short_jobs(Some(Duration::from_millis(1)));
+        for _ in 0..JUDGED_AFTER - 1 {
+            p.on_fast_job(1, Duration::from_micros(200));
+        }
+        assert!(!p.fast_lane(1), "not judged yet");
         p.on_fast_job(1, Duration::from_micros(200));
         assert!(p.fast_lane(1));
-        // Long jobs pull the typical size past twice the limit: it leaves the lane.
-        for _ in 0..8 {
+        // Slow runs among fast ones (waiting behind other tenants) do not move it.
+        for _ in 0..40 {
+            p.on_fast_job(1, Duration::from_millis(10));
+            p.on_fast_job(1, Duration::from_millis(10));
+            p.on_fast_job(1, Duration::from_micros(300));
+            assert!(p.fast_lane(1));
+        }
+        // Jobs that all got long do: after 16 of them it leaves the lane.
+        for _ in 0..15 {
             p.on_fast_job(1, Duration::from_millis(10));
         }
+        assert!(p.fast_lane(1));
+        p.on_fast_job(1, Duration::from_millis(10));
         assert!(!p.fast_lane(1));
         // A tenant seen only through its items is unaffected.
         p.on_submit(t0, &item(0, 2, 0, t0));

@@ -283,8 +283,9 @@ fn srpt_moves_a_short_tenant_to_the_fast_lane() {
         assert_eq!(launch(&mut s, f, ptr, legacy), 0);
         let normal = *s.streams.all_on(0).last().unwrap();
         assert_eq!(exec.stream_priority(normal), Some(0));
-        // The first job closes when the second submits its first item.
-        for _ in 0..2 {
+        // A job closes when the next submits its first item; srpt judges a tenant once it has
+        // finished four jobs, and the job after that goes on the lane.
+        for _ in 0..5 {
             sync(&mut s);
             assert_eq!(launch(&mut s, f, ptr, legacy), 0);
         }
