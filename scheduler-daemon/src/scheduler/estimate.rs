@@ -88,7 +88,7 @@ impl RecentMin {
     }
 
     /// How many measurements it holds (at most [`RECENT`]).
-    pub fn len(&self) -> usize {
+    pub fn samples(&self) -> usize {
         self.len
     }
 

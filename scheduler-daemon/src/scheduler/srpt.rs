@@ -151,7 +151,7 @@ impl Srpt {
         let mut sizes: Vec<(TenantId, f64)> = self
             .tenants
             .iter()
-            .filter(|(_, x)| x.own.len() >= JUDGED_AFTER)
+            .filter(|(_, x)| x.own.samples() >= JUDGED_AFTER)
             .filter_map(|(&t, x)| Some((t, x.own.min()?)))
             .collect();
         sizes.sort_by(|a, b| a.1.total_cmp(&b.1));
