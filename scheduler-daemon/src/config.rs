@@ -34,6 +34,8 @@ pub const DEFAULT_SRPT_FAIRNESS: f64 = 0.5;
 pub const DEFAULT_ISSUE_WINDOW_US: u64 = 1000;
 /// Default of `[daemon] srpt_short_job_us`.
 pub const DEFAULT_SRPT_SHORT_JOB_US: u64 = 1000;
+/// Default of `[daemon] srpt_fast_lane_sm_reserve`.
+pub const DEFAULT_SRPT_FAST_LANE_SM_RESERVE: f64 = 0.1;
 /// Default of `[daemon] low_in_flight`.
 pub const DEFAULT_LOW_IN_FLIGHT: u32 = 0;
 
@@ -327,6 +329,7 @@ struct RawDaemon {
     metrics_listen: Option<String>,
     srpt_fairness: Option<f64>,
     srpt_short_job_us: Option<u64>,
+    srpt_fast_lane_sm_reserve: Option<f64>,
     issue_window_us: Option<u64>,
     low_in_flight: Option<u32>,
 }
@@ -372,6 +375,9 @@ pub struct DaemonConfig {
     /// `srpt` only: tenants whose typical job needs at most this much GPU time get their own
     /// issue window and high-priority streams; `None` (`srpt_short_job_us = 0`): no such lane.
     pub srpt_short_job: Option<Duration>,
+    /// `srpt` with short jobs: the share of every GPU's SMs kept free of other work for the
+    /// fast lanes (0: none; see `docs/scheduling.md`).
+    pub srpt_fast_lane_sm_reserve: f64,
     /// `priority`, `fair`, `srpt`: estimated GPU time the scheduler keeps in flight (per GPU, or
     /// for `priority` per lower-class tenant) before it holds work back.
     pub issue_window: Duration,
@@ -388,6 +394,7 @@ impl Default for DaemonConfig {
             metrics_listen: Some(DEFAULT_METRICS_LISTEN.parse().expect("valid address")),
             srpt_fairness: DEFAULT_SRPT_FAIRNESS,
             srpt_short_job: Some(Duration::from_micros(DEFAULT_SRPT_SHORT_JOB_US)),
+            srpt_fast_lane_sm_reserve: DEFAULT_SRPT_FAST_LANE_SM_RESERVE,
             issue_window: Duration::from_micros(DEFAULT_ISSUE_WINDOW_US),
             low_in_flight: DEFAULT_LOW_IN_FLIGHT,
         }
@@ -662,6 +669,15 @@ impl Config {
         if let Some(us) = d.srpt_short_job_us {
             daemon.srpt_short_job = (us > 0).then(|| Duration::from_micros(us));
         }
+        if let Some(r) = d.srpt_fast_lane_sm_reserve {
+            if !(r.is_finite() && (0.0..=0.5).contains(&r)) {
+                return Err(invalid(
+                    "[daemon]",
+                    format!("srpt_fast_lane_sm_reserve must be a share from 0 to 0.5, got {r}"),
+                ));
+            }
+            daemon.srpt_fast_lane_sm_reserve = r;
+        }
         if let Some(w) = d.issue_window_us {
             if w == 0 {
                 return Err(invalid("[daemon]", "issue_window_us must be > 0".into()));
@@ -851,6 +867,7 @@ mod tests {
             metrics_listen = "0.0.0.0:9000"
             srpt_fairness = 2
             srpt_short_job_us = 250
+            srpt_fast_lane_sm_reserve = 0.2
             issue_window_us = 500
             low_in_flight = 3
 
@@ -880,6 +897,7 @@ mod tests {
         assert_eq!(d.metrics_listen, Some("0.0.0.0:9000".parse().unwrap()));
         assert_eq!(d.srpt_fairness, 2.0);
         assert_eq!(d.srpt_short_job, Some(Duration::from_micros(250)));
+        assert_eq!(d.srpt_fast_lane_sm_reserve, 0.2);
         assert_eq!(d.issue_window, Duration::from_micros(500));
         assert_eq!(d.low_in_flight, 3);
         assert_eq!(c.default.class, Class::LOW);
@@ -979,6 +997,8 @@ mod tests {
         assert!(e.starts_with("[default]: weight"), "{e}");
         let e = err("[daemon]\nsrpt_fairness = -0.1\n");
         assert!(e.starts_with("[daemon]: srpt_fairness"), "{e}");
+        let e = err("[daemon]\nsrpt_fast_lane_sm_reserve = 0.75\n");
+        assert!(e.starts_with("[daemon]: srpt_fast_lane_sm_reserve"), "{e}");
         let e = err("[daemon]\nissue_window_us = 0\n");
         assert!(e.starts_with("[daemon]: issue_window_us"), "{e}");
         let e = err("[[tenant]]\nuid = 1\nclass = \"urgent\"\n");

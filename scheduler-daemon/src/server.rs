@@ -311,6 +311,10 @@ impl Daemon {
             self.schedulers.clone(),
             self.config.daemon.policy == PolicyKind::Priority,
         );
+        let d = &self.config.daemon;
+        if d.policy == PolicyKind::Srpt && d.srpt_short_job.is_some() {
+            session.reserve_for_fast_lanes(d.srpt_fast_lane_sm_reserve);
+        }
         session.watch(self.monitor.clone());
         lock(&self.sessions).insert(session_id, shared.clone());
         tracing::info!(session = session_id, pid, uid, tenant = %identity.tenant, "client connected");

@@ -293,6 +293,11 @@ impl Session {
         }
     }
 
+    /// Keeps `reserve` of every GPU's SMs for fast lanes (see [`streams`]); before any stream.
+    pub fn reserve_for_fast_lanes(&mut self, reserve: f64) {
+        self.streams.reserve_for_fast_lanes(reserve);
+    }
+
     /// Makes the session share IPC handles through `registry` (the daemon's one table); a
     /// session on its own table can share only with itself.
     pub fn share_through(&mut self, registry: Arc<sharing::Registry>) {

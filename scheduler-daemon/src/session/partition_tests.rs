@@ -87,3 +87,31 @@ fn without_green_contexts_a_share_falls_back_to_ordinary_streams() {
     s.teardown();
     assert_eq!(exec.live_objects(), 0);
 }
+
+#[test]
+fn sms_kept_for_fast_lanes_leave_normal_lanes_the_rest() {
+    let exec = Arc::new(SimExecutor::new());
+    let mut s = tenant(&exec, 1, 1.0);
+    s.reserve_for_fast_lanes(0.5);
+    let (raw, standin) = streams(&mut s);
+    assert_eq!(
+        exec.stream_sm_count(raw),
+        Some(2),
+        "normal lanes: half of 4 SMs"
+    );
+    assert_eq!(exec.stream_sm_count(standin), Some(2));
+    // The fast lane of the client stream gets every SM, at the greatest priority.
+    let id = *s.streams.table.iter().next().unwrap().0;
+    let exec_dyn: Arc<dyn crate::executor::Executor> = exec.clone();
+    let (_, fast) = s.streams.prepare_lane(&*exec_dyn, id, true).unwrap();
+    assert_ne!(fast, raw);
+    assert_eq!(exec.stream_sm_count(fast), None, "fast lane: every SM");
+    // A tenant with its own smaller share keeps it on both lanes.
+    let mut t = tenant(&exec, 2, 0.5);
+    t.reserve_for_fast_lanes(0.25);
+    let (raw, _) = streams(&mut t);
+    assert_eq!(exec.stream_sm_count(raw), Some(2));
+    for s in [&mut s, &mut t] {
+        s.teardown();
+    }
+}

@@ -20,6 +20,12 @@
 //! **SM shares.** A tenant whose policy has `sm_share < 1` gets every daemon stream (its own,
 //! the legacy stand-in, the fast lanes) in a green context of that share of the SMs
 //! ([`super::partition`]); the others get ordinary streams, made exactly as before.
+//!
+//! **SMs kept for the fast lanes.** With `srpt_fast_lane_sm_reserve = r > 0`, every tenant's
+//! normal lanes are made in a green context of at most `1 - r` of the SMs, and its fast lanes
+//! with its own share (all SMs by default). All green contexts of one size use the same SMs, so
+//! the other `r` run fast-lane work only: a short job's kernels find SMs free at once instead
+//! of waiting for running blocks of long work to finish, which priority alone cannot avoid.
 
 use super::partition;
 use super::tables::Table;
@@ -131,9 +137,25 @@ pub struct Streams {
     pub class: Option<Class>,
     /// The tenant's SM share where it is below 1 (module documentation).
     pub sm_share: Option<f64>,
+    /// Under `srpt` with SMs kept for the fast lanes: the (smaller) share of the normal lanes.
+    pub normal_share: Option<f64>,
 }
 
 impl Streams {
+    /// The SM share of normal lanes: smaller than the tenant's own when SMs are kept for the
+    /// fast lanes, whose streams get the tenant's own share.
+    fn normal_lane_share(&self) -> Option<f64> {
+        self.normal_share.or(self.sm_share)
+    }
+
+    /// Keeps `reserve` of the SMs free of normal-lane work (module documentation): this
+    /// tenant's normal lanes get at most `1 - reserve` of them. Call before any stream exists.
+    pub fn reserve_for_fast_lanes(&mut self, reserve: f64) {
+        if reserve > 0.0 && reserve < 1.0 {
+            self.normal_share = Some(self.sm_share.unwrap_or(1.0).min(1.0 - reserve));
+        }
+    }
+
     pub fn create(
         &mut self,
         exec: &dyn Executor,
@@ -148,7 +170,7 @@ impl Streams {
             Some(c) => clamp_stream_priority(c, priority, exec.stream_priority_range(device)?),
             None => priority,
         };
-        let raw = partition::stream_create(exec, self.sm_share, device, priority)?;
+        let raw = partition::stream_create(exec, self.normal_lane_share(), device, priority)?;
         let epoch = self.legacy.get(&device).map_or(0, |l| l.epoch);
         Ok(self.table.insert(Stream {
             device,
@@ -220,7 +242,7 @@ impl Streams {
                 Some(c) => stream_priority(c, exec.stream_priority_range(device)?),
                 None => 0,
             };
-            let raw = partition::stream_create(exec, self.sm_share, device, priority)?;
+            let raw = partition::stream_create(exec, self.normal_lane_share(), device, priority)?;
             let join_event = match exec.event_create(device, 2 /* CU_EVENT_DISABLE_TIMING */) {
                 Ok(e) => e,
                 Err(e) => {
