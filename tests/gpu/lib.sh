@@ -101,15 +101,19 @@ baton_bins_present() {
 }
 
 # start_daemon SOCKDIR [BATOND-ARGS...]: starts batond on SOCKDIR/batond.sock
-# (with any further arguments, e.g. --config FILE), waits up to 20 s for the
+# (with any further arguments, e.g. --config FILE, then the words of
+# $BATON_DAEMON_ARGS, so that a whole suite can run under a policy file:
+# BATON_DAEMON_ARGS="--config tests/gpu/srpt.toml"), waits up to 20 s for the
 # socket file. Sets DAEMON_PID and SOCK. Returns 1 on failure.
 start_daemon() {
     mkdir -p "$1"
     SOCK="$1/batond.sock"
     rm -f "$SOCK"
-    printf '\n===== batond start %s: %s --socket %s\n' "$(date -u +%T)" "$BATON_BIN_DIR/batond" \
-        "$SOCK" >>"$DAEMON_LOG"
-    env -u LD_PRELOAD -u BATON_SOCKET "$BATON_BIN_DIR/batond" --socket "$SOCK" "${@:2}" \
+    printf '\n===== batond start %s: %s --socket %s %s\n' "$(date -u +%T)" "$BATON_BIN_DIR/batond" \
+        "$SOCK" "${BATON_DAEMON_ARGS:-}" >>"$DAEMON_LOG"
+    local extra=()
+    read -r -a extra <<<"${BATON_DAEMON_ARGS:-}"
+    env -u LD_PRELOAD -u BATON_SOCKET "$BATON_BIN_DIR/batond" --socket "$SOCK" "${@:2}" "${extra[@]}" \
         >>"$DAEMON_LOG" 2>&1 </dev/null &
     DAEMON_PID=$!
     local i rc
