@@ -184,6 +184,7 @@ impl Session {
                     .iter()
                     .map(|&d| self.node_of(d, b.graph))
                     .collect::<GpuResult<Vec<_>>>()?;
+                self.streams.lane_for_capture(exec, b.stream)?;
                 let (device, raw) = self.streams.lookup(exec, b.stream)?;
                 if device != gdev {
                     return Err(invalid());

@@ -319,6 +319,10 @@ impl Session {
             Op::StreamWaitEvent => {
                 let b: p::StreamWaitEvent = m.body().map_err(body_err)?;
                 let e = self.events.get(b.event)?.raw;
+                if self.streams.captures_open() && b.stream < p::LEGACY_STREAM_BASE {
+                    // The wait may make the stream join a capture: on the capture's lane.
+                    self.streams.lane_for_capture(exec, b.stream)?;
+                }
                 let (device, stream) = self.streams.prepare(exec, b.stream)?;
                 exec.stream_wait_event(device, stream, e)
                     .map(|_| Answer::default())
@@ -360,7 +364,13 @@ impl Session {
                 }
                 let f = self.funcs.get(b.func)?;
                 let (fdev, fraw) = (f.device, f.raw);
-                let (device, stream) = self.prepare_work(exec, b.stream)?;
+                let cooperative = b.flags & p::LAUNCH_COOPERATIVE != 0;
+                let (device, stream) = if cooperative {
+                    // Sized for every SM (occupancy times the device's SM count).
+                    self.prepare_work_on_every_sm(exec, b.stream)?
+                } else {
+                    self.prepare_work(exec, b.stream)?
+                };
                 if device != fdev {
                     return Err(GpuError(code::INVALID_HANDLE));
                 }
@@ -369,7 +379,7 @@ impl Session {
                     block: b.block,
                     cluster: b.cluster,
                     shared_mem: b.shared_mem,
-                    cooperative: b.flags & p::LAUNCH_COOPERATIVE != 0,
+                    cooperative,
                 };
                 self.shared.launches.fetch_add(1, Ordering::Relaxed);
                 self.shared.last_kernel.store(b.func, Ordering::Relaxed);
@@ -753,6 +763,19 @@ impl Session {
             .device_of(id)
             .is_ok_and(|d| self.gating.fast_lane(&self.shared, d));
         self.streams.prepare_lane(exec, id, fast)
+    }
+
+    /// [`Session::prepare_work`] for work that needs every SM the tenant may use: where SMs are
+    /// kept for the fast lanes (normal lanes have fewer), on the fast lane.
+    pub(super) fn prepare_work_on_every_sm(
+        &mut self,
+        exec: &dyn Executor,
+        id: u64,
+    ) -> GpuResult<(u32, Raw)> {
+        if !self.streams.reserving() {
+            return self.prepare_work(exec, id);
+        }
+        self.streams.prepare_lane(exec, id, true)
     }
 
     /// A command of a session whose context a kernel fault ended: answered with the sticky

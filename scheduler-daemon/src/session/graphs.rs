@@ -80,6 +80,7 @@ impl Session {
                 if b.stream >= LEGACY_STREAM_BASE {
                     return Err(GpuError(code::STREAM_CAPTURE_UNSUPPORTED));
                 }
+                self.streams.lane_for_capture(exec, b.stream)?;
                 let (device, raw) = self.streams.lookup(exec, b.stream)?;
                 exec.capture_begin(device, raw)?;
                 self.streams.capturing.insert(b.stream);

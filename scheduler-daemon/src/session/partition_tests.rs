@@ -115,3 +115,66 @@ fn sms_kept_for_fast_lanes_leave_normal_lanes_the_rest() {
         s.teardown();
     }
 }
+
+#[test]
+fn work_that_needs_every_sm_leaves_a_reduced_normal_lane() {
+    let exec = Arc::new(SimExecutor::new());
+    let mut s = tenant(&exec, 1, 1.0);
+    s.reserve_for_fast_lanes(0.5);
+    let (raw, _) = streams(&mut s);
+    assert_eq!(exec.stream_sm_count(raw), Some(2));
+    let id = *s.streams.table.iter().next().unwrap().0;
+    // A cooperative launch is sized for every SM: it goes on the full lane.
+    let (f, ptr) = super::scheduled::fill_kernel(&mut s);
+    let mut params = Vec::new();
+    params.extend_from_slice(&ptr.to_le_bytes());
+    params.extend_from_slice(&7u32.to_le_bytes());
+    params.extend_from_slice(&64i32.to_le_bytes());
+    let l = p::Launch {
+        func: f,
+        stream: id,
+        grid: [1, 1, 1],
+        block: [64, 1, 1],
+        cluster: [0; 3],
+        shared_mem: 0,
+        flags: p::LAUNCH_COOPERATIVE,
+        params_len: params.len() as u32,
+    };
+    assert_eq!(call(&mut s, Op::Launch, &l, &params).0, 0);
+    let now = s.streams.table.get(id).unwrap().raw;
+    assert_ne!(now, raw);
+    assert_eq!(
+        exec.stream_sm_count(now),
+        None,
+        "cooperative work on every SM"
+    );
+    // A capture begins on the full lane too, and stays there until it ends.
+    let other = {
+        let c = p::StreamCreate {
+            device: 0,
+            flags: 1,
+            priority: 0,
+            _pad: 0,
+        };
+        let (r, v) = call(&mut s, Op::StreamCreate, &c, &[]);
+        assert_eq!(r, 0);
+        v[0]
+    };
+    let before = s.streams.table.get(other).unwrap().raw;
+    assert_eq!(exec.stream_sm_count(before), Some(2));
+    let begin = p::CaptureBegin {
+        stream: other,
+        mode: 0,
+        _pad: 0,
+    };
+    assert_eq!(call(&mut s, Op::CaptureBegin, &begin, &[]).0, 0);
+    let capturing = s.streams.table.get(other).unwrap().raw;
+    assert_eq!(
+        exec.stream_sm_count(capturing),
+        None,
+        "captured on every SM"
+    );
+    let (r, _) = call(&mut s, Op::CaptureEnd, &p::ObjectId { id: other }, &[]);
+    assert_eq!(r, 0);
+    s.teardown();
+}

@@ -38,7 +38,7 @@ fn tenant(
 }
 
 /// Loads the `fill` kernel and allocates memory for it: (function, device pointer).
-fn fill_kernel(s: &mut Session) -> (u64, u64) {
+pub(super) fn fill_kernel(s: &mut Session) -> (u64, u64) {
     let alloc = p::MemAlloc {
         device: 0,
         _pad: 0,

@@ -205,6 +205,12 @@ impl Streams {
         Ok(self.table.get(id)?.device)
     }
 
+    /// Whether SMs are kept for the fast lanes (then normal lanes do not have all of the
+    /// tenant's SMs).
+    pub fn reserving(&self) -> bool {
+        self.normal_share.is_some()
+    }
+
     /// [`Streams::prepare`] for scheduled work: first moves `id` to the fast lane or back to
     /// its normal one (module documentation), unless it is being captured.
     pub fn prepare_lane(
@@ -213,6 +219,22 @@ impl Streams {
         id: u64,
         fast: bool,
     ) -> GpuResult<(u32, Raw)> {
+        self.move_lane(exec, id, fast)?;
+        self.prepare(exec, id)
+    }
+
+    /// Where SMs are kept for the fast lanes, moves `id` to its fast lane before a capture
+    /// begins on it: work captured on a normal lane would belong to that lane's green context,
+    /// and the driver refuses graphs that mix it with the primary context's (conditional
+    /// handles, graphs built node by node).
+    pub fn lane_for_capture(&mut self, exec: &dyn Executor, id: u64) -> GpuResult<()> {
+        if self.reserving() {
+            self.move_lane(exec, id, true)?;
+        }
+        Ok(())
+    }
+
+    fn move_lane(&mut self, exec: &dyn Executor, id: u64, fast: bool) -> GpuResult<()> {
         if self.capturing.contains(&id) {
             // Its capture began on the lane in use.
         } else if id >= LEGACY_STREAM_BASE {
@@ -221,10 +243,16 @@ impl Streams {
             let l = self.legacy(exec, device)?;
             l.raw = l.lanes.switch(exec, share, device, l.raw, fast)?;
         } else {
+            let open = self.captures_open();
             let s = self.table.get_mut(id)?;
+            // A stream that joined another's capture (by waiting for one of its events) is
+            // being captured too: an event record on it would become part of the graph.
+            if open && exec.is_capturing(s.device, s.raw).unwrap_or(false) {
+                return Ok(());
+            }
             s.raw = s.lanes.switch(exec, self.sm_share, s.device, s.raw, fast)?;
         }
-        self.prepare(exec, id)
+        Ok(())
     }
 
     /// Whether any of the session's streams has a capture open.
