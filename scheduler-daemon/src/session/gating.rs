@@ -56,6 +56,11 @@ impl Gating {
         }
     }
 
+    /// Whether the session's latest job went on the fast lane.
+    pub fn on_fast_lane(&self) -> bool {
+        self.was_fast.get()
+    }
+
     /// Waits until the policy lets this work go, then issues it with `issue` on daemon stream
     /// `raw` (the session's stream `stream`) and tracks it until the GPU completes it.
     pub fn issue(

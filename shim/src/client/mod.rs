@@ -23,6 +23,9 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use zerocopy::{Immutable, IntoBytes};
 
+/// How long a client thread spins for a reply before it sleeps.
+const REPLY_SPIN: Duration = Duration::from_micros(300);
+
 /// Answer of a synchronous command.
 pub(crate) struct Reply {
     pub values: [u64; REPLY_VALUES],
@@ -311,9 +314,11 @@ impl Client {
         let slot = self.region.reply(idx).ok_or(CUresult::CUDA_ERROR_UNKNOWN)?;
         slot.state.store(REPLY_PENDING, Ordering::Relaxed);
         encoded(op, idx, body, tail, |m| self.push(m))?;
-        // Spin briefly (most answers come within microseconds), then sleep on the futex,
-        // checking now and then that the daemon is still there.
-        let spin_until = Instant::now() + Duration::from_micros(30);
+        // Spin (most answers come within microseconds, and a synchronisation with a short
+        // job's GPU work within a few hundred, where waking from a sleep would add tens of
+        // microseconds; the driver spins too), then sleep on the futex, checking now and
+        // then that the daemon is still there.
+        let spin_until = Instant::now() + REPLY_SPIN;
         loop {
             if slot.state.load(Ordering::Acquire) == REPLY_DONE {
                 break;
