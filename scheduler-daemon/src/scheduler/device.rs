@@ -162,6 +162,16 @@ impl DeviceScheduler {
         self.charge(tenant, took);
     }
 
+    /// [`DeviceScheduler::fast_job`] without waiting for the gate: `false` (nothing done) when
+    /// another thread holds it (see [`Gate::try_fast_job`]).
+    pub fn try_fast_job(&self, tenant: TenantId, took: Duration) -> bool {
+        if !self.gate.try_fast_job(tenant, took) {
+            return false;
+        }
+        self.charge(tenant, took);
+        true
+    }
+
     fn charge(&self, tenant: TenantId, t: Duration) {
         let now = Instant::now();
         if let Some(u) = lock(&self.usage).get_mut(&tenant) {

@@ -9,7 +9,7 @@ use super::Shared;
 use crate::executor::{code, Executor, GpuError, GpuResult, Raw};
 use crate::scheduler::device::DeviceScheduler;
 use crate::scheduler::{CostKey, Work, WorkKind};
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,7 +29,12 @@ pub struct Gating {
     was_fast: Cell<bool>,
     /// When the current fast-lane job issued its first work (device, time).
     fast_since: Cell<Option<(u32, Instant)>>,
+    /// Finished fast-lane jobs not yet reported (the gate was busy).
+    unreported: RefCell<Vec<(u32, Duration)>>,
 }
+
+/// Unreported fast-lane jobs kept at most (the oldest go first).
+const MAX_UNREPORTED: usize = 64;
 
 impl Default for Gating {
     fn default() -> Self {
@@ -41,6 +46,7 @@ impl Default for Gating {
             fast: Cell::new(None),
             was_fast: Cell::new(false),
             fast_since: Cell::new(None),
+            unreported: RefCell::new(Vec::new()),
         }
     }
 }
@@ -155,10 +161,19 @@ impl Gating {
             .map(|(device, since)| (device, since.elapsed()))
     }
 
-    /// Tells the policy how long a fast-lane job took; it judges the tenant by that.
-    pub fn report_fast_job(&self, shared: &Shared, (device, took): (u32, Duration)) {
-        if let Some(d) = self.devices.get(device as usize) {
-            d.fast_job(shared.identity.session, took);
+    /// Tells the policy how long a fast-lane job took; it judges the tenant by that. Never
+    /// waits for the gate: a report the gate is too busy for now is made with a later one.
+    pub fn report_fast_job(&self, shared: &Shared, job: (u32, Duration)) {
+        let mut pending = self.unreported.borrow_mut();
+        pending.push(job);
+        pending.retain(|&(device, took)| {
+            self.devices
+                .get(device as usize)
+                .is_some_and(|d| !d.try_fast_job(shared.identity.session, took))
+        });
+        if pending.len() > MAX_UNREPORTED {
+            let extra = pending.len() - MAX_UNREPORTED;
+            pending.drain(..extra);
         }
     }
 
