@@ -16,6 +16,10 @@
 #   two tenants 0.5   tenants "halfA" and "halfB" at once, 0.5 each: each
 #                     within its partition; their overlap is reported (the
 #                     same share means the same green context, so the same SMs)
+# Then, natively, tests/gpu/green_overlap: how soon a 1-block kernel in the
+# primary context finishes beside long work in the same context and in a green
+# context of all but 12 SMs (what srpt's fast-lane SM reserve relies on);
+# reported, and the program must pass (its calls work), no timing is judged.
 # Prints a table; writes $OUT/green_ctx.json and $OUT/green_ctx.log (program
 # and daemon output). Exit status 0 when every expectation held.
 
@@ -100,8 +104,17 @@ wait "$pa" "$pb"
 stop_daemon
 append_file batond "$DAEMON_LOG"
 
+# Native: does a short kernel in the primary context start beside long work in a green
+# context (srpt's fast-lane SM reserve relies on it; tests/gpu/green_overlap.c)?
+if "$NVCC" --cudart none -O2 -I tests/gpu -o "$WORK/green_overlap" tests/gpu/green_overlap.c \
+    -lcuda >>"$LOG" 2>&1; then
+    natively 60 "$WORK/green_overlap" "$WORK/kernels.cubin" 12 20 >"$WORK/overlap.out" 2>&1
+else
+    echo "FAIL green_overlap: build failed" >"$WORK/overlap.out"
+fi
+
 python3 - "$WORK" "$OUT/green_ctx.json" <<'PY'
-import json, math, re, sys
+import json, math, os, re, sys
 work, out = sys.argv[1:3]
 
 def load(name):
@@ -155,8 +168,18 @@ for r in rows:
 if pair:
     print(f"two tenants at 0.5: overlap {pair['overlap']} SMs, union {pair['union']}, "
           f"A only {pair['a_only']}, B only {pair['b_only']}")
+overlap_text = open(os.path.join(work, "overlap.out"), errors="replace").read()
+overlap = {}
+for line in overlap_text.splitlines():
+    m = re.match(r"RESULT case=(\S+) short_ms=([\d.]+) long_ms=([\d.]+)", line)
+    if m:
+        overlap[m.group(1)] = {"short_ms": float(m.group(2)), "long_ms": float(m.group(3))}
+        print(f"short kernel beside long work, {m.group(1)}: {m.group(2)} ms")
+if "PASS green_overlap" not in overlap_text:
+    failures.append("green_overlap")
 with open(out, "w") as f:
-    json.dump({"total_sms": total, "rows": rows, "pair": pair, "failures": failures}, f, indent=2)
+    json.dump({"total_sms": total, "rows": rows, "pair": pair, "overlap": overlap,
+               "failures": failures}, f, indent=2)
     f.write("\n")
 print("PASS green_ctx" if not failures else "FAIL green_ctx: " + ", ".join(failures))
 sys.exit(1 if failures else 0)
