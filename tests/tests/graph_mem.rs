@@ -150,9 +150,12 @@ fn stream_ordered_allocations_in_a_capture_become_memory_nodes() {
     let n = 128usize;
     let mut s = null_mut();
     cu!(cuStreamCreate(&mut s, 1));
+    // Thread-local: a global-mode capture would make the synchronous copies of the other test
+    // of this file, running at the same time in another thread, fail with
+    // CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED, as the driver's would.
     cu!(cuStreamBeginCapture_v2(
         s,
-        CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_GLOBAL
+        CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL
     ));
     let (mut tmp, mut kept) = (0, 0);
     cu!(cuMemAllocAsync(&mut tmp, n, s));
