@@ -156,14 +156,9 @@ impl DeviceScheduler {
     }
 
     /// A fast-lane tenant's job took `took` (first issue to the end of its synchronisation).
-    /// It counts as the tenant's GPU time (an upper bound: it includes queueing).
-    pub fn fast_job(&self, tenant: TenantId, took: Duration) {
-        self.gate.fast_job(tenant, took);
-        self.charge(tenant, took);
-    }
-
-    /// [`DeviceScheduler::fast_job`] without waiting for the gate: `false` (nothing done) when
-    /// another thread holds it (see [`Gate::try_fast_job`]).
+    /// It counts as the tenant's GPU time (an upper bound: it includes queueing). Never waits
+    /// for the gate: `false` (nothing done) when another thread holds it
+    /// (see [`Gate::try_fast_job`]).
     pub fn try_fast_job(&self, tenant: TenantId, took: Duration) -> bool {
         if !self.gate.try_fast_job(tenant, took) {
             return false;

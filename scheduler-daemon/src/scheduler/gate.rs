@@ -85,16 +85,10 @@ impl Gate {
         f(&self.lock().sched)
     }
 
-    /// Reports a finished job of a fast-lane tenant (see [`Policy::on_fast_job`]).
-    pub fn fast_job(&self, tenant: TenantId, took: Duration) {
-        let mut g = self.lock();
-        g.sched.fast_job(tenant, took);
-        self.refresh_fast(&g.sched);
-    }
-
-    /// [`Gate::fast_job`] if the gate is free now; `false` (nothing done) if another thread
-    /// holds it. A short-job tenant's session thread must not wait for the gate between two
-    /// of its requests, and its report can as well be made after the next one.
+    /// Reports a finished job of a fast-lane tenant (see [`Policy::on_fast_job`]) if the gate
+    /// is free now; `false` (nothing done) if another thread holds it. A short-job tenant's
+    /// session thread must not wait for the gate between two of its requests, and its report
+    /// can as well be made after the next one.
     pub fn try_fast_job(&self, tenant: TenantId, took: Duration) -> bool {
         let mut g = match self.state.try_lock() {
             Ok(g) => g,
