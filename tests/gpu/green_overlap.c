@@ -17,13 +17,9 @@
 #define TEST_NAME "green_overlap"
 #include "check.h"
 
-#include <time.h>
-
 static double now_ms(void)
 {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec * 1e3 + t.tv_nsec / 1e6;
+    return now_seconds() * 1e3;
 }
 
 static CUfunction fill;
