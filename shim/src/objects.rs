@@ -98,7 +98,9 @@ pub struct Function {
     magic: u32,
     pub device: u32,
     pub id: u64,
-    pub name: String,
+    /// Its name as the driver spells it; `cuFuncGetName` hands out its address, which stays
+    /// valid as long as the (never freed) function object.
+    pub name: std::ffi::CString,
     pub info: Mutex<FunctionInfo>,
     /// Bytes of the packed parameter block.
     pub params_size: usize,
@@ -117,7 +119,7 @@ pub struct Module {
     pub functions: Mutex<HashMap<String, &'static Function>>,
     pub globals: Mutex<HashMap<String, (u64, u64)>>,
     /// The names of all its functions, in the driver's order, asked for once when a caller
-    /// enumerates them; NUL-terminated so their addresses can be handed out.
+    /// enumerates them (C strings, as the lookup by name takes them).
     pub names: std::sync::OnceLock<Vec<std::ffi::CString>>,
 }
 handle_conversions!(Module, MODULE_MAGIC, CUresult::CUDA_ERROR_INVALID_HANDLE);
@@ -292,7 +294,7 @@ impl Function {
     pub fn new(
         module: &'static Module,
         id: u64,
-        name: String,
+        name: std::ffi::CString,
         info: FunctionInfo,
     ) -> &'static Function {
         Box::leak(Box::new(Function {

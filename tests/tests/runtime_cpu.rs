@@ -348,6 +348,7 @@ fn table_1734dc26_fails_its_slots() {
 #[allow(non_snake_case)]
 extern "C" {
     fn cuModuleGetFunctionCount(n: *mut c_uint, m: CUmodule) -> CUresult;
+    fn cuFuncGetName(name: *mut *const c_char, f: CUfunction) -> CUresult;
     fn cuModuleEnumerateFunctions(f: *mut CUfunction, n: c_uint, m: CUmodule) -> CUresult;
     fn cuLibraryLoadData(
         l: *mut *mut c_void,
@@ -400,6 +401,13 @@ fn tools_module_visits_every_function_of_a_module() {
         let c = std::ffi::CString::new(name.as_str()).unwrap();
         cu!(cuModuleGetFunction(&mut g, m, c.as_ptr()));
         assert_eq!(*f, g, "{name}: the handle cuModuleGetFunction gives");
+        // The function's own name, at an address that stays the same.
+        let (mut p, mut q) = (null(), null());
+        cu!(cuFuncGetName(&mut p, *f));
+        cu!(cuFuncGetName(&mut q, *f));
+        assert_eq!(p, q);
+        // SAFETY: the shim hands out a NUL-terminated name that lives as long as the function.
+        assert_eq!(unsafe { CStr::from_ptr(p) }.to_str(), Ok(name.as_str()));
     }
     // Without a callback it only counts; the public API agrees.
     // SAFETY: as above.

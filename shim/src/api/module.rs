@@ -241,7 +241,7 @@ unsafe fn function(
         name.to_bytes(),
     )?;
     let info = FunctionInfo::decode(&r.payload).ok_or(CUresult::CUDA_ERROR_UNKNOWN)?;
-    let f = Function::new(m, r.values[0], key.clone(), info);
+    let f = Function::new(m, r.values[0], name.to_owned(), info);
     Ok(*lock(&m.functions).entry(key).or_insert(f))
 }
 
@@ -269,23 +269,18 @@ pub(crate) fn function_names(
     Ok(m.names.get_or_init(|| names))
 }
 
-/// Every function of `m`, in the driver's order, with its name.
-fn functions(
-    c: &'static Client,
-    m: &'static Module,
-) -> Result<Vec<(&'static Function, &'static std::ffi::CString)>, CUresult> {
+/// Every function of `m`, in the driver's order.
+fn functions(c: &'static Client, m: &'static Module) -> Result<Vec<&'static Function>, CUresult> {
     function_names(c, m)?
         .iter()
         // SAFETY: a CString is NUL-terminated.
-        .map(|n| unsafe { function(c, m, n.as_ptr()) }.map(|f| (f, n)))
+        .map(|n| unsafe { function(c, m, n.as_ptr()) })
         .collect()
 }
 
 /// The functions of the module behind `module`, as the tools' module table lists them: none
 /// for a library handle.
-pub(crate) fn module_functions(
-    module: CUmodule,
-) -> Result<Vec<(&'static Function, &'static std::ffi::CString)>, CUresult> {
+pub(crate) fn module_functions(module: CUmodule) -> Result<Vec<&'static Function>, CUresult> {
     let c = ready()?;
     let m = Module::from_handle(module)?;
     if m.kind != ImageKind::Module {
@@ -332,7 +327,7 @@ unsafe fn enumerate(
         if handles.is_null() {
             return Err(CUresult::CUDA_ERROR_INVALID_VALUE);
         }
-        for (i, (f, _)) in functions(c, m)?.into_iter().take(n as usize).enumerate() {
+        for (i, f) in functions(c, m)?.into_iter().take(n as usize).enumerate() {
             // SAFETY: i < n entries, per the contract.
             unsafe { handles.add(i).write(f.handle()) };
         }
@@ -564,23 +559,8 @@ pub(crate) unsafe fn cuFuncGetName(name: *mut *const c_char, hfunc: CUfunction) 
     ret((|| {
         ready()?;
         let f = Function::from_handle(hfunc)?;
-        // Names live as long as the (never freed) function object; keep a C copy beside it.
-        static NAMES: std::sync::Mutex<Vec<(usize, std::ffi::CString)>> =
-            std::sync::Mutex::new(Vec::new());
-        let mut names = lock(&NAMES);
-        let key = f as *const Function as usize;
-        let p = match names.iter().find(|(k, _)| *k == key) {
-            Some((_, s)) => s.as_ptr(),
-            None => {
-                let s = std::ffi::CString::new(f.name.clone())
-                    .map_err(|_| CUresult::CUDA_ERROR_UNKNOWN)?;
-                let p = s.as_ptr();
-                names.push((key, s));
-                p
-            }
-        };
         // SAFETY: forwarded caller contract.
-        unsafe { out(name, p) }
+        unsafe { out(name, f.name.as_ptr()) }
     })())
 }
 

@@ -48,10 +48,10 @@ unsafe extern "C" fn for_each_function(
         ));
     }
     if let Some(visit) = visit {
-        for (f, name) in &functions {
+        for f in &functions {
             // SAFETY: the caller's callback, with its own `user`, a live function handle and a
-            // NUL-terminated name that lives as long as the module object (never freed).
-            unsafe { visit(user, f.handle(), name.as_ptr()) };
+            // NUL-terminated name that lives as long as the function object (never freed).
+            unsafe { visit(user, f.handle(), f.name.as_ptr()) };
         }
     }
     functions.len() as c_uint
