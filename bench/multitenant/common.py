@@ -86,6 +86,25 @@ def latency_summary(latencies_s, censored_s, window_s, completed_in_window):
     }
 
 
+def service_summary(services_s, waits_s=()):
+    """p50/p99/mean/max in ms of requests' own service times (no queueing), as `service_*`
+    keys, and of the part of them spent waiting for the GPU after handing the work over, as
+    `sync_*` keys (when given)."""
+    ms = lambda x: None if x is None else round(x * 1e3, 4)
+    out = {}
+    for name, values in (("service", services_s), ("sync", waits_s)):
+        v = sorted(values)
+        if not v and name == "sync":
+            continue
+        out.update({
+            f"{name}_p50_ms": ms(percentile(v, 50)),
+            f"{name}_p99_ms": ms(percentile(v, 99)),
+            f"{name}_mean_ms": ms(sum(v) / len(v) if v else None),
+            f"{name}_max_ms": ms(v[-1] if v else None),
+        })
+    return out
+
+
 def read_json(path, default=None):
     try:
         with open(path) as f:

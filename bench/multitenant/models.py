@@ -102,11 +102,24 @@ def _latency_model(torch, name):
     raise ValueError(f"unknown latency model {name!r} (one of {', '.join(LAT_MODELS)})")
 
 
-def latency_request(name, fake=False):
-    """Builds the model; returns a function that serves one request and returns when done."""
+def latency_request(name, fake=False, issued=None):
+    """Builds the model; returns a function that serves one request and returns when done.
+
+    `issued`, if given, receives for each request the time.monotonic() at which all its work
+    was handed to CUDA and the synchronize began: what comes before is the host's share of the
+    service time (Python, PyTorch, the driver or Baton's shim), what comes after the wait for
+    the GPU (and, under Baton, for the daemon to get the work there).
+    """
     if fake:
         service = FAKE_SERVICE[name]
-        return lambda: time.sleep(service)
+
+        def fake_request():
+            time.sleep(service / 4)
+            if issued is not None:
+                issued.append(time.monotonic())
+            time.sleep(service * 3 / 4)
+
+        return fake_request
     torch = _torch()
     model, shape = _latency_model(torch, name)
     model = model.cuda().eval().half()
@@ -122,6 +135,8 @@ def latency_request(name, fake=False):
             x_d.copy_(x_h, non_blocking=True)
             y = model(x_d)
             y_h.copy_(y, non_blocking=True)
+        if issued is not None:
+            issued.append(time.monotonic())
         stream.synchronize()
 
     return request

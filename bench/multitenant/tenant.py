@@ -30,7 +30,14 @@ import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import arrival_offsets, latency_summary, phase_seed, read_json, write_json  # noqa: E402
+from common import (  # noqa: E402
+    arrival_offsets,
+    latency_summary,
+    phase_seed,
+    read_json,
+    service_summary,
+    write_json,
+)
 
 now = time.monotonic
 
@@ -65,10 +72,13 @@ def wait_go(sync_dir, name, step, timeout):
         step()
 
 
-def serve_phase(request, arrivals, deadline, clock=None, sleep=None):
+def serve_phase(request, arrivals, deadline, clock=None, sleep=None, services=None):
     """Serves absolute arrival times in order, none after `deadline`.
 
     Returns (latencies, censored, completion times); `clock`/`sleep` are replaceable for tests.
+    `services`, if given, receives each request's own service time (start to completion,
+    without the backlog before it): near saturation the tail of a single-server queue is set
+    by the service time, so this tells a slower request from a longer queue.
     """
     clock = clock or now
     sleep = sleep or sleep_until
@@ -80,8 +90,11 @@ def serve_phase(request, arrivals, deadline, clock=None, sleep=None):
             break
         if a > t:
             sleep(a)
+            t = clock()
         request()
         c = clock()
+        if services is not None:
+            services.append(c - t)
         lat.append(c - a)
         done.append(c)
     return lat, cens, done
@@ -103,7 +116,8 @@ def run_lat(a):
 
     out = {"role": "lat", "name": a.name, "model": a.model, "pid": os.getpid(), "arrivals": a.arrivals}
     t_start = now()
-    request = latency_request(a.model, fake=a.fake)
+    issued = []
+    request = latency_request(a.model, fake=a.fake, issued=issued)
     for _ in range(a.warmup_requests):
         request()
     out["load_s"] = round(now() - t_start, 3)
@@ -134,8 +148,12 @@ def run_lat(a):
         deadline = start + period if k + 1 < len(rates) else end + a.drain
         offs = arrival_offsets(a.arrivals, rate, a.phase_seconds, phase_seed(a.seed, k), a.sigma)
         sleep_until(start)
-        lat, cens, done = serve_phase(request, [start + o for o in offs], deadline)
+        svc = []
+        issued.clear()
+        lat, cens, done = serve_phase(request, [start + o for o in offs], deadline, services=svc)
         s = latency_summary(lat, cens, a.phase_seconds, sum(1 for c in done if c < end))
+        # The wait for the GPU: from each request's hand-over to its completion.
+        s.update(service_summary(svc, [c - i for c, i in zip(done, issued)]))
         s.update(rate=round(rate, 4), offered=len(offs))
         phases.append(s)
     out["phases"] = phases

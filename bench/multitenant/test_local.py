@@ -67,9 +67,13 @@ class Serve(unittest.TestCase):
 
     def test_latency_counts_own_backlog(self):
         clock, sleep, request = self.fake_clock(0.010)
-        lat, cens, done = tenant.serve_phase(request, [0.0, 0.001, 0.002, 0.5], 10.0, clock, sleep)
+        svc = []
+        lat, cens, done = tenant.serve_phase(request, [0.0, 0.001, 0.002, 0.5], 10.0, clock, sleep, svc)
         self.assertEqual([round(x, 6) for x in lat], [0.010, 0.019, 0.028, 0.010])
         self.assertEqual(cens, [])
+        # Service times leave out the backlog: every request took its own 10 ms.
+        self.assertEqual([round(x, 6) for x in svc], [0.010] * 4)
+        self.assertEqual(common.service_summary(svc)["service_p99_ms"], 10.0)
 
     def test_censor_after_deadline(self):
         clock, sleep, request = self.fake_clock(1.0)

@@ -5,7 +5,8 @@
 use std::fmt::Arguments;
 use std::io::Write;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
+use std::time::Instant;
 
 /// 0: not read yet, 1: off, 2: on.
 static STATE: AtomicU8 = AtomicU8::new(0);
@@ -37,10 +38,13 @@ fn init() -> bool {
     on
 }
 
-/// Writes one trace line, prefixed with the process and thread.
+/// Writes one trace line, prefixed with the process, the thread and the seconds since the first
+/// line (so the gaps between calls show where a program's time goes).
 pub(crate) fn line(args: Arguments<'_>) {
+    static START: OnceLock<Instant> = OnceLock::new();
+    let t = START.get_or_init(Instant::now).elapsed().as_secs_f64();
     let tid = std::thread::current().id();
-    let text = format!("baton-trace[{} {:?}] {}\n", std::process::id(), tid, args);
+    let text = format!("baton-trace[{} {:?} {:.6}] {}\n", std::process::id(), tid, t, args);
     let mut f = crate::client::lock(&FILE);
     match f.as_mut() {
         Some(f) => {
