@@ -86,15 +86,18 @@ def latency_summary(latencies_s, censored_s, window_s, completed_in_window):
     }
 
 
-def service_summary(services_s, waits_s=()):
-    """p50/p99/mean/max in ms of requests' own service times (no queueing), as `service_*`
-    keys, and of the part of them spent waiting for the GPU after handing the work over, as
-    `sync_*` keys (when given)."""
+def service_summary(services_s, waits_s=(), stalls_s=()):
+    """Where a latency tenant's time went, in ms: `service_*` (p50/p99/mean/max) of requests'
+    own service times (no queueing); `sync_*` of the part of them spent waiting for the GPU
+    after handing the work over; `stall_*` of how late requests started although the tenant
+    was free (time its process did not run), with `stall_total_ms` their sum and
+    `stalls_over_1ms` how many were longer than 1 ms. Keys of empty inputs are left out,
+    except `service_*`."""
     ms = lambda x: None if x is None else round(x * 1e3, 4)
     out = {}
-    for name, values in (("service", services_s), ("sync", waits_s)):
+    for name, values in (("service", services_s), ("sync", waits_s), ("stall", stalls_s)):
         v = sorted(values)
-        if not v and name == "sync":
+        if not v and name != "service":
             continue
         out.update({
             f"{name}_p50_ms": ms(percentile(v, 50)),
@@ -102,6 +105,9 @@ def service_summary(services_s, waits_s=()):
             f"{name}_mean_ms": ms(sum(v) / len(v) if v else None),
             f"{name}_max_ms": ms(v[-1] if v else None),
         })
+    if stalls_s:
+        out["stall_total_ms"] = ms(sum(stalls_s))
+        out["stalls_over_1ms"] = sum(1 for x in stalls_s if x > 0.001)
     return out
 
 

@@ -36,7 +36,8 @@ TARGET_A = {"arm": "baton_priority", "max_p99_ratio": 1.5, "min_be_share": 0.7}
 TARGET_B = {"p99_limit_ms": 100.0, "min_gain": 2.0, "baseline": "mps", "arm": "baton_srpt"}
 LAT_KEYS = ["p50_ms", "p90_ms", "p99_ms", "max_ms", "mean_ms", "service_p50_ms", "service_p99_ms",
             "service_mean_ms", "service_max_ms", "sync_p50_ms", "sync_p99_ms", "sync_mean_ms",
-            "sync_max_ms", "n", "censored", "p99_is_lower_bound",
+            "sync_max_ms", "stall_p50_ms", "stall_p99_ms", "stall_mean_ms", "stall_max_ms", "stall_total_ms",
+            "stalls_over_1ms", "n", "censored", "p99_is_lower_bound",
             "throughput", "unit", "rate", "offered"]
 
 

@@ -72,17 +72,21 @@ def wait_go(sync_dir, name, step, timeout):
         step()
 
 
-def serve_phase(request, arrivals, deadline, clock=None, sleep=None, services=None):
+def serve_phase(request, arrivals, deadline, clock=None, sleep=None, services=None, stalls=None):
     """Serves absolute arrival times in order, none after `deadline`.
 
     Returns (latencies, censored, completion times); `clock`/`sleep` are replaceable for tests.
     `services`, if given, receives each request's own service time (start to completion,
     without the backlog before it): near saturation the tail of a single-server queue is set
-    by the service time, so this tells a slower request from a longer queue.
+    by the service time, so this tells a slower request from a longer queue. `stalls`, if given,
+    receives for each request how late it started: after its arrival or the previous
+    completion, whichever is later. An ideal server starts at once; time here is time the
+    tenant's process did not run (a late wake-up from sleep, the CPU given to others).
     """
     clock = clock or now
     sleep = sleep or sleep_until
     lat, cens, done = [], [], []
+    free = None
     for i, a in enumerate(arrivals):
         t = clock()
         if t >= deadline:
@@ -91,12 +95,15 @@ def serve_phase(request, arrivals, deadline, clock=None, sleep=None, services=No
         if a > t:
             sleep(a)
             t = clock()
+        if stalls is not None:
+            stalls.append(max(0.0, t - max(a, free if free is not None else a)))
         request()
         c = clock()
         if services is not None:
             services.append(c - t)
         lat.append(c - a)
         done.append(c)
+        free = c
     return lat, cens, done
 
 
@@ -148,12 +155,13 @@ def run_lat(a):
         deadline = start + period if k + 1 < len(rates) else end + a.drain
         offs = arrival_offsets(a.arrivals, rate, a.phase_seconds, phase_seed(a.seed, k), a.sigma)
         sleep_until(start)
-        svc = []
+        svc, stalls = [], []
         issued.clear()
-        lat, cens, done = serve_phase(request, [start + o for o in offs], deadline, services=svc)
+        arr = [start + o for o in offs]
+        lat, cens, done = serve_phase(request, arr, deadline, services=svc, stalls=stalls)
         s = latency_summary(lat, cens, a.phase_seconds, sum(1 for c in done if c < end))
         # The wait for the GPU: from each request's hand-over to its completion.
-        s.update(service_summary(svc, [c - i for c, i in zip(done, issued)]))
+        s.update(service_summary(svc, [c - i for c, i in zip(done, issued)], stalls))
         s.update(rate=round(rate, 4), offered=len(offs))
         phases.append(s)
     out["phases"] = phases

@@ -67,13 +67,28 @@ class Serve(unittest.TestCase):
 
     def test_latency_counts_own_backlog(self):
         clock, sleep, request = self.fake_clock(0.010)
-        svc = []
-        lat, cens, done = tenant.serve_phase(request, [0.0, 0.001, 0.002, 0.5], 10.0, clock, sleep, svc)
+        svc, stalls = [], []
+        lat, cens, done = tenant.serve_phase(request, [0.0, 0.001, 0.002, 0.5], 10.0, clock, sleep, svc, stalls)
         self.assertEqual([round(x, 6) for x in lat], [0.010, 0.019, 0.028, 0.010])
         self.assertEqual(cens, [])
         # Service times leave out the backlog: every request took its own 10 ms.
         self.assertEqual([round(x, 6) for x in svc], [0.010] * 4)
         self.assertEqual(common.service_summary(svc)["service_p99_ms"], 10.0)
+        self.assertEqual(stalls, [0.0] * 4)
+
+    def test_stall_is_time_not_serving(self):
+        # The process oversleeps by 5 ms before the second request: a stall, not service.
+        clock, sleep, request = self.fake_clock(0.010)
+
+        def late_sleep(until):
+            sleep(until + (0.005 if until == 0.1 else 0.0))
+
+        svc, stalls = [], []
+        lat, _, _ = tenant.serve_phase(request, [0.0, 0.1], 10.0, clock, late_sleep, svc, stalls)
+        self.assertEqual([round(x, 6) for x in stalls], [0.0, 0.005])
+        self.assertEqual([round(x, 6) for x in lat], [0.010, 0.015])
+        s = common.service_summary(svc, (), stalls)
+        self.assertEqual((s["stall_max_ms"], s["stalls_over_1ms"], s["stall_total_ms"]), (5.0, 1, 5.0))
 
     def test_censor_after_deadline(self):
         clock, sleep, request = self.fake_clock(1.0)
