@@ -21,7 +21,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from common import read_json, write_json  # noqa: E402
+from common import latency_summary, read_json, service_summary, write_json  # noqa: E402
 
 now = time.monotonic
 
@@ -60,8 +60,43 @@ def tenant_env(a, arm, name, best_effort):
     if arm in BATON_POLICY:
         if not a.sock or not a.shim:
             raise SystemExit(f"arm {arm}: --sock and --shim are required")
-        env.update(BATON_SOCKET=a.sock, LD_PRELOAD=a.shim, BATON_TENANT=name)
+        env.update(BATON_SOCKET=a.sock, LD_PRELOAD=a.shim, BATON_TENANT=tenant_of(name))
     return env
+
+
+WORKER_SEP = ".w"
+
+
+def tenant_of(name):
+    """The tenant (model) a process serves: worker `mlp.w1` serves `mlp`."""
+    return name.split(WORKER_SEP, 1)[0]
+
+
+def merge_workers(parts):
+    """One tenant entry from the entries of a model's workers, as if one process had served
+    every request: per phase, the workers' raw samples are pooled and summarised again."""
+    first = parts[0]
+    out = {k: v for k, v in first.items() if k not in ("phases", "pid", "worker", "late_start_s")}
+    out["pids"] = [p.get("pid") for p in parts]
+    out["late_start_s"] = max(p.get("late_start_s", 0) or 0 for p in parts)
+    bad = [p for p in parts if p.get("state") != "done"]
+    if bad:
+        out["state"] = bad[0].get("state")
+        if bad[0].get("error"):
+            out["error"] = bad[0]["error"]
+        return out
+    phases = []
+    for k in range(min(len(p.get("phases") or []) for p in parts)):
+        raw = [p["phases"][k].get("raw") or {} for p in parts]
+        pool = lambda key: [x for r in raw for x in r.get(key, [])]
+        s = latency_summary(pool("lat"), pool("cens"), raw[0].get("window_s", 0.0),
+                            sum(r.get("completed", 0) for r in raw))
+        s.update(service_summary(pool("svc"), pool("sync"), pool("stall")))
+        s.update(rate=parts[0]["phases"][k].get("rate"),
+                 offered=sum(p["phases"][k].get("offered", 0) for p in parts))
+        phases.append(s)
+    out["phases"] = phases
+    return out
 
 
 def b_plan(models, cap, loads):
@@ -126,7 +161,11 @@ def tenants_for(a):
                      "--drain", str(a.gap)]
             # Different arrival streams per model, the same ones in every arm. The largest model
             # plays the best-effort part where an arm treats tenants differently (mps_tuned).
-            lat(m, m, extra, a.seed + 101 * (i + 1), best_effort=(m == largest))
+            for w in range(a.workers):
+                name, more = m, []
+                if a.workers > 1:
+                    name, more = f"{m}{WORKER_SEP}{w}", ["--workers", str(a.workers), "--worker", str(w)]
+                lat(name, m, extra + more, a.seed + 101 * (i + 1), best_effort=(m == largest))
     return out
 
 
@@ -173,9 +212,12 @@ def run_arm(a):
     notes = []
 
     def finish():
+        by_tenant = {}
         for name in names:
             t = read_json(os.path.join(a.run_dir, f"{name}.json"), {"state": "no output"})
-            result["tenants"][name] = t
+            by_tenant.setdefault(tenant_of(name), []).append(t)
+        for tenant, parts in by_tenant.items():
+            result["tenants"][tenant] = parts[0] if len(parts) == 1 else merge_workers(parts)
         bad = [n for n, t in result["tenants"].items() if t.get("state") != "done"]
         for n in bad:
             t = result["tenants"][n]
@@ -335,6 +377,7 @@ def parser():
     q.add_argument("--loads", default="0.25,0.5,0.75,1.0")
     q.add_argument("--sigma", type=float, default=1.5)
     q.add_argument("--gap", type=float, default=2.0)
+    q.add_argument("--workers", type=int, default=1, help="processes serving each model's requests")
     q = sub.add_parser("capacity")
     q.add_argument("--models", required=True)
     q.add_argument("--work-dir", required=True)
@@ -361,6 +404,8 @@ def main(argv=None):
         if a.arm not in arms:
             raise SystemExit(f"scenario {a.scenario} has no arm {a.arm!r} (one of {', '.join(arms)})")
         a.loads_list = [float(x) for x in a.loads.split(",") if x]
+        if a.workers < 1:
+            raise SystemExit(f"--workers must be at least 1, got {a.workers}")
         return run_arm(a)
     return {"capacity": run_capacity, "baton-config": baton_config, "rate": alone_rate}[a.cmd](a)
 

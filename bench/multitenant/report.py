@@ -274,12 +274,17 @@ def md_b(case, c):
     t = c.get("target") or {}
     small = t.get("smallest_model")
     models = c.get("models") or sorted((c.get("capacity") or {}).keys())
-    out = [f"### Scenario b: {len(models)} models, lognormal inter-arrivals, sigma {c.get('sigma', case)}", ""]
+    workers = c.get("workers") or 1
+    served = f", {workers} worker processes per model" if workers > 1 else ""
+    out = [f"### Scenario b: {len(models)} models, lognormal inter-arrivals, sigma {c.get('sigma', case)}{served}",
+           ""]
     cap = c.get("capacity") or {}
     if cap:
         out.append("Capacity alone (closed loop, native): " + ", ".join(
             f"`{m}` {fmt(cap[m]['capacity_rps'], 1)} req/s ({fmt(cap[m]['service_ms'], 3)} ms)" for m in cap) + ".")
-        out.append("Offered load L: each model gets L x (its capacity alone) / (number of models) requests/s.")
+        out.append("Offered load L: each model gets L x (its capacity alone) / (number of models) requests/s."
+                   + (f" Each model's requests are dealt round-robin to {workers} processes serving it, each"
+                      " one request at a time; capacity alone is one such process's." if workers > 1 else ""))
         out.append("")
     arms = [a for a in arm_sort(c.get("arms", {}))]
     loads = loads_of(c)
@@ -570,7 +575,9 @@ def main(argv=None):
             params = dict(zip(("lat_model", "be_work"), a.case.split("+", 1)))
         if a.scenario == "b":
             cap = read_json(os.path.join(a.arm_dir, "b.capacity.json")) or {}
-            params = {"sigma": float(a.case[len("sigma"):]) if a.case.startswith("sigma") else None,
+            sigma, _, workers = a.case[len("sigma"):].partition("-w")
+            params = {"sigma": float(sigma) if a.case.startswith("sigma") else None,
+                      "workers": int(workers) if workers else 1,
                       "models": list((cap.get("models") or {}).keys())}
         update(results, a.scenario, a.case, a.arm_dir, meta, a.command, notes, params)
     elif a.cmd == "merge":

@@ -6,12 +6,14 @@
 #     OUT=/dir bash bench/multitenant/run.sh --scenario a [--lat-model resnet50|encoder]
 #                                             [--be-work gemm|train|infer64]
 #     OUT=/dir bash bench/multitenant/run.sh --scenario b [--sigma 1.5|2] [--loads 0.25,0.5,..]
+#                                             [--workers N]
 # Common options: --arms A,B,..  --duration S (a: measured window; b: per load)  --budget S
 # (whole invocation, default 530)  --seed N  --srpt-fairness X  --fake (no GPU: tenants sleep
 # instead of computing; results go to $OUT only, for testing this script).
 #
 # Each invocation measures one case (scenario a: one latency model beside one best-effort work;
-# scenario b: one sigma) and merges it into bench/results/multitenant.json (other cases and arms
+# scenario b: one sigma and one number of worker processes per model, case "sigma1.5" or
+# "sigma1.5-w2") and merges it into bench/results/multitenant.json (other cases and arms
 # already there are kept; the arms measured now replace theirs), then rewrites
 # bench/results/multitenant.md and the PNGs from the merged results.
 #
@@ -42,6 +44,7 @@ FAKE=0
 RATE=""
 DEPTH=4
 GEMM_N=8192
+WORKERS=1
 ORIG_ARGS=("$@")
 
 usage() { sed -n '2,20p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
@@ -61,6 +64,7 @@ while (($#)); do
     --rate) RATE=${2:-} && shift ;;
     --depth) DEPTH=${2:-} && shift ;;
     --gemm-n) GEMM_N=${2:-} && shift ;;
+    --workers) WORKERS=${2:-} && shift ;;
     --fake) FAKE=1 ;;
     -h | --help) usage && exit 0 ;;
     *) echo "unknown option: $1 (see --help)" >&2 && exit 2 ;;
@@ -79,6 +83,8 @@ b)
     ARMS=${ARMS:-native,mps,baton_passthrough,baton_srpt,baton_fair}
     DURATION=${DURATION:-8}
     CASE="sigma$SIGMA"
+    [[ $WORKERS =~ ^[1-9][0-9]*$ ]] || { echo "--workers must be a positive integer, got $WORKERS" >&2 && exit 2; }
+    ((WORKERS > 1)) && CASE="$CASE-w$WORKERS"
     ;;
 *) echo "--scenario a or --scenario b is required (see --help)" >&2 && exit 2 ;;
 esac
@@ -314,7 +320,8 @@ if [[ $SCENARIO == a ]]; then
         run_one "$arm" --rate "$RATE"
     done
 else
-    SCEN_ARGS=(--models "$MODELS" --loads "$LOADS" --sigma "$SIGMA" --capacity-json "$WORK/b.capacity.json")
+    SCEN_ARGS=(--models "$MODELS" --loads "$LOADS" --sigma "$SIGMA" --capacity-json "$WORK/b.capacity.json"
+        --workers "$WORKERS")
     say "== capacity of each model alone (native)"
     if ! python3 "$HERE/driver.py" capacity --models "$MODELS" --work-dir "$WORK" --out "$WORK/b.capacity.json" \
         --timeout "$(timeout_for 120)" "${FAKE_ARG[@]}" 2>&1 | tee -a "$LOG"; then

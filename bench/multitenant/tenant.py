@@ -121,7 +121,10 @@ def measure_capacity(request, seconds):
 def run_lat(a):
     from models import latency_request
 
-    out = {"role": "lat", "name": a.name, "model": a.model, "pid": os.getpid(), "arrivals": a.arrivals}
+    if not 0 <= a.worker < a.workers:
+        raise SystemExit(f"lat: --worker {a.worker} is not one of 0..{a.workers - 1} (--workers {a.workers})")
+    out = {"role": "lat", "name": a.name, "model": a.model, "pid": os.getpid(), "arrivals": a.arrivals,
+           "workers": a.workers, "worker": a.worker}
     t_start = now()
     issued = []
     request = latency_request(a.model, fake=a.fake, issued=issued)
@@ -154,6 +157,9 @@ def run_lat(a):
         end = start + a.phase_seconds
         deadline = start + period if k + 1 < len(rates) else end + a.drain
         offs = arrival_offsets(a.arrivals, rate, a.phase_seconds, phase_seed(a.seed, k), a.sigma)
+        # One of several workers of a model: every worker draws the model's whole stream and
+        # serves its share, round-robin, as a load balancer in front of them would.
+        offs = offs[a.worker :: a.workers]
         sleep_until(start)
         svc, stalls = [], []
         issued.clear()
@@ -161,7 +167,12 @@ def run_lat(a):
         lat, cens, done = serve_phase(request, arr, deadline, services=svc, stalls=stalls)
         s = latency_summary(lat, cens, a.phase_seconds, sum(1 for c in done if c < end))
         # The wait for the GPU: from each request's hand-over to its completion.
-        s.update(service_summary(svc, [c - i for c, i in zip(done, issued)], stalls))
+        waits = [c - i for c, i in zip(done, issued)]
+        s.update(service_summary(svc, waits, stalls))
+        if a.workers > 1:
+            # The driver merges the workers of a model from these (percentiles do not add up).
+            s["raw"] = {"lat": lat, "cens": cens, "svc": svc, "sync": waits, "stall": stalls,
+                        "completed": sum(1 for c in done if c < end), "window_s": a.phase_seconds}
         s.update(rate=round(rate, 4), offered=len(offs))
         phases.append(s)
     out["phases"] = phases
@@ -249,6 +260,8 @@ def parser():
             q.add_argument("--phase-seconds", type=float, required=True)
             q.add_argument("--gap", type=float, default=2.0)
             q.add_argument("--drain", type=float, default=5.0)
+            q.add_argument("--workers", type=int, default=1, help="processes serving this model")
+            q.add_argument("--worker", type=int, default=0, help="which of them this is (0-based)")
         else:
             q.add_argument("--work", required=True)
             q.add_argument("--depth", type=int, default=4)

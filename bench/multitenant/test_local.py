@@ -11,6 +11,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 import common  # noqa: E402
+import driver  # noqa: E402
 import report  # noqa: E402
 import tenant  # noqa: E402
 
@@ -95,6 +96,23 @@ class Serve(unittest.TestCase):
         lat, cens, done = tenant.serve_phase(request, [0.0, 0.1, 0.2, 0.3], 1.5, clock, sleep)
         self.assertEqual(len(lat), 2)
         self.assertEqual([round(x, 6) for x in cens], [1.3, 1.2])
+
+    def test_workers_merge_as_one_server(self):
+        # Two workers' raw samples pooled give the summary one process serving all would give.
+        def part(w, lat, svc):
+            raw = {"lat": lat, "cens": [], "svc": svc, "sync": svc, "stall": [0.0] * len(lat),
+                   "completed": len(lat), "window_s": 1.0}
+            return {"state": "done", "model": "m", "pid": w, "worker": w, "late_start_s": 0.01 * w,
+                    "phases": [{"rate": 10.0, "offered": len(lat), "raw": raw}]}
+
+        a, b = [0.001, 0.002, 0.003], [0.010, 0.020]
+        m = driver.merge_workers([part(0, a, a), part(1, b, b)])
+        ph = m["phases"][0]
+        self.assertEqual(ph, dict(common.latency_summary(a + b, [], 1.0, 5),
+                                  **common.service_summary(a + b, a + b, [0.0] * 5), rate=10.0, offered=5))
+        self.assertEqual((m["state"], m["pids"], m["late_start_s"]), ("done", [0, 1], 0.01))
+        self.assertEqual(driver.tenant_of("mlp.w1"), "mlp")
+        self.assertEqual(driver.merge_workers([part(0, a, a), {"state": "no output"}])["state"], "no output")
 
     def test_md1_half_load(self):
         # M/D/1 at rho 0.5: mean sojourn = S (1 + rho / (2 (1 - rho))) = 1.5 S.

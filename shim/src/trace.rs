@@ -44,7 +44,13 @@ pub(crate) fn line(args: Arguments<'_>) {
     static START: OnceLock<Instant> = OnceLock::new();
     let t = START.get_or_init(Instant::now).elapsed().as_secs_f64();
     let tid = std::thread::current().id();
-    let text = format!("baton-trace[{} {:?} {:.6}] {}\n", std::process::id(), tid, t, args);
+    let text = format!(
+        "baton-trace[{} {:?} {:.6}] {}\n",
+        std::process::id(),
+        tid,
+        t,
+        args
+    );
     let mut f = crate::client::lock(&FILE);
     match f.as_mut() {
         Some(f) => {
