@@ -312,6 +312,8 @@ def baton_config(a):
              f'policy = "{policy}"', 'metrics_listen = "off"']
     if policy == "srpt":
         lines.append(f"srpt_fairness = {float(a.srpt_fairness)}")
+    if a.issue_window_us and policy in ("priority", "fair", "srpt"):
+        lines.append(f"issue_window_us = {int(a.issue_window_us)}")
     if a.scenario == "a":
         tenants = [("lat", "high", LAT_WEIGHT), ("be", "low", 1)]
     else:
@@ -392,6 +394,7 @@ def parser():
     q.add_argument("--models", default="mlp,resnet18,resnet50_b8,encoder_large")
     q.add_argument("--capacity-json", default="")
     q.add_argument("--srpt-fairness", type=float, default=0.5)
+    q.add_argument("--issue-window-us", type=int, default=0, help="0: the daemon's default")
     q = sub.add_parser("rate")
     q.add_argument("--from", dest="from_file", required=True)
     return p

@@ -8,8 +8,9 @@
 #     OUT=/dir bash bench/multitenant/run.sh --scenario b [--sigma 1.5|2] [--loads 0.25,0.5,..]
 #                                             [--workers N]
 # Common options: --arms A,B,..  --duration S (a: measured window; b: per load)  --budget S
-# (whole invocation, default 530)  --seed N  --srpt-fairness X  --fake (no GPU: tenants sleep
-# instead of computing; results go to $OUT only, for testing this script).
+# (whole invocation, default 530)  --seed N  --srpt-fairness X  --issue-window-us N (Baton's
+# issue_window_us for the policies that read it; default: the daemon's)  --fake (no GPU: tenants
+# sleep instead of computing; results go to $OUT only, for testing this script).
 #
 # Each invocation measures one case (scenario a: one latency model beside one best-effort work;
 # scenario b: one sigma and one number of worker processes per model, case "sigma1.5" or
@@ -45,6 +46,7 @@ RATE=""
 DEPTH=4
 GEMM_N=8192
 WORKERS=1
+WINDOW=""
 ORIG_ARGS=("$@")
 
 usage() { sed -n '2,20p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
@@ -65,6 +67,7 @@ while (($#)); do
     --depth) DEPTH=${2:-} && shift ;;
     --gemm-n) GEMM_N=${2:-} && shift ;;
     --workers) WORKERS=${2:-} && shift ;;
+    --issue-window-us) WINDOW=${2:-} && shift ;;
     --fake) FAKE=1 ;;
     -h | --help) usage && exit 0 ;;
     *) echo "unknown option: $1 (see --help)" >&2 && exit 2 ;;
@@ -92,6 +95,7 @@ for v in "$DURATION" "$SIGMA" "$BUDGET" "$SRPT_FAIRNESS" "$SEED" "$DEPTH" "$GEMM
     num "$v" || { echo "not a number: $v" >&2 && exit 2; }
 done
 [[ -z $RATE ]] || num "$RATE" || { echo "not a number: $RATE" >&2 && exit 2; }
+[[ -z $WINDOW || $WINDOW =~ ^[1-9][0-9]*$ ]] || { echo "--issue-window-us must be a positive integer, got $WINDOW" >&2 && exit 2; }
 
 OUT=${OUT:-}
 [[ -n $OUT ]] || OUT=$(mktemp -d /tmp/baton-mt-out.XXXXXX)
@@ -270,7 +274,7 @@ run_one() {
         fi
         python3 "$HERE/driver.py" baton-config --scenario "$SCENARIO" --arm "$arm" \
             --out "$WORK/$arm.toml" --models "$MODELS" --capacity-json "$WORK/b.capacity.json" \
-            --srpt-fairness "$SRPT_FAIRNESS" >>"$LOG" 2>&1
+            --srpt-fairness "$SRPT_FAIRNESS" ${WINDOW:+--issue-window-us "$WINDOW"} >>"$LOG" 2>&1
         : >"$DAEMON_LOG"
         if start_batond "$WORK/sock" "$WORK/$arm.toml"; then
             drive "$arm" "$t" --sock "$SOCK" --shim "$SHIM" "$@"
