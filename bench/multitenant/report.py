@@ -9,6 +9,9 @@
     report.py render --results R.json --md R.md --png-dir DIR
     report.py rate --results R.json --case C
         prints the latency tenant's rate measured alone for scenario a's case C.
+    report.py capacity --results R.json --case C --models M1,M2,.. --out F.json
+        writes scenario b's stored capacities of case C as a capacity file (run.sh
+        --reuse-capacity), so that separate invocations offer the same request rates.
 
 Layout of R.json: {"scenarios": {"a": {CASE: {"arms": {ARM: {"tenants": {"lat": {...},
 "be": {...}}}}}}, "b": {CASE: {"capacity": {...}, "arms": {ARM: {"loads": {LOAD: {"tenants":
@@ -103,7 +106,7 @@ def update(results, scenario, case, arm_dir, meta, command, notes, params):
     failures = []
     if scenario == "b":
         cap = read_json(os.path.join(arm_dir, "b.capacity.json"))
-        if cap and cap.get("state") == "done":
+        if cap and cap.get("state") == "done" and not cap.get("reused"):
             c["capacity"] = cap["models"]
             c["capacity_measured"] = {"date": meta.get("date"), "gpu": meta.get("gpu")}
     for fn in sorted(os.listdir(arm_dir)):
@@ -554,7 +557,26 @@ def main(argv=None):
     q = sub.add_parser("rate")
     q.add_argument("--results", required=True)
     q.add_argument("--case", required=True)
+    q = sub.add_parser("capacity")
+    q.add_argument("--results", required=True)
+    q.add_argument("--case", required=True)
+    q.add_argument("--models", required=True)
+    q.add_argument("--out", required=True)
     a = p.parse_args(argv)
+
+    if a.cmd == "capacity":
+        r = read_json(a.results, {}) or {}
+        e = ((r.get("scenarios") or {}).get("b") or {}).get(a.case) or {}
+        if not e.get("capacity"):
+            print(f"no stored capacity for scenario b, case {a.case}, in {a.results}", file=sys.stderr)
+            return 1
+        missing = [m for m in a.models.split(",") if m not in e["capacity"]]
+        if missing:
+            print(f"the stored capacity of case {a.case} has no {', '.join(missing)}", file=sys.stderr)
+            return 1
+        write_json(a.out, {"state": "done", "models": e["capacity"], "reused": True,
+                           "measured": e.get("capacity_measured")})
+        return 0
 
     if a.cmd == "rate":
         r = read_json(a.results, {}) or {}

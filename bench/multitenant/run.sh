@@ -6,11 +6,15 @@
 #     OUT=/dir bash bench/multitenant/run.sh --scenario a [--lat-model resnet50|encoder]
 #                                             [--be-work gemm|train|infer64]
 #     OUT=/dir bash bench/multitenant/run.sh --scenario b [--sigma 1.5|2] [--loads 0.25,0.5,..]
-#                                             [--workers N]
+#                                             [--workers N] [--reuse-capacity]
 # Common options: --arms A,B,..  --duration S (a: measured window; b: per load)  --budget S
 # (whole invocation, default 530)  --seed N  --srpt-fairness X  --issue-window-us N (Baton's
 # issue_window_us for the policies that read it; default: the daemon's)  --fake (no GPU: tenants
 # sleep instead of computing; results go to $OUT only, for testing this script).
+#
+# --reuse-capacity (b): instead of measuring each model's capacity alone (which sets the request
+# rates; it varies by tens of percent between runs on one machine), take the case's stored one,
+# so that arms measured by separate invocations are offered the same requests.
 #
 # Each invocation measures one case (scenario a: one latency model beside one best-effort work;
 # scenario b: one sigma and one number of worker processes per model, case "sigma1.5" or
@@ -47,6 +51,7 @@ DEPTH=4
 GEMM_N=8192
 WORKERS=1
 WINDOW=""
+REUSE_CAPACITY=0
 ORIG_ARGS=("$@")
 
 usage() { sed -n '2,20p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
@@ -68,6 +73,7 @@ while (($#)); do
     --gemm-n) GEMM_N=${2:-} && shift ;;
     --workers) WORKERS=${2:-} && shift ;;
     --issue-window-us) WINDOW=${2:-} && shift ;;
+    --reuse-capacity) REUSE_CAPACITY=1 ;;
     --fake) FAKE=1 ;;
     -h | --help) usage && exit 0 ;;
     *) echo "unknown option: $1 (see --help)" >&2 && exit 2 ;;
@@ -326,8 +332,12 @@ if [[ $SCENARIO == a ]]; then
 else
     SCEN_ARGS=(--models "$MODELS" --loads "$LOADS" --sigma "$SIGMA" --capacity-json "$WORK/b.capacity.json"
         --workers "$WORKERS")
-    say "== capacity of each model alone (native)"
-    if ! python3 "$HERE/driver.py" capacity --models "$MODELS" --work-dir "$WORK" --out "$WORK/b.capacity.json" \
+    if ((REUSE_CAPACITY)); then
+        say "== capacity of each model alone: reused from $RESULTS_DIR/multitenant.json"
+        python3 "$HERE/report.py" capacity --results "$RESULTS_DIR/multitenant.json" --case "$CASE" \
+            --models "$MODELS" --out "$WORK/b.capacity.json" 2>&1 | tee -a "$LOG"
+        [[ -f $WORK/b.capacity.json ]] || { say "nothing to reuse: run once without --reuse-capacity"; exit 1; }
+    elif say "== capacity of each model alone (native)" && ! python3 "$HERE/driver.py" capacity --models "$MODELS" --work-dir "$WORK" --out "$WORK/b.capacity.json" \
         --timeout "$(timeout_for 120)" "${FAKE_ARG[@]}" 2>&1 | tee -a "$LOG"; then
         append_file "capacity" "$WORK/logs/b.capacity.log"
         say "capacity measurement failed; nothing else can run"
