@@ -72,6 +72,58 @@ def tenant_of(name):
     return name.split(WORKER_SEP, 1)[0]
 
 
+def median(values):
+    v = sorted(values)
+    n = len(v)
+    return None if n == 0 else v[n // 2] if n % 2 else (v[n // 2 - 1] + v[n // 2]) / 2
+
+
+def combine_repeats(runs):
+    """One arm result from repeated runs of it (same arrivals each time): per model and load,
+    the median of each figure over the runs that went fine, and every run's p99 under
+    `p99_ms_runs`, so that a single run's hiccup neither decides nor hides."""
+    good = [r for r in runs if r.get("ok")] or runs
+    out = {k: v for k, v in good[0].items() if k != "tenants"}
+    out["repeats"] = len(good)
+    notes = [f"run {i + 1}: {r.get('note') or ('ok' if r.get('ok') else 'failed')}"
+             for i, r in enumerate(runs) if not r.get("ok") or r.get("note")]
+    out["note"] = "; ".join(notes)
+    out["ok"] = all(r.get("ok") for r in runs)
+    out["wall_s"] = round(sum(r.get("wall_s") or 0 for r in runs), 1)
+    tenants = {}
+    for name in good[0].get("tenants") or {}:
+        ts = [r["tenants"][name] for r in good if name in (r.get("tenants") or {})]
+        t = {k: v for k, v in ts[0].items() if k != "phases"}
+        phases = []
+        for k in range(min(len(x.get("phases") or []) for x in ts)):
+            ph = [x["phases"][k] for x in ts]
+            m = {}
+            for key, v in ph[0].items():
+                vals = [p.get(key) for p in ph]
+                if all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in vals):
+                    m[key] = round(median(vals), 4)
+                elif all(isinstance(x, bool) for x in vals):
+                    m[key] = sum(vals) * 2 > len(vals)
+                else:
+                    m[key] = v
+            m["p99_ms_runs"] = [p.get("p99_ms") for p in ph]
+            phases.append(m)
+        t["phases"] = phases
+        tenants[name] = t
+    out["tenants"] = tenants
+    return out
+
+
+def run_combine(a):
+    runs = [read_json(f) for f in a.inputs]
+    missing = [f for f, r in zip(a.inputs, runs) if r is None]
+    if missing:
+        print(f"cannot read {', '.join(missing)}", file=sys.stderr)
+        return 1
+    write_json(a.out, combine_repeats(runs))
+    return 0
+
+
 def merge_workers(parts):
     """One tenant entry from the entries of a model's workers, as if one process had served
     every request: per phase, the workers' raw samples are pooled and summarised again."""
@@ -397,6 +449,9 @@ def parser():
     q.add_argument("--issue-window-us", type=int, default=0, help="0: the daemon's default")
     q = sub.add_parser("rate")
     q.add_argument("--from", dest="from_file", required=True)
+    q = sub.add_parser("combine", help="one arm result from repeated runs of it (medians)")
+    q.add_argument("--out", required=True)
+    q.add_argument("inputs", nargs="+")
     return p
 
 
@@ -410,7 +465,8 @@ def main(argv=None):
         if a.workers < 1:
             raise SystemExit(f"--workers must be at least 1, got {a.workers}")
         return run_arm(a)
-    return {"capacity": run_capacity, "baton-config": baton_config, "rate": alone_rate}[a.cmd](a)
+    return {"capacity": run_capacity, "baton-config": baton_config, "rate": alone_rate,
+            "combine": run_combine}[a.cmd](a)
 
 
 if __name__ == "__main__":

@@ -40,7 +40,7 @@ TARGET_B = {"p99_limit_ms": 100.0, "min_gain": 2.0, "baseline": "mps", "arm": "b
 LAT_KEYS = ["p50_ms", "p90_ms", "p99_ms", "max_ms", "mean_ms", "service_p50_ms", "service_p99_ms",
             "service_mean_ms", "service_max_ms", "sync_p50_ms", "sync_p99_ms", "sync_mean_ms",
             "sync_max_ms", "stall_p50_ms", "stall_p99_ms", "stall_mean_ms", "stall_max_ms", "stall_total_ms",
-            "stalls_over_1ms", "n", "censored", "p99_is_lower_bound",
+            "stalls_over_1ms", "p99_ms_runs", "n", "censored", "p99_is_lower_bound",
             "throughput", "unit", "rate", "offered"]
 
 
@@ -84,7 +84,7 @@ def be_entry(t):
 def arm_entry(scenario, res, meta, command, note):
     e = {"ok": bool(res.get("ok")), "note": "; ".join(x for x in (res.get("note"), note) if x),
          "date": meta.get("date"), "gpu": meta.get("gpu"), "commit": meta.get("commit"), "command": command,
-         "wall_s": res.get("wall_s")}
+         "wall_s": res.get("wall_s"), "repeats": res.get("repeats", 1)}
     tenants = res.get("tenants") or {}
     if scenario == "a":
         e["tenants"] = {}
@@ -291,6 +291,10 @@ def md_b(case, c):
         out.append("")
     arms = [a for a in arm_sort(c.get("arms", {}))]
     loads = loads_of(c)
+    reps = sorted({(c["arms"][a].get("repeats") or 1) for a in arms})
+    if reps != [1]:
+        out += [f"Runs per arm: {', '.join(str(r) for r in reps)}; each figure is the median over an arm's runs"
+                " (the runs take turns between arms; every run's p99 is in the JSON as `p99_ms_runs`).", ""]
     out += [f"p99 (ms) of the smallest model (`{small}`) against offered load:", "",
             "| load | " + " | ".join(ARM_LABEL.get(a, a) for a in arms) + " |",
             "|---:|" + "---:|" * len(arms)]

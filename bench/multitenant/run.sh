@@ -6,12 +6,14 @@
 #     OUT=/dir bash bench/multitenant/run.sh --scenario a [--lat-model resnet50|encoder]
 #                                             [--be-work gemm|train|infer64]
 #     OUT=/dir bash bench/multitenant/run.sh --scenario b [--sigma 1.5|2] [--loads 0.25,0.5,..]
-#                                             [--workers N] [--reuse-capacity]
+#                                             [--workers N] [--repeat N] [--reuse-capacity]
 # Common options: --arms A,B,..  --duration S (a: measured window; b: per load)  --budget S
 # (whole invocation, default 530)  --seed N  --srpt-fairness X  --issue-window-us N (Baton's
 # issue_window_us for the policies that read it; default: the daemon's)  --fake (no GPU: tenants
 # sleep instead of computing; results go to $OUT only, for testing this script).
 #
+# --repeat N (b): run the arms N times, in turn (arm 1, arm 2, ..., arm 1, ...), and report per
+# model and load the median of each figure over the runs (every run's p99 is kept too).
 # --reuse-capacity (b): instead of measuring each model's capacity alone (which sets the request
 # rates; it varies by tens of percent between runs on one machine), take the case's stored one,
 # so that arms measured by separate invocations are offered the same requests.
@@ -52,6 +54,7 @@ GEMM_N=8192
 WORKERS=1
 WINDOW=""
 REUSE_CAPACITY=0
+REPEAT=1
 ORIG_ARGS=("$@")
 
 usage() { sed -n '2,20p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
@@ -74,6 +77,7 @@ while (($#)); do
     --workers) WORKERS=${2:-} && shift ;;
     --issue-window-us) WINDOW=${2:-} && shift ;;
     --reuse-capacity) REUSE_CAPACITY=1 ;;
+    --repeat) REPEAT=${2:-} && shift ;;
     --fake) FAKE=1 ;;
     -h | --help) usage && exit 0 ;;
     *) echo "unknown option: $1 (see --help)" >&2 && exit 2 ;;
@@ -101,6 +105,8 @@ for v in "$DURATION" "$SIGMA" "$BUDGET" "$SRPT_FAIRNESS" "$SEED" "$DEPTH" "$GEMM
     num "$v" || { echo "not a number: $v" >&2 && exit 2; }
 done
 [[ -z $RATE ]] || num "$RATE" || { echo "not a number: $RATE" >&2 && exit 2; }
+[[ $REPEAT =~ ^[1-9][0-9]*$ ]] || { echo "--repeat must be a positive integer, got $REPEAT" >&2 && exit 2; }
+[[ $SCENARIO == b || $REPEAT == 1 ]] || { echo "--repeat is for scenario b" >&2 && exit 2; }
 [[ -z $WINDOW || $WINDOW =~ ^[1-9][0-9]*$ ]] || { echo "--issue-window-us must be a positive integer, got $WINDOW" >&2 && exit 2; }
 
 OUT=${OUT:-}
@@ -345,7 +351,28 @@ else
     fi
     append_file "capacity" "$WORK/logs/b.capacity.log"
     cp "$WORK/b.capacity.json" "$WORK/results/b.capacity.json"
-    for arm in "${ARM_LIST[@]}"; do run_one "$arm"; done
+    if ((REPEAT == 1)); then
+        for arm in "${ARM_LIST[@]}"; do run_one "$arm"; done
+    else
+        declare -A RUNS
+        for ((k = 1; k <= REPEAT; k++)); do
+            say "== run $k of $REPEAT"
+            for arm in "${ARM_LIST[@]}"; do
+                rm -f "$WORK/results/b.$arm.json"
+                run_one "$arm"
+                if [[ -f $WORK/results/b.$arm.json ]]; then
+                    mv "$WORK/results/b.$arm.json" "$WORK/b.$arm.run$k.json"
+                    RUNS[$arm]+=" $WORK/b.$arm.run$k.json"
+                fi
+            done
+        done
+        for arm in "${ARM_LIST[@]}"; do
+            [[ -n ${RUNS[$arm]:-} ]] || continue
+            # shellcheck disable=SC2086
+            python3 "$HERE/driver.py" combine --out "$WORK/results/b.$arm.json" ${RUNS[$arm]} >>"$LOG" 2>&1 ||
+                { say "combining the runs of $arm failed"; STATUS=1; }
+        done
+    fi
 fi
 
 # ---------------------------------------------------------------- report

@@ -114,6 +114,19 @@ class Serve(unittest.TestCase):
         self.assertEqual(driver.tenant_of("mlp.w1"), "mlp")
         self.assertEqual(driver.merge_workers([part(0, a, a), {"state": "no output"}])["state"], "no output")
 
+    def test_repeats_take_medians(self):
+        def run(p99, ok=True):
+            ph = {"p99_ms": p99, "n": 10, "p99_is_lower_bound": False, "unit": "requests/s"}
+            return {"ok": ok, "note": "", "loads": [1.0], "wall_s": 5.0,
+                    "tenants": {"m": {"model": "m", "state": "done", "phases": [ph]}}}
+
+        c = driver.combine_repeats([run(3.0), run(100.0), run(1.0), run(50.0, ok=False)])
+        ph = c["tenants"]["m"]["phases"][0]
+        # The failed run is left out of the figures; the median of the rest is the middle one.
+        self.assertEqual((ph["p99_ms"], ph["p99_ms_runs"], ph["n"]), (3.0, [3.0, 100.0, 1.0], 10))
+        self.assertEqual((c["repeats"], c["ok"], c["wall_s"]), (3, False, 20.0))
+        self.assertIn("run 4: failed", c["note"])
+
     def test_md1_half_load(self):
         # M/D/1 at rho 0.5: mean sojourn = S (1 + rho / (2 (1 - rho))) = 1.5 S.
         clock, sleep, request = self.fake_clock(0.002)
