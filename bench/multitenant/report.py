@@ -291,10 +291,11 @@ def md_b(case, c):
         out.append("")
     arms = [a for a in arm_sort(c.get("arms", {}))]
     loads = loads_of(c)
-    reps = sorted({(c["arms"][a].get("repeats") or 1) for a in arms})
-    if reps != [1]:
-        out += [f"Runs per arm: {', '.join(str(r) for r in reps)}; each figure is the median over an arm's runs"
-                " (the runs take turns between arms; every run's p99 is in the JSON as `p99_ms_runs`).", ""]
+    reps = {a: c["arms"][a].get("repeats") or 1 for a in arms}
+    if any(r > 1 for r in reps.values()):
+        out += ["Runs: " + ", ".join(f"{ARM_LABEL.get(a, a)} {r}" for a, r in reps.items())
+                + ". Where an arm ran more than once, each figure is the median over its runs (the runs took"
+                " turns between arms; every run's p99 is in the JSON as `p99_ms_runs`).", ""]
     out += [f"p99 (ms) of the smallest model (`{small}`) against offered load:", "",
             "| load | " + " | ".join(ARM_LABEL.get(a, a) for a in arms) + " |",
             "|---:|" + "---:|" * len(arms)]
