@@ -870,8 +870,14 @@ mod tests {
         let window = |text: &str| Config::parse(text).unwrap().daemon.issue_window;
         let us = Duration::from_micros;
         assert_eq!(window(""), us(DEFAULT_ISSUE_WINDOW_US));
-        assert_eq!(window("[daemon]\npolicy = \"fair\"\n"), us(DEFAULT_ISSUE_WINDOW_US));
-        assert_eq!(window("[daemon]\npolicy = \"srpt\"\n"), us(DEFAULT_SRPT_ISSUE_WINDOW_US));
+        assert_eq!(
+            window("[daemon]\npolicy = \"fair\"\n"),
+            us(DEFAULT_ISSUE_WINDOW_US)
+        );
+        assert_eq!(
+            window("[daemon]\npolicy = \"srpt\"\n"),
+            us(DEFAULT_SRPT_ISSUE_WINDOW_US)
+        );
         assert_eq!(
             window("[daemon]\npolicy = \"srpt\"\nissue_window_us = 700\n"),
             us(700)
