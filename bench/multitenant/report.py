@@ -177,6 +177,9 @@ def derive_a(c):
     be = (pe.get("tenants") or {}).get("be") or {}
     r, s = lat.get("p99_vs_alone"), be.get("throughput_vs_alone")
     t["p99_vs_alone"], t["be_throughput_vs_alone"] = r, s
+    if lat.get("rate") and alone_lat.get("rate") and abs(lat["rate"] / alone_lat["rate"] - 1) > 0.05:
+        # Priority measured at another rate than the stored alone run: the ratio means nothing.
+        r = None
     t["met"] = None if r is None or s is None else bool(
         r <= t["max_p99_ratio"] and s >= t["min_be_share"] and pe.get("ok") and not lat.get("p99_is_lower_bound"))
     c["target"] = t
@@ -260,6 +263,10 @@ def md_a(case, c):
                              "alone measured on another GPU" if e.get("alone_on_other_gpu") else "") if x]
         if lat.get("censored"):
             notes.append(f"{lat['censored']} of {lat.get('n')} requests unfinished at the drain limit")
+        if lat.get("rate") and al.get("rate") and abs(lat["rate"] / al["rate"] - 1) > 0.05:
+            # Arms stored from an earlier invocation whose alone run measured another capacity.
+            notes.append(f"offered {fmt(lat['rate'], 1)} requests/s, not {fmt(al['rate'], 1)} (an earlier run):"
+                         " compare with the arms of its own run only")
         out.append(f"| {ARM_LABEL.get(arm, arm)} | {fmt(lat.get('p50_ms'))} | {p99} | "
                    f"{fmt(lat.get('p99_vs_alone'))}{'x' if lat.get('p99_vs_alone') is not None else ''} | "
                    f"{fmt(lat.get('throughput'), 1)} | {thr} | "

@@ -196,6 +196,15 @@ class Report(unittest.TestCase):
             r = json.load(open(res))
             self.assertIn("sigma2", r["scenarios"]["b"])
             self.assertIn("resnet50+gemm", r["scenarios"]["a"])
+            # A later alone run at another rate: the stored priority arm no longer compares.
+            arms3 = os.path.join(d, "arms3")
+            os.mkdir(arms3)
+            self.write(arms3, "a.alone_lat.json", arm_result("a", "alone_lat", {"lat": lat_t(4.0, rate=50.0)}))
+            report.main(["update", "--results", res, "--scenario", "a", "--case", "resnet50+gemm", "--arm-dir", arms3,
+                         "--meta", meta, "--md", os.path.join(d, "r.md")])
+            t = json.load(open(res))["scenarios"]["a"]["resnet50+gemm"]["target"]
+            self.assertIsNone(t["met"])
+            self.assertIn("compare with the arms of its own run only", open(os.path.join(d, "r.md")).read())
 
     def test_b_target(self):
         c = {"capacity": {"mlp": {"capacity_rps": 5000, "service_ms": 0.2}, "big": {"capacity_rps": 100, "service_ms": 10}},
