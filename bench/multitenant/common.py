@@ -61,6 +61,11 @@ def percentile(sorted_values, q):
     return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * frac
 
 
+def ms(seconds):
+    """Seconds to milliseconds, 4 decimals; None stays None."""
+    return None if seconds is None else round(seconds * 1e3, 4)
+
+
 def latency_summary(latencies_s, censored_s, window_s, completed_in_window):
     """p50/p99/mean in ms over every request of a window.
 
@@ -71,7 +76,6 @@ def latency_summary(latencies_s, censored_s, window_s, completed_in_window):
     """
     allv = sorted(list(latencies_s) + list(censored_s))
     n = len(allv)
-    ms = lambda v: None if v is None else round(v * 1e3, 4)
     return {
         "n": n,
         "censored": len(censored_s),
@@ -93,7 +97,6 @@ def service_summary(services_s, waits_s=(), stalls_s=()):
     was free (time its process did not run), with `stall_total_ms` their sum and
     `stalls_over_1ms` how many were longer than 1 ms. Keys of empty inputs are left out,
     except `service_*`."""
-    ms = lambda x: None if x is None else round(x * 1e3, 4)
     out = {}
     for name, values in (("service", services_s), ("sync", waits_s), ("stall", stalls_s)):
         v = sorted(values)

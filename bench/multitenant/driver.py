@@ -14,6 +14,7 @@ import argparse
 import os
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -72,12 +73,6 @@ def tenant_of(name):
     return name.split(WORKER_SEP, 1)[0]
 
 
-def median(values):
-    v = sorted(values)
-    n = len(v)
-    return None if n == 0 else v[n // 2] if n % 2 else (v[n // 2 - 1] + v[n // 2]) / 2
-
-
 def combine_repeats(runs):
     """One arm result from repeated runs of it (same arrivals each time): per model and load,
     the median of each figure over the runs that went fine, and every run's p99 under
@@ -101,7 +96,7 @@ def combine_repeats(runs):
             for key, v in ph[0].items():
                 vals = [p.get(key) for p in ph]
                 if all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in vals):
-                    m[key] = round(median(vals), 4)
+                    m[key] = round(statistics.median(vals), 4)
                 elif all(isinstance(x, bool) for x in vals):
                     m[key] = sum(vals) * 2 > len(vals)
                 else:

@@ -157,6 +157,12 @@ def derive(results):
         derive_b(c)
 
 
+def other_rate(lat, alone_lat):
+    """Whether a latency entry was offered another rate (more than 5% off) than the alone run:
+    an arm stored from an earlier invocation whose alone run measured another capacity."""
+    return bool(lat.get("rate") and alone_lat.get("rate") and abs(lat["rate"] / alone_lat["rate"] - 1) > 0.05)
+
+
 def derive_a(c):
     arms = c.get("arms", {})
     alone_lat = ((arms.get("alone_lat") or {}).get("tenants") or {}).get("lat") or {}
@@ -177,9 +183,8 @@ def derive_a(c):
     be = (pe.get("tenants") or {}).get("be") or {}
     r, s = lat.get("p99_vs_alone"), be.get("throughput_vs_alone")
     t["p99_vs_alone"], t["be_throughput_vs_alone"] = r, s
-    if lat.get("rate") and alone_lat.get("rate") and abs(lat["rate"] / alone_lat["rate"] - 1) > 0.05:
-        # Priority measured at another rate than the stored alone run: the ratio means nothing.
-        r = None
+    if other_rate(lat, alone_lat):
+        r = None  # the ratio to an alone run at another rate means nothing
     t["met"] = None if r is None or s is None else bool(
         r <= t["max_p99_ratio"] and s >= t["min_be_share"] and pe.get("ok") and not lat.get("p99_is_lower_bound"))
     c["target"] = t
@@ -263,8 +268,7 @@ def md_a(case, c):
                              "alone measured on another GPU" if e.get("alone_on_other_gpu") else "") if x]
         if lat.get("censored"):
             notes.append(f"{lat['censored']} of {lat.get('n')} requests unfinished at the drain limit")
-        if lat.get("rate") and al.get("rate") and abs(lat["rate"] / al["rate"] - 1) > 0.05:
-            # Arms stored from an earlier invocation whose alone run measured another capacity.
+        if other_rate(lat, al):
             notes.append(f"offered {fmt(lat['rate'], 1)} requests/s, not {fmt(al['rate'], 1)} (an earlier run):"
                          " compare with the arms of its own run only")
         out.append(f"| {ARM_LABEL.get(arm, arm)} | {fmt(lat.get('p50_ms'))} | {p99} | "

@@ -86,7 +86,7 @@ def serve_phase(request, arrivals, deadline, clock=None, sleep=None, services=No
     clock = clock or now
     sleep = sleep or sleep_until
     lat, cens, done = [], [], []
-    free = None
+    free = float("-inf")  # when the previous request completed
     for i, a in enumerate(arrivals):
         t = clock()
         if t >= deadline:
@@ -96,7 +96,7 @@ def serve_phase(request, arrivals, deadline, clock=None, sleep=None, services=No
             sleep(a)
             t = clock()
         if stalls is not None:
-            stalls.append(max(0.0, t - max(a, free if free is not None else a)))
+            stalls.append(max(0.0, t - max(a, free)))
         request()
         c = clock()
         if services is not None:
@@ -165,14 +165,15 @@ def run_lat(a):
         issued.clear()
         arr = [start + o for o in offs]
         lat, cens, done = serve_phase(request, arr, deadline, services=svc, stalls=stalls)
-        s = latency_summary(lat, cens, a.phase_seconds, sum(1 for c in done if c < end))
+        completed = sum(1 for c in done if c < end)
+        s = latency_summary(lat, cens, a.phase_seconds, completed)
         # The wait for the GPU: from each request's hand-over to its completion.
         waits = [c - i for c, i in zip(done, issued)]
         s.update(service_summary(svc, waits, stalls))
         if a.workers > 1:
             # The driver merges the workers of a model from these (percentiles do not add up).
             s["raw"] = {"lat": lat, "cens": cens, "svc": svc, "sync": waits, "stall": stalls,
-                        "completed": sum(1 for c in done if c < end), "window_s": a.phase_seconds}
+                        "completed": completed, "window_s": a.phase_seconds}
         s.update(rate=round(rate, 4), offered=len(offs))
         phases.append(s)
     out["phases"] = phases
