@@ -437,13 +437,7 @@ pub fn session(data: &[u8]) {
         let launch = buf.get(..2) == Some(&(Op::Launch as u16).to_le_bytes()[..]);
         let other_before = snapshot(&tenants[1 - who], &exec);
         let s = &mut tenants[who];
-        // The client side of a host callback: acknowledge it in advance, so the simulator
-        // (which runs callbacks inline) does not wait for a client that is not there.
-        let mb = s.region.mailbox();
-        mb.done.store(
-            mb.request.load(Ordering::Acquire).wrapping_add(1),
-            Ordering::Release,
-        );
+        s.acknowledge_next_host_call();
         let reply = p::Message::decode(&buf).ok().map(|m| m.reply);
         if let Some(slot) = reply.and_then(|r| s.region.reply(r)) {
             slot.state.store(REPLY_PENDING, Ordering::Relaxed);

@@ -267,6 +267,9 @@ proptest! {
         let blob = s.shared.add_blob(IMAGE.to_vec());
         let _ = call(&mut s, Op::LoadModule, &p::LoadModule { device: 0, kind: 0, blob, jit: 0, _pad: 0 }, &[]);
         for c in &cmds {
+            // A forged `HostFunc` on a real stream runs a callback, and nobody here would
+            // answer it: the session thread waited forever (the test hung now and then).
+            s.acknowledge_next_host_call();
             // Protocol errors end the session in the daemon; here they are just reported.
             let _ = s.handle(c);
         }
@@ -274,6 +277,37 @@ proptest! {
         let (free, total) = exec.mem_info(0).unwrap();
         prop_assert_eq!(free, total);
     }
+}
+
+/// The case that made `arbitrary_commands_never_crash_the_daemon` hang now and then: a
+/// `HostFunc` on a stream the commands had created runs the callback (inline, in the
+/// simulator), and the session waits for the client's answer. With the answer given in
+/// advance, as the property test now does before every command, it returns.
+#[test]
+fn a_host_callback_answered_in_advance_returns() {
+    let exec = Arc::new(SimExecutor::new());
+    let mut s = session(&exec, 1, None);
+    let create = p::StreamCreate {
+        device: 0,
+        flags: 1,
+        priority: 0,
+        _pad: 0,
+    };
+    let (r, v) = call(&mut s, Op::StreamCreate, &create, &[]);
+    assert_eq!(r, 0);
+    s.acknowledge_next_host_call();
+    let (r, _) = call(
+        &mut s,
+        Op::HostFunc,
+        &p::HostFunc {
+            stream: v[0],
+            id: 5,
+        },
+        &[],
+    );
+    assert_eq!(r, 0);
+    assert_eq!(s.region.mailbox().callback.load(Ordering::Relaxed), 5);
+    s.teardown();
 }
 
 /// Found by the session fuzzer: a `cuMemFreeAsync` naming a bad stream used to drop the
