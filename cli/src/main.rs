@@ -4,7 +4,9 @@
 //!   starts for the user.
 //! - `baton daemon`: runs the daemon in the foreground.
 //! - `baton status`: lists the daemon's clients.
+//! - `baton cdi`: writes a CDI spec that gives containers Baton's GPU.
 
+mod cdi;
 mod launcher;
 mod status;
 
@@ -42,6 +44,8 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Write a CDI spec that gives containers Baton's GPU (podman, containerd, CRI-O).
+    Cdi(cdi::Args),
 }
 
 fn main() {
@@ -53,6 +57,7 @@ fn main() {
             baton_daemon::run(&opts)
         }
         Cmd::Status { socket, json } => status::show(socket, json),
+        Cmd::Cdi(args) => cdi::run(args),
     };
     if let Err(e) = r {
         eprintln!("baton: {e}");
