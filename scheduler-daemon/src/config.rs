@@ -796,13 +796,39 @@ impl Config {
             class = class.lower_of(asked);
         }
         Ok(TenantPolicy {
-            name: name.map_or_else(|| format!("uid:{uid}"), str::to_owned),
+            name: self
+                .granted_name(name, rule)
+                .map_or_else(|| format!("uid:{uid}"), str::to_owned),
             matched: rule.map(TenantRule::describe),
             class,
             weight: l.weight,
             memory_quota: l.memory_quota,
             sm_share: l.sm_share,
         })
+    }
+
+    /// The tenant name a client is accounted under, given the entry that matched it. A name
+    /// that only entries with a `uid` or `gid` name is bound to those identities: a client
+    /// outside them that claims it (a container setting `BATON_TENANT`, say) gets neither that
+    /// entry's policy (matching already sees to that) nor the name in status, logs and
+    /// metrics; it is accounted as `uid:N`. A name some entry names without a `uid` or `gid`
+    /// stays open to anyone who claims it, as that entry says.
+    fn granted_name<'a>(
+        &self,
+        name: Option<&'a str>,
+        rule: Option<&TenantRule>,
+    ) -> Option<&'a str> {
+        let n = name?;
+        if rule.is_some_and(|r| r.name.as_deref() == Some(n)) {
+            return Some(n);
+        }
+        let mut naming = self
+            .tenants
+            .iter()
+            .filter(|t| t.name.as_deref() == Some(n))
+            .peekable();
+        let bound = naming.peek().is_some() && naming.all(|t| t.uid.is_some() || t.gid.is_some());
+        (!bound).then_some(n)
     }
 }
 
@@ -863,6 +889,67 @@ mod tests {
             c.resolve(None, None, 65534, 65534),
             Err(AdmitError::Refused { .. })
         ));
+    }
+
+    #[test]
+    fn a_name_bound_to_a_uid_cannot_be_claimed_from_another() {
+        let c = Config::parse(
+            r#"
+            [default]
+            class = "low"
+            memory_quota = "1GiB"
+            [[tenant]]
+            name = "inference"
+            uid = 1001
+            class = "high"
+            memory_quota = "8GiB"
+            [[tenant]]
+            name = "batch"
+            gid = 2000
+            class = "normal"
+            [[tenant]]
+            uid = 3000
+            class = "normal"
+            [[tenant]]
+            name = "shared"
+            uid = 4000
+            class = "high"
+            [[tenant]]
+            name = "shared"
+            class = "normal"
+            "#,
+        )
+        .unwrap();
+        // The bound identity gets its entry and its name.
+        let p = c.resolve(Some("inference"), None, 1001, 1001).unwrap();
+        assert_eq!((p.class, p.memory_quota), (Class::HIGH, Some(8 << 30)));
+        assert_eq!(p.name, "inference");
+        // Another uid claiming it (a container setting BATON_TENANT): [default]'s policy, and
+        // accounted under its own uid, not the bound name.
+        let p = c.resolve(Some("inference"), None, 0, 0).unwrap();
+        assert_eq!(p.matched, None);
+        assert_eq!((p.class, p.memory_quota), (Class::LOW, Some(1 << 30)));
+        assert_eq!(p.name, "uid:0");
+        // A uid with its own entry keeps that entry, and still not the name.
+        let p = c.resolve(Some("inference"), None, 3000, 3000).unwrap();
+        assert_eq!(p.matched.as_deref(), Some("[[tenant]] #3 (uid = 3000)"));
+        assert_eq!(p.class, Class::NORMAL);
+        assert_eq!(p.name, "uid:3000");
+        // Bound to a gid: members get it, others do not.
+        assert_eq!(
+            c.resolve(Some("batch"), None, 5, 2000).unwrap().name,
+            "batch"
+        );
+        let p = c.resolve(Some("batch"), None, 5, 5).unwrap();
+        assert_eq!((p.name.as_str(), p.class), ("uid:5", Class::LOW));
+        // A name some entry leaves open is anyone's to claim, with that entry's policy; the
+        // uid-bound entry of the same name still goes only to its uid.
+        let p = c.resolve(Some("shared"), None, 5, 5).unwrap();
+        assert_eq!((p.name.as_str(), p.class), ("shared", Class::NORMAL));
+        let p = c.resolve(Some("shared"), None, 4000, 4000).unwrap();
+        assert_eq!((p.name.as_str(), p.class), ("shared", Class::HIGH));
+        // Names no entry mentions are claims as before.
+        assert_eq!(c.resolve(Some("mine"), None, 5, 5).unwrap().name, "mine");
     }
 
     #[test]
