@@ -5,13 +5,15 @@
 //! and the C libraries it and the shim need, copied from the host; it holds no `libcuda.so.1`,
 //! so the client reaches a driver only through the CDI device's edits (the shim mounted and
 //! preloaded, the socket directory mounted). The test checks the sum the client computed
-//! through Baton, and the tenant (from the spec's `BATON_TENANT`) and host pid that
-//! `baton status` shows for it.
+//! through Baton, and what `baton status` shows for it: its host pid, and its uid as the kernel
+//! reports it across user namespaces, on which the policy's binding of the spec's
+//! `BATON_TENANT` to a uid depends (a rootful container and one with its root mapped to
+//! another host uid).
 //!
 //! Where podman cannot run containers (not installed, not root, no namespaces), the test says
 //! why on stderr and passes without checking anything.
 
-use baton_ipc::control::{self, Request, Response};
+use baton_ipc::control::{self, ClientStatus, Request, Response};
 use baton_tests::workspace_bin;
 use std::io::{BufRead, BufReader};
 use std::os::unix::net::UnixStream;
@@ -81,7 +83,7 @@ fn populate(root: &Path, bin: &Path, extra: &[&Path]) -> Result<(), String> {
 /// file and process limits (podman raises them by default, which a host without
 /// CAP_SYS_RESOURCE refuses), no network, and runc where installed (crun 1.8 refuses hosts
 /// with a hybrid cgroup layout).
-fn podman_run(root: &Path, device: Option<&str>) -> Command {
+fn podman_run(root: &Path, device: Option<&str>, extra: &[&str]) -> Command {
     let mut c = Command::new("podman");
     c.args(["--cgroup-manager", "cgroupfs"]);
     if have("runc", "--version") {
@@ -96,6 +98,7 @@ fn podman_run(root: &Path, device: Option<&str>) -> Command {
     if let Some(d) = device {
         c.args(["--device", d]);
     }
+    c.args(extra);
     c.arg("--rootfs").arg(root).arg("/client");
     c
 }
@@ -146,7 +149,7 @@ fn a_client_in_a_podman_container_uses_the_gpu_through_cdi() {
     populate(&root, &client, &[&shim]).unwrap();
 
     // Without the device the root filesystem has no driver; this also shows podman runs here.
-    let out = podman_run(&root, None)
+    let out = podman_run(&root, None, &[])
         .stdin(Stdio::null())
         .output()
         .unwrap();
@@ -159,9 +162,20 @@ fn a_client_in_a_podman_container_uses_the_gpu_through_cdi() {
     }
 
     let socket = run.join("baton.sock");
+    // The tenant the spec names is bound to host uid 200000: only a container whose root is
+    // mapped there may use it. The socket is open to every uid, as on a Kubernetes node,
+    // where the device plugin's mount is what gives a container access.
+    let policy = dir.join("baton.toml");
+    std::fs::write(
+        &policy,
+        format!("[[tenant]]\nname = \"in-a-container\"\nuid = {MAPPED_ROOT}\nclass = \"high\"\n"),
+    )
+    .unwrap();
     guard.daemon = Some(
         Command::new(workspace_bin("batond"))
-            .args(["--executor", "sim", "--socket"])
+            .args(["--executor", "sim", "--socket-mode", "666", "--config"])
+            .arg(&policy)
+            .arg("--socket")
             .arg(&socket)
             .env_remove("LD_PRELOAD")
             .stdout(Stdio::null())
@@ -199,35 +213,70 @@ fn a_client_in_a_podman_container_uses_the_gpu_through_cdi() {
         "{spec}"
     );
 
-    let mut child = podman_run(&root, Some(&format!("{kind}=0")))
+    let device = format!("{kind}=0");
+    // Rootful, no user namespace: the container's root is the host's uid 0, which the policy
+    // does not bind to the tenant, so it is accounted as uid:0 whatever the spec claims.
+    let me = in_container(&root, &device, &[], &socket, &baton);
+    assert_eq!(me.uid, 0);
+    assert_eq!(me.tenant, "uid:0");
+    assert_eq!(me.class, "normal");
+    // Root mapped to host uid 200000 in a user namespace: the kernel reports that uid, the
+    // binding holds, and the container gets the tenant and its class.
+    let map = format!("0:{MAPPED_ROOT}:65536");
+    let me = in_container(
+        &root,
+        &device,
+        &["--uidmap", &map, "--gidmap", &map],
+        &socket,
+        &baton,
+    );
+    assert_eq!(me.uid, MAPPED_ROOT);
+    assert_eq!(me.tenant, "in-a-container");
+    assert_eq!(me.class, "high");
+}
+
+/// The host uid a user-namespaced container's root is mapped to.
+const MAPPED_ROOT: u32 = 200_000;
+
+/// Runs the client in a container with the CDI `device`, checks its result and that the
+/// daemon's status (and `baton status`) shows it by its host pid, and returns its row.
+fn in_container(
+    root: &Path,
+    device: &str,
+    extra: &[&str],
+    socket: &Path,
+    baton: &Path,
+) -> ClientStatus {
+    let mut child = podman_run(root, Some(device), extra)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let result = lines.next().expect("the client prints its result").unwrap();
+    let Some(Ok(result)) = lines.next() else {
+        let out = child.wait_with_output().unwrap();
+        panic!("client: {}", String::from_utf8_lossy(&out.stderr));
+    };
     assert!(result.starts_with("vecAdd c[255] = 765.0 pid "), "{result}");
     let pid_inside: u32 = result.rsplit(' ').next().unwrap().parse().unwrap();
     assert_eq!(lines.next().unwrap().unwrap(), "ready");
 
-    let c = UnixStream::connect(&socket).unwrap();
+    let c = UnixStream::connect(socket).unwrap();
     control::send(&c, &Request::Status, &[]).unwrap();
     let Response::Status(report) = control::recv::<Response>(&c).unwrap().0 else {
         panic!("no status");
     };
     assert_eq!(report.clients.len(), 1, "{report:?}");
-    let me = &report.clients[0];
-    assert_eq!(me.tenant, "in-a-container");
-    assert_eq!(me.uid, 0, "rootful: the container's root is uid 0");
+    let me = report.clients[0].clone();
     // The container's pid namespace numbers the client 1; the daemon sees the host's pid.
     assert_eq!(pid_inside, 1);
     assert_ne!(me.pid, pid_inside);
     assert!(Path::new(&format!("/proc/{}", me.pid)).exists());
     // And `baton status` shows the same row.
-    let shown = Command::new(&baton)
+    let shown = Command::new(baton)
         .args(["status", "--socket"])
-        .arg(&socket)
+        .arg(socket)
         .output()
         .unwrap();
     let table = String::from_utf8_lossy(&shown.stdout);
@@ -235,7 +284,7 @@ fn a_client_in_a_podman_container_uses_the_gpu_through_cdi() {
         .lines()
         .find(|l| l.split_whitespace().nth(1) == Some(&me.pid.to_string()))
         .unwrap_or_else(|| panic!("no row for pid {} in\n{table}", me.pid));
-    assert!(row.contains("in-a-container"), "{row}");
+    assert!(row.contains(&me.tenant), "{row}");
 
     drop(child.stdin.take());
     let done = child.wait_with_output().unwrap();
@@ -244,4 +293,16 @@ fn a_client_in_a_podman_container_uses_the_gpu_through_cdi() {
         "client: {}",
         String::from_utf8_lossy(&done.stderr)
     );
+    // Gone from the daemon before the next container connects.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let c = UnixStream::connect(socket).unwrap();
+        control::send(&c, &Request::Status, &[]).unwrap();
+        match control::recv::<Response>(&c).unwrap().0 {
+            Response::Status(r) if r.clients.is_empty() => break,
+            _ => assert!(Instant::now() < deadline, "client still listed after 5 s"),
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    me
 }
