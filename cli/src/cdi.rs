@@ -333,7 +333,7 @@ pub fn check(text: &str) -> Result<Checked, String> {
             .get("containerEdits")
             .ok_or_else(|| format!("{at} ({name}): `containerEdits` is missing"))?;
         check_edits(edits, &format!("{at} ({name})"))?;
-        if edits.as_object().is_none_or(|e| e.is_empty()) {
+        if !matches!(edits.as_object(), Some(e) if !e.is_empty()) {
             return Err(format!("{at} ({name}): `containerEdits` is empty"));
         }
         names.push(name);
