@@ -526,3 +526,56 @@ async fn a_missing_socket_directory_is_a_clear_error() {
     assert!(e.starts_with("`socket_dir` "), "{e}");
     assert!(e.contains("absent is not a directory"), "{e}");
 }
+
+/// The real `batond` (simulated executor), from the workspace's build; killed when dropped.
+struct Batond(std::process::Child);
+
+impl Drop for Batond {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn batond(socket: &Path) -> Batond {
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe.parent().unwrap().parent().unwrap().join("batond");
+    assert!(
+        bin.exists(),
+        "{} not built: run `cargo build --workspace` first",
+        bin.display()
+    );
+    std::process::Command::new(bin)
+        .args(["--executor", "sim", "--socket"])
+        .arg(socket)
+        .env_remove("LD_PRELOAD")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map(Batond)
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_follows_the_real_daemon_and_a_killed_one_is_unhealthy() {
+    let n = node();
+    let socket = n.socket_dir.join("baton.sock");
+    let mut daemon = batond(&socket);
+    let mut kubelet = KubeletDouble::start(&n.kubelet_dir);
+    let mut cfg = config(&n, "shares_per_gpu = 2\n");
+    cfg.gpus = None;
+    let (_stop, _task) = start_plugin(cfg);
+    let reg = kubelet.next_registration().await;
+    let mut client = plugin_client(&n, &reg.endpoint).await;
+    let mut stream = client.list_and_watch(Empty {}).await.unwrap().into_inner();
+    // The simulator serves one GPU: two shares, healthy.
+    let up = next_list(&mut stream).await;
+    assert_eq!(up.len(), 2);
+    assert!(all_health(&up, "Healthy"), "{up:?}");
+    // Killed, it leaves its socket file behind; nobody answers there.
+    daemon.0.kill().unwrap();
+    daemon.0.wait().unwrap();
+    assert!(socket.exists());
+    let down = next_list(&mut stream).await;
+    assert!(all_health(&down, "Unhealthy"), "{down:?}");
+}
