@@ -80,6 +80,16 @@ pub fn init_logging(format: LogFormat) {
     logging::init(format);
 }
 
+/// The signals batond handles on its signal thread: SIGINT and SIGTERM stop, SIGHUP reloads.
+/// Every other thread must have them blocked.
+pub fn handled_signals() -> SigSet {
+    let mut set = SigSet::empty();
+    for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        set.add(s);
+    }
+    set
+}
+
 /// How long shutdown may take, whatever the log sink does, before the process ends anyway.
 const STOP_DEADLINE: Duration = Duration::from_secs(3);
 
@@ -146,10 +156,7 @@ pub fn run(opts: &Options) -> Result<(), String> {
         .or(config.daemon.socket_mode)
         .unwrap_or(0o660);
     // Block the stop and reload signals in every thread; one thread waits for them.
-    let mut signals = SigSet::empty();
-    for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
-        signals.add(s);
-    }
+    let signals = handled_signals();
     signals
         .thread_block()
         .map_err(|e| format!("blocking signals: {e}"))?;

@@ -44,11 +44,19 @@ pub fn init(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("BATON_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let journal = stderr_is_journal();
+    // The writer thread must not take the signals the daemon's signal thread waits for: with
+    // them unblocked there, SIGTERM or SIGHUP would end the process on the default action.
+    let old = crate::handled_signals()
+        .thread_swap_mask(nix::sys::signal::SigmaskHow::SIG_BLOCK)
+        .ok();
     let (queue, guard) = NonBlockingBuilder::default()
         .lossy(true)
         .buffered_lines_limit(QUEUE_LINES)
         .thread_name("baton-log")
         .finish(Stderr);
+    if let Some(old) = old {
+        let _ = old.thread_set_mask();
+    }
     if let Ok(mut c) = QUEUE_DROPS.lock() {
         *c = Some(queue.error_counter());
     }
