@@ -68,12 +68,12 @@ fn start_daemon(socket: &Path, config: Option<&Path>) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if UnixStream::connect(socket).is_ok() {
-            eprintln!(
+            note(format_args!(
                 "baton: started a daemon (pid {}) at {}; its log is {}",
                 child.id(),
                 socket.display(),
                 log_path.display()
-            );
+            ));
             return Ok(());
         }
         if let Ok(Some(status)) = child.try_wait() {
@@ -98,6 +98,12 @@ fn start_daemon(socket: &Path, config: Option<&Path>) -> Result<(), String> {
     }
 }
 
+/// A line on stderr, if it is still open (`eprintln!` panics when it is not).
+fn note(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{args}");
+}
+
 /// `baton run`'s options.
 pub struct RunOptions {
     pub tenant: Option<String>,
@@ -114,11 +120,11 @@ pub fn run(o: RunOptions) -> Result<(), String> {
     match crate::socket::connect(&socket) {
         Ok(_) => {
             if let Some(c) = &o.config {
-                eprintln!(
+                note(format_args!(
                     "baton: a daemon is already serving {}; --config {} applies only to a daemon baton starts",
                     socket.display(),
                     c.display()
-                );
+                ));
             }
         }
         Err(crate::socket::Refusal::NoDaemon(_)) => {

@@ -69,6 +69,11 @@ enum Cmd {
 
 fn main() {
     let cli = Cli::parse();
+    if matches!(cli.cmd, Cmd::Status { .. }) {
+        // `baton status | head` should end quietly, as other commands do, not panic on EPIPE.
+        // SAFETY: signal(2) with the default action, before any other thread exists.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     let r = match cli.cmd {
         Cmd::Run {
             tenant,
