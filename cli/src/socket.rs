@@ -26,7 +26,7 @@ impl std::fmt::Display for Refusal {
 
 /// Connects to the daemon at `path`, naming the reason when it cannot.
 pub fn connect(path: &Path) -> Result<UnixStream, Refusal> {
-    match std::fs::symlink_metadata(path) {
+    match std::fs::metadata(path) {
         Ok(m) if !m.file_type().is_socket() => {
             return Err(Refusal::NotASocket(format!(
                 "{} is not a socket (it is a {}): remove it or use another path",

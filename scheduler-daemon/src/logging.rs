@@ -88,7 +88,11 @@ pub fn flush() {
 /// Whether fd 2 is the stream systemd connected to the journal (`$JOURNAL_STREAM` is its
 /// `device:inode`; a child that inherited the variable but not the stream must not match).
 fn stderr_is_journal() -> bool {
-    let Some(v) = std::env::var_os("JOURNAL_STREAM") else {
+    is_journal(std::env::var_os("JOURNAL_STREAM").as_deref())
+}
+
+fn is_journal(stream: Option<&std::ffi::OsStr>) -> bool {
+    let Some(v) = stream else {
         return false;
     };
     let Some((dev, ino)) = v.to_str().and_then(|v| v.split_once(':')) else {
@@ -189,9 +193,11 @@ mod tests {
 
     #[test]
     fn a_stream_that_is_not_stderr_is_not_the_journal() {
-        std::env::set_var("JOURNAL_STREAM", "1:1");
-        assert!(!stderr_is_journal());
-        std::env::remove_var("JOURNAL_STREAM");
-        assert!(!stderr_is_journal());
+        assert!(!is_journal(None));
+        assert!(!is_journal(Some("1:1".as_ref())));
+        assert!(!is_journal(Some("garbage".as_ref())));
+        let m = std::fs::metadata("/proc/self/fd/2").unwrap();
+        let this = format!("{}:{}", m.dev(), m.ino());
+        assert!(is_journal(Some(this.as_ref())));
     }
 }

@@ -193,12 +193,7 @@ impl Exporter {
         let s = self.daemon.status();
         let mut edges = EDGES_NS.to_vec();
         edges.push(u64::MAX);
-        let delays: HashMap<u64, Vec<u64>> = self
-            .daemon
-            .queue_delays(&edges)
-            .into_iter()
-            .map(|(session, _, below)| (session, below))
-            .collect();
+        let delays: HashMap<u64, Vec<u64>> = self.daemon.queue_delays(&edges).into_iter().collect();
         let now = s
             .clients
             .iter()

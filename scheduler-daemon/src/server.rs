@@ -130,14 +130,11 @@ impl Daemon {
         *self.config.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(c);
     }
 
-    /// Each connected client's session, tenant and queueing delays below each of `edges_ns`.
-    pub fn queue_delays(&self, edges_ns: &[u64]) -> Vec<(u64, String, Vec<u64>)> {
+    /// Each connected client's session and its queueing delays below each of `edges_ns`.
+    pub fn queue_delays(&self, edges_ns: &[u64]) -> Vec<(u64, Vec<u64>)> {
         lock(&self.sessions)
             .values()
-            .map(|s| {
-                let below = s.queue_delay.counts_below(edges_ns);
-                (s.identity.session, s.identity.tenant.clone(), below)
-            })
+            .map(|s| (s.identity.session, s.queue_delay.counts_below(edges_ns)))
             .collect()
     }
 
