@@ -269,9 +269,32 @@ fn a_stderr_nobody_reads_neither_wedges_the_daemon_nor_its_shutdown() {
     let mut cmd = batond(&socket);
     cmd.stderr(Stdio::piped());
     let mut d = start(&mut cmd, &socket);
-    let _unread = d.0.stderr.take();
-    // Far more than a pipe holds (64 KiB): each SIGHUP without a policy file logs a line.
-    for _ in 0..3000 {
+    let unread = d.0.stderr.take().unwrap();
+    // Fill the pipe (64 KiB): each SIGHUP without a policy file logs a line.
+    let queued = || {
+        let mut n: libc::c_int = 0;
+        // SAFETY: FIONREAD writes the number of unread bytes into `n`.
+        unsafe {
+            libc::ioctl(
+                std::os::fd::AsRawFd::as_raw_fd(&unread),
+                libc::FIONREAD,
+                &mut n,
+            )
+        };
+        n
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while queued() < 60 << 10 {
+        assert!(
+            Instant::now() < deadline,
+            "the pipe never filled: {} bytes",
+            queued()
+        );
+        signal(&d.0, libc::SIGHUP);
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    // More lines now meet a full pipe.
+    for _ in 0..200 {
         signal(&d.0, libc::SIGHUP);
         std::thread::sleep(Duration::from_micros(200));
     }
