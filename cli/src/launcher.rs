@@ -82,8 +82,13 @@ fn start_daemon(socket: &Path, config: Option<&Path>) -> Result<(), String> {
                 return Ok(());
             }
             let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            let hint = if log.contains("no NVIDIA driver found") {
+                "\n(to see Baton work on a simulated GPU without one: baton demo)"
+            } else {
+                ""
+            };
             return Err(format!(
-                "the daemon exited ({status}) before it was ready:\n{}",
+                "the daemon exited ({status}) before it was ready:\n{}{hint}",
                 log.trim_end()
             ));
         }

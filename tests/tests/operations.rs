@@ -813,3 +813,21 @@ fn baton_demo_runs_two_clients_on_the_simulated_gpu_and_cleans_up() {
         .unwrap_or_else(|| panic!("{text}"));
     assert!(!dir.exists(), "{} left behind", dir.display());
 }
+
+#[test]
+fn without_a_driver_baton_run_points_at_the_demo() {
+    if Path::new("/dev/nvidiactl").exists() {
+        return;
+    }
+    let dir = TempDir::new("nodriver");
+    let out = Command::new(workspace_bin("baton"))
+        .args(["run", "--", "true"])
+        .env(control::SOCKET_ENV, dir.path("run.sock"))
+        .env_remove("LD_LIBRARY_PATH")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("no NVIDIA driver found"), "{err}");
+    assert!(err.contains("baton demo"), "{err}");
+}
