@@ -597,8 +597,11 @@ fn metrics_are_off_by_default_and_on_a_unix_socket_take_the_daemons_mode() {
         batond(&socket).stderr(std::fs::File::create(&log).unwrap()),
         &socket,
     );
-    signal(&d.0, libc::SIGTERM);
-    exits_within(&mut d.0, Duration::from_secs(5)).expect("no exit");
+    // SIGINT stops it as SIGTERM does.
+    signal(&d.0, libc::SIGINT);
+    let st = exits_within(&mut d.0, Duration::from_secs(5)).expect("no exit on SIGINT");
+    assert!(st.success(), "{st}");
+    assert!(!socket.exists());
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(!text.contains("metrics endpoint listening"), "{text}");
     assert!(!dir.path("metrics.sock").exists());
