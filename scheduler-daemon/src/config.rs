@@ -337,6 +337,7 @@ struct RawDaemon {
     socket: Option<PathBuf>,
     socket_mode: Option<Mode>,
     metrics_listen: Option<String>,
+    metrics_token_file: Option<PathBuf>,
     srpt_fairness: Option<f64>,
     srpt_short_job_us: Option<u64>,
     srpt_fast_lane_sm_reserve: Option<f64>,
@@ -414,6 +415,9 @@ pub struct DaemonConfig {
     /// Where the metrics endpoint listens; `None` (`metrics_listen = "off"`, the default): no
     /// endpoint.
     pub metrics_listen: Option<MetricsListen>,
+    /// A file holding the token a scrape must present (`Authorization: Bearer TOKEN`); `None`:
+    /// anyone who reaches the endpoint may read it.
+    pub metrics_token_file: Option<PathBuf>,
     /// `srpt` only: how fast waiting work gains priority (0 = pure SRPT; see `docs/scheduling.md`).
     pub srpt_fairness: f64,
     /// `srpt` only: tenants whose typical job needs at most this much GPU time get their own
@@ -436,6 +440,7 @@ impl Default for DaemonConfig {
             socket: None,
             socket_mode: None,
             metrics_listen: None,
+            metrics_token_file: None,
             srpt_fairness: DEFAULT_SRPT_FAIRNESS,
             srpt_short_job: Some(Duration::from_micros(DEFAULT_SRPT_SHORT_JOB_US)),
             srpt_fast_lane_sm_reserve: DEFAULT_SRPT_FAST_LANE_SM_RESERVE,
@@ -727,6 +732,18 @@ impl Config {
         }
         if let Some(k) = d.low_in_flight {
             daemon.low_in_flight = k;
+        }
+        if let Some(f) = d.metrics_token_file {
+            if !f.is_absolute() {
+                return Err(invalid(
+                    "[daemon]",
+                    format!(
+                        "metrics_token_file `{}` must be an absolute path",
+                        f.display()
+                    ),
+                ));
+            }
+            daemon.metrics_token_file = Some(f);
         }
 
         let default = limits(raw.default, &Limits::default(), "[default]")?;
@@ -1023,6 +1040,14 @@ mod tests {
         );
         let e = m("unix:m.sock").unwrap_err().to_string();
         assert!(e.contains("must be absolute"), "{e}");
+    }
+
+    #[test]
+    fn metrics_token_file_must_be_absolute() {
+        let c = Config::parse("[daemon]\nmetrics_token_file = \"/etc/baton/t\"\n").unwrap();
+        assert_eq!(c.daemon.metrics_token_file, Some("/etc/baton/t".into()));
+        let e = err("[daemon]\nmetrics_token_file = \"t\"\n");
+        assert!(e.contains("must be an absolute path"), "{e}");
     }
 
     #[test]

@@ -182,12 +182,14 @@ pub fn run(opts: &Options) -> Result<(), String> {
     tracing::info!(socket = %path.display(), executor = exec.name(), ?devices, pid = std::process::id(), "batond ready");
     tracing::info!(policy = ?config.daemon.policy, tenants = config.tenants.len(), "policy file loaded");
     let metrics_listen = config.daemon.metrics_listen.clone();
+    let config_token = config.daemon.metrics_token_file.clone();
     let daemon = server::Daemon::new(exec, arena, config)?;
     daemon.monitor.carry_over(restart::faults_before());
 
     let mut owned = vec![path.clone()];
     if let Some(listen) = metrics_listen {
-        if let Some(p) = metrics::serve(daemon.clone(), &listen, &path, mode) {
+        let token = config_token.as_deref();
+        if let Some(p) = metrics::serve(daemon.clone(), &listen, token, &path, mode) {
             owned.push(p);
         }
     }

@@ -1,7 +1,8 @@
 //! The metrics endpoint: Prometheus text exposition over HTTP, off unless the policy file's
 //! `metrics_listen` enables it: `"unix"` (a socket beside the control socket, with its mode:
 //! the same people who may use the daemon may read its metrics) or a TCP address (readable by
-//! anyone who can reach it; the daemon warns at start).
+//! anyone who can reach it; the daemon warns at start unless `metrics_token_file` names a
+//! token that every scrape must present as `Authorization: Bearer TOKEN`).
 //!
 //! Each connection has its own thread and deadlines (a request head within
 //! [`READ_DEADLINE`], an answer within [`WRITE_DEADLINE`]), and at most [`MAX_CONNECTIONS`] are
@@ -178,14 +179,29 @@ impl Ledger {
 pub struct Exporter {
     daemon: Arc<Daemon>,
     ledger: Mutex<Ledger>,
+    /// The token a scrape must present, if any.
+    token: Option<Vec<u8>>,
 }
 
 impl Exporter {
-    pub fn new(daemon: Arc<Daemon>) -> Exporter {
+    pub fn new(daemon: Arc<Daemon>, token: Option<Vec<u8>>) -> Exporter {
         Exporter {
             daemon,
             ledger: Mutex::new(Ledger::default()),
+            token,
         }
+    }
+
+    /// Whether the request carries the token (always, without one).
+    fn admits(&self, req: &httparse::Request<'_, '_>) -> bool {
+        let Some(token) = &self.token else {
+            return true;
+        };
+        req.headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("authorization"))
+            .filter_map(|h| h.value.strip_prefix(b"Bearer "))
+            .any(|given| same(given, token))
     }
 
     /// The page for one scrape.
@@ -226,6 +242,22 @@ impl Exporter {
             .observe(now);
         page(&s, &totals)
     }
+}
+
+/// Compares in time that depends only on the lengths, not on where the bytes differ.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Reads the token file: one line, not empty.
+fn read_token(path: &Path) -> Result<Vec<u8>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("reading metrics_token_file {}: {e}", path.display()))?;
+    let t = text.trim();
+    if t.is_empty() {
+        return Err(format!("metrics_token_file {} is empty", path.display()));
+    }
+    Ok(t.as_bytes().to_vec())
 }
 
 fn family(out: &mut String, name: &str, ty: &str, help: &str) {
@@ -439,14 +471,25 @@ impl Listener {
 pub fn serve(
     daemon: Arc<Daemon>,
     listen: &MetricsListen,
+    token_file: Option<&Path>,
     control_socket: &Path,
     mode: u32,
 ) -> Option<PathBuf> {
+    // A token that cannot be read must not leave the endpoint open to everyone.
+    let token = match token_file.map(read_token).transpose() {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!(error = %e, "metrics endpoint not started");
+            return None;
+        }
+    };
     let (listener, created, shown) = match listen {
         MetricsListen::Tcp(addr) => match TcpListener::bind(addr) {
             Ok(l) => {
                 let shown = l.local_addr().map_or(addr.to_string(), |a| a.to_string());
-                tracing::warn!(addr = %shown, "the metrics endpoint is on TCP: anyone who can reach it reads every tenant's name and usage; keep it on loopback behind a firewall or an authenticating proxy, or use metrics_listen = \"unix\"");
+                if token.is_none() {
+                    tracing::warn!(addr = %shown, "the metrics endpoint is on TCP without metrics_token_file: anyone who can reach it reads every tenant's name and usage");
+                }
                 (Listener::Tcp(l), None, shown)
             }
             Err(e) => {
@@ -471,7 +514,7 @@ pub fn serve(
         }
     };
     tracing::info!(listen = %shown, "metrics endpoint listening");
-    let exporter = Arc::new(Exporter::new(daemon));
+    let exporter = Arc::new(Exporter::new(daemon, token));
     let open = Arc::new(AtomicUsize::new(0));
     let spawned = std::thread::Builder::new()
         .name("baton-metrics".into())
@@ -538,7 +581,12 @@ fn answer(mut conn: Box<dyn Conn>, exporter: &Exporter) {
         }
     };
     let head = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "HTTP/1.1 {status}\r\n{}Content-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        if status.starts_with("401") {
+            "WWW-Authenticate: Bearer\r\n"
+        } else {
+            ""
+        },
         body.len()
     );
     let _ = conn
@@ -548,6 +596,9 @@ fn answer(mut conn: Box<dyn Conn>, exporter: &Exporter) {
 }
 
 fn route(req: &httparse::Request<'_, '_>, exporter: &Exporter) -> (&'static str, String) {
+    if !exporter.admits(req) {
+        return ("401 Unauthorized", String::new());
+    }
     match (req.method, req.path) {
         (Some("GET"), Some("/metrics" | "/")) => ("200 OK", exporter.render()),
         (Some("GET"), _) => ("404 Not Found", "try /metrics\n".into()),
@@ -558,6 +609,14 @@ fn route(req: &httparse::Request<'_, '_>, exporter: &Exporter) -> (&'static str,
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tokens_compare_whole() {
+        assert!(same(b"abc", b"abc"));
+        assert!(!same(b"abc", b"abd"));
+        assert!(!same(b"abc", b"abcd"));
+        assert!(!same(b"", b"a"));
+    }
 
     #[test]
     fn labels_are_escaped() {

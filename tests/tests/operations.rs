@@ -834,3 +834,84 @@ fn without_a_driver_baton_run_points_at_the_demo() {
     assert!(err.contains("no NVIDIA driver found"), "{err}");
     assert!(err.contains("baton demo"), "{err}");
 }
+
+#[test]
+fn with_a_token_file_a_scrape_must_present_the_token() {
+    let dir = TempDir::new("token");
+    let socket = dir.path("baton.sock");
+    let policy = dir.path("baton.toml");
+    let token = dir.path("metrics.token");
+    std::fs::write(&token, "s3cret-token\n").unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    std::fs::write(
+        &policy,
+        format!(
+            "[daemon]\nmetrics_listen = \"127.0.0.1:{port}\"\nmetrics_token_file = \"{}\"\n",
+            token.display()
+        ),
+    )
+    .unwrap();
+    let _d = start(
+        batond(&socket)
+            .arg("--config")
+            .arg(&policy)
+            .stderr(Stdio::null()),
+        &socket,
+    );
+    wait_for("the metrics endpoint", Duration::from_secs(5), || {
+        TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    let get = |auth: &str| {
+        let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        write!(c, "GET /metrics HTTP/1.1\r\nHost: x\r\n{auth}\r\n").unwrap();
+        let mut s = String::new();
+        c.read_to_string(&mut s).unwrap();
+        s
+    };
+    let page = get("");
+    assert!(page.starts_with("HTTP/1.1 401"), "{page}");
+    assert!(page.contains("WWW-Authenticate: Bearer"), "{page}");
+    assert!(!page.contains("baton_clients"), "{page}");
+    assert!(get("Authorization: Bearer wrong\r\n").starts_with("HTTP/1.1 401"));
+    let page = get("Authorization: Bearer s3cret-token\r\n");
+    assert!(page.starts_with("HTTP/1.1 200 OK"), "{page}");
+    assert!(page.contains("\nbaton_clients 0\n"), "{page}");
+}
+
+#[test]
+fn an_unreadable_token_file_leaves_the_endpoint_closed_not_open() {
+    let dir = TempDir::new("notoken");
+    let socket = dir.path("baton.sock");
+    let policy = dir.path("baton.toml");
+    let log = dir.path("batond.log");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    std::fs::write(
+        &policy,
+        format!(
+            "[daemon]\nmetrics_listen = \"127.0.0.1:{port}\"\nmetrics_token_file = \"{}\"\n",
+            dir.path("missing.token").display()
+        ),
+    )
+    .unwrap();
+    let _d = start(
+        batond(&socket)
+            .arg("--config")
+            .arg(&policy)
+            .stderr(std::fs::File::create(&log).unwrap()),
+        &socket,
+    );
+    wait_for("the error line", Duration::from_secs(5), || {
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .contains("metrics endpoint not started")
+    });
+    assert!(TcpStream::connect(("127.0.0.1", port)).is_err());
+}
