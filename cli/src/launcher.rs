@@ -7,29 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// The daemon socket a client should use: `$BATON_SOCKET`, else the system daemon's socket if
-/// one is serving, else this user's own socket.
-pub fn find_socket() -> PathBuf {
-    if let Some(p) = std::env::var_os(baton_ipc::control::SOCKET_ENV).filter(|v| !v.is_empty()) {
-        return p.into();
-    }
-    let system = PathBuf::from(baton_ipc::control::DEFAULT_SOCKET);
-    if UnixStream::connect(&system).is_ok() {
-        return system;
-    }
-    user_socket()
-}
-
-/// `$XDG_RUNTIME_DIR/baton/baton.sock`, else `/tmp/baton-UID/baton.sock`.
-fn user_socket() -> PathBuf {
-    match std::env::var_os("XDG_RUNTIME_DIR").filter(|v| !v.is_empty()) {
-        Some(d) => Path::new(&d).join("baton").join("baton.sock"),
-        None => PathBuf::from(format!("/tmp/baton-{}", nix::unistd::getuid())).join("baton.sock"),
-    }
-}
-
 /// A file shipped beside the `baton` executable (or in `../lib/baton/`).
-fn beside_exe(name: &str) -> Result<PathBuf, String> {
+pub fn beside_exe(name: &str) -> Result<PathBuf, String> {
     let exe = std::env::current_exe().map_err(|e| format!("locating the baton executable: {e}"))?;
     let dir = exe.parent().ok_or("baton executable has no directory")?;
     for cand in [dir.join(name), dir.join("../lib/baton").join(name)] {
@@ -45,7 +24,7 @@ fn beside_exe(name: &str) -> Result<PathBuf, String> {
 
 /// The shim: `$BATON_SHIM`, else `libcuda.so.1` beside `baton` (an installed tree), else
 /// `libcuda.so` (the name cargo gives the build output; its SONAME is still `libcuda.so.1`).
-fn shim_path() -> Result<PathBuf, String> {
+pub fn shim_path() -> Result<PathBuf, String> {
     match std::env::var_os("BATON_SHIM").filter(|v| !v.is_empty()) {
         Some(p) => Ok(p.into()),
         None => beside_exe("libcuda.so.1").or_else(|e| beside_exe("libcuda.so").map_err(|_| e)),
@@ -53,7 +32,7 @@ fn shim_path() -> Result<PathBuf, String> {
 }
 
 /// Starts `batond` in the background for this user and waits until its socket answers.
-fn start_daemon(socket: &Path) -> Result<(), String> {
+fn start_daemon(socket: &Path, config: Option<&Path>) -> Result<(), String> {
     let batond = beside_exe("batond")?;
     let log_path = socket.with_extension("log");
     if let Some(dir) = socket.parent() {
@@ -67,6 +46,9 @@ fn start_daemon(socket: &Path) -> Result<(), String> {
         .arg(socket)
         .arg("--socket-mode")
         .arg("600");
+    if let Some(c) = config {
+        cmd.arg("--config").arg(c);
+    }
     cmd.stdin(Stdio::null())
         .stdout(log.try_clone().map_err(|e| e.to_string())?)
         .stderr(log);
@@ -86,12 +68,12 @@ fn start_daemon(socket: &Path) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if UnixStream::connect(socket).is_ok() {
-            eprintln!(
+            note(format_args!(
                 "baton: started a daemon (pid {}) at {}; its log is {}",
                 child.id(),
                 socket.display(),
                 log_path.display()
-            );
+            ));
             return Ok(());
         }
         if let Ok(Some(status)) = child.try_wait() {
@@ -100,8 +82,13 @@ fn start_daemon(socket: &Path) -> Result<(), String> {
                 return Ok(());
             }
             let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            let hint = if log.contains("no NVIDIA driver found") {
+                "\n(to see Baton work on a simulated GPU without one: baton demo)"
+            } else {
+                ""
+            };
             return Err(format!(
-                "the daemon exited ({status}) before it was ready:\n{}",
+                "the daemon exited ({status}) before it was ready:\n{}{hint}",
                 log.trim_end()
             ));
         }
@@ -116,23 +103,59 @@ fn start_daemon(socket: &Path) -> Result<(), String> {
     }
 }
 
-pub fn run(tenant: Option<String>, command: Vec<OsString>) -> Result<(), String> {
-    let shim = shim_path()?;
-    let socket = find_socket();
-    if UnixStream::connect(&socket).is_err() {
-        start_daemon(&socket)?;
+/// A line on stderr, if it is still open (`eprintln!` panics when it is not).
+fn note(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{args}");
+}
+
+/// `baton run`'s options.
+pub struct RunOptions {
+    pub tenant: Option<String>,
+    pub socket: Option<PathBuf>,
+    pub config: Option<PathBuf>,
+    pub command: Vec<OsString>,
+}
+
+pub fn run(o: RunOptions) -> Result<(), String> {
+    let socket = match o.socket {
+        Some(s) => s,
+        None => crate::socket::find().map_err(|e| e.to_string())?,
+    };
+    match crate::socket::connect(&socket) {
+        Ok(_) => {
+            if let Some(c) = &o.config {
+                note(format_args!(
+                    "baton: a daemon is already serving {}; --config {} applies only to a daemon baton starts",
+                    socket.display(),
+                    c.display()
+                ));
+            }
+        }
+        Err(crate::socket::Refusal::NoDaemon(_)) => {
+            let config = match &o.config {
+                Some(c) => Some(
+                    c.canonicalize()
+                        .map_err(|e| format!("policy file {}: {e}", c.display()))?,
+                ),
+                None => None,
+            };
+            start_daemon(&socket, config.as_deref())?
+        }
+        Err(e) => return Err(e.to_string()),
     }
+    let shim = shim_path()?;
     let mut preload = OsString::from(&shim);
     if let Some(old) = std::env::var_os("LD_PRELOAD").filter(|v| !v.is_empty()) {
         preload.push(":");
         preload.push(old);
     }
-    let (prog, args) = command.split_first().ok_or("no command given")?;
+    let (prog, args) = o.command.split_first().ok_or("no command given")?;
     let mut cmd = Command::new(prog);
     cmd.args(args)
         .env("LD_PRELOAD", preload)
         .env(baton_ipc::control::SOCKET_ENV, &socket);
-    if let Some(t) = tenant {
+    if let Some(t) = o.tenant {
         cmd.env("BATON_TENANT", t);
     }
     let err = cmd.exec();

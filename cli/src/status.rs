@@ -1,16 +1,18 @@
 //! `baton status`.
 
 use baton_ipc::control::{self, Request, Response};
-use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 
 pub fn show(socket: Option<PathBuf>, json: bool) -> Result<(), String> {
-    let path = socket.unwrap_or_else(crate::launcher::find_socket);
-    let conn = UnixStream::connect(&path).map_err(|e| {
-        format!(
-            "no daemon at {} ({e}); start one with `baton daemon`",
-            path.display()
-        )
+    let path = match socket {
+        Some(s) => s,
+        None => crate::socket::find().map_err(|e| e.to_string())?,
+    };
+    let conn = crate::socket::connect(&path).map_err(|e| match e {
+        crate::socket::Refusal::NoDaemon(m) => {
+            format!("{m}; start one with `baton daemon` (or try `baton demo`)")
+        }
+        other => other.to_string(),
     })?;
     control::send(&conn, &Request::Status, &[]).map_err(|e| e.to_string())?;
     let report = match control::recv::<Response>(&conn)

@@ -26,8 +26,8 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
-/// Where the metrics endpoint listens unless the file says otherwise.
-pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9464";
+/// The metrics socket's file name beside the control socket (`metrics_listen = "unix"`).
+pub const METRICS_SOCKET_NAME: &str = "metrics.sock";
 /// Default of `[daemon] srpt_fairness`.
 pub const DEFAULT_SRPT_FAIRNESS: f64 = 0.5;
 /// Default of `[daemon] issue_window_us`.
@@ -206,6 +206,9 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
         .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     let unit = unit.trim();
+    if t.starts_with('-') {
+        return Err(format!("`{s}` is not a size: sizes cannot be negative"));
+    }
     let mult: u64 = match unit.to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "kb" => 1000,
@@ -334,6 +337,7 @@ struct RawDaemon {
     socket: Option<PathBuf>,
     socket_mode: Option<Mode>,
     metrics_listen: Option<String>,
+    metrics_token_file: Option<PathBuf>,
     srpt_fairness: Option<f64>,
     srpt_short_job_us: Option<u64>,
     srpt_fast_lane_sm_reserve: Option<f64>,
@@ -367,6 +371,39 @@ struct RawTenant {
 
 // ---- the checked configuration -------------------------------------------------------------
 
+/// Where the metrics endpoint listens (`metrics_listen`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MetricsListen {
+    /// A Unix socket with the control socket's mode (`"unix"`: `metrics.sock` beside the
+    /// control socket; `"unix:/path"`).
+    Unix(Option<PathBuf>),
+    /// A TCP address (`"127.0.0.1:9464"`): readable by anyone who can reach it.
+    Tcp(SocketAddr),
+}
+
+impl FromStr for MetricsListen {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let t = s.trim();
+        if t == "unix" {
+            return Ok(MetricsListen::Unix(None));
+        }
+        if let Some(p) = t.strip_prefix("unix:") {
+            if !p.starts_with('/') {
+                return Err(format!(
+                    "metrics_listen `{s}`: a Unix socket path must be absolute (\"unix:/run/baton/metrics.sock\")"
+                ));
+            }
+            return Ok(MetricsListen::Unix(Some(PathBuf::from(p))));
+        }
+        t.parse().map(MetricsListen::Tcp).map_err(|e| {
+            format!(
+                "metrics_listen `{s}` is not \"unix\", \"unix:/path\", an address such as \"127.0.0.1:9464\", or \"off\": {e}"
+            )
+        })
+    }
+}
+
 /// `[daemon]`: how the daemon runs.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DaemonConfig {
@@ -375,8 +412,12 @@ pub struct DaemonConfig {
     pub socket: Option<PathBuf>,
     /// Permissions of the socket file; `None`: the command line's or the built-in default.
     pub socket_mode: Option<u32>,
-    /// Where the metrics endpoint listens; `None` (`metrics_listen = "off"`): no endpoint.
-    pub metrics_listen: Option<SocketAddr>,
+    /// Where the metrics endpoint listens; `None` (`metrics_listen = "off"`, the default): no
+    /// endpoint.
+    pub metrics_listen: Option<MetricsListen>,
+    /// A file holding the token a scrape must present (`Authorization: Bearer TOKEN`); `None`:
+    /// anyone who reaches the endpoint may read it.
+    pub metrics_token_file: Option<PathBuf>,
     /// `srpt` only: how fast waiting work gains priority (0 = pure SRPT; see `docs/scheduling.md`).
     pub srpt_fairness: f64,
     /// `srpt` only: tenants whose typical job needs at most this much GPU time get their own
@@ -398,7 +439,8 @@ impl Default for DaemonConfig {
             policy: PolicyKind::Passthrough,
             socket: None,
             socket_mode: None,
-            metrics_listen: Some(DEFAULT_METRICS_LISTEN.parse().expect("valid address")),
+            metrics_listen: None,
+            metrics_token_file: None,
             srpt_fairness: DEFAULT_SRPT_FAIRNESS,
             srpt_short_job: Some(Duration::from_micros(DEFAULT_SRPT_SHORT_JOB_US)),
             srpt_fast_lane_sm_reserve: DEFAULT_SRPT_FAST_LANE_SM_RESERVE,
@@ -656,12 +698,7 @@ impl Config {
             daemon.metrics_listen = if m.trim().eq_ignore_ascii_case("off") {
                 None
             } else {
-                Some(m.trim().parse().map_err(|e| {
-                    invalid(
-                        "[daemon]",
-                        format!("metrics_listen `{m}` is not an address such as \"127.0.0.1:9464\" (or \"off\"): {e}"),
-                    )
-                })?)
+                Some(m.parse().map_err(|e| invalid("[daemon]", e))?)
             };
         }
         if let Some(f) = d.srpt_fairness {
@@ -695,6 +732,18 @@ impl Config {
         }
         if let Some(k) = d.low_in_flight {
             daemon.low_in_flight = k;
+        }
+        if let Some(f) = d.metrics_token_file {
+            if !f.is_absolute() {
+                return Err(invalid(
+                    "[daemon]",
+                    format!(
+                        "metrics_token_file `{}` must be an absolute path",
+                        f.display()
+                    ),
+                ));
+            }
+            daemon.metrics_token_file = Some(f);
         }
 
         let default = limits(raw.default, &Limits::default(), "[default]")?;
@@ -845,10 +894,7 @@ mod tests {
         let c = Config::parse("").unwrap();
         assert_eq!(c, Config::default());
         assert_eq!(c.daemon.policy, PolicyKind::Passthrough);
-        assert_eq!(
-            c.daemon.metrics_listen,
-            Some("127.0.0.1:9464".parse().unwrap())
-        );
+        assert_eq!(c.daemon.metrics_listen, None);
         let p = c.resolve(None, None, 1000, 1000).unwrap();
         assert_eq!(p.name, "uid:1000");
         assert_eq!(p.class, Class::NORMAL);
@@ -1070,6 +1116,32 @@ mod tests {
         assert_eq!(c.daemon.metrics_listen, None);
         let e = err("[daemon]\nmetrics_listen = \"localhost\"\n");
         assert!(e.contains("[daemon]: metrics_listen `localhost`"), "{e}");
+        let m = |v: &str| {
+            Config::parse(&format!("[daemon]\nmetrics_listen = \"{v}\"\n"))
+                .map(|c| c.daemon.metrics_listen)
+        };
+        assert_eq!(m("unix").unwrap(), Some(MetricsListen::Unix(None)));
+        assert_eq!(
+            m("unix:/run/m.sock").unwrap(),
+            Some(MetricsListen::Unix(Some("/run/m.sock".into())))
+        );
+        let e = m("unix:m.sock").unwrap_err().to_string();
+        assert!(e.contains("must be absolute"), "{e}");
+    }
+
+    #[test]
+    fn metrics_token_file_must_be_absolute() {
+        let c = Config::parse("[daemon]\nmetrics_token_file = \"/etc/baton/t\"\n").unwrap();
+        assert_eq!(c.daemon.metrics_token_file, Some("/etc/baton/t".into()));
+        let e = err("[daemon]\nmetrics_token_file = \"t\"\n");
+        assert!(e.contains("must be an absolute path"), "{e}");
+    }
+
+    #[test]
+    fn negative_sizes_say_so() {
+        let e = err("[default]\nmemory_quota = \"-5GiB\"\n");
+        assert!(e.contains("cannot be negative"), "{e}");
+        assert!(!e.contains("unknown unit"), "{e}");
     }
 
     #[test]

@@ -12,7 +12,7 @@ fn main() {
     let cli = Cli::parse();
     baton_daemon::init_logging(cli.opts.log_format);
     if let Err(e) = baton_daemon::run(&cli.opts) {
-        eprintln!("batond: {e}");
+        baton_daemon::logging::last_words(&format!("batond: {e}"));
         std::process::exit(1);
     }
 }

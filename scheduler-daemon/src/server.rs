@@ -17,13 +17,14 @@ use std::io::{self, Read};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
 /// Daemon-wide state shared by all connection and session threads.
 pub struct Daemon {
     pub exec: Arc<dyn Executor>,
-    config: crate::config::Config,
+    /// Swapped whole on SIGHUP (`replace_config`); a client's policy is resolved once, at connect.
+    config: RwLock<Arc<crate::config::Config>>,
     arena: Arc<HostArena>,
     params: Params,
     sessions: Mutex<HashMap<u64, Arc<Shared>>>,
@@ -63,7 +64,7 @@ impl Daemon {
         };
         let d = Arc::new(Daemon {
             exec,
-            config,
+            config: RwLock::new(Arc::new(config)),
             arena,
             params: Params::DEFAULT,
             sessions: Mutex::new(HashMap::new()),
@@ -116,6 +117,27 @@ impl Daemon {
         }
     }
 
+    /// The policy file in force.
+    pub fn config(&self) -> Arc<crate::config::Config> {
+        self.config
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Puts a reloaded policy file in force for clients that connect from now on.
+    pub fn replace_config(&self, c: crate::config::Config) {
+        *self.config.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(c);
+    }
+
+    /// Each connected client's session and its queueing delays below each of `edges_ns`.
+    pub fn queue_delays(&self, edges_ns: &[u64]) -> Vec<(u64, Vec<u64>)> {
+        lock(&self.sessions)
+            .values()
+            .map(|s| (s.identity.session, s.queue_delay.counts_below(edges_ns)))
+            .collect()
+    }
+
     pub fn status(&self) -> StatusReport {
         let mut figures: HashMap<u64, TenantFigures> = HashMap::new();
         for d in self.schedulers.iter() {
@@ -154,7 +176,7 @@ impl Daemon {
         StatusReport {
             daemon_pid: std::process::id(),
             executor: self.exec.name().to_string(),
-            policy: self.config.daemon.policy.name().to_string(),
+            policy: self.config().daemon.policy.name().to_string(),
             devices: self.exec.devices().iter().map(|d| d.name.clone()).collect(),
             clients,
             context_faults: self.monitor.faults(),
@@ -183,6 +205,7 @@ impl Daemon {
     pub fn serve(self: &Arc<Self>, listener: UnixListener) -> io::Result<()> {
         *lock(&self.listener) = Some(listener.try_clone()?);
         for conn in listener.incoming() {
+            crate::systemd::test_stall_point();
             let conn = match conn {
                 Ok(c) => c,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -247,10 +270,8 @@ impl Daemon {
                 "client's stated pid differs from SO_PEERCRED; using the kernel's"
             );
         }
-        let policy = match self
-            .config
-            .resolve(tenant.as_deref(), class.as_deref(), uid, gid)
-        {
+        let config = self.config();
+        let policy = match config.resolve(tenant.as_deref(), class.as_deref(), uid, gid) {
             Ok(p) => p,
             Err(e) => {
                 tracing::warn!(pid, uid, gid, error = %e, "client refused");
@@ -309,9 +330,9 @@ impl Daemon {
         };
         session.schedule(
             self.schedulers.clone(),
-            self.config.daemon.policy == PolicyKind::Priority,
+            config.daemon.policy == PolicyKind::Priority,
         );
-        let d = &self.config.daemon;
+        let d = &config.daemon;
         if d.policy == PolicyKind::Srpt && d.srpt_short_job.is_some() {
             session.reserve_for_fast_lanes(d.srpt_fast_lane_sm_reserve);
         }
@@ -319,12 +340,13 @@ impl Daemon {
         lock(&self.sessions).insert(session_id, shared.clone());
         tracing::info!(session = session_id, pid, uid, tenant = %identity.tenant, "client connected");
         let d = self.clone();
+        let tenant = identity.tenant.clone();
         std::thread::Builder::new()
             .name(format!("baton-session-{session_id}"))
             .spawn(move || {
                 let end = session.run();
                 lock(&d.sessions).remove(&session_id);
-                tracing::info!(session = session_id, pid, how = ?end, "client session ended; its resources are freed");
+                tracing::info!(session = session_id, pid, uid, %tenant, how = ?end, "client disconnected; its resources are freed");
             })?;
 
         let welcome = Response::Welcome {

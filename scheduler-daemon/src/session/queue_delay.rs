@@ -51,6 +51,24 @@ impl QueueDelay {
         self.sum_ns.fetch_add(ns, Ordering::Relaxed);
     }
 
+    /// For each edge, how many delays were shorter than it: exact when every edge is a power
+    /// of two of nanoseconds (a bucket never straddles one).
+    pub fn counts_below(&self, edges_ns: &[u64]) -> Vec<u64> {
+        let mut below = vec![0; edges_ns.len()];
+        for (i, b) in self.buckets.iter().enumerate() {
+            let c = b.load(Ordering::Relaxed);
+            if c == 0 {
+                continue;
+            }
+            for (n, &edge) in below.iter_mut().zip(edges_ns) {
+                if upper(i) < edge {
+                    *n += c;
+                }
+            }
+        }
+        below
+    }
+
     /// Percentiles are the upper bound of the bucket they fall in.
     pub fn summary(&self) -> DelaySummary {
         let counts: [u64; BUCKETS] =
@@ -76,6 +94,18 @@ impl QueueDelay {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counts_below_powers_of_two_are_exact() {
+        let q = QueueDelay::default();
+        for ns in [1000u64, 1023, 1024, 1025, 4095, 4096, 70_000] {
+            q.record(Duration::from_nanos(ns));
+        }
+        assert_eq!(
+            q.counts_below(&[1024, 4096, 1 << 16, 1 << 20]),
+            [2, 5, 6, 7]
+        );
+    }
 
     #[test]
     fn buckets_are_contiguous_and_bound_their_values() {
