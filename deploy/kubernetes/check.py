@@ -138,6 +138,15 @@ def check_deployment(docs):
         return
     expect(base / "baton.toml", "[daemon] socket", daemon["daemon"].get("socket"), "/run/baton/baton.sock")
     expect(base / "baton.toml", "[daemon] metrics_listen", daemon["daemon"].get("metrics_listen"), "0.0.0.0:9464")
+    # The scrape token: a file of the optional Secret's volume, and the Secret the
+    # ServiceMonitor presents.
+    token_file = pathlib.PurePosixPath(daemon["daemon"].get("metrics_token_file", ""))
+    token_mount = mounts(batond).get(str(token_file.parent), (None,))[0]
+    secret = volumes.get(token_mount, {}).get("secret", {})
+    if not secret:
+        problem(path, f"batond mounts no Secret at {token_file.parent} for metrics_token_file")
+    expect(path, "metrics token Secret optional", secret.get("optional"), True)
+    expect(path, "metrics token key", token_file.name, "token")
     expect(base / "device-plugin.toml", "socket_dir", dp.get("socket_dir"), host.get("baton-run"))
     expect(base / "device-plugin.toml", "kubelet_dir", dp.get("kubelet_dir"), host.get("device-plugins"))
     shim = pathlib.PurePosixPath(dp.get("shim", ""))
@@ -153,6 +162,9 @@ def check_deployment(docs):
     if sm and svc:
         expect(mpath, "selector", sm["spec"]["selector"]["matchLabels"], svc["metadata"]["labels"])
         expect(mpath, "endpoint port", sm["spec"]["endpoints"][0]["port"], "metrics")
+        creds = sm["spec"]["endpoints"][0].get("authorization", {}).get("credentials", {})
+        expect(mpath, "token Secret", (creds.get("name"), creds.get("key")),
+               (secret.get("secretName"), "token"))
 
 
 def check_examples(docs):
