@@ -698,6 +698,57 @@ mod tests {
         assert!(busy > 0.95, "fair keeps the GPU busy: {busy}");
     }
 
+    /// `n` saturating tenants with weights 1, 2, 3, 4, 1, 2, ... and kernels of five shapes
+    /// (from 16 blocks x 400 us to 8 x 30 us, all filling the GPU's slots, so that elapsed and
+    /// slot time agree) in another rotation. Returns, per tenant, how far its GPU time is from
+    /// its weight's share of the total, as a fraction of that share once one kernel's GPU time
+    /// (the granularity of any schedule) is allowed for; and the GPU's busy fraction.
+    fn fair_shares(n: usize, until: Duration) -> (Vec<f64>, f64) {
+        let shapes = [
+            Kernel::new(16, 400),
+            Kernel::new(8, 200),
+            Kernel::new(8, 100),
+            Kernel::new(16, 50),
+            Kernel::new(8, 30),
+        ];
+        let weight = |i: usize| (i % 4 + 1) as f64;
+        let kernel = |i: usize| shapes[i % shapes.len()];
+        let tenants: Vec<_> = (0..n).map(|i| saturating(weight(i), kernel(i))).collect();
+        let s = run(Gpu::default(), Box::new(Fair::new(WINDOW)), &tenants, until);
+        let total: f64 = s.iter().map(|t| t.gpu_time.as_secs_f64()).sum();
+        let weights: f64 = (0..n).map(weight).sum();
+        let off = s
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let want = total * weight(i) / weights;
+                let one = kernel(i).alone(8).as_secs_f64();
+                ((t.gpu_time.as_secs_f64() - want).abs() - one).max(0.0) / want
+            })
+            .collect();
+        (off, total / until.as_secs_f64())
+    }
+
+    #[test]
+    fn fair_shares_hold_at_8_and_32_tenants() {
+        for (n, until) in [(8, MS(400)), (32, MS(1600))] {
+            let (off, busy) = fair_shares(n, until);
+            let worst = off.iter().copied().fold(0.0, f64::max);
+            eprintln!(
+                "fair, {n} tenants (weights 1-4, five kernel shapes): worst share {:.1}% off \
+                 its weight's share (past one kernel); GPU busy {:.1}%",
+                worst * 100.0,
+                busy * 100.0
+            );
+            assert!(
+                worst <= 0.1,
+                "{n} tenants: a share is {:.1}% off",
+                worst * 100.0
+            );
+            assert!(busy > 0.95, "{n} tenants: GPU busy {busy}");
+        }
+    }
+
     /// Small jobs (5 kernels, 100 us) at 20% load and big jobs (30 kernels of 800 us: 24 ms) at
     /// 60% load.
     fn mixed() -> [SimTenant; 2] {
