@@ -43,6 +43,7 @@ mod pools;
 #[cfg(test)]
 mod pools_tests;
 pub mod queue_delay;
+mod ring_wait;
 #[cfg(test)]
 mod run_loop_tests;
 #[cfg(test)]
@@ -59,10 +60,10 @@ use crate::host_memory::HostChunks;
 use baton_ipc::region::{Region, ReplySlot, REPLY_DONE, REPLY_PAYLOAD, REPLY_VALUES};
 use baton_ipc::ring::Consumer;
 use baton_ipc::shm::SharedRegion;
+pub use ring_wait::RingWaits;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 /// Who a session belongs to.
 #[derive(Clone, Debug)]
@@ -72,26 +73,6 @@ pub struct Identity {
     pub uid: u32,
     pub gid: u32,
     pub tenant: String,
-}
-
-/// How long a session thread spins on an empty ring before it sleeps, after a command.
-const SPIN: Duration = Duration::from_micros(50);
-/// The same for a tenant whose jobs are on the fast lane.
-const FAST_LANE_SPIN: Duration = Duration::from_micros(500);
-/// How long a session thread sleeps on the doorbell before it looks at `closed` and the
-/// context's health again; each sleep that ends with nothing to read doubles it, up to
-/// [`IDLE_SLEEP_MAX`]. A command starts it over. (64 idle clients at 100 ms cost the daemon
-/// about 2% of a core in wake-ups alone; at 1 s, a tenth of that.)
-const IDLE_SLEEP: Duration = Duration::from_millis(100);
-const IDLE_SLEEP_MAX: Duration = Duration::from_secs(1);
-
-/// How a session thread has waited for its ring (relaxed counters, for tests and figures).
-#[derive(Debug, Default)]
-pub struct RingWaits {
-    /// Waits that began with a spin (each right after the client sent something).
-    pub spins: AtomicU64,
-    /// Sleeps that ended with nothing to read (the sleep's time passed).
-    pub idle_sleeps: AtomicU64,
 }
 
 /// The part of a session the control-socket thread and `status` also touch.
@@ -331,9 +312,7 @@ impl Session {
     /// Drains the ring until the client goes away; then frees everything the client held.
     pub fn run(mut self) -> End {
         let mut buf = Vec::with_capacity(4096);
-        // Whether the last wait ended with nothing to read: the client is idle.
-        let mut idle = false;
-        let mut sleep = IDLE_SLEEP;
+        let mut waiting = ring_wait::RingWait::new();
         let end = loop {
             // Cheap (two atomic loads) and keeps an idle client of a dead context informed.
             let _ = self.dead();
@@ -343,8 +322,7 @@ impl Session {
                     if let Err(e) = self.handle(&buf) {
                         break End::Protocol(e);
                     }
-                    idle = false;
-                    sleep = IDLE_SLEEP;
+                    waiting.command();
                     continue;
                 }
                 Ok(false) => {}
@@ -353,30 +331,10 @@ impl Session {
             if self.shared.closed.load(Ordering::Acquire) {
                 break End::Closed;
             }
-            // Spin briefly (a launch-bound client sends bursts), then sleep on the doorbell. A
-            // short-job tenant's next request tends to come a little later, and waking a
-            // sleeping thread would add to every one of its requests: it gets a longer spin.
-            // An idle client's thread wakes only to look at `closed` and goes back to sleep
-            // without spinning: otherwise every idle client would cost a spin per wake-up.
-            let spin = if idle {
-                Duration::ZERO
-            } else if self.gating.on_fast_lane() {
-                FAST_LANE_SPIN
-            } else {
-                SPIN
-            };
-            let waits = &self.shared.ring_waits;
-            if !idle {
-                waits.spins.fetch_add(1, Ordering::Relaxed);
-            }
-            match self.consumer.wait(spin, sleep) {
-                Ok(got) => {
-                    idle = !got;
-                    if idle {
-                        waits.idle_sleeps.fetch_add(1, Ordering::Relaxed);
-                        sleep = (sleep * 2).min(IDLE_SLEEP_MAX);
-                    }
-                }
+            // Spin briefly, then sleep on the doorbell (`ring_wait`).
+            let fast = self.gating.on_fast_lane();
+            match waiting.wait(&mut self.consumer, fast, &self.shared.ring_waits) {
+                Ok(_) => {}
                 Err(e) if self.shared.closed.load(Ordering::Acquire) => {
                     let _ = e;
                     break End::Closed;

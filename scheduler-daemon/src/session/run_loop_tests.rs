@@ -23,5 +23,6 @@ fn an_idle_session_thread_sleeps_without_spinning() {
     assert!(matches!(thread.join().unwrap(), super::End::Closed));
     // One spin before the first sleep (as after any command), none after an empty wake-up.
     assert_eq!(waits.spins.load(Ordering::Relaxed), 1);
+    assert_eq!(waits.missed_spins.load(Ordering::Relaxed), 1);
     assert!(waits.idle_sleeps.load(Ordering::Relaxed) >= 3);
 }
