@@ -886,6 +886,70 @@ mod tests {
         );
     }
 
+    /// Eight tenants in the shape of scenario b with two workers per model: two each of a tiny
+    /// (4 x 20 us), small (10 x 8 x 60 us), medium (20 x 8 x 150 us) and large (30 x 16 x
+    /// 400 us) model, Poisson requests, `load` times 82% of the GPU in all.
+    fn eight_models(load: f64) -> Vec<SimTenant> {
+        let models: [(Vec<Kernel>, f64); 4] = [
+            (vec![Kernel::new(4, 20); 4], 0.04),
+            (vec![Kernel::new(8, 60); 10], 0.10),
+            (vec![Kernel::new(8, 150); 20], 0.12),
+            (vec![Kernel::new(16, 400); 30], 0.15),
+        ];
+        (0..8)
+            .map(|i| {
+                let (request, share) = &models[i / 2];
+                let alone: Duration = request.iter().map(|k| k.alone(8)).sum();
+                tenant(
+                    Class::NORMAL,
+                    1.0,
+                    Load::Poisson {
+                        mean_gap: alone.div_f64(share * load),
+                        request: request.clone(),
+                        start: Duration::ZERO,
+                        seed: 21 + i as u64,
+                    },
+                )
+            })
+            .collect()
+    }
+
+    /// `srpt_fairness` swept with eight tenants: short work keeps its lead whatever the knob,
+    /// and the knob moves the tail between the two largest models (`docs/scheduling.md` has a
+    /// wider sweep).
+    #[test]
+    fn srpt_fairness_sweep_at_eight_tenants() {
+        let until = MS(1500);
+        let tenants = eight_models(1.0);
+        let p = run(Gpu::default(), Box::new(Passthrough), &tenants, until);
+        let p99 = |s: &[TenantStats], m: usize| {
+            ms(s[2 * m].percentile(0.99).max(s[2 * m + 1].percentile(0.99)))
+        };
+        let mut line = String::from("srpt sweep, 8 tenants, load 1: passthrough p99 (ms)");
+        for m in 0..4 {
+            line += &format!(" {:.2}", p99(&p, m));
+        }
+        let mut large = Vec::new();
+        for f in [0.0, 0.5, 1.0, 2.0] {
+            let s = run(
+                Gpu::default(),
+                Box::new(Srpt::new(MS(4), f).with_short_jobs(Some(MS(1)))),
+                &tenants,
+                until,
+            );
+            let r: Vec<f64> = (0..4).map(|m| p99(&s, m) / p99(&p, m)).collect();
+            line += &format!(
+                "; f={f}: {:.2}x {:.2}x {:.2}x {:.2}x",
+                r[0], r[1], r[2], r[3]
+            );
+            assert!(r[0] < 0.1 && r[1] < 0.1, "{line}");
+            large.push(r[3]);
+        }
+        eprintln!("{line}");
+        // Aging is what lets the largest jobs through: pure SRPT gives them the worst tail.
+        assert!(large[0] > large[1] && large[0] > large[3], "{line}");
+    }
+
     #[test]
     fn srpt_fairness_bounds_starvation() {
         let until = MS(300);
