@@ -27,6 +27,7 @@ import datetime
 import json
 import math
 import os
+import shlex
 import shutil
 import socket
 import statistics
@@ -437,7 +438,7 @@ def main():
                       flush=True)
     series = {name: summarize(ps) for name, ps in points.items()}
     meta = {
-        "command": " ".join([Path(sys.argv[0]).as_posix()] + sys.argv[1:]),
+        "command": shlex.join(["python3", Path(sys.argv[0]).as_posix()] + sys.argv[1:]),
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "commit": git_commit(),
         "cpus": os.cpu_count(),
