@@ -386,6 +386,8 @@ def main():
     ap.add_argument("--idle", type=int, default=64, help="idle clients (0: skip)")
     ap.add_argument("--idle-seconds", type=float, default=10.0)
     ap.add_argument("--note", default="", help="a sentence for the report (e.g. machine load)")
+    ap.add_argument("--no-build", action="store_true",
+                    help="do not build target/release first (when it is the default binaries)")
     ap.add_argument("--out", default=None,
                     help="directory for scale.json and scale.md [default: print only]")
     args = ap.parse_args()
@@ -397,6 +399,13 @@ def main():
     bins = [b.split("=", 1) for b in (args.bins or [f"baton={default_bins()}"])]
     if any(len(b) != 2 for b in bins):
         ap.error("--bins takes LABEL=DIR")
+    # The default binaries come from this checkout: build them first, so that the figures are
+    # this commit's (a no-op when they are up to date).
+    needs_baton = any(a in ("sim", "baton") for a in arms)
+    if needs_baton and not args.bins and not args.no_build \
+            and Path(bins[0][1]) == ROOT / "target" / "release":
+        subprocess.run(["cargo", "build", "--release", "-p", "baton-daemon", "-p", "baton-shim"],
+                       cwd=ROOT, check=True)
     tenants = [int(x) for x in args.tenants.split(",")]
     policies = args.policies.split(",")
 
