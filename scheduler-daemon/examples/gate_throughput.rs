@@ -5,7 +5,9 @@
 //!
 //!     cargo run --release -p baton-daemon --example gate_throughput -- [TENANTS] [ITEM_US] [POLICY]
 //!
-//! POLICY: fair (default), srpt or priority. Prints items/s and the mean admit wait.
+//! POLICY: fair (default), srpt or priority. Prints items/s, the mean admit wait, and the gate's
+//! counters per item: how often an admission parked, and how many wake-ups it took (one per
+//! parked admission when only granted waiters are woken).
 
 use baton_daemon::config::{Config, PolicyKind, TenantPolicy};
 use baton_daemon::scheduler::gate::Gate;
@@ -89,10 +91,16 @@ fn main() {
     }
     let _ = poller.join();
     let n = done.load(Ordering::Relaxed);
+    let c = gate.counters();
+    let per = |x: u64| x as f64 / c.admitted.max(1) as f64;
     println!(
-        "{policy}: {tenants} tenants, {} us items: {:.0} items/s, mean admit wait {:.1} us",
+        "{policy}: {tenants} tenants, {} us items: {:.0} items/s, mean admit wait {:.1} us; \
+         per item: parked {:.2}, woken {:.2}, empty wake-ups {:.3}",
         item.as_micros(),
         n as f64 / span.as_secs_f64(),
-        waited.load(Ordering::Relaxed) as f64 / n.max(1) as f64 / 1e3
+        waited.load(Ordering::Relaxed) as f64 / n.max(1) as f64 / 1e3,
+        per(c.parked),
+        per(c.woken),
+        per(c.idle_wakes),
     );
 }

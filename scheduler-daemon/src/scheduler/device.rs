@@ -59,6 +59,12 @@ impl Usage {
         let dt = now.saturating_duration_since(self.at).as_secs_f64();
         self.recent * (-dt / SHARE_DECAY.as_secs_f64()).exp()
     }
+
+    fn add(&mut self, now: Instant, t: Duration) {
+        self.recent = self.decayed(now) + t.as_secs_f64();
+        self.at = now;
+        self.total += t;
+    }
 }
 
 /// What the status report shows of one tenant on one device.
@@ -170,9 +176,7 @@ impl DeviceScheduler {
     fn charge(&self, tenant: TenantId, t: Duration) {
         let now = Instant::now();
         if let Some(u) = lock(&self.usage).get_mut(&tenant) {
-            u.recent = u.decayed(now) + t.as_secs_f64();
-            u.at = now;
-            u.total += t;
+            u.add(now, t);
         }
     }
 
@@ -257,9 +261,8 @@ impl DeviceScheduler {
             l.free.push(slot);
         }
         drop(l);
-        for (id, t) in done.drain(..) {
-            self.complete(id, Some(t));
-        }
+        self.complete_batch(&done);
+        done.clear();
         for id in leftover {
             self.complete(id, None);
         }
@@ -314,6 +317,25 @@ impl DeviceScheduler {
         }
     }
 
+    /// Reports what one look at the lanes found complete: one trip through the gate's lock and
+    /// one through the usage table for the whole batch, rather than one each per item.
+    fn complete_batch(&self, done: &[(ItemId, Duration)]) {
+        if done.is_empty() {
+            return;
+        }
+        let items: Vec<(ItemId, Option<Duration>)> =
+            done.iter().map(|&(id, t)| (id, Some(t))).collect();
+        let mut completed = Vec::with_capacity(items.len());
+        self.gate.complete_all(&items, &mut completed);
+        let now = Instant::now();
+        let mut usage = lock(&self.usage);
+        for (item, t) in completed {
+            if let (Some(u), Some(t)) = (usage.get_mut(&item.tenant), t) {
+                u.add(now, t);
+            }
+        }
+    }
+
     /// One pass of the poller; returns whether any lane is busy.
     fn poll(&self) -> bool {
         let mut l = lock(&self.lanes);
@@ -338,9 +360,8 @@ impl DeviceScheduler {
         }
         let mut done = std::mem::take(done);
         drop(l);
-        for (id, t) in done.drain(..) {
-            self.complete(id, Some(t));
-        }
+        self.complete_batch(&done);
+        done.clear();
         lock(&self.lanes).done = done;
         true
     }

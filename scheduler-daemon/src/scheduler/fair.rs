@@ -10,18 +10,24 @@
 //! previous completion (of anyone's work) and the item's issue, to its completion. Every moment
 //! the GPU is busy is thus charged to exactly one tenant, and the charges add up to the GPU's
 //! busy time, even though concurrently running kernels of several tenants each see a longer
-//! elapsed time than they would alone. A tenant that was idle restarts at the current virtual
-//! time: idle time is not banked.
+//! elapsed time than they would alone. A tenant that was idle (nothing queued, nothing in
+//! flight) restarts at the current virtual time when its next item arrives: idle time is not
+//! banked. Judging that on arrival, from counts kept here, rather than from which tenants had
+//! work ready at the previous decision, makes a decision cost nothing while the window is full
+//! ([`Policy::has_room`]) and only one pass over the ready heads otherwise.
 
 use super::{InFlight, ItemId, Policy, TenantId, WorkItem};
 use crate::config::TenantPolicy;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 struct Tenant {
     weight: f64,
     /// Virtual time (seconds of GPU time / weight) up to which this tenant has been served.
     tag: f64,
+    /// Items queued (submitted, not issued) and in flight.
+    queued: usize,
+    flying: usize,
 }
 
 pub struct Fair {
@@ -32,8 +38,6 @@ pub struct Fair {
     last_completion: Option<Instant>,
     /// What each in-flight item was charged at issue (seconds of GPU time).
     charged: HashMap<ItemId, (TenantId, f64)>,
-    prev_ready: HashSet<TenantId>,
-    now_ready: HashSet<TenantId>,
 }
 
 impl Fair {
@@ -45,8 +49,6 @@ impl Fair {
             vtime: 0.0,
             last_completion: None,
             charged: HashMap::new(),
-            prev_ready: HashSet::new(),
-            now_ready: HashSet::new(),
         }
     }
 
@@ -55,6 +57,8 @@ impl Fair {
         self.tenants.entry(t).or_insert(Tenant {
             weight: 1.0,
             tag: v,
+            queued: 0,
+            flying: 0,
         })
     }
 
@@ -76,12 +80,41 @@ impl Policy for Fair {
         } else {
             1.0
         };
-        self.tenants.insert(tenant, Tenant { weight, tag: v });
+        self.tenants.insert(
+            tenant,
+            Tenant {
+                weight,
+                tag: v,
+                queued: 0,
+                flying: 0,
+            },
+        );
     }
 
     fn remove_tenant(&mut self, tenant: TenantId) {
         self.tenants.remove(&tenant);
         self.charged.retain(|_, (t, _)| *t != tenant);
+    }
+
+    fn on_submit(&mut self, _: Instant, item: &WorkItem) {
+        let vtime = self.vtime;
+        let t = self.tenant(item.tenant);
+        // Back from idle: it restarts at the current virtual time. A backlogged tenant keeps
+        // its tag, refunds included.
+        if t.queued == 0 && t.flying == 0 {
+            t.tag = t.tag.max(vtime);
+        }
+        t.queued += 1;
+    }
+
+    fn on_withdraw(&mut self, _: Instant, item: &WorkItem) {
+        if let Some(t) = self.tenants.get_mut(&item.tenant) {
+            t.queued = t.queued.saturating_sub(1);
+        }
+    }
+
+    fn has_room(&self, in_flight: &InFlight) -> bool {
+        in_flight.is_empty() || in_flight.total().est < self.window
     }
 
     fn on_complete(&mut self, now: Instant, item: &WorkItem, _: Option<Duration>) {
@@ -98,34 +131,18 @@ impl Policy for Fair {
         };
         if let Some(t) = self.tenants.get_mut(&item.tenant) {
             t.tag += (actual - charged) / t.weight;
+            t.flying = t.flying.saturating_sub(1);
         }
     }
 
     fn pick(&mut self, _: Instant, ready: &[WorkItem], in_flight: &InFlight, out: &mut Vec<usize>) {
-        if !in_flight.is_empty() && in_flight.total().est >= self.window {
-            // Everyone ready now stays backlogged.
-            self.prev_ready.clear();
-            self.prev_ready.extend(ready.iter().map(|i| i.tenant));
+        if !self.has_room(in_flight) {
             return;
         }
-        let vtime = self.vtime;
-        // Tenants back from idle (nothing ready at the last pick, nothing in flight) restart
-        // at the current virtual time. Backlogged tenants keep their tags, refunds included.
-        self.now_ready.clear();
-        for item in ready {
-            if self.now_ready.insert(item.tenant)
-                && !self.prev_ready.contains(&item.tenant)
-                && in_flight.tenant(item.tenant).items == 0
-            {
-                let t = self.tenant(item.tenant);
-                t.tag = t.tag.max(vtime);
-            }
-        }
-        std::mem::swap(&mut self.prev_ready, &mut self.now_ready);
         let mut best: Option<(f64, Instant, ItemId, usize)> = None;
         for (i, item) in ready.iter().enumerate() {
-            let t = self.tenant(item.tenant);
-            let k = (t.tag, item.ready_at, item.id, i);
+            let tag = self.tenants.get(&item.tenant).map_or(self.vtime, |t| t.tag);
+            let k = (tag, item.ready_at, item.id, i);
             let better = match &best {
                 None => true,
                 Some(b) => (k.0, k.1, k.2) < (b.0, b.1, b.2),
@@ -142,6 +159,8 @@ impl Policy for Fair {
         self.vtime = self.vtime.max(tag);
         let t = self.tenant(item.tenant);
         t.tag += est / t.weight;
+        t.queued = t.queued.saturating_sub(1);
+        t.flying += 1;
         self.charged.insert(item.id, (item.tenant, est));
         out.push(i);
     }

@@ -175,6 +175,14 @@ pub trait Policy: Send {
     /// Work issued earlier is complete; `gpu_time` is its measured duration, if known.
     fn on_complete(&mut self, _now: Instant, _item: &WorkItem, _gpu_time: Option<Duration>) {}
 
+    /// Whether [`Policy::pick`] could pick anything with `in_flight` as it is (`false` only
+    /// when it certainly would not, e.g. a full window). The scheduler asks before it gathers
+    /// the ready heads, so that a decision while the window is full costs nothing; saying
+    /// `true` is always correct.
+    fn has_room(&self, _in_flight: &InFlight) -> bool {
+        true
+    }
+
     /// Whether `tenant`'s work should go on high-priority streams now (see `srpt`'s short
     /// jobs). Asked by the daemon before each gated item; policies without lanes say no.
     fn fast_lane(&self, _tenant: TenantId) -> bool {
@@ -398,6 +406,9 @@ impl<T> Scheduler<T> {
     /// issue what is appended to `out`, in that order.
     pub fn poll(&mut self, now: Instant, out: &mut Vec<(WorkItem, T)>) {
         loop {
+            if self.queued == 0 || !self.policy.has_room(&self.in_flight) {
+                return;
+            }
             self.heads.clear();
             self.keys.clear();
             for (k, q) in self.queues.iter_mut() {

@@ -698,6 +698,57 @@ mod tests {
         assert!(busy > 0.95, "fair keeps the GPU busy: {busy}");
     }
 
+    /// `n` saturating tenants with weights 1, 2, 3, 4, 1, 2, ... and kernels of five shapes
+    /// (from 16 blocks x 400 us to 8 x 30 us, all filling the GPU's slots, so that elapsed and
+    /// slot time agree) in another rotation. Returns, per tenant, how far its GPU time is from
+    /// its weight's share of the total, as a fraction of that share once one kernel's GPU time
+    /// (the granularity of any schedule) is allowed for; and the GPU's busy fraction.
+    fn fair_shares(n: usize, until: Duration) -> (Vec<f64>, f64) {
+        let shapes = [
+            Kernel::new(16, 400),
+            Kernel::new(8, 200),
+            Kernel::new(8, 100),
+            Kernel::new(16, 50),
+            Kernel::new(8, 30),
+        ];
+        let weight = |i: usize| (i % 4 + 1) as f64;
+        let kernel = |i: usize| shapes[i % shapes.len()];
+        let tenants: Vec<_> = (0..n).map(|i| saturating(weight(i), kernel(i))).collect();
+        let s = run(Gpu::default(), Box::new(Fair::new(WINDOW)), &tenants, until);
+        let total: f64 = s.iter().map(|t| t.gpu_time.as_secs_f64()).sum();
+        let weights: f64 = (0..n).map(weight).sum();
+        let off = s
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let want = total * weight(i) / weights;
+                let one = kernel(i).alone(8).as_secs_f64();
+                ((t.gpu_time.as_secs_f64() - want).abs() - one).max(0.0) / want
+            })
+            .collect();
+        (off, total / until.as_secs_f64())
+    }
+
+    #[test]
+    fn fair_shares_hold_at_8_and_32_tenants() {
+        for (n, until) in [(8, MS(400)), (32, MS(1600))] {
+            let (off, busy) = fair_shares(n, until);
+            let worst = off.iter().copied().fold(0.0, f64::max);
+            eprintln!(
+                "fair, {n} tenants (weights 1-4, five kernel shapes): worst share {:.1}% off \
+                 its weight's share (past one kernel); GPU busy {:.1}%",
+                worst * 100.0,
+                busy * 100.0
+            );
+            assert!(
+                worst <= 0.1,
+                "{n} tenants: a share is {:.1}% off",
+                worst * 100.0
+            );
+            assert!(busy > 0.95, "{n} tenants: GPU busy {busy}");
+        }
+    }
+
     /// Small jobs (5 kernels, 100 us) at 20% load and big jobs (30 kernels of 800 us: 24 ms) at
     /// 60% load.
     fn mixed() -> [SimTenant; 2] {
@@ -833,6 +884,70 @@ mod tests {
                 >= (one_window[1].latencies.len() + one_window[2].latencies.len()) * 9 / 10,
             "{line}"
         );
+    }
+
+    /// Eight tenants in the shape of scenario b with two workers per model: two each of a tiny
+    /// (4 x 20 us), small (10 x 8 x 60 us), medium (20 x 8 x 150 us) and large (30 x 16 x
+    /// 400 us) model, Poisson requests, `load` times 82% of the GPU in all.
+    fn eight_models(load: f64) -> Vec<SimTenant> {
+        let models: [(Vec<Kernel>, f64); 4] = [
+            (vec![Kernel::new(4, 20); 4], 0.04),
+            (vec![Kernel::new(8, 60); 10], 0.10),
+            (vec![Kernel::new(8, 150); 20], 0.12),
+            (vec![Kernel::new(16, 400); 30], 0.15),
+        ];
+        (0..8)
+            .map(|i| {
+                let (request, share) = &models[i / 2];
+                let alone: Duration = request.iter().map(|k| k.alone(8)).sum();
+                tenant(
+                    Class::NORMAL,
+                    1.0,
+                    Load::Poisson {
+                        mean_gap: alone.div_f64(share * load),
+                        request: request.clone(),
+                        start: Duration::ZERO,
+                        seed: 21 + i as u64,
+                    },
+                )
+            })
+            .collect()
+    }
+
+    /// `srpt_fairness` swept with eight tenants: short work keeps its lead whatever the knob,
+    /// and the knob moves the tail between the two largest models (`docs/scheduling.md` has a
+    /// wider sweep).
+    #[test]
+    fn srpt_fairness_sweep_at_eight_tenants() {
+        let until = MS(1500);
+        let tenants = eight_models(1.0);
+        let p = run(Gpu::default(), Box::new(Passthrough), &tenants, until);
+        let p99 = |s: &[TenantStats], m: usize| {
+            ms(s[2 * m].percentile(0.99).max(s[2 * m + 1].percentile(0.99)))
+        };
+        let mut line = String::from("srpt sweep, 8 tenants, load 1: passthrough p99 (ms)");
+        for m in 0..4 {
+            line += &format!(" {:.2}", p99(&p, m));
+        }
+        let mut large = Vec::new();
+        for f in [0.0, 0.5, 1.0, 2.0] {
+            let s = run(
+                Gpu::default(),
+                Box::new(Srpt::new(MS(4), f).with_short_jobs(Some(MS(1)))),
+                &tenants,
+                until,
+            );
+            let r: Vec<f64> = (0..4).map(|m| p99(&s, m) / p99(&p, m)).collect();
+            line += &format!(
+                "; f={f}: {:.2}x {:.2}x {:.2}x {:.2}x",
+                r[0], r[1], r[2], r[3]
+            );
+            assert!(r[0] < 0.1 && r[1] < 0.1, "{line}");
+            large.push(r[3]);
+        }
+        eprintln!("{line}");
+        // Aging is what lets the largest jobs through: pure SRPT gives them the worst tail.
+        assert!(large[0] > large[1] && large[0] > large[3], "{line}");
     }
 
     #[test]

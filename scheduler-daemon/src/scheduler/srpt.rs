@@ -249,6 +249,12 @@ impl Policy for Srpt {
         self.is_short(tenant)
     }
 
+    /// With no short tenant, only the one window can have room. (Waiting work's credit is
+    /// accrued from when it was last seen, so a pick left out loses none.)
+    fn has_room(&self, in_flight: &InFlight) -> bool {
+        !self.short.is_empty() || in_flight.is_empty() || in_flight.total().est < self.window
+    }
+
     fn fast_version(&self) -> u64 {
         self.short_version
     }

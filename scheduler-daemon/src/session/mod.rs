@@ -43,6 +43,9 @@ mod pools;
 #[cfg(test)]
 mod pools_tests;
 pub mod queue_delay;
+mod ring_wait;
+#[cfg(test)]
+mod run_loop_tests;
 #[cfg(test)]
 mod scheduled;
 pub mod sharing;
@@ -57,10 +60,10 @@ use crate::host_memory::HostChunks;
 use baton_ipc::region::{Region, ReplySlot, REPLY_DONE, REPLY_PAYLOAD, REPLY_VALUES};
 use baton_ipc::ring::Consumer;
 use baton_ipc::shm::SharedRegion;
+pub use ring_wait::RingWaits;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 /// Who a session belongs to.
 #[derive(Clone, Debug)]
@@ -71,11 +74,6 @@ pub struct Identity {
     pub gid: u32,
     pub tenant: String,
 }
-
-/// How long a session thread spins on an empty ring before it sleeps.
-const SPIN: Duration = Duration::from_micros(50);
-/// The same for a tenant whose jobs are on the fast lane.
-const FAST_LANE_SPIN: Duration = Duration::from_micros(500);
 
 /// The part of a session the control-socket thread and `status` also touch.
 pub struct Shared {
@@ -103,6 +101,7 @@ pub struct Shared {
     /// Whether it launched work after its last synchronising call that succeeded (work that
     /// may still be running, as far as the daemon knows without a scheduler).
     pub unsynced: AtomicBool,
+    pub ring_waits: RingWaits,
 }
 
 impl Shared {
@@ -124,6 +123,7 @@ impl Shared {
             last_kernel: AtomicU64::new(0),
             kernel_names: Mutex::new(HashMap::new()),
             unsynced: AtomicBool::new(false),
+            ring_waits: RingWaits::default(),
         }
     }
 
@@ -312,6 +312,7 @@ impl Session {
     /// Drains the ring until the client goes away; then frees everything the client held.
     pub fn run(mut self) -> End {
         let mut buf = Vec::with_capacity(4096);
+        let mut waiting = ring_wait::RingWait::new();
         let end = loop {
             // Cheap (two atomic loads) and keeps an idle client of a dead context informed.
             let _ = self.dead();
@@ -321,6 +322,7 @@ impl Session {
                     if let Err(e) = self.handle(&buf) {
                         break End::Protocol(e);
                     }
+                    waiting.command();
                     continue;
                 }
                 Ok(false) => {}
@@ -329,15 +331,9 @@ impl Session {
             if self.shared.closed.load(Ordering::Acquire) {
                 break End::Closed;
             }
-            // Spin briefly (a launch-bound client sends bursts), then sleep on the doorbell. A
-            // short-job tenant's next request tends to come a little later, and waking a
-            // sleeping thread would add to every one of its requests: it gets a longer spin.
-            let spin = if self.gating.on_fast_lane() {
-                FAST_LANE_SPIN
-            } else {
-                SPIN
-            };
-            match self.consumer.wait(spin, Duration::from_millis(100)) {
+            // Spin briefly, then sleep on the doorbell (`ring_wait`).
+            let fast = self.gating.on_fast_lane();
+            match waiting.wait(&mut self.consumer, fast, &self.shared.ring_waits) {
                 Ok(_) => {}
                 Err(e) if self.shared.closed.load(Ordering::Acquire) => {
                     let _ = e;
