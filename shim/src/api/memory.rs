@@ -475,12 +475,14 @@ fn legacy() -> Result<(&'static Client, &'static Stream), CUresult> {
 
 pub(crate) unsafe fn cuMemcpyHtoD_v2(dst: CUdeviceptr, src: *const c_void, n: usize) -> CUresult {
     // SAFETY: forwarded caller contract.
-    ret(legacy().and_then(|(c, s)| unsafe { copy(c, device_side(dst, n)?, src as u64, n, s, true) }))
+    ret(legacy()
+        .and_then(|(c, s)| unsafe { copy(c, device_side(dst, n)?, src as u64, n, s, true) }))
 }
 
 pub(crate) unsafe fn cuMemcpyDtoH_v2(dst: *mut c_void, src: CUdeviceptr, n: usize) -> CUresult {
     // SAFETY: forwarded caller contract.
-    ret(legacy().and_then(|(c, s)| unsafe { copy(c, dst as u64, device_side(src, n)?, n, s, true) }))
+    ret(legacy()
+        .and_then(|(c, s)| unsafe { copy(c, dst as u64, device_side(src, n)?, n, s, true) }))
 }
 
 pub(crate) unsafe fn cuMemcpyDtoD_v2(dst: CUdeviceptr, src: CUdeviceptr, n: usize) -> CUresult {
@@ -512,7 +514,8 @@ pub(crate) unsafe fn cuMemcpyHtoDAsync_v2(
     stream: CUstream,
 ) -> CUresult {
     // SAFETY: forwarded caller contract.
-    ret(on(stream).and_then(|(c, s)| unsafe { copy(c, device_side(dst, n)?, src as u64, n, s, false) }))
+    ret(on(stream)
+        .and_then(|(c, s)| unsafe { copy(c, device_side(dst, n)?, src as u64, n, s, false) }))
 }
 
 pub(crate) unsafe fn cuMemcpyDtoHAsync_v2(
@@ -522,7 +525,8 @@ pub(crate) unsafe fn cuMemcpyDtoHAsync_v2(
     stream: CUstream,
 ) -> CUresult {
     // SAFETY: forwarded caller contract.
-    ret(on(stream).and_then(|(c, s)| unsafe { copy(c, dst as u64, device_side(src, n)?, n, s, false) }))
+    ret(on(stream)
+        .and_then(|(c, s)| unsafe { copy(c, dst as u64, device_side(src, n)?, n, s, false) }))
 }
 
 pub(crate) unsafe fn cuMemcpyDtoDAsync_v2(
