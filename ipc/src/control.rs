@@ -218,6 +218,20 @@ pub fn recv<T: for<'de> Deserialize<'de>>(sock: &UnixStream) -> io::Result<(T, V
     }
 }
 
+/// [`recv`] for frames of at most `max` bytes whose buffer is charged to `budget` while it fills.
+pub fn recv_within<T: for<'de> Deserialize<'de>>(
+    sock: &UnixStream,
+    max: usize,
+    budget: &std::sync::Arc<Budget>,
+) -> io::Result<(T, Vec<OwnedFd>)> {
+    let mut r = FrameReader::new(max, Some(budget.clone()));
+    loop {
+        if let Some(frame) = r.read(sock)? {
+            return Ok(frame);
+        }
+    }
+}
+
 /// Bytes that partly received frames may hold, shared by every connection of a daemon: a
 /// frame's buffer grows only as its bytes arrive, and only while the budget has room.
 #[derive(Debug)]

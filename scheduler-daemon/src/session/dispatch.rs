@@ -89,7 +89,8 @@ impl Session {
                 m.op,
                 Op::Memset | Op::CopyDtoD | Op::CopyHtoDPinned | Op::CopyDtoHPinned | Op::Copy2D
             ));
-        let result = self.execute(&m);
+        let result = self.reserve_object(m.op).and_then(|_| self.execute(&m));
+        self.settle_objects();
         let fast_job = if synchronizing {
             self.gating.next_job()
         } else {
@@ -183,14 +184,15 @@ impl Session {
                 let (free, total) = exec.mem_info(b.device)?;
                 // A tenant with a quota sees the quota as its device: total is the quota, free
                 // what is left of it (never more than the device really has free).
-                Ok(match self.shared.policy.memory_quota {
-                    Some(q) => {
-                        let left =
-                            q.saturating_sub(self.shared.memory_bytes.load(Ordering::Acquire));
-                        Answer::values(left.min(free), q.min(total))
-                    }
-                    None => Answer::values(free, total),
-                })
+                Ok(
+                    match (
+                        self.shared.account.limit(super::quota::Kind::Memory),
+                        self.shared.memory_left(),
+                    ) {
+                        (Some(q), Some(left)) => Answer::values(left.min(free), q.min(total)),
+                        _ => Answer::values(free, total),
+                    },
+                )
             }
             Op::LoadModule => {
                 let b: p::LoadModule = m.body().map_err(body_err)?;
