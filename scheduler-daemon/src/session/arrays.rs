@@ -192,6 +192,9 @@ impl Session {
                 if !lock(&self.shared.host).check(s.addr, span) {
                     return Err(invalid());
                 }
+                if let Some(r) = self.recorder.borrow_mut().as_mut() {
+                    r.push((s.addr, span));
+                }
                 Mem::Host(s.addr as usize as *mut u8)
             }
             p::SIDE_CHUNK => {

@@ -89,7 +89,34 @@ impl Session {
                 m.op,
                 Op::Memset | Op::CopyDtoD | Op::CopyHtoDPinned | Op::CopyDtoHPinned | Op::Copy2D
             ));
+        // A copy or memset captured into a graph names memory the graph's launches will use
+        // long after this check: the capture remembers it (see `check_graph_memory`).
+        let record = self.gating.captures_open
+            && matches!(
+                m.op,
+                Op::Memset
+                    | Op::CopyDtoD
+                    | Op::CopyHtoDPinned
+                    | Op::CopyDtoHPinned
+                    | Op::Copy2D
+                    | Op::Copy3D
+            );
+        let outer = record.then(|| {
+            self.captured.set(false);
+            self.recorder.replace(Some(Vec::new()))
+        });
         let result = self.reserve_object(m.op).and_then(|_| self.execute(&m));
+        if let Some(outer) = outer {
+            let named = self.recorder.replace(outer).unwrap_or_default();
+            if self.captured.get() && !named.is_empty() {
+                for s in &self.streams.capturing {
+                    self.capture_named
+                        .entry(*s)
+                        .or_default()
+                        .extend(named.iter().copied());
+                }
+            }
+        }
         self.settle_objects();
         let fast_job = if synchronizing {
             self.gating.next_job()
@@ -764,7 +791,13 @@ impl Session {
             .streams
             .device_of(id)
             .is_ok_and(|d| self.gating.fast_lane(&self.shared, d));
-        self.streams.prepare_lane(exec, id, fast)
+        let r = self.streams.prepare_lane(exec, id, fast);
+        if let Ok((device, raw)) = r {
+            if self.recorder.borrow().is_some() && self.capturing(device, raw) {
+                self.captured.set(true);
+            }
+        }
+        r
     }
 
     /// [`Session::prepare_work`] for work that needs every SM the tenant may use: where SMs are
@@ -819,6 +852,9 @@ impl Session {
     }
 
     pub(super) fn check_device_range(&self, ptr: u64, len: u64) -> GpuResult<u32> {
+        if let Some(r) = self.recorder.borrow_mut().as_mut() {
+            r.push((ptr, len));
+        }
         if let Some(d) = self.ranges.check(ptr, len) {
             return Ok(d);
         }

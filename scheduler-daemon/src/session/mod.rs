@@ -33,6 +33,8 @@ mod hostile;
 mod ipc;
 #[cfg(test)]
 mod ipc_tests;
+#[cfg(test)]
+mod limits_tests;
 mod link;
 #[cfg(test)]
 mod link_tests;
@@ -281,6 +283,13 @@ pub struct Session {
     monitor: Arc<crate::fault::FaultMonitor>,
     /// Streams, events and modules charged to the tenant's account (see `settle_objects`).
     objects: [u64; 3],
+    /// While a graph node is checked: the memory ranges it names (see `recording`).
+    recorder: std::cell::RefCell<Option<graph_nodes::Ranges>>,
+    /// Whether the command being recorded went to a capturing stream.
+    captured: std::cell::Cell<bool>,
+    /// Memory named by copies and memsets captured since a capture began on a stream:
+    /// stream id -> ranges, given to the captured graph when the capture ends.
+    capture_named: HashMap<u64, graph_nodes::Ranges>,
 }
 
 /// The objects a tenant's account counts, in the order of `Session::objects`.
@@ -338,6 +347,9 @@ impl Session {
             gating: Default::default(),
             monitor: Default::default(),
             objects: [0; 3],
+            recorder: Default::default(),
+            captured: Default::default(),
+            capture_named: HashMap::new(),
         })
     }
 
