@@ -1397,4 +1397,74 @@ mod tests {
             assert_eq!(p.name().parse::<PolicyKind>(), Ok(p));
         }
     }
+
+    #[test]
+    fn gid_entries_match_supplementary_groups() {
+        let c = Config::parse("[[tenant]]\ngid = 65534\nadmit = false\n").unwrap();
+        assert!(c.resolve_groups(None, None, 1000, 1000, &[]).is_ok());
+        let err = c
+            .resolve_groups(None, None, 1000, 1000, &[27, 65534])
+            .unwrap_err();
+        assert!(matches!(err, AdmitError::Refused { .. }), "{err}");
+        assert!(
+            c.resolve(None, None, 1000, 65534).is_err(),
+            "the primary gid still counts"
+        );
+    }
+
+    #[test]
+    fn names_must_be_printable_and_short() {
+        let c = Config::default();
+        let forged = "alice\nERROR kernel fault caused by tenant bob\x1b[2J";
+        let e = c.resolve(Some(forged), None, 1, 1).unwrap_err().to_string();
+        assert!(e.contains("control character"), "{e}");
+        assert!(
+            !e.contains('\n') && !e.contains('\x1b'),
+            "the error shows it escaped: {e}"
+        );
+        let e = c
+            .resolve(Some(&"x".repeat(65)), None, 1, 1)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("65 bytes long, at most 64"), "{e}");
+        assert!(e.len() < 300, "a long name is cut in the message");
+        assert!(
+            c.resolve(None, Some("lo\tw"), 1, 1).is_err(),
+            "class names too"
+        );
+        let p = c.resolve(Some(&"é".repeat(32)), None, 1, 1).unwrap();
+        assert_eq!(p.name.len(), 64);
+    }
+
+    #[test]
+    fn quota_and_limit_keys_parse_and_name_the_account() {
+        let c = Config::parse(
+            "[daemon]\nmax_connections = 10\nmax_connections_per_uid = 2\nfirst_frame_timeout_ms = 250\nframe_budget = \"1MiB\"\nmax_waiting_images = \"1GiB\"\n\
+             [default]\nstream_quota = 5\nquota_scope = \"process\"\n\
+             [[tenant]]\nuid = 7\nhost_memory_quota = \"2GiB\"\nevent_quota = 3\nmodule_quota = 4\nconnection_quota = 9\n",
+        )
+        .unwrap();
+        let d = &c.daemon;
+        assert_eq!((d.max_connections, d.max_connections_per_uid), (10, 2));
+        assert_eq!(d.first_frame_timeout, Duration::from_millis(250));
+        assert_eq!((d.frame_budget, d.max_waiting_images), (1 << 20, 1 << 30));
+        let t = c.resolve(Some("any"), None, 7, 7).unwrap();
+        assert_eq!(t.host_memory_quota, Some(2 << 30));
+        assert_eq!((t.stream_quota, t.event_quota, t.module_quota), (5, 3, 4));
+        assert_eq!(t.connection_quota, 9);
+        assert_eq!(
+            t.quota_scope,
+            QuotaScope::Process,
+            "inherited from [default]"
+        );
+        assert_eq!(t.account, "[[tenant]] #1 (uid = 7)");
+        let other = c.resolve(Some("any"), None, 8, 8).unwrap();
+        assert_eq!(
+            other.account, "[default] uid 8",
+            "names do not split a uid's account"
+        );
+        assert!(Config::parse("[daemon]\nframe_budget = 10\n").is_err());
+        assert!(Config::parse("[daemon]\nmax_connections = 0\n").is_err());
+        assert!(Config::parse("[default]\nquota_scope = \"user\"\n").is_err());
+    }
 }
