@@ -662,6 +662,7 @@ fn client_stale_graph() {
     // SAFETY: no host memory involved.
     let plain = unsafe { cuMemsetD32_v2(d, 7, 1024) };
     let plain = match plain {
+        // SAFETY: no arguments.
         CUresult::CUDA_SUCCESS => unsafe { cuCtxSynchronize() },
         r => r,
     };
@@ -669,6 +670,7 @@ fn client_stale_graph() {
     // ... and so is the graph whose node names it.
     // SAFETY: handles made above.
     let launched = match unsafe { cuGraphLaunch(exec, stream) } {
+        // SAFETY: a stream made above.
         CUresult::CUDA_SUCCESS => unsafe { cuStreamSynchronize(stream) },
         r => r,
     };
@@ -765,7 +767,7 @@ fn client_unknown_pointers() {
         return;
     }
     init_client();
-    let unknown: CUdeviceptr = 0x7_dead_beef_000;
+    let unknown: CUdeviceptr = 0x7dea_dbee_f000;
     let mut host = vec![0u8; 4096];
     let mut d = 0;
     cu!(cuMemAlloc_v2(&mut d, 4096));

@@ -274,7 +274,9 @@ impl Session {
                     info,
                     image: b.module,
                 });
-                lock(&self.shared.kernel_names).insert(id, n.to_string_lossy().into_owned());
+                // Kept for fault reports, which log it: escaped, since the client chose it.
+                let shown = n.to_string_lossy().escape_debug().collect::<String>();
+                lock(&self.shared.kernel_names).insert(id, shown);
                 Ok(Answer {
                     values: [id, 0, 0, 0],
                     payload,
