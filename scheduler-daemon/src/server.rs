@@ -575,6 +575,8 @@ impl Daemon {
             .spawn(move || {
                 let end = session.run();
                 let _ = hang_up.shutdown(std::net::Shutdown::Both);
+                // Closed before the session is seen gone: it holds nothing after that.
+                drop(hang_up);
                 lock(&d.sessions).remove(&session_id);
                 tracing::info!(session = session_id, pid, how = ?end, "client session ended; its resources are freed");
             })?;
