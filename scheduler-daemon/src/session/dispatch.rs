@@ -95,6 +95,7 @@ impl Session {
             && matches!(
                 m.op,
                 Op::Memset
+                    | Op::Launch
                     | Op::CopyDtoD
                     | Op::CopyHtoDPinned
                     | Op::CopyDtoHPinned
@@ -395,6 +396,7 @@ impl Session {
                 }
                 let f = self.funcs.get(b.func)?;
                 let (fdev, fraw) = (f.device, f.raw);
+                self.note(super::graph_nodes::Named::Function(b.func, fraw));
                 let cooperative = b.flags & p::LAUNCH_COOPERATIVE != 0;
                 let (device, stream) = if cooperative {
                     // Sized for every SM (occupancy times the device's SM count).
@@ -854,9 +856,7 @@ impl Session {
     }
 
     pub(super) fn check_device_range(&self, ptr: u64, len: u64) -> GpuResult<u32> {
-        if let Some(r) = self.recorder.borrow_mut().as_mut() {
-            r.push((ptr, len));
-        }
+        self.note(super::graph_nodes::Named::Mem(ptr, len));
         if let Some(d) = self.ranges.check(ptr, len) {
             return Ok(d);
         }

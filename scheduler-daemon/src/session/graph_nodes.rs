@@ -42,8 +42,19 @@ pub struct Built {
     exec_named: HashMap<u64, HashMap<u64, Ranges>>,
 }
 
-/// Address ranges (start, length).
-pub type Ranges = Vec<(u64, u64)>;
+/// What a node names besides its graph: memory, arrays, functions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Named {
+    /// A range of device or pinned memory (start, length).
+    Mem(u64, u64),
+    /// An array, by session id, and the driver's handle it had.
+    Array(u64, Raw),
+    /// A function, by session id, and the driver's handle it had (gone with its module).
+    Function(u64, Raw),
+}
+
+/// Everything some nodes name.
+pub type Ranges = Vec<Named>;
 
 impl Built {
     pub fn instantiated(&mut self, exec: u64, graph: u64) {
@@ -113,7 +124,7 @@ impl Built {
         self.own_named(graph).into_values().flatten().collect()
     }
     /// Everything an executable graph's nodes name.
-    pub fn exec_ranges(&self, exec: u64) -> impl Iterator<Item = &(u64, u64)> {
+    pub fn exec_ranges(&self, exec: u64) -> impl Iterator<Item = &Named> {
         self.exec_named
             .get(&exec)
             .into_iter()
@@ -247,6 +258,7 @@ impl Session {
                 if f.device != device {
                     return Err(GpuError(code::INVALID_HANDLE));
                 }
+                self.note(Named::Function(b.func, f.raw));
                 Ok(Checked::Kernel {
                     func: f.raw,
                     cfg: LaunchConfig {
@@ -564,18 +576,25 @@ impl Session {
         out
     }
 
-    /// Whether every range an executable graph's nodes name is still the tenant's: memory it
-    /// freed since may already be another tenant's (the driver reuses addresses).
+    /// Notes what a node (or captured work) names, while [`Session::recording`].
+    pub(super) fn note(&self, n: Named) {
+        if let Some(r) = self.recorder.borrow_mut().as_mut() {
+            r.push(n);
+        }
+    }
+
+    /// Whether everything an executable graph's nodes name is still the tenant's: memory,
+    /// arrays and modules it freed since may already be another tenant's (the driver reuses
+    /// addresses and handles).
     pub(super) fn check_graph_memory(&self, exec: u64) -> GpuResult<()> {
-        for &(ptr, len) in self.graphs.built.exec_ranges(exec) {
-            if self.check_device_range(ptr, len).is_err() {
-                tracing::debug!(
-                    session = self.shared.identity.session,
-                    exec,
-                    ptr,
-                    len,
-                    "graph launch refused: a node names memory the tenant no longer holds"
-                );
+        for &n in self.graphs.built.exec_ranges(exec) {
+            let live = match n {
+                Named::Mem(ptr, len) => self.check_device_range(ptr, len).is_ok(),
+                Named::Array(id, raw) => self.arrays.arrays.get(id).is_ok_and(|a| a.raw == raw),
+                Named::Function(id, raw) => self.funcs.get(id).is_ok_and(|f| f.raw == raw),
+            };
+            if !live {
+                tracing::debug!(session = self.shared.identity.session, exec, named = ?n, "graph launch refused: a node names what the tenant no longer holds");
                 return Err(invalid());
             }
         }

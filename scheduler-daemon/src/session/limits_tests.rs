@@ -279,3 +279,42 @@ fn graph_launches_are_checked_against_the_tenants_current_memory() {
     assert_eq!(launch(&mut a, x), 0);
     assert_eq!(exec.peek(keep, 1).unwrap()[0], 0x22);
 }
+
+#[test]
+fn a_graph_whose_module_was_unloaded_is_refused_at_launch() {
+    let exec = Arc::new(SimExecutor::new());
+    let mut a = session_with(&exec, 1, TenantPolicy::default());
+    let blob = a.shared.add_blob(IMAGE.to_vec());
+    let load = p::LoadModule {
+        device: 0,
+        kind: 0,
+        blob,
+        jit: 0,
+        _pad: 0,
+    };
+    let (r, v) = call(&mut a, Op::LoadModule, &load, &[]);
+    assert_eq!(r, 0);
+    let module = v[0];
+    let (r, v) = call(&mut a, Op::GetFunction, &p::GetSymbol { module }, b"fill");
+    assert_eq!(r, 0);
+    let (_, buf) = alloc(&mut a, 256);
+    let g = graph(&mut a);
+    let mut k = p::GraphNode::new_zeroed();
+    (k.graph, k.kind, k.func, k.grid, k.block) = (g, p::NODE_KERNEL, v[0], [1, 1, 1], [4, 1, 1]);
+    let mut params = buf.to_le_bytes().to_vec();
+    params.extend_from_slice(&7u32.to_le_bytes());
+    params.extend_from_slice(&4i32.to_le_bytes());
+    k.params_len = params.len() as u32;
+    assert_eq!(call(&mut a, Op::GraphAddNode, &k, &params).0, 0);
+    let x = instantiate(&mut a, g);
+    assert_eq!(launch(&mut a, x), 0);
+    assert_eq!(
+        call(&mut a, Op::UnloadModule, &p::ObjectId { id: module }, &[]).0,
+        0
+    );
+    assert_eq!(
+        launch(&mut a, x),
+        code::INVALID_VALUE,
+        "a kernel node of an unloaded module was launched"
+    );
+}
