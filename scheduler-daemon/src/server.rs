@@ -949,3 +949,62 @@ fn fault_thread(daemon: Weak<Daemon>) {
         d.watch_faults();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connections_are_counted_per_uid_and_in_total_until_they_close() {
+        let conns = Arc::new(Conns {
+            total_limit: 3,
+            uid_limit: 2,
+            descriptors: 1024,
+            open: Mutex::new((0, HashMap::new())),
+        });
+        let a1 = conns.take(1).unwrap();
+        let _a2 = conns.take(1).unwrap();
+        let e = conns.take(1).err().unwrap();
+        assert!(e.contains("uid 1 has 2 connections open"), "{e}");
+        let _b1 = conns.take(2).unwrap();
+        let e = conns.take(3).err().unwrap();
+        assert!(e.contains("3 connections are open"), "{e}");
+        drop(a1);
+        let c1 = conns.take(3).expect("a closed connection makes room");
+        assert_eq!(lock(&conns.open).0, 3);
+        drop(c1);
+        assert_eq!(lock(&conns.open).0, 2);
+    }
+
+    #[test]
+    fn the_descriptor_limit_lowers_the_connection_limit() {
+        let d = crate::config::DaemonConfig::default();
+        let c = Conns::new(&d);
+        assert!(c.total_limit as u64 <= (c.descriptors - RESERVED_FDS) / FDS_PER_CONNECTION);
+        assert!(c.uid_limit <= c.total_limit);
+    }
+
+    #[test]
+    fn what_clients_make_the_daemon_log_is_limited() {
+        let l = LogLimit::default();
+        for _ in 0..LogLimit::LINES {
+            assert_eq!(l.allow(), Some(0));
+        }
+        assert_eq!(l.allow(), None);
+        assert_eq!(l.allow(), None);
+        lock(&l.state).0 = Some(Instant::now() - LogLimit::WINDOW);
+        assert_eq!(l.allow(), Some(2), "the next line counts those left out");
+    }
+
+    #[test]
+    fn supplementary_groups_of_a_peer_are_read() {
+        let (a, _b) = UnixStream::pair().unwrap();
+        let peer = Peer::of(&a).unwrap();
+        let mine = proc_groups(std::process::id()).unwrap();
+        let mut got = peer.groups.clone();
+        got.sort_unstable();
+        let mut want = mine;
+        want.sort_unstable();
+        assert_eq!(got, want);
+    }
+}
