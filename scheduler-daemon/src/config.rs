@@ -959,6 +959,24 @@ impl Config {
         self.resolve_groups(name, class_env, uid, gid, &[])
     }
 
+    /// Whether the policy refuses a client of this uid and these groups whatever tenant name
+    /// it gives: then it is refused as soon as it connects, before it sends anything.
+    pub fn refuses_every_name(&self, uid: u32, gid: u32, groups: &[u32]) -> bool {
+        let refused = |name: Option<&str>| {
+            matches!(
+                self.resolve_groups(name, None, uid, gid, groups),
+                Err(AdmitError::Refused { .. })
+            )
+        };
+        // A name no entry names matches as no name does.
+        refused(None)
+            && self
+                .tenants
+                .iter()
+                .filter_map(|t| t.name.as_deref())
+                .all(|n| refused(Some(n)))
+    }
+
     /// [`Config::resolve`] for a client that also has the supplementary groups `groups`: a
     /// `gid` entry matches any of its groups. Names are checked first ([`check_name`]).
     pub fn resolve_groups(
@@ -1410,6 +1428,22 @@ mod tests {
             c.resolve(None, None, 1000, 65534).is_err(),
             "the primary gid still counts"
         );
+    }
+
+    #[test]
+    fn a_uid_refused_under_every_name_is_known_before_it_names_one() {
+        let c = Config::parse(
+            "[[tenant]]\nuid = 5\nadmit = false\n[[tenant]]\nuid = 6\nadmit = false\n\
+             [[tenant]]\nuid = 6\nname = \"ok\"\n[[tenant]]\ngid = 9\nadmit = false\n",
+        )
+        .unwrap();
+        assert!(c.refuses_every_name(5, 5, &[]));
+        assert!(
+            !c.refuses_every_name(6, 6, &[]),
+            "uid 6 may come in as \"ok\""
+        );
+        assert!(c.refuses_every_name(7, 7, &[9]));
+        assert!(!c.refuses_every_name(7, 7, &[]));
     }
 
     #[test]

@@ -331,6 +331,27 @@ impl Daemon {
                 return None;
             }
         };
+        if self
+            .config
+            .refuses_every_name(peer.uid, peer.gid, &peer.groups)
+        {
+            if let Some(n) = self.log_limit.allow() {
+                tracing::warn!(
+                    uid = peer.uid,
+                    gid = peer.gid,
+                    pid = peer.pid,
+                    suppressed = n,
+                    "client refused: the policy admits this uid under no tenant name"
+                );
+            }
+            let message = format!(
+                "refused by the daemon's policy: uid {} (gid {}) is not admitted",
+                peer.uid, peer.gid
+            );
+            let _ = conn.set_nonblocking(true);
+            let _ = control::send(&conn, &Response::Error { code: 100, message }, &[]);
+            return None;
+        }
         let slot = match self.conns.take(peer.uid) {
             Ok(s) => s,
             Err(why) => {

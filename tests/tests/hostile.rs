@@ -177,7 +177,9 @@ fn hello(tenant: Option<&str>) -> Request {
 fn first_answer(socket: &Path, req: &Request) -> Response {
     let c = UnixStream::connect(socket).unwrap();
     c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    control::send(&c, req, &[]).unwrap();
+    // A connection refused as it is accepted is answered before the request (which may then
+    // meet a closed socket).
+    let _ = control::send(&c, req, &[]);
     control::recv::<Response>(&c).unwrap().0
 }
 
@@ -696,7 +698,7 @@ fn client_raw_hello() {
     let socket = std::env::var_os("BATON_TEST_SOCKET").unwrap();
     let c = UnixStream::connect(socket).unwrap();
     c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    control::send(&c, &hello(None), &[]).unwrap();
+    let _ = control::send(&c, &hello(None), &[]);
     match control::recv::<Response>(&c).unwrap().0 {
         Response::Welcome { .. } => println!("Welcome"),
         Response::Error { message, .. } => println!("Error: {message}"),
