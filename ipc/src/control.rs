@@ -4,7 +4,7 @@
 //! path is the ring.
 
 use serde::{Deserialize, Serialize};
-use std::io::{self, IoSlice, IoSliceMut, Read, Write};
+use std::io::{self, IoSlice, IoSliceMut, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 
@@ -13,6 +13,13 @@ pub const PROTOCOL_VERSION: u32 = 1;
 
 /// Largest JSON frame accepted.
 pub const MAX_FRAME: usize = 16 << 20;
+
+/// Largest request frame the daemon accepts: every request is a few hundred bytes (tenant and
+/// class names are at most [`MAX_NAME_LEN`] bytes; module images follow as raw bytes).
+pub const MAX_REQUEST: usize = 64 << 10;
+
+/// Longest tenant or class name a client may give, in bytes.
+pub const MAX_NAME_LEN: usize = 64;
 
 /// Largest module image accepted in one `AttachBlob`.
 pub const MAX_BLOB: u64 = 4 << 30;
@@ -51,7 +58,9 @@ pub enum Request {
     FreeHost {
         addr: u64,
     },
-    /// Anyone connected may ask; no `Hello` needed.
+    /// The daemon's clients, as far as the policy lets the asker see them: the operator (root
+    /// or the daemon's own user) sees every client, anyone else the clients of its own uid.
+    /// Answered only to a uid the policy admits.
     Status,
 }
 
@@ -201,28 +210,165 @@ pub fn send<T: Serialize>(sock: &UnixStream, msg: &T, fds: &[RawFd]) -> io::Resu
 
 /// Receives one frame and any file descriptors sent with it.
 pub fn recv<T: for<'de> Deserialize<'de>>(sock: &UnixStream) -> io::Result<(T, Vec<OwnedFd>)> {
-    let mut len = [0u8; 4];
-    let mut fds = Vec::new();
-    let mut got = 0;
-    while got < 4 {
-        let n = recv_with_fds(sock, &mut len[got..], &mut fds)?;
-        if n == 0 {
-            return Err(io::ErrorKind::UnexpectedEof.into());
+    let mut r = FrameReader::new(MAX_FRAME, None);
+    loop {
+        if let Some(frame) = r.read(sock)? {
+            return Ok(frame);
         }
-        got += n;
     }
-    let n = u32::from_le_bytes(len) as usize;
-    if n > MAX_FRAME {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("frame of {n} bytes is too large"),
-        ));
+}
+
+/// [`recv`] for frames of at most `max` bytes whose buffer is charged to `budget` while it fills.
+pub fn recv_within<T: for<'de> Deserialize<'de>>(
+    sock: &UnixStream,
+    max: usize,
+    budget: &std::sync::Arc<Budget>,
+) -> io::Result<(T, Vec<OwnedFd>)> {
+    let mut r = FrameReader::new(max, Some(budget.clone()));
+    loop {
+        if let Some(frame) = r.read(sock)? {
+            return Ok(frame);
+        }
     }
-    let mut body = vec![0u8; n];
-    (&*sock).read_exact(&mut body)?;
-    let msg =
-        serde_json::from_slice(&body).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-    Ok((msg, fds))
+}
+
+/// Bytes that partly received frames may hold, shared by every connection of a daemon: a
+/// frame's buffer grows only as its bytes arrive, and only while the budget has room.
+#[derive(Debug)]
+pub struct Budget {
+    left: std::sync::atomic::AtomicUsize,
+}
+
+impl Budget {
+    pub fn new(bytes: usize) -> Budget {
+        Budget { left: bytes.into() }
+    }
+
+    /// Takes `n` bytes; `false` (and nothing taken) when fewer are left.
+    pub fn take(&self, n: usize) -> bool {
+        use std::sync::atomic::Ordering;
+        self.left
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |l| l.checked_sub(n))
+            .is_ok()
+    }
+
+    pub fn give(&self, n: usize) {
+        self.left.fetch_add(n, std::sync::atomic::Ordering::AcqRel);
+    }
+
+    /// Bytes not taken.
+    pub fn left(&self) -> usize {
+        self.left.load(std::sync::atomic::Ordering::Acquire)
+    }
+}
+
+/// A frame's body is read at most this much at a time, so its buffer grows with what arrived
+/// rather than with what the length prefix announced.
+const READ_STEP: usize = 64 << 10;
+
+/// Assembles one frame from whatever the socket has, blocking or not: call [`FrameReader::read`]
+/// until it returns the frame. On a non-blocking socket it returns `Ok(None)` when no more
+/// bytes are there yet.
+pub struct FrameReader {
+    max: usize,
+    budget: Option<std::sync::Arc<Budget>>,
+    head: [u8; 4],
+    got: usize,
+    body: Vec<u8>,
+    /// Bytes of `budget` this reader holds.
+    held: usize,
+    fds: Vec<OwnedFd>,
+}
+
+impl FrameReader {
+    /// A reader for frames of at most `max` bytes, whose buffer is charged to `budget`.
+    pub fn new(max: usize, budget: Option<std::sync::Arc<Budget>>) -> FrameReader {
+        FrameReader {
+            max,
+            budget,
+            head: [0; 4],
+            got: 0,
+            body: Vec::new(),
+            held: 0,
+            fds: Vec::new(),
+        }
+    }
+
+    /// Whether some of a frame has arrived.
+    pub fn started(&self) -> bool {
+        self.got > 0
+    }
+
+    /// Reads what is there; the frame once it is complete.
+    pub fn read<T: for<'de> Deserialize<'de>>(
+        &mut self,
+        sock: &UnixStream,
+    ) -> io::Result<Option<(T, Vec<OwnedFd>)>> {
+        while self.got < 4 {
+            let n = match recv_with_fds(sock, &mut self.head[self.got..], &mut self.fds) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            if n == 0 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            self.got += n;
+        }
+        let len = u32::from_le_bytes(self.head) as usize;
+        if len > self.max {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("frame of {len} bytes is too large (at most {})", self.max),
+            ));
+        }
+        while self.body.len() < len {
+            let have = self.body.len();
+            let step = (len - have).min(READ_STEP);
+            if let Some(b) = &self.budget {
+                if !b.take(step) {
+                    return Err(io::Error::new(
+                        io::ErrorKind::OutOfMemory,
+                        "the daemon's budget for incoming frames is spent",
+                    ));
+                }
+            }
+            self.held += step;
+            self.body.resize(have + step, 0);
+            let r = recv_with_fds(sock, &mut self.body[have..], &mut self.fds);
+            let n = *r.as_ref().unwrap_or(&0);
+            self.body.truncate(have + n);
+            self.unhold(step - n);
+            match r {
+                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let msg = serde_json::from_slice(&self.body)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e));
+        let fds = std::mem::take(&mut self.fds);
+        self.got = 0;
+        self.body = Vec::new();
+        self.unhold(self.held);
+        Ok(Some((msg?, fds)))
+    }
+
+    fn unhold(&mut self, n: usize) {
+        self.held -= n;
+        if let Some(b) = &self.budget {
+            b.give(n);
+        }
+    }
+}
+
+impl Drop for FrameReader {
+    fn drop(&mut self) {
+        self.unhold(self.held);
+    }
 }
 
 /// Most descriptors one frame carries.
@@ -353,6 +499,51 @@ mod tests {
         let (a, b) = UnixStream::pair().unwrap();
         send(&a, &Request::Status, &raw[..MAX_FDS]).unwrap();
         assert_eq!(recv::<Request>(&b).unwrap().1.len(), MAX_FDS);
+    }
+
+    /// A length prefix alone takes no memory; the buffer grows with the bytes that came, and
+    /// only within the budget, which a reader gives back when it is dropped.
+    #[test]
+    fn frame_buffers_grow_with_what_arrives_within_the_budget() {
+        let budget = std::sync::Arc::new(Budget::new(3 * READ_STEP));
+        let (a, b) = UnixStream::pair().unwrap();
+        b.set_nonblocking(true).unwrap();
+        (&a).write_all(&(MAX_FRAME as u32).to_le_bytes()).unwrap();
+        let mut r = FrameReader::new(MAX_FRAME, Some(budget.clone()));
+        assert!(r.read::<Request>(&b).unwrap().is_none());
+        assert_eq!(
+            budget.left(),
+            3 * READ_STEP,
+            "nothing held for bytes not sent"
+        );
+        (&a).write_all(&[b' '; 1000]).unwrap();
+        assert!(r.read::<Request>(&b).unwrap().is_none());
+        assert_eq!(budget.left(), 3 * READ_STEP - 1000);
+        // Past the budget the frame is refused.
+        let big = vec![b' '; 4 * READ_STEP];
+        std::thread::spawn(move || {
+            let _ = (&a).write_all(&big);
+        });
+        let err = loop {
+            match r.read::<Request>(&b) {
+                Ok(None) => std::thread::sleep(std::time::Duration::from_millis(1)),
+                Ok(Some(_)) => panic!("an oversized frame was accepted"),
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(err.kind(), io::ErrorKind::OutOfMemory);
+        drop(r);
+        assert_eq!(
+            budget.left(),
+            3 * READ_STEP,
+            "a dropped reader gives its bytes back"
+        );
+        // Small frames still fit.
+        let (a, b) = UnixStream::pair().unwrap();
+        send(&a, &Request::Status, &[]).unwrap();
+        let mut r = FrameReader::new(MAX_FRAME, Some(budget.clone()));
+        assert_eq!(r.read::<Request>(&b).unwrap().unwrap().0, Request::Status);
+        assert_eq!(budget.left(), 3 * READ_STEP);
     }
 
     #[test]

@@ -45,6 +45,26 @@ pub const DEFAULT_SRPT_SHORT_JOB_US: u64 = 1000;
 pub const DEFAULT_SRPT_FAST_LANE_SM_RESERVE: f64 = 0.1;
 /// Default of `[daemon] low_in_flight`.
 pub const DEFAULT_LOW_IN_FLIGHT: u32 = 0;
+/// Default of `[daemon] max_connections`: open connections of all clients together.
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 4096;
+/// Default of `[daemon] max_connections_per_uid`.
+pub const DEFAULT_MAX_CONNECTIONS_PER_UID: u32 = 1024;
+/// Default of `[daemon] first_frame_timeout_ms`: how long a new connection may take to send
+/// its first request.
+pub const DEFAULT_FIRST_FRAME_TIMEOUT_MS: u64 = 5000;
+/// Default of `[daemon] frame_budget`: bytes of partly received requests, all clients together.
+pub const DEFAULT_FRAME_BUDGET: u64 = 64 << 20;
+/// Default of `[daemon] max_waiting_images`: bytes of module images attached and not yet
+/// loaded, all clients together.
+pub const DEFAULT_MAX_WAITING_IMAGES: u64 = 8 << 30;
+/// Default `stream_quota` of a tenant.
+pub const DEFAULT_STREAM_QUOTA: u64 = 131_072;
+/// Default `event_quota` of a tenant.
+pub const DEFAULT_EVENT_QUOTA: u64 = 131_072;
+/// Default `module_quota` of a tenant.
+pub const DEFAULT_MODULE_QUOTA: u64 = 16_384;
+/// Default `connection_quota` of a tenant: its client processes (and status queries) at once.
+pub const DEFAULT_CONNECTION_QUOTA: u64 = 1024;
 
 /// Which scheduling policy the daemon runs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -343,6 +363,11 @@ struct RawDaemon {
     srpt_fast_lane_sm_reserve: Option<f64>,
     issue_window_us: Option<u64>,
     low_in_flight: Option<u32>,
+    max_connections: Option<u32>,
+    max_connections_per_uid: Option<u32>,
+    first_frame_timeout_ms: Option<u64>,
+    frame_budget: Option<Quota>,
+    max_waiting_images: Option<Quota>,
 }
 
 #[derive(Deserialize, Default)]
@@ -353,6 +378,12 @@ struct RawLimits {
     memory_quota: Option<Quota>,
     sm_share: Option<f64>,
     admit: Option<bool>,
+    host_memory_quota: Option<Quota>,
+    stream_quota: Option<u64>,
+    event_quota: Option<u64>,
+    module_quota: Option<u64>,
+    connection_quota: Option<u64>,
+    quota_scope: Option<QuotaScope>,
 }
 
 // serde cannot combine `flatten` with `deny_unknown_fields`, so the limits are repeated here.
@@ -367,6 +398,12 @@ struct RawTenant {
     memory_quota: Option<Quota>,
     sm_share: Option<f64>,
     admit: Option<bool>,
+    host_memory_quota: Option<Quota>,
+    stream_quota: Option<u64>,
+    event_quota: Option<u64>,
+    module_quota: Option<u64>,
+    connection_quota: Option<u64>,
+    quota_scope: Option<QuotaScope>,
 }
 
 // ---- the checked configuration -------------------------------------------------------------
@@ -431,6 +468,17 @@ pub struct DaemonConfig {
     pub issue_window: Duration,
     /// `priority`: items of lower classes allowed in flight while a higher class has work.
     pub low_in_flight: u32,
+    /// Open connections of all clients together (also bounded by the descriptor limit, see
+    /// `server`).
+    pub max_connections: u32,
+    /// Open connections of one uid.
+    pub max_connections_per_uid: u32,
+    /// How long a new connection may take to send its first request before it is closed.
+    pub first_frame_timeout: Duration,
+    /// Bytes of partly received requests, all connections together.
+    pub frame_budget: u64,
+    /// Bytes of module images attached and not yet loaded, all clients together.
+    pub max_waiting_images: u64,
 }
 
 impl Default for DaemonConfig {
@@ -446,6 +494,11 @@ impl Default for DaemonConfig {
             srpt_fast_lane_sm_reserve: DEFAULT_SRPT_FAST_LANE_SM_RESERVE,
             issue_window: Duration::from_micros(DEFAULT_ISSUE_WINDOW_US),
             low_in_flight: DEFAULT_LOW_IN_FLIGHT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_uid: DEFAULT_MAX_CONNECTIONS_PER_UID,
+            first_frame_timeout: Duration::from_millis(DEFAULT_FIRST_FRAME_TIMEOUT_MS),
+            frame_budget: DEFAULT_FRAME_BUDGET,
+            max_waiting_images: DEFAULT_MAX_WAITING_IMAGES,
         }
     }
 }
@@ -462,6 +515,16 @@ pub struct Limits {
     pub sm_share: f64,
     /// `false`: clients matching this are refused.
     pub admit: bool,
+    /// Pinned host memory and module images waiting to load, in bytes; `None`: unlimited.
+    pub host_memory_quota: Option<u64>,
+    /// Streams, events and modules the tenant may hold at once.
+    pub stream_quota: u64,
+    pub event_quota: u64,
+    pub module_quota: u64,
+    /// Connections (client processes and status queries) the tenant may have open at once.
+    pub connection_quota: u64,
+    /// Whether the quotas hold for all of the tenant's processes together or for each.
+    pub quota_scope: QuotaScope,
 }
 
 impl Default for Limits {
@@ -472,8 +535,26 @@ impl Default for Limits {
             memory_quota: None,
             sm_share: 1.0,
             admit: true,
+            host_memory_quota: None,
+            stream_quota: DEFAULT_STREAM_QUOTA,
+            event_quota: DEFAULT_EVENT_QUOTA,
+            module_quota: DEFAULT_MODULE_QUOTA,
+            connection_quota: DEFAULT_CONNECTION_QUOTA,
+            quota_scope: QuotaScope::Tenant,
         }
     }
+}
+
+/// What a tenant's quotas apply to.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QuotaScope {
+    /// All processes of the tenant together: the processes that match one `[[tenant]]` entry,
+    /// or for `[default]` the processes of one uid.
+    #[default]
+    Tenant,
+    /// Each client process on its own.
+    Process,
 }
 
 /// One `[[tenant]]` entry. It matches a client when every selector it names matches.
@@ -485,14 +566,15 @@ pub struct TenantRule {
     pub name: Option<String>,
     /// Matches the client's uid (`SO_PEERCRED`).
     pub uid: Option<u32>,
-    /// Matches the client's primary gid (`SO_PEERCRED`).
+    /// Matches any of the client's groups: its primary gid (`SO_PEERCRED`) and its
+    /// supplementary groups (`SO_PEERGROUPS`, else `/proc/PID/status`).
     pub gid: Option<u32>,
     pub limits: Limits,
 }
 
 impl TenantRule {
-    /// Whether a client with this identity matches the entry.
-    pub fn matches(&self, name: Option<&str>, uid: u32, gid: u32) -> bool {
+    /// Whether a client with this identity matches the entry; `gids` are all its groups.
+    pub fn matches(&self, name: Option<&str>, uid: u32, gids: &[u32]) -> bool {
         fn accepts<T: PartialEq>(want: Option<T>, got: T) -> bool {
             match want {
                 Some(w) => w == got,
@@ -500,7 +582,7 @@ impl TenantRule {
             }
         }
         accepts(self.uid, uid)
-            && accepts(self.gid, gid)
+            && self.gid.is_none_or(|g| gids.contains(&g))
             && match (&self.name, name) {
                 (None, _) => true,
                 (Some(want), Some(got)) => want == got,
@@ -560,6 +642,14 @@ pub struct TenantPolicy {
     pub weight: f64,
     pub memory_quota: Option<u64>,
     pub sm_share: f64,
+    pub host_memory_quota: Option<u64>,
+    pub stream_quota: u64,
+    pub event_quota: u64,
+    pub module_quota: u64,
+    pub connection_quota: u64,
+    pub quota_scope: QuotaScope,
+    /// Which account the quotas are kept in: the matched entry, or `[default]` and the uid.
+    pub account: String,
 }
 
 impl Default for TenantPolicy {
@@ -572,6 +662,13 @@ impl Default for TenantPolicy {
             weight: l.weight,
             memory_quota: l.memory_quota,
             sm_share: l.sm_share,
+            host_memory_quota: l.host_memory_quota,
+            stream_quota: l.stream_quota,
+            event_quota: l.event_quota,
+            module_quota: l.module_quota,
+            connection_quota: l.connection_quota,
+            quota_scope: l.quota_scope,
+            account: String::new(),
         }
     }
 }
@@ -643,6 +740,41 @@ pub enum AdmitError {
     Refused { uid: u32, gid: u32, at: String },
     #[error("BATON_CLASS={value:?}: {reason}")]
     BadClass { value: String, reason: String },
+    #[error("{what} {shown} is refused: {reason}")]
+    BadName {
+        what: &'static str,
+        /// The name as given, escaped (it is the client's).
+        shown: String,
+        reason: String,
+    },
+}
+
+/// Checks a name a client gives (`BATON_TENANT`, `BATON_CLASS`): at most
+/// [`baton_ipc::control::MAX_NAME_LEN`] bytes of printable characters, since names appear in
+/// logs, status and metrics. The error shows the name escaped.
+pub fn check_name(what: &'static str, name: &str) -> Result<(), AdmitError> {
+    let max = baton_ipc::control::MAX_NAME_LEN;
+    let reason = if name.len() > max {
+        format!("{} bytes long, at most {max} are allowed", name.len())
+    } else if let Some(c) = name.chars().find(|c| c.is_control()) {
+        format!("it holds the control character {c:?}; use printable characters only")
+    } else {
+        return Ok(());
+    };
+    Err(AdmitError::BadName {
+        what,
+        shown: escaped(name, 80),
+        reason,
+    })
+}
+
+/// `s` quoted and escaped for a log line, cut after `max` characters.
+pub fn escaped(s: &str, max: usize) -> String {
+    let mut out: String = s.chars().take(max).flat_map(char::escape_debug).collect();
+    if s.chars().nth(max).is_some() {
+        out.push_str("...");
+    }
+    format!("\"{out}\"")
 }
 
 fn invalid(at: &str, message: String) -> ConfigError {
@@ -676,6 +808,14 @@ fn limits(raw: RawLimits, base: &Limits, at: &str) -> Result<Limits, ConfigError
         // Entries exist to let clients in: they admit unless they say otherwise, whatever
         // [default] says.
         admit: raw.admit.unwrap_or(true),
+        host_memory_quota: raw
+            .host_memory_quota
+            .map_or(base.host_memory_quota, |q| q.0),
+        stream_quota: raw.stream_quota.unwrap_or(base.stream_quota),
+        event_quota: raw.event_quota.unwrap_or(base.event_quota),
+        module_quota: raw.module_quota.unwrap_or(base.module_quota),
+        connection_quota: raw.connection_quota.unwrap_or(base.connection_quota),
+        quota_scope: raw.quota_scope.unwrap_or(base.quota_scope),
     })
 }
 
@@ -745,6 +885,39 @@ impl Config {
             }
             daemon.metrics_token_file = Some(f);
         }
+        let positive = |key: &str, v: u64| {
+            if v == 0 {
+                Err(invalid("[daemon]", format!("{key} must be > 0")))
+            } else {
+                Ok(v)
+            }
+        };
+        if let Some(n) = d.max_connections {
+            daemon.max_connections = positive("max_connections", n.into())? as u32;
+        }
+        if let Some(n) = d.max_connections_per_uid {
+            daemon.max_connections_per_uid = positive("max_connections_per_uid", n.into())? as u32;
+        }
+        if let Some(ms) = d.first_frame_timeout_ms {
+            daemon.first_frame_timeout =
+                Duration::from_millis(positive("first_frame_timeout_ms", ms)?);
+        }
+        if let Some(q) = d.frame_budget {
+            let b = q.0.unwrap_or(u64::MAX);
+            if b < baton_ipc::control::MAX_REQUEST as u64 {
+                return Err(invalid(
+                    "[daemon]",
+                    format!(
+                        "frame_budget must hold at least one request ({} bytes)",
+                        baton_ipc::control::MAX_REQUEST
+                    ),
+                ));
+            }
+            daemon.frame_budget = b;
+        }
+        if let Some(q) = d.max_waiting_images {
+            daemon.max_waiting_images = q.0.unwrap_or(u64::MAX);
+        }
 
         let default = limits(raw.default, &Limits::default(), "[default]")?;
 
@@ -767,6 +940,12 @@ impl Config {
                 memory_quota: t.memory_quota,
                 sm_share: t.sm_share,
                 admit: t.admit,
+                host_memory_quota: t.host_memory_quota,
+                stream_quota: t.stream_quota,
+                event_quota: t.event_quota,
+                module_quota: t.module_quota,
+                connection_quota: t.connection_quota,
+                quota_scope: t.quota_scope,
             };
             let rule = TenantRule {
                 index,
@@ -806,10 +985,10 @@ impl Config {
     }
 
     /// The entry that applies to a client, or `None` for `[default]`.
-    pub fn matching(&self, name: Option<&str>, uid: u32, gid: u32) -> Option<&TenantRule> {
+    pub fn matching(&self, name: Option<&str>, uid: u32, gids: &[u32]) -> Option<&TenantRule> {
         self.tenants
             .iter()
-            .filter(|t| t.matches(name, uid, gid))
+            .filter(|t| t.matches(name, uid, gids))
             .max_by_key(|t| (t.specificity(), std::cmp::Reverse(t.index)))
     }
 
@@ -826,8 +1005,48 @@ impl Config {
         uid: u32,
         gid: u32,
     ) -> Result<TenantPolicy, AdmitError> {
+        self.resolve_groups(name, class_env, uid, gid, &[])
+    }
+
+    /// Whether the policy refuses a client of this uid and these groups whatever tenant name
+    /// it gives: then it is refused as soon as it connects, before it sends anything.
+    pub fn refuses_every_name(&self, uid: u32, gid: u32, groups: &[u32]) -> bool {
+        let refused = |name: Option<&str>| {
+            matches!(
+                self.resolve_groups(name, None, uid, gid, groups),
+                Err(AdmitError::Refused { .. })
+            )
+        };
+        // A name no entry names matches as no name does.
+        refused(None)
+            && self
+                .tenants
+                .iter()
+                .filter_map(|t| t.name.as_deref())
+                .all(|n| refused(Some(n)))
+    }
+
+    /// [`Config::resolve`] for a client that also has the supplementary groups `groups`: a
+    /// `gid` entry matches any of its groups. Names are checked first ([`check_name`]).
+    pub fn resolve_groups(
+        &self,
+        name: Option<&str>,
+        class_env: Option<&str>,
+        uid: u32,
+        gid: u32,
+        groups: &[u32],
+    ) -> Result<TenantPolicy, AdmitError> {
+        if let Some(n) = name {
+            check_name("BATON_TENANT", n)?;
+        }
+        if let Some(c) = class_env {
+            check_name("BATON_CLASS", c)?;
+        }
+        let mut gids = Vec::with_capacity(groups.len() + 1);
+        gids.push(gid);
+        gids.extend_from_slice(groups);
         let name = name.map(str::trim).filter(|n| !n.is_empty());
-        let rule = self.matching(name, uid, gid);
+        let rule = self.matching(name, uid, &gids);
         let l = rule.map_or(&self.default, |r| &r.limits);
         if !l.admit {
             return Err(AdmitError::Refused {
@@ -853,6 +1072,14 @@ impl Config {
             weight: l.weight,
             memory_quota: l.memory_quota,
             sm_share: l.sm_share,
+            host_memory_quota: l.host_memory_quota,
+            stream_quota: l.stream_quota,
+            event_quota: l.event_quota,
+            module_quota: l.module_quota,
+            connection_quota: l.connection_quota,
+            quota_scope: l.quota_scope,
+            // Whatever name a client claims, the processes one entry admits share its quotas.
+            account: rule.map_or_else(|| format!("[default] uid {uid}"), TenantRule::describe),
         })
     }
 
@@ -1346,5 +1573,91 @@ mod tests {
         for p in PolicyKind::ALL {
             assert_eq!(p.name().parse::<PolicyKind>(), Ok(p));
         }
+    }
+
+    #[test]
+    fn gid_entries_match_supplementary_groups() {
+        let c = Config::parse("[[tenant]]\ngid = 65534\nadmit = false\n").unwrap();
+        assert!(c.resolve_groups(None, None, 1000, 1000, &[]).is_ok());
+        let err = c
+            .resolve_groups(None, None, 1000, 1000, &[27, 65534])
+            .unwrap_err();
+        assert!(matches!(err, AdmitError::Refused { .. }), "{err}");
+        assert!(
+            c.resolve(None, None, 1000, 65534).is_err(),
+            "the primary gid still counts"
+        );
+    }
+
+    #[test]
+    fn a_uid_refused_under_every_name_is_known_before_it_names_one() {
+        let c = Config::parse(
+            "[[tenant]]\nuid = 5\nadmit = false\n[[tenant]]\nuid = 6\nadmit = false\n\
+             [[tenant]]\nuid = 6\nname = \"ok\"\n[[tenant]]\ngid = 9\nadmit = false\n",
+        )
+        .unwrap();
+        assert!(c.refuses_every_name(5, 5, &[]));
+        assert!(
+            !c.refuses_every_name(6, 6, &[]),
+            "uid 6 may come in as \"ok\""
+        );
+        assert!(c.refuses_every_name(7, 7, &[9]));
+        assert!(!c.refuses_every_name(7, 7, &[]));
+    }
+
+    #[test]
+    fn names_must_be_printable_and_short() {
+        let c = Config::default();
+        let forged = "alice\nERROR kernel fault caused by tenant bob\x1b[2J";
+        let e = c.resolve(Some(forged), None, 1, 1).unwrap_err().to_string();
+        assert!(e.contains("control character"), "{e}");
+        assert!(
+            !e.contains('\n') && !e.contains('\x1b'),
+            "the error shows it escaped: {e}"
+        );
+        let e = c
+            .resolve(Some(&"x".repeat(65)), None, 1, 1)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("65 bytes long, at most 64"), "{e}");
+        assert!(e.len() < 300, "a long name is cut in the message");
+        assert!(
+            c.resolve(None, Some("lo\tw"), 1, 1).is_err(),
+            "class names too"
+        );
+        let p = c.resolve(Some(&"é".repeat(32)), None, 1, 1).unwrap();
+        assert_eq!(p.name.len(), 64);
+    }
+
+    #[test]
+    fn quota_and_limit_keys_parse_and_name_the_account() {
+        let c = Config::parse(
+            "[daemon]\nmax_connections = 10\nmax_connections_per_uid = 2\nfirst_frame_timeout_ms = 250\nframe_budget = \"1MiB\"\nmax_waiting_images = \"1GiB\"\n\
+             [default]\nstream_quota = 5\nquota_scope = \"process\"\n\
+             [[tenant]]\nuid = 7\nhost_memory_quota = \"2GiB\"\nevent_quota = 3\nmodule_quota = 4\nconnection_quota = 9\n",
+        )
+        .unwrap();
+        let d = &c.daemon;
+        assert_eq!((d.max_connections, d.max_connections_per_uid), (10, 2));
+        assert_eq!(d.first_frame_timeout, Duration::from_millis(250));
+        assert_eq!((d.frame_budget, d.max_waiting_images), (1 << 20, 1 << 30));
+        let t = c.resolve(Some("any"), None, 7, 7).unwrap();
+        assert_eq!(t.host_memory_quota, Some(2 << 30));
+        assert_eq!((t.stream_quota, t.event_quota, t.module_quota), (5, 3, 4));
+        assert_eq!(t.connection_quota, 9);
+        assert_eq!(
+            t.quota_scope,
+            QuotaScope::Process,
+            "inherited from [default]"
+        );
+        assert_eq!(t.account, "[[tenant]] #1 (uid = 7)");
+        let other = c.resolve(Some("any"), None, 8, 8).unwrap();
+        assert_eq!(
+            other.account, "[default] uid 8",
+            "names do not split a uid's account"
+        );
+        assert!(Config::parse("[daemon]\nframe_budget = 10\n").is_err());
+        assert!(Config::parse("[daemon]\nmax_connections = 0\n").is_err());
+        assert!(Config::parse("[default]\nquota_scope = \"user\"\n").is_err());
     }
 }

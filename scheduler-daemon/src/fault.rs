@@ -313,7 +313,7 @@ pub fn recover(
     }
     // Their memory went with the context.
     for s in &ended {
-        s.memory_bytes.store(0, Ordering::Relaxed);
+        s.release_memory();
     }
     drop(guard);
     monitor.resolved();

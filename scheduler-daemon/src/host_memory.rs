@@ -110,8 +110,13 @@ impl HostArena {
         free.insert(start, len);
     }
 
-    /// Creates, maps and pins a chunk of at least `len` bytes.
-    pub fn alloc(self: &Arc<Self>, exec: &dyn Executor, len: usize) -> Result<HostChunk, String> {
+    /// Creates, maps and pins a chunk of at least `len` bytes. The chunk unpins and unmaps
+    /// itself when dropped.
+    pub fn alloc(
+        self: &Arc<Self>,
+        exec: &Arc<dyn Executor>,
+        len: usize,
+    ) -> Result<HostChunk, String> {
         // `len` is the client's: round up without overflowing.
         let len = len
             .max(1)
@@ -142,8 +147,10 @@ impl HostArena {
             Ok(region) => Ok(HostChunk {
                 region: Some(region),
                 arena: self.clone(),
+                exec: Some(exec.clone()),
                 addr,
                 len,
+                charge: None,
             }),
             Err(e) => {
                 // SAFETY: the range is ours; whatever was mapped there is replaced by a reservation.
@@ -171,12 +178,18 @@ impl HostArena {
     }
 }
 
-/// One pinned chunk. Unregister it ([`HostChunk::release`]) before dropping it.
+/// One pinned chunk. Dropping it unpins it, unmaps it and gives its range back to the
+/// reservation, and the charge it carries back to its tenant, in every path (a session the
+/// daemon ended included).
 pub struct HostChunk {
     region: Option<SharedRegion>,
     arena: Arc<HostArena>,
+    /// Who pinned it; `None` once its pinning went with a context a kernel fault ended.
+    exec: Option<Arc<dyn Executor>>,
     pub addr: usize,
     pub len: usize,
+    /// What it is charged to, given back with it.
+    charge: Option<Box<dyn std::any::Any + Send>>,
 }
 
 impl HostChunk {
@@ -184,20 +197,27 @@ impl HostChunk {
         self.region.as_ref().expect("live chunk")
     }
 
+    /// The chunk, carrying `charge` (dropped when the chunk is freed).
+    pub fn charged(mut self, charge: Box<dyn std::any::Any + Send>) -> HostChunk {
+        self.charge = Some(charge);
+        self
+    }
+
     /// Unpins the chunk, unmaps it (the range goes back to the reservation).
-    pub fn release(self, exec: &dyn Executor) {
-        self.free(Some(exec));
+    pub fn release(self) {
+        drop(self);
     }
 
     /// Unmaps a chunk whose pinning went with a context that a kernel fault ended: there is
     /// nothing to unpin, and the new context must not be asked to.
-    pub fn release_unpinned(self) {
-        self.free(None);
+    pub fn release_unpinned(mut self) {
+        self.exec = None;
+        drop(self);
     }
 
-    fn free(mut self, exec: Option<&dyn Executor>) {
+    fn free(&mut self) {
         if let Some(r) = self.region.take() {
-            if let Some(exec) = exec {
+            if let Some(exec) = self.exec.take() {
                 let _ = exec.host_unregister(r.as_ptr());
             }
             // Replace the shared mapping with reserved space in one step, then let the region
@@ -215,6 +235,12 @@ impl HostChunk {
             }
             self.arena.give_back(self.addr, self.len);
         }
+    }
+}
+
+impl Drop for HostChunk {
+    fn drop(&mut self) {
+        self.free();
     }
 }
 
@@ -245,10 +271,11 @@ impl HostChunks {
     pub fn bytes(&self) -> u64 {
         self.chunks.values().map(|c| c.len as u64).sum()
     }
-    pub fn release_all(&mut self, exec: &dyn Executor) {
-        for (_, c) in std::mem::take(&mut self.chunks) {
-            c.release(exec);
-        }
+    pub fn count(&self) -> usize {
+        self.chunks.len()
+    }
+    pub fn release_all(&mut self) {
+        self.chunks.clear();
     }
     /// [`HostChunk::release_unpinned`] for every chunk.
     pub fn release_all_unpinned(&mut self) {
@@ -266,7 +293,7 @@ mod tests {
     #[test]
     fn chunks_come_from_the_reservation_and_go_back() {
         let arena = HostArena::reserve().unwrap();
-        let sim = SimExecutor::new();
+        let sim: Arc<dyn Executor> = Arc::new(SimExecutor::new());
         let a = arena.alloc(&sim, 100).unwrap();
         assert_eq!(a.len, GRANULE);
         assert!(arena.contains(a.addr));
@@ -281,16 +308,51 @@ mod tests {
         assert!(set.check(aa as u64 + 10, 100));
         assert!(!set.check(aa as u64 + GRANULE as u64 - 1, 2));
         assert!(set.check(ba as u64, 2 * GRANULE as u64));
-        set.release_all(&sim);
+        set.release_all();
         let c = arena.alloc(&sim, 3 * GRANULE).unwrap();
         assert_eq!(c.addr, arena.base(), "freed ranges coalesce and are reused");
-        c.release(&sim);
+        c.release();
         // Found by the control-socket harness: sizes near usize::MAX overflowed the rounding.
         for len in [usize::MAX, usize::MAX - GRANULE, RESERVATION + 1] {
             assert!(arena.alloc(&sim, len).is_err());
         }
         let d = arena.alloc(&sim, 1).unwrap();
         assert_eq!(d.addr, arena.base(), "refused requests take nothing");
-        d.release(&sim);
+        drop(d);
+        assert_eq!(
+            arena.free_bytes(),
+            arena.reserved_bytes(),
+            "a dropped chunk goes back"
+        );
+    }
+
+    /// A chunk dropped without a release (a session the daemon ended, a panic) still goes back
+    /// to the reservation, gives back its charge and is unpinned.
+    #[test]
+    fn a_dropped_chunk_is_unpinned_and_gives_back_its_charge() {
+        struct Charge(Arc<std::sync::atomic::AtomicBool>);
+        impl Drop for Charge {
+            fn drop(&mut self) {
+                self.0.store(true, std::sync::atomic::Ordering::Release);
+            }
+        }
+        let arena = HostArena::reserve().unwrap();
+        let sim = Arc::new(SimExecutor::new());
+        let exec: Arc<dyn Executor> = sim.clone();
+        let given = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let c = arena
+            .alloc(&exec, 3 * GRANULE)
+            .unwrap()
+            .charged(Box::new(Charge(given.clone())));
+        assert_eq!(sim.live_objects(), 1, "pinned");
+        let mut set = HostChunks::default();
+        set.insert(c);
+        drop(set);
+        assert_eq!(sim.live_objects(), 0, "unpinned");
+        assert!(
+            given.load(std::sync::atomic::Ordering::Acquire),
+            "charge given back"
+        );
+        assert_eq!(arena.free_bytes(), arena.reserved_bytes());
     }
 }

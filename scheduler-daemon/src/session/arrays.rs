@@ -169,6 +169,7 @@ impl Session {
             if !fits || a.device != device {
                 return Err(invalid());
             }
+            self.note(super::graph_nodes::Named::Array(s.addr, a.raw));
             return Ok(Place::Array(a.raw));
         }
         // Rows and slices may not overlap: that bounds the work by the memory checked below.
@@ -192,6 +193,7 @@ impl Session {
                 if !lock(&self.shared.host).check(s.addr, span) {
                     return Err(invalid());
                 }
+                self.note(super::graph_nodes::Named::Mem(s.addr, span));
                 Mem::Host(s.addr as usize as *mut u8)
             }
             p::SIDE_CHUNK => {

@@ -89,7 +89,36 @@ impl Session {
                 m.op,
                 Op::Memset | Op::CopyDtoD | Op::CopyHtoDPinned | Op::CopyDtoHPinned | Op::Copy2D
             ));
-        let result = self.execute(&m);
+        // A copy or memset captured into a graph names memory the graph's launches will use
+        // long after this check: the capture remembers it (see `check_graph_memory`).
+        let record = self.gating.captures_open
+            && matches!(
+                m.op,
+                Op::Memset
+                    | Op::Launch
+                    | Op::CopyDtoD
+                    | Op::CopyHtoDPinned
+                    | Op::CopyDtoHPinned
+                    | Op::Copy2D
+                    | Op::Copy3D
+            );
+        let outer = record.then(|| {
+            self.captured.set(false);
+            self.recorder.replace(Some(Vec::new()))
+        });
+        let result = self.reserve_object(m.op).and_then(|_| self.execute(&m));
+        if let Some(outer) = outer {
+            let named = self.recorder.replace(outer).unwrap_or_default();
+            if self.captured.get() && !named.is_empty() {
+                for s in &self.streams.capturing {
+                    self.capture_named
+                        .entry(*s)
+                        .or_default()
+                        .extend(named.iter().copied());
+                }
+            }
+        }
+        self.settle_objects();
         let fast_job = if synchronizing {
             self.gating.next_job()
         } else {
@@ -183,14 +212,15 @@ impl Session {
                 let (free, total) = exec.mem_info(b.device)?;
                 // A tenant with a quota sees the quota as its device: total is the quota, free
                 // what is left of it (never more than the device really has free).
-                Ok(match self.shared.policy.memory_quota {
-                    Some(q) => {
-                        let left =
-                            q.saturating_sub(self.shared.memory_bytes.load(Ordering::Acquire));
-                        Answer::values(left.min(free), q.min(total))
-                    }
-                    None => Answer::values(free, total),
-                })
+                Ok(
+                    match (
+                        self.shared.account.limit(super::quota::Kind::Memory),
+                        self.shared.memory_left(),
+                    ) {
+                        (Some(q), Some(left)) => Answer::values(left.min(free), q.min(total)),
+                        _ => Answer::values(free, total),
+                    },
+                )
             }
             Op::LoadModule => {
                 let b: p::LoadModule = m.body().map_err(body_err)?;
@@ -245,7 +275,9 @@ impl Session {
                     info,
                     image: b.module,
                 });
-                lock(&self.shared.kernel_names).insert(id, n.to_string_lossy().into_owned());
+                // Kept for fault reports, which log it: escaped, since the client chose it.
+                let shown = n.to_string_lossy().escape_debug().collect::<String>();
+                lock(&self.shared.kernel_names).insert(id, shown);
                 Ok(Answer {
                     values: [id, 0, 0, 0],
                     payload,
@@ -364,6 +396,7 @@ impl Session {
                 }
                 let f = self.funcs.get(b.func)?;
                 let (fdev, fraw) = (f.device, f.raw);
+                self.note(super::graph_nodes::Named::Function(b.func, fraw));
                 let cooperative = b.flags & p::LAUNCH_COOPERATIVE != 0;
                 let (device, stream) = if cooperative {
                     // Sized for every SM (occupancy times the device's SM count).
@@ -762,7 +795,13 @@ impl Session {
             .streams
             .device_of(id)
             .is_ok_and(|d| self.gating.fast_lane(&self.shared, d));
-        self.streams.prepare_lane(exec, id, fast)
+        let r = self.streams.prepare_lane(exec, id, fast);
+        if let Ok((device, raw)) = r {
+            if self.recorder.borrow().is_some() && self.capturing(device, raw) {
+                self.captured.set(true);
+            }
+        }
+        r
     }
 
     /// [`Session::prepare_work`] for work that needs every SM the tenant may use: where SMs are
@@ -817,6 +856,7 @@ impl Session {
     }
 
     pub(super) fn check_device_range(&self, ptr: u64, len: u64) -> GpuResult<u32> {
+        self.note(super::graph_nodes::Named::Mem(ptr, len));
         if let Some(d) = self.ranges.check(ptr, len) {
             return Ok(d);
         }

@@ -33,7 +33,28 @@ pub struct Built {
     /// Executable graph -> the graphs whose nodes name its nodes (the one it was instantiated
     /// from, and any it was updated from).
     sources: HashMap<u64, Vec<u64>>,
+    /// Memory each node the daemon built names (memset destinations, copy sides): node id ->
+    /// ranges. Checked again at every launch, since the tenant may free it meanwhile.
+    named: HashMap<u64, Ranges>,
+    /// Memory a graph names through what was copied into it (child graphs, its clone source).
+    extra: HashMap<u64, Ranges>,
+    /// What an executable graph's nodes name: node id (0 for the copied-in rest) -> ranges.
+    exec_named: HashMap<u64, HashMap<u64, Ranges>>,
 }
+
+/// What a node names besides its graph: memory, arrays, functions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Named {
+    /// A range of device or pinned memory (start, length).
+    Mem(u64, u64),
+    /// An array, by session id, and the driver's handle it had.
+    Array(u64, Raw),
+    /// A function, by session id, and the driver's handle it had (gone with its module).
+    Function(u64, Raw),
+}
+
+/// Everything some nodes name.
+pub type Ranges = Vec<Named>;
 
 impl Built {
     pub fn instantiated(&mut self, exec: u64, graph: u64) {
@@ -41,11 +62,73 @@ impl Built {
     }
     pub fn exec_destroyed(&mut self, exec: u64) {
         self.sources.remove(&exec);
+        self.exec_named.remove(&exec);
     }
     /// The driver destroys a graph's nodes with it.
     pub fn graph_destroyed(&mut self, graph: u64) {
+        let nodes = &self.nodes;
+        self.named
+            .retain(|id, _| nodes.get(*id).is_ok_and(|n| n.graph != graph));
+        self.extra.remove(&graph);
         self.nodes.retain(|n| n.graph != graph);
         self.by_raw.retain(|&(g, _), _| g != graph);
+    }
+    pub fn node_destroyed(&mut self, node: u64) {
+        self.named.remove(&node);
+    }
+    /// Memory node `node` names from now on.
+    pub fn set_named(&mut self, node: u64, ranges: Ranges) {
+        if ranges.is_empty() {
+            self.named.remove(&node);
+        } else {
+            self.named.insert(node, ranges);
+        }
+    }
+    /// Memory `graph` names from now on through something copied into it as well.
+    pub fn add_extra(&mut self, graph: u64, ranges: Ranges) {
+        if !ranges.is_empty() {
+            self.extra.entry(graph).or_default().extend(ranges);
+        }
+    }
+    /// Memory the nodes of `graph` itself name, by node (0: copied in).
+    fn own_named(&self, graph: u64) -> HashMap<u64, Ranges> {
+        let mut out: HashMap<u64, Ranges> = self
+            .named
+            .iter()
+            .filter(|(id, _)| self.nodes.get(**id).is_ok_and(|n| n.graph == graph))
+            .map(|(&id, r)| (id, r.clone()))
+            .collect();
+        if let Some(e) = self.extra.get(&graph) {
+            out.insert(0, e.clone());
+        }
+        out
+    }
+    /// An executable graph's nodes name what `graph`'s nodes (with `more`, its conditional
+    /// bodies' memory) name now: at instantiation and after an update from it.
+    pub fn exec_from(&mut self, exec: u64, graph: u64, more: Ranges) {
+        let mut named = self.own_named(graph);
+        if !more.is_empty() {
+            named.entry(0).or_default().extend(more);
+        }
+        self.exec_named.insert(exec, named);
+    }
+    /// A node of an executable graph got new parameters.
+    pub fn exec_node_set(&mut self, exec: u64, node: u64, ranges: Ranges) {
+        self.exec_named
+            .entry(exec)
+            .or_default()
+            .insert(node, ranges);
+    }
+    /// Everything `graph` names, flattened (for copying it into another graph).
+    pub fn graph_named(&self, graph: u64) -> Ranges {
+        self.own_named(graph).into_values().flatten().collect()
+    }
+    /// Everything an executable graph's nodes name.
+    pub fn exec_ranges(&self, exec: u64) -> impl Iterator<Item = &Named> {
+        self.exec_named
+            .get(&exec)
+            .into_iter()
+            .flat_map(|m| m.values().flatten())
     }
     pub(super) fn register_node(&mut self, graph: u64, raw: Raw, kind: u32) -> u64 {
         self.register(graph, raw, kind)
@@ -175,6 +258,7 @@ impl Session {
                 if f.device != device {
                     return Err(GpuError(code::INVALID_HANDLE));
                 }
+                self.note(Named::Function(b.func, f.raw));
                 Ok(Checked::Kernel {
                     func: f.raw,
                     cfg: LaunchConfig {
@@ -296,10 +380,17 @@ impl Session {
                     .iter()
                     .map(|&d| self.node_of(d, b.graph))
                     .collect::<GpuResult<Vec<_>>>()?;
-                let checked = self.check_node(&b, params, device)?;
+                let (checked, named) = self.recording(|s| s.check_node(&b, params, device));
+                let checked = checked?;
                 let spec = checked.spec();
                 let raw = exec.graph_add_node(device, graph, &deps, &spec)?;
                 let id = self.graphs.built.register(b.graph, raw, spec.kind());
+                self.graphs.built.set_named(id, named);
+                if b.kind == p::NODE_GRAPH {
+                    // The driver copies the child in: what it names now, the parent names.
+                    let child = self.graphs.built.graph_named(b.child);
+                    self.graphs.built.add_extra(b.graph, child);
+                }
                 if let NodeSpec::MemAlloc { bytes, .. } = spec {
                     // The driver picked the address: the client learns it, and the session
                     // lets nodes and copies name it while the graph holds it.
@@ -333,8 +424,13 @@ impl Session {
                         Some(x.raw)
                     }
                 };
-                let checked = self.check_node(&b, tail, device)?;
+                let (checked, named) = self.recording(|s| s.check_node(&b, tail, device));
+                let checked = checked?;
                 exec.graph_node_set(device, target, raw, &checked.spec())?;
+                match b.exec {
+                    0 => self.graphs.built.set_named(b.node, named),
+                    e => self.graphs.built.exec_node_set(e, b.node, named),
+                }
                 Ok(Answer::default())
             }
             Op::GraphAddEdges => {
@@ -382,6 +478,7 @@ impl Session {
                 let (graph, raw) = (n.graph, n.raw);
                 let device = self.graphs.graphs.get(graph)?.device;
                 exec.graph_destroy_node(device, raw)?;
+                self.graphs.built.node_destroyed(b.id);
                 self.graphs.built.nodes.remove(b.id)?;
                 self.graphs.built.by_raw.remove(&(graph, raw));
                 self.node_bodies_gone(b.id);
@@ -393,6 +490,8 @@ impl Session {
                 let device = g.device;
                 let raw = exec.graph_clone(device, g.raw)?;
                 let id = self.graphs.graphs.insert(Graph { device, raw });
+                let named = self.graph_memory(b.id);
+                self.graphs.built.add_extra(id, named);
                 self.graph_mem_adopt(exec, device, raw, id)?;
                 Ok(Answer::value(id))
             }
@@ -415,6 +514,8 @@ impl Session {
                         .unwrap_or(0),
                 };
                 if r.is_ok() {
+                    let more = self.body_memory(b.graph);
+                    self.graphs.built.exec_from(b.exec, b.graph, more);
                     let s = self.graphs.built.sources.entry(b.exec).or_default();
                     if !s.contains(&b.graph) {
                         s.push(b.graph);
@@ -443,6 +544,61 @@ impl Session {
             }
             _ => Err(invalid()),
         }
+    }
+
+    /// Runs `f` noting every memory range it checks (see `check_device_range`).
+    pub(super) fn recording<T>(&self, f: impl FnOnce(&Self) -> T) -> (T, Ranges) {
+        let outer = self.recorder.replace(Some(Vec::new()));
+        let r = f(self);
+        let named = self.recorder.replace(outer).unwrap_or_default();
+        (r, named)
+    }
+
+    /// What a graph names: its nodes, what was copied into it, and its conditional bodies.
+    pub(super) fn graph_memory(&self, graph: u64) -> Ranges {
+        let mut r = self.graphs.built.graph_named(graph);
+        r.extend(self.body_memory(graph));
+        r
+    }
+
+    /// What the conditional bodies of `graph` name, at any depth.
+    pub(super) fn body_memory(&self, graph: u64) -> Ranges {
+        let mut out = Ranges::new();
+        let mut todo = vec![graph];
+        while let Some(g) = todo.pop() {
+            for (&id, h) in &self.graphs.held {
+                if matches!(*h, super::conditional::Held::Body { parent, .. } if parent == g) {
+                    out.extend(self.graphs.built.graph_named(id));
+                    todo.push(id);
+                }
+            }
+        }
+        out
+    }
+
+    /// Notes what a node (or captured work) names, while [`Session::recording`].
+    pub(super) fn note(&self, n: Named) {
+        if let Some(r) = self.recorder.borrow_mut().as_mut() {
+            r.push(n);
+        }
+    }
+
+    /// Whether everything an executable graph's nodes name is still the tenant's: memory,
+    /// arrays and modules it freed since may already be another tenant's (the driver reuses
+    /// addresses and handles).
+    pub(super) fn check_graph_memory(&self, exec: u64) -> GpuResult<()> {
+        for &n in self.graphs.built.exec_ranges(exec) {
+            let live = match n {
+                Named::Mem(ptr, len) => self.check_device_range(ptr, len).is_ok(),
+                Named::Array(id, raw) => self.arrays.arrays.get(id).is_ok_and(|a| a.raw == raw),
+                Named::Function(id, raw) => self.funcs.get(id).is_ok_and(|f| f.raw == raw),
+            };
+            if !live {
+                tracing::debug!(session = self.shared.identity.session, exec, named = ?n, "graph launch refused: a node names what the tenant no longer holds");
+                return Err(invalid());
+            }
+        }
+        Ok(())
     }
 
     /// The tensor must lie in memory this session may use: the farthest byte it reaches is

@@ -84,6 +84,7 @@ impl Session {
                 let (device, raw) = self.streams.lookup(exec, b.stream)?;
                 exec.capture_begin(device, raw)?;
                 self.streams.capturing.insert(b.stream);
+                self.capture_named.remove(&b.stream);
                 Ok(Answer::default())
             }
             Op::CaptureEnd => {
@@ -95,6 +96,7 @@ impl Session {
                 if !self.streams.capturing.remove(&b.id) {
                     return Err(GpuError(code::ILLEGAL_STATE));
                 }
+                let captured = self.capture_named.remove(&b.id).unwrap_or_default();
                 // A failed end still ends the capture (the driver invalidates it): the stream
                 // left the capturing set above either way.
                 // The capture's graph may already have an id: the client named it during the
@@ -113,6 +115,7 @@ impl Session {
                             }
                             None => self.graphs.graphs.insert(Graph { device, raw }),
                         };
+                        self.graphs.built.add_extra(id, captured);
                         self.graph_mem_adopt(exec, device, raw, id).map(|_| id)
                     }
                     Err(e) => {
@@ -145,12 +148,15 @@ impl Session {
                     return Err(e);
                 }
                 self.graphs.built.instantiated(id, b.graph);
+                let more = self.body_memory(b.graph);
+                self.graphs.built.exec_from(id, b.graph, more);
                 Ok(Answer::value(id))
             }
             Op::GraphLaunch | Op::GraphUpload => {
                 let b: p::GraphLaunch = m.body().map_err(body_err)?;
                 let g = self.graphs.execs.get(b.exec)?;
                 let (graph, gdev) = (g.raw, g.device);
+                self.check_graph_memory(b.exec)?;
                 let (device, stream) = self.prepare_work(exec, b.stream)?;
                 if device != gdev {
                     return Err(invalid());

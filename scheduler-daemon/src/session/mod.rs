@@ -33,6 +33,8 @@ mod hostile;
 mod ipc;
 #[cfg(test)]
 mod ipc_tests;
+#[cfg(test)]
+mod limits_tests;
 mod link;
 #[cfg(test)]
 mod link_tests;
@@ -43,6 +45,7 @@ mod pools;
 #[cfg(test)]
 mod pools_tests;
 pub mod queue_delay;
+pub mod quota;
 mod ring_wait;
 #[cfg(test)]
 mod run_loop_tests;
@@ -81,7 +84,12 @@ pub struct Shared {
     /// What the policy file grants this tenant (class, weight, memory quota...).
     pub policy: crate::config::TenantPolicy,
     pub closed: AtomicBool,
-    pub blobs: Mutex<HashMap<u64, Vec<u8>>>,
+    /// Set once the session thread has torn the session down: the connection serves nothing
+    /// more, and no pinned chunk is added to a session that will never free it.
+    pub ended: AtomicBool,
+    /// The tenant's account: every quota is charged here first (see [`quota`]).
+    pub account: Arc<quota::Account>,
+    pub blobs: Mutex<HashMap<u64, Blob>>,
     next_blob: AtomicU64,
     pub host: Mutex<HostChunks>,
     pub memory_bytes: AtomicU64,
@@ -104,12 +112,48 @@ pub struct Shared {
     pub ring_waits: RingWaits,
 }
 
+/// A module image attached on the control socket and not yet loaded, with what it is charged
+/// to (the tenant's account, the daemon-wide bound); dropping it gives those back.
+pub struct Blob {
+    pub bytes: Vec<u8>,
+    _charges: Vec<Box<dyn std::any::Any + Send>>,
+}
+
+impl Blob {
+    pub fn new(bytes: Vec<u8>, charges: Vec<Box<dyn std::any::Any + Send>>) -> Blob {
+        Blob {
+            bytes,
+            _charges: charges,
+        }
+    }
+}
+
+impl std::ops::Deref for Blob {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
 impl Shared {
+    /// A session with an account of its own (tests, fuzzing).
     pub fn new(identity: Identity, policy: crate::config::TenantPolicy) -> Shared {
+        let account = Arc::new(quota::Account::new(&policy));
+        Shared::with_account(identity, policy, account)
+    }
+
+    /// A session charged to `account` (shared with the tenant's other processes).
+    pub fn with_account(
+        identity: Identity,
+        policy: crate::config::TenantPolicy,
+        account: Arc<quota::Account>,
+    ) -> Shared {
         Shared {
             identity,
             policy,
             closed: AtomicBool::new(false),
+            ended: AtomicBool::new(false),
+            account,
             blobs: Mutex::new(HashMap::new()),
             next_blob: AtomicU64::new(1),
             host: Mutex::new(HostChunks::default()),
@@ -141,24 +185,51 @@ impl Shared {
         lock(&self.kernel_names).get(&id).cloned()
     }
 
-    /// Reserves `bytes` against the tenant's memory quota; `false` if it would exceed it.
+    /// Reserves `bytes` against the tenant's memory quota (all its processes together, unless
+    /// the policy scopes quotas per process); `false` if it would exceed it.
     pub fn charge(&self, bytes: u64) -> bool {
-        let quota = self.policy.memory_quota.unwrap_or(u64::MAX);
-        self.memory_bytes
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
-                used.checked_add(bytes).filter(|&n| n <= quota)
-            })
-            .is_ok()
+        if !self.account.take(quota::Kind::Memory, bytes) {
+            return false;
+        }
+        self.memory_bytes.fetch_add(bytes, Ordering::AcqRel);
+        true
     }
 
     /// Returns `bytes` to the tenant's quota. Saturates: memory another session freed last
-    /// (see `sharing`) may be refunded after this session's teardown zeroed the account.
+    /// (see `sharing`) may be refunded after this session's teardown zeroed its charge, and
+    /// the tenant's account gets back only what this session still had charged.
     pub fn refund(&self, bytes: u64) {
-        let _ = self
-            .memory_bytes
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
-                Some(used.saturating_sub(bytes))
-            });
+        if let Ok(before) =
+            self.memory_bytes
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                    Some(used.saturating_sub(bytes))
+                })
+        {
+            self.account.give(quota::Kind::Memory, before.min(bytes));
+        }
+    }
+
+    /// Device memory the tenant may still take (its quota less what all its processes hold).
+    pub fn memory_left(&self) -> Option<u64> {
+        let q = self.account.limit(quota::Kind::Memory)?;
+        Some(q.saturating_sub(self.account.used(quota::Kind::Memory)))
+    }
+
+    /// Forgets every byte the session has charged (its memory is gone): the tenant's account
+    /// gets them back.
+    pub fn release_memory(&self) {
+        let left = self.memory_bytes.swap(0, Ordering::AcqRel);
+        self.account.give(quota::Kind::Memory, left);
+    }
+
+    /// Adds a pinned chunk, unless the session has ended (then the chunk is freed at once).
+    pub fn add_host_chunk(&self, chunk: crate::host_memory::HostChunk) -> bool {
+        let mut host = lock(&self.host);
+        if self.ended.load(Ordering::Acquire) {
+            return false;
+        }
+        host.insert(chunk);
+        true
     }
 
     /// Bytes of module images attached and not yet loaded.
@@ -167,8 +238,12 @@ impl Shared {
     }
 
     pub fn add_blob(&self, bytes: Vec<u8>) -> u64 {
+        self.add_charged_blob(Blob::new(bytes, Vec::new()))
+    }
+
+    pub fn add_charged_blob(&self, blob: Blob) -> u64 {
         let id = self.next_blob.fetch_add(1, Ordering::Relaxed);
-        lock(&self.blobs).insert(id, bytes);
+        lock(&self.blobs).insert(id, blob);
         id
     }
 }
@@ -206,7 +281,23 @@ pub struct Session {
     gating: gating::Gating,
     /// Where kernel faults are reported and context generations counted.
     monitor: Arc<crate::fault::FaultMonitor>,
+    /// Streams, events and modules charged to the tenant's account (see `settle_objects`).
+    objects: [u64; 3],
+    /// While a graph node is checked: the memory ranges it names (see `recording`).
+    recorder: std::cell::RefCell<Option<graph_nodes::Ranges>>,
+    /// Whether the command being recorded went to a capturing stream.
+    captured: std::cell::Cell<bool>,
+    /// Memory named by copies and memsets captured since a capture began on a stream:
+    /// stream id -> ranges, given to the captured graph when the capture ends.
+    capture_named: HashMap<u64, graph_nodes::Ranges>,
 }
+
+/// The objects a tenant's account counts, in the order of `Session::objects`.
+const OBJECT_KINDS: [quota::Kind; 3] = [
+    quota::Kind::Streams,
+    quota::Kind::Events,
+    quota::Kind::Modules,
+];
 
 /// How a session ended.
 #[derive(Debug)]
@@ -255,6 +346,10 @@ impl Session {
             async_error: None,
             gating: Default::default(),
             monitor: Default::default(),
+            objects: [0; 3],
+            recorder: Default::default(),
+            captured: Default::default(),
+            capture_named: HashMap::new(),
         })
     }
 
@@ -309,6 +404,50 @@ impl Session {
         self.sharing = registry;
     }
 
+    /// Takes one object from the tenant's account for a command that makes one, before it is
+    /// made: the daemon holds the cap, whatever the client's shim does.
+    fn reserve_object(&mut self, op: baton_ipc::protocol::Op) -> crate::executor::GpuResult<()> {
+        use baton_ipc::protocol::Op;
+        let i = match op {
+            Op::StreamCreate => 0,
+            Op::EventCreate | Op::IpcOpenEventHandle => 1,
+            Op::LoadModule => 2,
+            _ => return Ok(()),
+        };
+        if !self.shared.account.take(OBJECT_KINDS[i], 1) {
+            tracing::debug!(
+                session = self.shared.identity.session,
+                quota = OBJECT_KINDS[i].name(),
+                "object refused: the tenant holds its quota"
+            );
+            return Err(crate::executor::GpuError(
+                crate::executor::code::OUT_OF_MEMORY,
+            ));
+        }
+        self.objects[i] += 1;
+        Ok(())
+    }
+
+    /// Brings the account in line with what the session's tables hold after a command: a
+    /// reservation whose object was not made goes back, an object made some other way is
+    /// counted.
+    fn settle_objects(&mut self) {
+        let now = [
+            self.streams.table.len() as u64,
+            self.events.len() as u64,
+            self.images.len() as u64,
+        ];
+        for (i, n) in now.into_iter().enumerate() {
+            let had = self.objects[i];
+            if n < had {
+                self.shared.account.give(OBJECT_KINDS[i], had - n);
+            } else if n > had {
+                self.shared.account.force(OBJECT_KINDS[i], n - had);
+            }
+            self.objects[i] = n;
+        }
+    }
+
     /// Drains the ring until the client goes away; then frees everything the client held.
     pub fn run(mut self) -> End {
         let mut buf = Vec::with_capacity(4096);
@@ -350,6 +489,11 @@ impl Session {
     /// drop streams and events, device memory, images, and last the host memory the GPU may
     /// have been reading.
     fn teardown(&mut self) {
+        // From here on the connection adds no pinned chunk (see `Shared::add_host_chunk`).
+        {
+            let _host = lock(&self.shared.host);
+            self.shared.ended.store(true, Ordering::Release);
+        }
         if self.dead().is_some() {
             self.teardown_dead();
             return;
@@ -375,10 +519,17 @@ impl Session {
             let _ = exec.image_unload(i.kind, i.raw);
         }
         self.funcs.drain().for_each(drop);
-        lock(&self.shared.host).release_all(exec);
+        lock(&self.shared.host).release_all();
         lock(&self.shared.blobs).clear();
         let _ = exec.host_unregister(self.mapping.as_ptr());
-        self.shared.memory_bytes.store(0, Ordering::Relaxed);
+        self.shared.release_memory();
+        self.release_objects();
+    }
+
+    fn release_objects(&mut self) {
+        for (i, n) in std::mem::take(&mut self.objects).into_iter().enumerate() {
+            self.shared.account.give(OBJECT_KINDS[i], n);
+        }
     }
 
     /// Teardown after a kernel fault ended the session's context: none of its handles may
@@ -389,7 +540,8 @@ impl Session {
         self.gating.forget(self.shared.identity.session);
         lock(&self.shared.host).release_all_unpinned();
         lock(&self.shared.blobs).clear();
-        self.shared.memory_bytes.store(0, Ordering::Relaxed);
+        self.shared.release_memory();
+        self.release_objects();
     }
 
     fn mailbox(&self) -> host_calls::MailboxPtr {

@@ -455,6 +455,17 @@ unsafe fn copy(
     }
 }
 
+/// A side that the entry point names as device memory (the `D` of `cuMemcpyDtoH`) must be
+/// memory the shim knows: device memory, or pinned memory, whose host address is also its
+/// device address. Anything else would be taken for pageable host memory and read or written
+/// in this process; the driver answers `CUDA_ERROR_INVALID_VALUE`, and so does the shim.
+fn device_side(p: u64, len: usize) -> Result<u64, CUresult> {
+    match kind(p, len) {
+        Kind::Device | Kind::Pinned => Ok(p),
+        Kind::Pageable => Err(CUresult::CUDA_ERROR_INVALID_VALUE),
+    }
+}
+
 /// The legacy stream, for a synchronous call (one that captures may forbid).
 fn legacy() -> Result<(&'static Client, &'static Stream), CUresult> {
     let c = ready()?;
@@ -464,18 +475,22 @@ fn legacy() -> Result<(&'static Client, &'static Stream), CUresult> {
 
 pub(crate) unsafe fn cuMemcpyHtoD_v2(dst: CUdeviceptr, src: *const c_void, n: usize) -> CUresult {
     // SAFETY: forwarded caller contract.
-    ret(legacy().and_then(|(c, s)| unsafe { copy(c, dst, src as u64, n, s, true) }))
+    ret(legacy()
+        .and_then(|(c, s)| unsafe { copy(c, device_side(dst, n)?, src as u64, n, s, true) }))
 }
 
 pub(crate) unsafe fn cuMemcpyDtoH_v2(dst: *mut c_void, src: CUdeviceptr, n: usize) -> CUresult {
     // SAFETY: forwarded caller contract.
-    ret(legacy().and_then(|(c, s)| unsafe { copy(c, dst as u64, src, n, s, true) }))
+    ret(legacy()
+        .and_then(|(c, s)| unsafe { copy(c, dst as u64, device_side(src, n)?, n, s, true) }))
 }
 
 pub(crate) unsafe fn cuMemcpyDtoD_v2(dst: CUdeviceptr, src: CUdeviceptr, n: usize) -> CUresult {
     // Device-to-device copies are asynchronous with respect to the host, even this form.
     // SAFETY: no host memory is touched.
-    ret(legacy().and_then(|(c, s)| unsafe { copy(c, dst, src, n, s, false) }))
+    ret(legacy().and_then(|(c, s)| unsafe {
+        copy(c, device_side(dst, n)?, device_side(src, n)?, n, s, false)
+    }))
 }
 
 pub(crate) unsafe fn cuMemcpy(dst: CUdeviceptr, src: CUdeviceptr, n: usize) -> CUresult {
@@ -499,7 +514,8 @@ pub(crate) unsafe fn cuMemcpyHtoDAsync_v2(
     stream: CUstream,
 ) -> CUresult {
     // SAFETY: forwarded caller contract.
-    ret(on(stream).and_then(|(c, s)| unsafe { copy(c, dst, src as u64, n, s, false) }))
+    ret(on(stream)
+        .and_then(|(c, s)| unsafe { copy(c, device_side(dst, n)?, src as u64, n, s, false) }))
 }
 
 pub(crate) unsafe fn cuMemcpyDtoHAsync_v2(
@@ -509,7 +525,8 @@ pub(crate) unsafe fn cuMemcpyDtoHAsync_v2(
     stream: CUstream,
 ) -> CUresult {
     // SAFETY: forwarded caller contract.
-    ret(on(stream).and_then(|(c, s)| unsafe { copy(c, dst as u64, src, n, s, false) }))
+    ret(on(stream)
+        .and_then(|(c, s)| unsafe { copy(c, dst as u64, device_side(src, n)?, n, s, false) }))
 }
 
 pub(crate) unsafe fn cuMemcpyDtoDAsync_v2(
@@ -519,7 +536,9 @@ pub(crate) unsafe fn cuMemcpyDtoDAsync_v2(
     stream: CUstream,
 ) -> CUresult {
     // SAFETY: no host memory is touched.
-    ret(on(stream).and_then(|(c, s)| unsafe { copy(c, dst, src, n, s, false) }))
+    ret(on(stream).and_then(|(c, s)| unsafe {
+        copy(c, device_side(dst, n)?, device_side(src, n)?, n, s, false)
+    }))
 }
 
 pub(crate) unsafe fn cuMemcpyAsync(
@@ -1003,6 +1022,14 @@ unsafe fn copy_2d(p: *const CUDA_MEMCPY2D, stream: Option<CUstream>) -> Result<(
         p.dstY,
         p.dstPitch,
     )?;
+    // A side typed as device memory that the shim does not know would be taken for host
+    // memory by the row-by-row path below.
+    if p.srcMemoryType == CUmemorytype::CU_MEMORYTYPE_DEVICE {
+        device_side(src, w)?;
+    }
+    if p.dstMemoryType == CUmemorytype::CU_MEMORYTYPE_DEVICE {
+        device_side(dst, w)?;
+    }
     let sync = stream.is_none() || sk == Kind::Pageable || dk == Kind::Pageable;
     if sk != Kind::Pageable && dk != Kind::Pageable && !(sk == Kind::Pinned && dk == Kind::Pinned) {
         let mut flags = 0;

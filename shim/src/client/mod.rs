@@ -158,10 +158,14 @@ fn connect() -> Result<Client, CUresult> {
         tenant: std::env::var("BATON_TENANT").ok().filter(|s| !s.is_empty()),
         class: std::env::var("BATON_CLASS").ok().filter(|s| !s.is_empty()),
     };
-    control::send(&sock, &hello, &[])
-        .map_err(|e| fail(format!("talking to the Baton daemon: {e}")))?;
-    let (resp, mut fds) = control::recv::<Response>(&sock)
-        .map_err(|e| fail(format!("talking to the Baton daemon: {e}")))?;
+    // A daemon that refuses the connection as it accepts it (connection limits, a uid the
+    // policy refuses) answers before the hello and closes: its answer is still there to read
+    // when the hello itself fails.
+    let sent = control::send(&sock, &hello, &[]);
+    let (resp, mut fds) = control::recv::<Response>(&sock).map_err(|e| {
+        let e = sent.err().unwrap_or(e);
+        fail(format!("talking to the Baton daemon: {e}"))
+    })?;
     let (devices, region_len) = match resp {
         Response::Welcome {
             devices,
