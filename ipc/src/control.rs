@@ -210,12 +210,19 @@ pub fn send<T: Serialize>(sock: &UnixStream, msg: &T, fds: &[RawFd]) -> io::Resu
 
 /// Receives one frame and any file descriptors sent with it.
 pub fn recv<T: for<'de> Deserialize<'de>>(sock: &UnixStream) -> io::Result<(T, Vec<OwnedFd>)> {
-    let mut r = FrameReader::new(MAX_FRAME, None);
-    loop {
-        if let Some(frame) = r.read(sock)? {
-            return Ok(frame);
-        }
-    }
+    FrameReader::new(MAX_FRAME, None)
+        .read(sock)?
+        .ok_or_else(timed_out)
+}
+
+/// A blocking read that returned no frame: the socket's read timeout passed (or the socket
+/// is non-blocking, which these blocking reads are not for). Looping instead would spin for
+/// ever on a peer that never answers.
+fn timed_out() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::WouldBlock,
+        "no complete frame within the socket's read timeout",
+    )
 }
 
 /// [`recv`] for frames of at most `max` bytes whose buffer is charged to `budget` while it fills.
@@ -224,12 +231,9 @@ pub fn recv_within<T: for<'de> Deserialize<'de>>(
     max: usize,
     budget: &std::sync::Arc<Budget>,
 ) -> io::Result<(T, Vec<OwnedFd>)> {
-    let mut r = FrameReader::new(max, Some(budget.clone()));
-    loop {
-        if let Some(frame) = r.read(sock)? {
-            return Ok(frame);
-        }
-    }
+    FrameReader::new(max, Some(budget.clone()))
+        .read(sock)?
+        .ok_or_else(timed_out)
 }
 
 /// Bytes that partly received frames may hold, shared by every connection of a daemon: a
@@ -436,6 +440,26 @@ fn recv_with_fds(sock: &UnixStream, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> i
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A peer that never answers: the read timeout ends the wait with an error, whether
+    /// nothing or half a frame arrived (it once spun for ever instead).
+    #[test]
+    fn a_read_timeout_ends_a_blocking_receive() {
+        let (a, b) = UnixStream::pair().unwrap();
+        b.set_read_timeout(Some(std::time::Duration::from_millis(50)))
+            .unwrap();
+        let e = recv::<Request>(&b).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
+        // Half a frame: the length and a few bytes of the body.
+        use std::io::Write;
+        (&a).write_all(&100u32.to_le_bytes()).unwrap();
+        (&a).write_all(b"{\"Al").unwrap();
+        let budget = std::sync::Arc::new(Budget::new(1 << 20));
+        let e = recv_within::<Request>(&b, 1 << 10, &budget).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
+        // What the partial frame held is given back.
+        assert_eq!(budget.left(), 1 << 20);
+    }
 
     #[test]
     fn frames_and_fds_cross_a_socket_pair() {

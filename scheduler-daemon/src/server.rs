@@ -354,9 +354,12 @@ impl Daemon {
                 return None;
             }
         };
-        if self
-            .config()
-            .refuses_every_name(peer.uid, peer.gid, &peer.groups)
+        // The operator may ask for Status whatever the policy says (a Hello from it is still
+        // checked against the policy like anyone's).
+        if !is_operator(peer.uid)
+            && self
+                .config()
+                .refuses_every_name(peer.uid, peer.gid, &peer.groups)
         {
             if let Some(n) = self.log_limit.allow() {
                 tracing::warn!(
