@@ -5,7 +5,11 @@
 // Link the shim: its exported driver entry points become this binary's.
 extern crate cuda as _;
 
+pub mod clients;
 pub mod cudart;
+pub mod daemon;
+
+pub use clients::is_child;
 
 pub use cuda_abi::*;
 use std::ffi::{c_char, c_int, c_uint, c_void};
@@ -388,7 +392,6 @@ pub fn init_client() {
 pub mod child {
     use std::path::{Path, PathBuf};
     use std::process::{Child, Command, Stdio};
-    use std::time::{Duration, Instant};
 
     pub struct SimDaemon {
         child: Child,
@@ -402,19 +405,15 @@ pub mod child {
             std::fs::create_dir_all(&dir).unwrap();
             let socket = dir.join("baton.sock");
             let _ = std::fs::remove_file(&socket);
-            let child = Command::new(super::workspace_bin("batond"))
-                .args(["--executor", "sim", "--socket"])
-                .arg(&socket)
-                .env_remove("LD_PRELOAD")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap();
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while std::os::unix::net::UnixStream::connect(&socket).is_err() {
-                assert!(Instant::now() < deadline, "daemon did not start");
-                std::thread::sleep(Duration::from_millis(20));
-            }
+            let child = crate::daemon::spawn_serving(
+                Command::new(super::workspace_bin("batond"))
+                    .args(["--executor", "sim", "--socket"])
+                    .arg(&socket)
+                    .env_remove("LD_PRELOAD")
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null()),
+                &socket,
+            );
             SimDaemon { child, dir, socket }
         }
     }
@@ -427,26 +426,12 @@ pub mod child {
         }
     }
 
-    /// Whether this process is a client started by [`run`].
-    pub fn is_child() -> bool {
-        std::env::var_os("BATON_CHILD").is_some()
-    }
+    pub use crate::clients::is_child;
 
     /// Runs the `#[ignore]`d test `name` of this test binary in a child process against the
     /// daemon at `socket`; panics with its output unless it succeeds.
     pub fn run(name: &str, socket: &Path) {
-        let out = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                name,
-                "--ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(baton_ipc::control::SOCKET_ENV, socket)
-            .env("BATON_CHILD", "1")
-            .output()
-            .unwrap();
+        let out = crate::clients::command(name, socket).output().unwrap();
         assert!(
             out.status.success(),
             "client {name} failed:\n{}\n{}",

@@ -4,6 +4,7 @@
 //! raw clients speak the control protocol from the test itself.
 
 use baton_ipc::control::{self, Request, Response};
+use baton_tests::clients::command as client;
 use baton_tests::*;
 use std::ffi::c_void;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -73,12 +74,7 @@ impl Daemon {
                 })
             };
         }
-        let child = cmd.spawn().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while UnixStream::connect(&socket).is_err() {
-            assert!(Instant::now() < deadline, "daemon did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let child = daemon::spawn_serving(&mut cmd, &socket);
         Daemon { child, socket, dir }
     }
 
@@ -134,24 +130,6 @@ impl Drop for Daemon {
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-fn is_child() -> bool {
-    std::env::var_os("BATON_CHILD").is_some()
-}
-
-fn client(name: &str, socket: &Path) -> Command {
-    let mut c = Command::new(std::env::current_exe().unwrap());
-    c.args([
-        "--exact",
-        name,
-        "--ignored",
-        "--nocapture",
-        "--test-threads=1",
-    ])
-    .env(control::SOCKET_ENV, socket)
-    .env("BATON_CHILD", "1");
-    c
 }
 
 fn run_client(name: &str, socket: &Path) {
@@ -551,24 +529,7 @@ fn client_smoke() {
     if !is_child() {
         return;
     }
-    init_client();
-    let (_m, add, _, _) = load_kernels();
-    let n = 1000;
-    let (x, y) = (floats(n, 5), floats(n, 6));
-    let [a, b, c] = [0; 3].map(|_| {
-        let mut p = 0;
-        cu!(cuMemAlloc_v2(&mut p, n * 4));
-        p
-    });
-    cu!(cuMemcpyHtoD_v2(a, x.as_ptr() as *const c_void, n * 4));
-    cu!(cuMemcpyHtoD_v2(b, y.as_ptr() as *const c_void, n * 4));
-    cu!(launch_vec_add(add, a, b, c, n as i32, null_mut()));
-    let mut out = vec![0f32; n];
-    cu!(cuMemcpyDtoH_v2(out.as_mut_ptr() as *mut c_void, c, n * 4));
-    assert!(out
-        .iter()
-        .zip(x.iter().zip(&y))
-        .all(|(o, (a, b))| *o == a + b));
+    clients::vec_add_smoke();
 }
 
 /// Connects and starts work, says READY, waits for a line, then does more work that needs

@@ -2,6 +2,7 @@
 //! processes, which re-run this test binary with one `#[ignore]`d client function selected.
 
 use baton_ipc::control::{self, Request, Response, StatusReport};
+use baton_tests::clients::command as client;
 use baton_tests::*;
 use std::ffi::c_void;
 use std::io::{BufRead, BufReader, Write};
@@ -64,25 +65,20 @@ impl Daemon {
             std::fs::write(&path, text).unwrap();
             cmd.arg("--config").arg(path);
         }
-        let child = cmd
-            .args(["--executor", "sim", "--socket"])
-            .arg(&socket)
-            .env_remove("LD_PRELOAD")
-            .env_remove("LD_LIBRARY_PATH")
-            .envs(env.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(if logged {
-                Stdio::from(std::fs::File::create(dir.0.join("batond.log")).unwrap())
-            } else {
-                Stdio::null()
-            })
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while UnixStream::connect(&socket).is_err() {
-            assert!(Instant::now() < deadline, "daemon did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let child = daemon::spawn_serving(
+            cmd.args(["--executor", "sim", "--socket"])
+                .arg(&socket)
+                .env_remove("LD_PRELOAD")
+                .env_remove("LD_LIBRARY_PATH")
+                .envs(env.iter().copied())
+                .stdout(Stdio::null())
+                .stderr(if logged {
+                    Stdio::from(std::fs::File::create(dir.0.join("batond.log")).unwrap())
+                } else {
+                    Stdio::null()
+                }),
+            &socket,
+        );
         Daemon {
             child,
             socket,
@@ -121,21 +117,6 @@ impl Drop for Daemon {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// Starts this test binary as a child running only the ignored test `name`.
-fn client(name: &str, socket: &Path) -> Command {
-    let mut c = Command::new(std::env::current_exe().unwrap());
-    c.args([
-        "--exact",
-        name,
-        "--ignored",
-        "--nocapture",
-        "--test-threads=1",
-    ])
-    .env(control::SOCKET_ENV, socket)
-    .env("BATON_CHILD", "1");
-    c
 }
 
 fn run_client(name: &str, socket: &Path) {
@@ -183,10 +164,6 @@ fn wait_ready(out: &mut impl BufRead) {
         }
         seen.push_str(&line);
     }
-}
-
-fn is_child() -> bool {
-    std::env::var_os("BATON_CHILD").is_some()
 }
 
 #[test]
@@ -463,24 +440,7 @@ fn client_smoke() {
     if !is_child() {
         return;
     }
-    init_client();
-    let (_m, add, _, _) = load_kernels();
-    let n = 1000;
-    let (x, y) = (floats(n, 5), floats(n, 6));
-    let [a, b, c] = [0; 3].map(|_| {
-        let mut p = 0;
-        cu!(cuMemAlloc_v2(&mut p, n * 4));
-        p
-    });
-    cu!(cuMemcpyHtoD_v2(a, x.as_ptr() as *const c_void, n * 4));
-    cu!(cuMemcpyHtoD_v2(b, y.as_ptr() as *const c_void, n * 4));
-    cu!(launch_vec_add(add, a, b, c, n as i32, null_mut()));
-    let mut out = vec![0f32; n];
-    cu!(cuMemcpyDtoH_v2(out.as_mut_ptr() as *mut c_void, c, n * 4));
-    assert!(out
-        .iter()
-        .zip(x.iter().zip(&y))
-        .all(|(o, (a, b))| *o == a + b));
+    clients::vec_add_smoke();
 }
 
 #[test]
@@ -726,11 +686,7 @@ fn clients_the_policy_refuses_get_a_clear_error() {
 
 #[test]
 fn metrics_endpoint_reports_per_tenant_figures() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = daemon::free_port();
     let config = format!(
         "[daemon]\nmetrics_listen = \"127.0.0.1:{port}\"\n[default]\nmemory_quota = \"1GiB\"\n"
     );
