@@ -2,6 +2,7 @@
 //! test selected, and that test does its work only when it finds itself started this way.
 
 use std::ffi::c_void;
+use std::io::BufRead;
 use std::path::Path;
 use std::process::Command;
 use std::ptr::null_mut;
@@ -49,4 +50,21 @@ pub fn vec_add_smoke() {
         .iter()
         .zip(x.iter().zip(&y))
         .all(|(o, (a, b))| *o == a + b));
+}
+
+/// Reads a client's output until a line contains `what`; panics with what it read if the
+/// client exits first.
+pub fn wait_for_line(out: &mut impl BufRead, what: &str) {
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        assert!(
+            out.read_line(&mut line).unwrap() > 0,
+            "child exited before {what}: {seen}"
+        );
+        if line.contains(what) {
+            return;
+        }
+        seen.push_str(&line);
+    }
 }

@@ -7,7 +7,7 @@ use baton_ipc::control::{self, Request, Response};
 use baton_tests::clients::command as client;
 use baton_tests::*;
 use std::ffi::c_void;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -203,7 +203,7 @@ fn idle_connections_neither_end_the_daemon_nor_stop_a_working_tenant() {
         .spawn()
         .unwrap();
     let mut out = BufReader::new(steady.stdout.take().unwrap());
-    wait_for(&mut out, "READY");
+    clients::wait_for_line(&mut out, "READY");
 
     let idle: Vec<UnixStream> = (0..2000)
         .filter_map(|_| UnixStream::connect(&d.socket).ok())
@@ -487,7 +487,7 @@ fn object_caps_are_enforced_by_the_daemon_across_a_tenants_processes() {
         .spawn()
         .unwrap();
     let mut out = BufReader::new(holder.stdout.take().unwrap());
-    wait_for(&mut out, "READY");
+    clients::wait_for_line(&mut out, "READY");
     // The same tenant's second process gets only what the first left.
     run_client("client_over_caps", &d.socket);
     holder.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
@@ -499,21 +499,6 @@ fn object_caps_are_enforced_by_the_daemon_across_a_tenants_processes() {
 fn the_shim_returns_errors_for_unknown_pointers() {
     let d = Daemon::start("pointers", "", None, "660");
     run_client("client_unknown_pointers", &d.socket);
-}
-
-fn wait_for(out: &mut impl BufRead, what: &str) {
-    let mut seen = String::new();
-    loop {
-        let mut line = String::new();
-        assert!(
-            out.read_line(&mut line).unwrap() > 0,
-            "child exited before {what}: {seen}"
-        );
-        if line.contains(what) {
-            return;
-        }
-        seen.push_str(&line);
-    }
 }
 
 fn wait_for_stdin() {

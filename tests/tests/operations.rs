@@ -6,7 +6,7 @@
 use baton_ipc::control::{self, Request, Response, StatusReport};
 use baton_tests::clients::command as client;
 use baton_tests::*;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::net::TcpStream;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixDatagram, UnixStream};
@@ -77,6 +77,16 @@ fn status(socket: &Path) -> StatusReport {
     }
 }
 
+/// Writes a policy file that opens the metrics endpoint on `port`, behind the token in `token`
+/// where one is named.
+fn write_metrics_policy(policy: &Path, port: u16, token: Option<&Path>) {
+    let mut text = format!("[daemon]\nmetrics_listen = \"127.0.0.1:{port}\"\n");
+    if let Some(t) = token {
+        text += &format!("metrics_token_file = \"{}\"\n", t.display());
+    }
+    std::fs::write(policy, text).unwrap();
+}
+
 /// A daemon with the policy file `policy`, once its metrics endpoint on `port` accepts.
 fn start_metrics(socket: &Path, policy: &Path, port: u16) -> Running {
     let d = start(
@@ -127,18 +137,7 @@ fn holding_client(socket: &Path, tenant: &str) -> Child {
         .spawn()
         .unwrap();
     let mut out = BufReader::new(c.stdout.take().unwrap());
-    let mut seen = String::new();
-    loop {
-        let mut line = String::new();
-        assert!(
-            out.read_line(&mut line).unwrap() > 0,
-            "client exited: {seen}"
-        );
-        if line.contains("READY") {
-            break;
-        }
-        seen.push_str(&line);
-    }
+    clients::wait_for_line(&mut out, "READY");
     // Keep reading: the client's test harness still prints when it ends.
     std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
     c
@@ -502,11 +501,7 @@ fn twenty_idle_metrics_connections_do_not_delay_a_scrape() {
     let socket = dir.path("baton.sock");
     let policy = dir.path("baton.toml");
     let port = daemon::free_port();
-    std::fs::write(
-        &policy,
-        format!("[daemon]\nmetrics_listen = \"127.0.0.1:{port}\"\n"),
-    )
-    .unwrap();
+    write_metrics_policy(&policy, port, None);
     let _d = start_metrics(&socket, &policy, port);
     let mut idle: Vec<TcpStream> = (0..20)
         .map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap())
@@ -797,14 +792,7 @@ fn with_a_token_file_a_scrape_must_present_the_token() {
     let token = dir.path("metrics.token");
     std::fs::write(&token, "s3cret-token\n").unwrap();
     let port = daemon::free_port();
-    std::fs::write(
-        &policy,
-        format!(
-            "[daemon]\nmetrics_listen = \"127.0.0.1:{port}\"\nmetrics_token_file = \"{}\"\n",
-            token.display()
-        ),
-    )
-    .unwrap();
+    write_metrics_policy(&policy, port, Some(&token));
     let _d = start_metrics(&socket, &policy, port);
     let get = |auth: &str| {
         let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -830,14 +818,7 @@ fn an_unreadable_token_file_leaves_the_endpoint_closed_not_open() {
     let policy = dir.path("baton.toml");
     let log = dir.path("batond.log");
     let port = daemon::free_port();
-    std::fs::write(
-        &policy,
-        format!(
-            "[daemon]\nmetrics_listen = \"127.0.0.1:{port}\"\nmetrics_token_file = \"{}\"\n",
-            dir.path("missing.token").display()
-        ),
-    )
-    .unwrap();
+    write_metrics_policy(&policy, port, Some(&dir.path("missing.token")));
     let _d = start(
         batond(&socket)
             .arg("--config")

@@ -152,17 +152,22 @@ fn smoke_clients_at_once(n: usize, socket: &Path) {
 
 /// Reads a child's output until it says READY.
 fn wait_ready(out: &mut impl BufRead) {
-    let mut seen = String::new();
+    clients::wait_for_line(out, "READY");
+}
+
+/// Reads an exporter's output until it says READY, and returns what followed `key` on the
+/// line that carried it (the test harness may print the test's name on that line first).
+fn exported(out: &mut impl BufRead, key: &str) -> String {
+    let mut value = String::new();
     loop {
         let mut line = String::new();
-        assert!(
-            out.read_line(&mut line).unwrap() > 0,
-            "child exited before READY: {seen}"
-        );
-        if line.contains("READY") {
-            return;
+        assert!(out.read_line(&mut line).unwrap() > 0, "exporter exited");
+        if let Some(at) = line.find(key) {
+            value = line[at + key.len()..].trim().to_string();
         }
-        seen.push_str(&line);
+        if line.contains("READY") {
+            return value;
+        }
     }
 }
 
@@ -854,18 +859,7 @@ fn ipc_handles_cross_processes() {
         .spawn()
         .unwrap();
     let mut out = BufReader::new(exporter.stdout.take().unwrap());
-    let mut handles = String::new();
-    loop {
-        let mut line = String::new();
-        assert!(out.read_line(&mut line).unwrap() > 0, "exporter exited");
-        // The test harness may print the test's name on the same line first.
-        if let Some(at) = line.find("HANDLES ") {
-            handles = line[at + 8..].trim().to_string();
-        }
-        if line.contains("READY") {
-            break;
-        }
-    }
+    let handles = exported(&mut out, "HANDLES ");
     let parts: Vec<&str> = handles.split(' ').collect();
     let importer = |name: &str| {
         let out = client(name, &d.socket)
@@ -1091,17 +1085,7 @@ fn memory_pools_cross_processes() {
         .spawn()
         .unwrap();
     let mut out = BufReader::new(exporter.stdout.take().unwrap());
-    let mut handles = String::new();
-    loop {
-        let mut line = String::new();
-        assert!(out.read_line(&mut line).unwrap() > 0, "exporter exited");
-        if let Some(at) = line.find("POOL ") {
-            handles = line[at + 5..].trim().to_string();
-        }
-        if line.contains("READY") {
-            break;
-        }
-    }
+    let handles = exported(&mut out, "POOL ");
     let parts: Vec<&str> = handles.split(' ').collect();
     let out = client("client_pool_import", &d.socket)
         .env("BATON_POOL_FD", parts[0])
