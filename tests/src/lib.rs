@@ -93,6 +93,38 @@ extern "C" {
     pub fn cuGetErrorName(e: CUresult, s: *mut *const c_char) -> CUresult;
     pub fn cuGetErrorString(e: CUresult, s: *mut *const c_char) -> CUresult;
     pub fn cuGraphCreate(g: *mut CUgraph, flags: c_uint) -> CUresult;
+    pub fn cuGraphAddKernelNode_v2(
+        n: *mut CUgraphNode,
+        g: CUgraph,
+        deps: *const CUgraphNode,
+        ndeps: usize,
+        p: *const CUDA_KERNEL_NODE_PARAMS,
+    ) -> CUresult;
+    pub fn cuGraphAddMemcpyNode(
+        n: *mut CUgraphNode,
+        g: CUgraph,
+        deps: *const CUgraphNode,
+        ndeps: usize,
+        p: *const CUDA_MEMCPY3D,
+        ctx: CUcontext,
+    ) -> CUresult;
+    pub fn cuGraphAddMemsetNode(
+        n: *mut CUgraphNode,
+        g: CUgraph,
+        deps: *const CUgraphNode,
+        ndeps: usize,
+        p: *const CUDA_MEMSET_NODE_PARAMS,
+        ctx: CUcontext,
+    ) -> CUresult;
+    pub fn cuGraphClone(out: *mut CUgraph, g: CUgraph) -> CUresult;
+    pub fn cuGraphDestroy(g: CUgraph) -> CUresult;
+    pub fn cuGraphExecDestroy(e: CUgraphExec) -> CUresult;
+    pub fn cuGraphGetNodes(g: CUgraph, nodes: *mut CUgraphNode, n: *mut usize) -> CUresult;
+    pub fn cuGraphInstantiateWithFlags(e: *mut CUgraphExec, g: CUgraph, flags: u64) -> CUresult;
+    pub fn cuGraphLaunch(e: CUgraphExec, s: CUstream) -> CUresult;
+    pub fn cuGraphNodeGetType(n: CUgraphNode, t: *mut CUgraphNodeType) -> CUresult;
+    pub fn cuStreamBeginCapture_v2(s: CUstream, mode: CUstreamCaptureMode) -> CUresult;
+    pub fn cuStreamEndCapture(s: CUstream, g: *mut CUgraph) -> CUresult;
     pub fn cuLaunchHostFunc(s: CUstream, f: CUhostFn, data: *mut c_void) -> CUresult;
     pub fn cuStreamAddCallback(
         s: CUstream,
