@@ -410,6 +410,42 @@ pub unsafe fn launch_vec_add(
     }
 }
 
+/// Launches fill, which stores `value` in `n` 32-bit words at `d`, in blocks of 256 threads.
+///
+/// # Safety
+/// `f` must be fill and `d` hold `n` words.
+pub unsafe fn launch_fill(
+    f: CUfunction,
+    d: CUdeviceptr,
+    value: u32,
+    n: i32,
+    s: CUstream,
+) -> CUresult {
+    let (mut d, mut v, mut n) = (d, value, n);
+    let mut params = [
+        &mut d as *mut _ as *mut std::ffi::c_void,
+        &mut v as *mut _ as *mut std::ffi::c_void,
+        &mut n as *mut _ as *mut std::ffi::c_void,
+    ];
+    let blocks = (n as u32).div_ceil(256);
+    // SAFETY: the parameters match fill's three arguments.
+    unsafe {
+        cuLaunchKernel(
+            f,
+            blocks,
+            1,
+            1,
+            256,
+            1,
+            1,
+            0,
+            s,
+            params.as_mut_ptr(),
+            std::ptr::null_mut(),
+        )
+    }
+}
+
 /// In a child process: initialise against the daemon named by `BATON_SOCKET` and make device
 /// 0's primary context current.
 pub fn init_client() {

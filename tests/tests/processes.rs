@@ -256,25 +256,7 @@ fn client_pinned() {
     // Kernels write mapped pinned memory through its device pointer.
     let mut dp = 0;
     cu!(cuMemHostGetDevicePointer_v2(&mut dp, host, 0));
-    let (mut p, mut v, mut cnt) = (dp, 0xC0FFEEu32, n as i32);
-    let mut params = [
-        &mut p as *mut _ as *mut c_void,
-        &mut v as *mut _ as *mut c_void,
-        &mut cnt as *mut _ as *mut c_void,
-    ];
-    cu!(cuLaunchKernel(
-        fill,
-        16,
-        1,
-        1,
-        256,
-        1,
-        1,
-        0,
-        s1,
-        params.as_mut_ptr(),
-        null_mut()
-    ));
+    cu!(launch_fill(fill, dp, 0xC0FFEE, n as i32, s1));
     cu!(cuStreamSynchronize(s1));
     // SAFETY: the allocation starts with n u32s.
     assert!(unsafe { std::slice::from_raw_parts(host as *const u32, n) }
@@ -375,26 +357,8 @@ fn client_hang() {
     cu!(cuMemAlloc_v2(&mut p, 4096));
     // Everything from here is posted without waiting for a reply.
     cu!(cuLaunchHostFunc(s, Some(forever), null_mut()));
-    let (mut d, mut v, mut n) = (p, 1u32, 1024i32);
-    let mut params = [
-        &mut d as *mut _ as *mut c_void,
-        &mut v as *mut _ as *mut c_void,
-        &mut n as *mut _ as *mut c_void,
-    ];
     // Work queued behind the callback: it can never run.
-    cu!(cuLaunchKernel(
-        fill,
-        4,
-        1,
-        1,
-        256,
-        1,
-        1,
-        0,
-        s,
-        params.as_mut_ptr(),
-        null_mut()
-    ));
+    cu!(launch_fill(fill, p, 1, 1024, s));
     println!("READY");
     loop {
         std::thread::sleep(std::time::Duration::from_secs(3600));
@@ -416,25 +380,7 @@ fn client_hold_memory() {
     println!("READY");
     // Keep the GPU busy until killed.
     loop {
-        let (mut d, mut v, mut n) = (p, 1u32, 1024i32);
-        let mut params = [
-            &mut d as *mut _ as *mut c_void,
-            &mut v as *mut _ as *mut c_void,
-            &mut n as *mut _ as *mut c_void,
-        ];
-        cu!(cuLaunchKernel(
-            fill,
-            4,
-            1,
-            1,
-            256,
-            1,
-            1,
-            0,
-            null_mut(),
-            params.as_mut_ptr(),
-            null_mut()
-        ));
+        cu!(launch_fill(fill, p, 1, 1024, null_mut()));
         cu!(cuMemcpyHtoD_v2(p, host, 4096));
     }
 }
