@@ -372,27 +372,18 @@ pub fn floats(n: usize, seed: u32) -> Vec<f32> {
         .collect()
 }
 
-/// Launches vecAdd over `n` elements.
+/// Launches `f` over `n` elements in blocks of 256 threads.
 ///
 /// # Safety
-/// `f` must be vecAdd and the buffers `n` floats long.
-pub unsafe fn launch_vec_add(
+/// `params` must match `f`'s arguments.
+unsafe fn launch_over(
     f: CUfunction,
-    a: CUdeviceptr,
-    b: CUdeviceptr,
-    c: CUdeviceptr,
     n: i32,
+    params: &mut [*mut std::ffi::c_void],
     s: CUstream,
 ) -> CUresult {
-    let (mut a, mut b, mut c, mut n) = (a, b, c, n);
-    let mut params = [
-        &mut a as *mut _ as *mut std::ffi::c_void,
-        &mut b as *mut _ as *mut std::ffi::c_void,
-        &mut c as *mut _ as *mut std::ffi::c_void,
-        &mut n as *mut _ as *mut std::ffi::c_void,
-    ];
     let blocks = (n as u32).div_ceil(256);
-    // SAFETY: the parameters match vecAdd's four arguments.
+    // SAFETY: the caller passes parameters that match `f`.
     unsafe {
         cuLaunchKernel(
             f,
@@ -410,7 +401,30 @@ pub unsafe fn launch_vec_add(
     }
 }
 
-/// Launches fill, which stores `value` in `n` 32-bit words at `d`, in blocks of 256 threads.
+/// Launches vecAdd over `n` elements.
+///
+/// # Safety
+/// `f` must be vecAdd and the buffers `n` floats long.
+pub unsafe fn launch_vec_add(
+    f: CUfunction,
+    a: CUdeviceptr,
+    b: CUdeviceptr,
+    c: CUdeviceptr,
+    n: i32,
+    s: CUstream,
+) -> CUresult {
+    let (mut a, mut b, mut c, mut count) = (a, b, c, n);
+    let mut params = [
+        &mut a as *mut _ as *mut std::ffi::c_void,
+        &mut b as *mut _ as *mut std::ffi::c_void,
+        &mut c as *mut _ as *mut std::ffi::c_void,
+        &mut count as *mut _ as *mut std::ffi::c_void,
+    ];
+    // SAFETY: the parameters match vecAdd's four arguments.
+    unsafe { launch_over(f, n, &mut params, s) }
+}
+
+/// Launches fill, which stores `value` in `n` 32-bit words at `d`.
 ///
 /// # Safety
 /// `f` must be fill and `d` hold `n` words.
@@ -421,29 +435,14 @@ pub unsafe fn launch_fill(
     n: i32,
     s: CUstream,
 ) -> CUresult {
-    let (mut d, mut v, mut n) = (d, value, n);
+    let (mut d, mut v, mut count) = (d, value, n);
     let mut params = [
         &mut d as *mut _ as *mut std::ffi::c_void,
         &mut v as *mut _ as *mut std::ffi::c_void,
-        &mut n as *mut _ as *mut std::ffi::c_void,
+        &mut count as *mut _ as *mut std::ffi::c_void,
     ];
-    let blocks = (n as u32).div_ceil(256);
     // SAFETY: the parameters match fill's three arguments.
-    unsafe {
-        cuLaunchKernel(
-            f,
-            blocks,
-            1,
-            1,
-            256,
-            1,
-            1,
-            0,
-            s,
-            params.as_mut_ptr(),
-            std::ptr::null_mut(),
-        )
-    }
+    unsafe { launch_over(f, n, &mut params, s) }
 }
 
 /// In a child process: initialise against the daemon named by `BATON_SOCKET` and make device
