@@ -2,8 +2,20 @@
 
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::process::{Child, Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
+
+/// `batond --executor sim --socket <socket>`, with the loader variables of the test's own
+/// environment removed and stdout discarded.
+pub fn batond_sim(socket: &Path) -> Command {
+    let mut c = Command::new(crate::workspace_bin("batond"));
+    c.args(["--executor", "sim", "--socket"])
+        .arg(socket)
+        .env_remove("LD_PRELOAD")
+        .env_remove("LD_LIBRARY_PATH")
+        .stdout(Stdio::null());
+    c
+}
 
 /// Waits up to 20 s for the daemon `child` to accept connections on `socket`; panics if it
 /// exits first or does not start in time.

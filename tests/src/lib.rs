@@ -458,7 +458,7 @@ pub fn init_client() {
 /// need pinned memory (which a daemon in the client's own process cannot map a second time).
 pub mod child {
     use std::path::{Path, PathBuf};
-    use std::process::{Child, Command, Stdio};
+    use std::process::{Child, Stdio};
 
     pub struct SimDaemon {
         child: Child,
@@ -473,12 +473,7 @@ pub mod child {
             let socket = dir.join("baton.sock");
             let _ = std::fs::remove_file(&socket);
             let child = crate::daemon::spawn_serving(
-                Command::new(super::workspace_bin("batond"))
-                    .args(["--executor", "sim", "--socket"])
-                    .arg(&socket)
-                    .env_remove("LD_PRELOAD")
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null()),
+                crate::daemon::batond_sim(&socket).stderr(Stdio::null()),
                 &socket,
             );
             SimDaemon { child, dir, socket }

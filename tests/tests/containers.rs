@@ -14,7 +14,7 @@
 //! why on stderr and passes without checking anything.
 
 use baton_ipc::control::{self, ClientStatus, Request, Response};
-use baton_tests::daemon::{assert_success, spawn_serving};
+use baton_tests::daemon::{assert_success, batond_sim, spawn_serving};
 use baton_tests::workspace_bin;
 use std::io::{BufRead, BufReader};
 use std::os::unix::net::UnixStream;
@@ -169,13 +169,9 @@ fn a_client_in_a_podman_container_uses_the_gpu_through_cdi() {
     )
     .unwrap();
     guard.daemon = Some(spawn_serving(
-        Command::new(workspace_bin("batond"))
-            .args(["--executor", "sim", "--socket-mode", "666", "--config"])
+        batond_sim(&socket)
+            .args(["--socket-mode", "666", "--config"])
             .arg(&policy)
-            .arg("--socket")
-            .arg(&socket)
-            .env_remove("LD_PRELOAD")
-            .stdout(Stdio::null())
             .stderr(Stdio::null()),
         &socket,
     ));

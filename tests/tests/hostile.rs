@@ -11,7 +11,7 @@ use std::io::{BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::ptr::null_mut;
 use std::time::{Duration, Instant};
 
@@ -34,14 +34,9 @@ impl Daemon {
         let socket = dir.join("baton.sock");
         let conf = dir.join("baton.toml");
         std::fs::write(&conf, config).unwrap();
-        let mut cmd = Command::new(workspace_bin("batond"));
-        cmd.args(["--executor", "sim", "--socket-mode", mode, "--config"])
+        let mut cmd = daemon::batond_sim(&socket);
+        cmd.args(["--socket-mode", mode, "--config"])
             .arg(&conf)
-            .arg("--socket")
-            .arg(&socket)
-            .env_remove("LD_PRELOAD")
-            .env_remove("LD_LIBRARY_PATH")
-            .stdout(Stdio::null())
             .stderr(Stdio::from(
                 std::fs::File::create(dir.join("batond.log")).unwrap(),
             ));

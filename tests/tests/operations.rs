@@ -40,17 +40,12 @@ impl Drop for TempDir {
 
 /// A `batond --executor sim` command on `socket`.
 fn batond(socket: &Path) -> Command {
-    let mut c = Command::new(workspace_bin("batond"));
-    c.args(["--executor", "sim", "--socket"])
-        .arg(socket)
-        .env_remove("LD_PRELOAD")
-        .env_remove("LD_LIBRARY_PATH")
-        .env_remove("NOTIFY_SOCKET")
+    let mut c = daemon::batond_sim(socket);
+    c.env_remove("NOTIFY_SOCKET")
         .env_remove("WATCHDOG_USEC")
         .env_remove("JOURNAL_STREAM")
         .env_remove("BATON_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null());
+        .stdin(Stdio::null());
     c
 }
 

@@ -59,24 +59,18 @@ impl Daemon {
     fn spawn(tag: &str, config: Option<&str>, logged: bool, env: &[(&str, &str)]) -> Daemon {
         let dir = TempDir::new(tag);
         let socket = dir.0.join("baton.sock");
-        let mut cmd = Command::new(workspace_bin("batond"));
+        let mut cmd = daemon::batond_sim(&socket);
         if let Some(text) = config {
             let path = dir.0.join("baton.toml");
             std::fs::write(&path, text).unwrap();
             cmd.arg("--config").arg(path);
         }
         let child = daemon::spawn_serving(
-            cmd.args(["--executor", "sim", "--socket"])
-                .arg(&socket)
-                .env_remove("LD_PRELOAD")
-                .env_remove("LD_LIBRARY_PATH")
-                .envs(env.iter().copied())
-                .stdout(Stdio::null())
-                .stderr(if logged {
-                    Stdio::from(std::fs::File::create(dir.0.join("batond.log")).unwrap())
-                } else {
-                    Stdio::null()
-                }),
+            cmd.envs(env.iter().copied()).stderr(if logged {
+                Stdio::from(std::fs::File::create(dir.0.join("batond.log")).unwrap())
+            } else {
+                Stdio::null()
+            }),
             &socket,
         );
         Daemon {
