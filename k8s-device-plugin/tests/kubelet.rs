@@ -210,6 +210,37 @@ async fn plugin_client(n: &Node, endpoint: &str) -> DevicePluginClient<tonic::tr
     )
 }
 
+/// A plugin registered with a kubelet double, beside a daemon double serving some GPUs, and a
+/// client on the endpoint it registered. Fields drop in order: the plugin stops before the
+/// doubles and the node's directory go.
+struct Registered {
+    client: DevicePluginClient<tonic::transport::Channel>,
+    _stop: oneshot::Sender<()>,
+    _task: tokio::task::JoinHandle<Result<(), String>>,
+    _kubelet: KubeletDouble,
+    _daemon: DaemonDouble,
+    node: Node,
+}
+
+/// Starts a daemon double with `gpus` GPUs, a kubelet double and the plugin configured by
+/// `cfg`, and connects to the plugin once it has registered.
+async fn registered(gpus: usize, cfg: impl FnOnce(&Node) -> PluginConfig) -> Registered {
+    let n = node();
+    let daemon = DaemonDouble::start(&n.socket_dir, gpus);
+    let mut kubelet = KubeletDouble::start(&n.kubelet_dir);
+    let (stop, task) = start_plugin(cfg(&n));
+    let reg = kubelet.next_registration().await;
+    let client = plugin_client(&n, &reg.endpoint).await;
+    Registered {
+        client,
+        _stop: stop,
+        _task: task,
+        _kubelet: kubelet,
+        _daemon: daemon,
+        node: n,
+    }
+}
+
 async fn next_list(s: &mut Streaming<ListAndWatchResponse>) -> Vec<(String, String)> {
     let r = tokio::time::timeout(WITHIN, s.message())
         .await
@@ -290,14 +321,13 @@ async fn registers_and_lists_shares_whose_health_follows_the_daemon() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn counts_gpus_from_the_daemon_when_not_configured() {
-    let n = node();
-    let _daemon = DaemonDouble::start(&n.socket_dir, 3);
-    let mut kubelet = KubeletDouble::start(&n.kubelet_dir);
-    let mut cfg = config(&n, "shares_per_gpu = 2\n");
-    cfg.gpus = None;
-    let (_stop, _task) = start_plugin(cfg);
-    let reg = kubelet.next_registration().await;
-    let mut client = plugin_client(&n, &reg.endpoint).await;
+    let mut p = registered(3, |n| {
+        let mut cfg = config(n, "shares_per_gpu = 2\n");
+        cfg.gpus = None;
+        cfg
+    })
+    .await;
+    let client = &mut p.client;
     let mut stream = client.list_and_watch(Empty {}).await.unwrap().into_inner();
     assert_eq!(next_list(&mut stream).await.len(), 6);
 }
@@ -312,15 +342,14 @@ fn request(ids: &[&str]) -> AllocateRequest {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn allocate_gives_mounts_environment_and_quota_for_the_asked_shares() {
-    let n = node();
-    let _daemon = DaemonDouble::start(&n.socket_dir, 1);
-    let mut kubelet = KubeletDouble::start(&n.kubelet_dir);
-    let (_stop, _task) = start_plugin(config(
-        &n,
-        "gpus = 1\nshares_per_gpu = 4\nmemory_per_share = \"10GiB\"\n",
-    ));
-    let reg = kubelet.next_registration().await;
-    let mut client = plugin_client(&n, &reg.endpoint).await;
+    let mut p = registered(1, |n| {
+        config(
+            n,
+            "gpus = 1\nshares_per_gpu = 4\nmemory_per_share = \"10GiB\"\n",
+        )
+    })
+    .await;
+    let client = &mut p.client;
 
     let resp = client
         .allocate(request(&["gpu0-share1", "gpu0-share3"]))
@@ -347,11 +376,11 @@ async fn allocate_gives_mounts_environment_and_quota_for_the_asked_shares() {
         mounts,
         [
             (
-                n.shim.to_str().unwrap(),
+                p.node.shim.to_str().unwrap(),
                 "/usr/local/lib/baton/libcuda.so.1",
                 true
             ),
-            (n.socket_dir.to_str().unwrap(), "/run/baton", true),
+            (p.node.socket_dir.to_str().unwrap(), "/run/baton", true),
         ]
     );
     assert!(c.cdi_devices.is_empty());
@@ -405,12 +434,11 @@ async fn allocate_gives_mounts_environment_and_quota_for_the_asked_shares() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn allocate_with_cdi_names_the_device() {
-    let n = node();
-    let _daemon = DaemonDouble::start(&n.socket_dir, 2);
-    let mut kubelet = KubeletDouble::start(&n.kubelet_dir);
-    let (_stop, _task) = start_plugin(config(&n, "gpus = 2\nshares_per_gpu = 2\ncdi = true\n"));
-    let reg = kubelet.next_registration().await;
-    let mut client = plugin_client(&n, &reg.endpoint).await;
+    let mut p = registered(2, |n| {
+        config(n, "gpus = 2\nshares_per_gpu = 2\ncdi = true\n")
+    })
+    .await;
+    let client = &mut p.client;
     let resp = client
         .allocate(request(&["gpu1-share0", "gpu1-share1"]))
         .await
@@ -430,12 +458,8 @@ async fn allocate_with_cdi_names_the_device() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn preferred_allocation_packs_a_container_onto_one_gpu() {
-    let n = node();
-    let _daemon = DaemonDouble::start(&n.socket_dir, 2);
-    let mut kubelet = KubeletDouble::start(&n.kubelet_dir);
-    let (_stop, _task) = start_plugin(config(&n, "gpus = 2\nshares_per_gpu = 4\n"));
-    let reg = kubelet.next_registration().await;
-    let mut client = plugin_client(&n, &reg.endpoint).await;
+    let mut p = registered(2, |n| config(n, "gpus = 2\nshares_per_gpu = 4\n")).await;
+    let client = &mut p.client;
     let ask = |avail: &[&str], size: i32| PreferredAllocationRequest {
         container_requests: vec![ContainerPreferredAllocationRequest {
             available_device_i_ds: avail.iter().map(|s| s.to_string()).collect(),

@@ -5,7 +5,11 @@
 // Link the shim: its exported driver entry points become this binary's.
 extern crate cuda as _;
 
+pub mod clients;
 pub mod cudart;
+pub mod daemon;
+
+pub use clients::is_child;
 
 pub use cuda_abi::*;
 use std::ffi::{c_char, c_int, c_uint, c_void};
@@ -89,6 +93,38 @@ extern "C" {
     pub fn cuGetErrorName(e: CUresult, s: *mut *const c_char) -> CUresult;
     pub fn cuGetErrorString(e: CUresult, s: *mut *const c_char) -> CUresult;
     pub fn cuGraphCreate(g: *mut CUgraph, flags: c_uint) -> CUresult;
+    pub fn cuGraphAddKernelNode_v2(
+        n: *mut CUgraphNode,
+        g: CUgraph,
+        deps: *const CUgraphNode,
+        ndeps: usize,
+        p: *const CUDA_KERNEL_NODE_PARAMS,
+    ) -> CUresult;
+    pub fn cuGraphAddMemcpyNode(
+        n: *mut CUgraphNode,
+        g: CUgraph,
+        deps: *const CUgraphNode,
+        ndeps: usize,
+        p: *const CUDA_MEMCPY3D,
+        ctx: CUcontext,
+    ) -> CUresult;
+    pub fn cuGraphAddMemsetNode(
+        n: *mut CUgraphNode,
+        g: CUgraph,
+        deps: *const CUgraphNode,
+        ndeps: usize,
+        p: *const CUDA_MEMSET_NODE_PARAMS,
+        ctx: CUcontext,
+    ) -> CUresult;
+    pub fn cuGraphClone(out: *mut CUgraph, g: CUgraph) -> CUresult;
+    pub fn cuGraphDestroy(g: CUgraph) -> CUresult;
+    pub fn cuGraphExecDestroy(e: CUgraphExec) -> CUresult;
+    pub fn cuGraphGetNodes(g: CUgraph, nodes: *mut CUgraphNode, n: *mut usize) -> CUresult;
+    pub fn cuGraphInstantiateWithFlags(e: *mut CUgraphExec, g: CUgraph, flags: u64) -> CUresult;
+    pub fn cuGraphLaunch(e: CUgraphExec, s: CUstream) -> CUresult;
+    pub fn cuGraphNodeGetType(n: CUgraphNode, t: *mut CUgraphNodeType) -> CUresult;
+    pub fn cuStreamBeginCapture_v2(s: CUstream, mode: CUstreamCaptureMode) -> CUresult;
+    pub fn cuStreamEndCapture(s: CUstream, g: *mut CUgraph) -> CUresult;
     pub fn cuLaunchHostFunc(s: CUstream, f: CUhostFn, data: *mut c_void) -> CUresult;
     pub fn cuStreamAddCallback(
         s: CUstream,
@@ -336,27 +372,18 @@ pub fn floats(n: usize, seed: u32) -> Vec<f32> {
         .collect()
 }
 
-/// Launches vecAdd over `n` elements.
+/// Launches `f` over `n` elements in blocks of 256 threads.
 ///
 /// # Safety
-/// `f` must be vecAdd and the buffers `n` floats long.
-pub unsafe fn launch_vec_add(
+/// `params` must match `f`'s arguments.
+unsafe fn launch_over(
     f: CUfunction,
-    a: CUdeviceptr,
-    b: CUdeviceptr,
-    c: CUdeviceptr,
     n: i32,
+    params: &mut [*mut std::ffi::c_void],
     s: CUstream,
 ) -> CUresult {
-    let (mut a, mut b, mut c, mut n) = (a, b, c, n);
-    let mut params = [
-        &mut a as *mut _ as *mut std::ffi::c_void,
-        &mut b as *mut _ as *mut std::ffi::c_void,
-        &mut c as *mut _ as *mut std::ffi::c_void,
-        &mut n as *mut _ as *mut std::ffi::c_void,
-    ];
     let blocks = (n as u32).div_ceil(256);
-    // SAFETY: the parameters match vecAdd's four arguments.
+    // SAFETY: the caller passes parameters that match `f`.
     unsafe {
         cuLaunchKernel(
             f,
@@ -374,6 +401,50 @@ pub unsafe fn launch_vec_add(
     }
 }
 
+/// Launches vecAdd over `n` elements.
+///
+/// # Safety
+/// `f` must be vecAdd and the buffers `n` floats long.
+pub unsafe fn launch_vec_add(
+    f: CUfunction,
+    a: CUdeviceptr,
+    b: CUdeviceptr,
+    c: CUdeviceptr,
+    n: i32,
+    s: CUstream,
+) -> CUresult {
+    let (mut a, mut b, mut c, mut count) = (a, b, c, n);
+    let mut params = [
+        &mut a as *mut _ as *mut std::ffi::c_void,
+        &mut b as *mut _ as *mut std::ffi::c_void,
+        &mut c as *mut _ as *mut std::ffi::c_void,
+        &mut count as *mut _ as *mut std::ffi::c_void,
+    ];
+    // SAFETY: the parameters match vecAdd's four arguments.
+    unsafe { launch_over(f, n, &mut params, s) }
+}
+
+/// Launches fill, which stores `value` in `n` 32-bit words at `d`.
+///
+/// # Safety
+/// `f` must be fill and `d` hold `n` words.
+pub unsafe fn launch_fill(
+    f: CUfunction,
+    d: CUdeviceptr,
+    value: u32,
+    n: i32,
+    s: CUstream,
+) -> CUresult {
+    let (mut d, mut v, mut count) = (d, value, n);
+    let mut params = [
+        &mut d as *mut _ as *mut std::ffi::c_void,
+        &mut v as *mut _ as *mut std::ffi::c_void,
+        &mut count as *mut _ as *mut std::ffi::c_void,
+    ];
+    // SAFETY: the parameters match fill's three arguments.
+    unsafe { launch_over(f, n, &mut params, s) }
+}
+
 /// In a child process: initialise against the daemon named by `BATON_SOCKET` and make device
 /// 0's primary context current.
 pub fn init_client() {
@@ -387,8 +458,7 @@ pub fn init_client() {
 /// need pinned memory (which a daemon in the client's own process cannot map a second time).
 pub mod child {
     use std::path::{Path, PathBuf};
-    use std::process::{Child, Command, Stdio};
-    use std::time::{Duration, Instant};
+    use std::process::{Child, Stdio};
 
     pub struct SimDaemon {
         child: Child,
@@ -402,19 +472,10 @@ pub mod child {
             std::fs::create_dir_all(&dir).unwrap();
             let socket = dir.join("baton.sock");
             let _ = std::fs::remove_file(&socket);
-            let child = Command::new(super::workspace_bin("batond"))
-                .args(["--executor", "sim", "--socket"])
-                .arg(&socket)
-                .env_remove("LD_PRELOAD")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap();
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while std::os::unix::net::UnixStream::connect(&socket).is_err() {
-                assert!(Instant::now() < deadline, "daemon did not start");
-                std::thread::sleep(Duration::from_millis(20));
-            }
+            let child = crate::daemon::spawn_serving(
+                crate::daemon::batond_sim(&socket).stderr(Stdio::null()),
+                &socket,
+            );
             SimDaemon { child, dir, socket }
         }
     }
@@ -427,26 +488,12 @@ pub mod child {
         }
     }
 
-    /// Whether this process is a client started by [`run`].
-    pub fn is_child() -> bool {
-        std::env::var_os("BATON_CHILD").is_some()
-    }
+    pub use crate::clients::is_child;
 
     /// Runs the `#[ignore]`d test `name` of this test binary in a child process against the
     /// daemon at `socket`; panics with its output unless it succeeds.
     pub fn run(name: &str, socket: &Path) {
-        let out = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                name,
-                "--ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(baton_ipc::control::SOCKET_ENV, socket)
-            .env("BATON_CHILD", "1")
-            .output()
-            .unwrap();
+        let out = crate::clients::command(name, socket).output().unwrap();
         assert!(
             out.status.success(),
             "client {name} failed:\n{}\n{}",

@@ -14,6 +14,7 @@
 //! why on stderr and passes without checking anything.
 
 use baton_ipc::control::{self, ClientStatus, Request, Response};
+use baton_tests::daemon::{assert_success, batond_sim, spawn_serving};
 use baton_tests::workspace_bin;
 use std::io::{BufRead, BufReader};
 use std::os::unix::net::UnixStream;
@@ -140,11 +141,7 @@ fn a_client_in_a_podman_container_uses_the_gpu_through_cdi() {
         .arg("-ldl")
         .output()
         .unwrap();
-    assert!(
-        cc.status.success(),
-        "{}",
-        String::from_utf8_lossy(&cc.stderr)
-    );
+    assert_success(&cc, "cc");
     let shim = workspace_bin("libcuda.so");
     populate(&root, &client, &[&shim]).unwrap();
 
@@ -171,23 +168,13 @@ fn a_client_in_a_podman_container_uses_the_gpu_through_cdi() {
         format!("[[tenant]]\nname = \"in-a-container\"\nuid = {MAPPED_ROOT}\nclass = \"high\"\n"),
     )
     .unwrap();
-    guard.daemon = Some(
-        Command::new(workspace_bin("batond"))
-            .args(["--executor", "sim", "--socket-mode", "666", "--config"])
+    guard.daemon = Some(spawn_serving(
+        batond_sim(&socket)
+            .args(["--socket-mode", "666", "--config"])
             .arg(&policy)
-            .arg("--socket")
-            .arg(&socket)
-            .env_remove("LD_PRELOAD")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while UnixStream::connect(&socket).is_err() {
-        assert!(Instant::now() < deadline, "daemon did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+            .stderr(Stdio::null()),
+        &socket,
+    ));
 
     std::fs::create_dir_all(cdi_dir).unwrap();
     let baton = workspace_bin("baton");
@@ -201,11 +188,7 @@ fn a_client_in_a_podman_container_uses_the_gpu_through_cdi() {
         .arg(&guard.spec)
         .output()
         .unwrap();
-    assert!(
-        made.status.success(),
-        "baton cdi: {}",
-        String::from_utf8_lossy(&made.stderr)
-    );
+    assert_success(&made, "baton cdi");
     // It counted the daemon's GPUs itself: the simulator has one.
     let spec = std::fs::read_to_string(&guard.spec).unwrap();
     assert!(
@@ -288,11 +271,7 @@ fn in_container(
 
     drop(child.stdin.take());
     let done = child.wait_with_output().unwrap();
-    assert!(
-        done.status.success(),
-        "client: {}",
-        String::from_utf8_lossy(&done.stderr)
-    );
+    assert_success(&done, "client");
     // Gone from the daemon before the next container connects.
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {

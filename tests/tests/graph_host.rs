@@ -10,13 +10,6 @@ use std::sync::Mutex;
 
 #[allow(non_snake_case)]
 extern "C" {
-    fn cuGraphAddKernelNode_v2(
-        n: *mut CUgraphNode,
-        g: CUgraph,
-        deps: *const CUgraphNode,
-        ndeps: usize,
-        p: *const CUDA_KERNEL_NODE_PARAMS,
-    ) -> CUresult;
     fn cuGraphAddHostNode(
         n: *mut CUgraphNode,
         g: CUgraph,
@@ -38,15 +31,6 @@ extern "C" {
         n: CUgraphNode,
         p: *const CUDA_HOST_NODE_PARAMS,
     ) -> CUresult;
-    fn cuGraphNodeGetType(n: CUgraphNode, t: *mut CUgraphNodeType) -> CUresult;
-    fn cuGraphGetNodes(g: CUgraph, nodes: *mut CUgraphNode, n: *mut usize) -> CUresult;
-    fn cuGraphClone(out: *mut CUgraph, g: CUgraph) -> CUresult;
-    fn cuGraphInstantiateWithFlags(e: *mut CUgraphExec, g: CUgraph, flags: u64) -> CUresult;
-    fn cuGraphLaunch(e: CUgraphExec, s: CUstream) -> CUresult;
-    fn cuGraphExecDestroy(e: CUgraphExec) -> CUresult;
-    fn cuGraphDestroy(g: CUgraph) -> CUresult;
-    fn cuStreamBeginCapture_v2(s: CUstream, mode: CUstreamCaptureMode) -> CUresult;
-    fn cuStreamEndCapture(s: CUstream, g: *mut CUgraph) -> CUresult;
     fn cuStreamAddCallback(
         s: CUstream,
         f: CUstreamCallback,

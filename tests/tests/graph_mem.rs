@@ -20,25 +20,9 @@ extern "C" {
         ndeps: usize,
         dptr: CUdeviceptr,
     ) -> CUresult;
-    fn cuGraphAddMemsetNode(
-        n: *mut CUgraphNode,
-        g: CUgraph,
-        deps: *const CUgraphNode,
-        ndeps: usize,
-        p: *const CUDA_MEMSET_NODE_PARAMS,
-        ctx: CUcontext,
-    ) -> CUresult;
     fn cuGraphMemAllocNodeGetParams(n: CUgraphNode, p: *mut CUDA_MEM_ALLOC_NODE_PARAMS)
         -> CUresult;
     fn cuGraphMemFreeNodeGetParams(n: CUgraphNode, p: *mut CUdeviceptr) -> CUresult;
-    fn cuGraphNodeGetType(n: CUgraphNode, t: *mut CUgraphNodeType) -> CUresult;
-    fn cuGraphGetNodes(g: CUgraph, nodes: *mut CUgraphNode, n: *mut usize) -> CUresult;
-    fn cuGraphInstantiateWithFlags(e: *mut CUgraphExec, g: CUgraph, flags: u64) -> CUresult;
-    fn cuGraphLaunch(e: CUgraphExec, s: CUstream) -> CUresult;
-    fn cuGraphExecDestroy(e: CUgraphExec) -> CUresult;
-    fn cuGraphDestroy(g: CUgraph) -> CUresult;
-    fn cuStreamBeginCapture_v2(s: CUstream, mode: CUstreamCaptureMode) -> CUresult;
-    fn cuStreamEndCapture(s: CUstream, g: *mut CUgraph) -> CUresult;
     fn cuDeviceGetGraphMemAttribute(
         d: CUdevice,
         a: CUgraphMem_attribute,

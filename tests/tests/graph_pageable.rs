@@ -9,22 +9,7 @@ use std::ptr::{null, null_mut};
 
 #[allow(non_snake_case)]
 extern "C" {
-    fn cuGraphAddMemcpyNode(
-        n: *mut CUgraphNode,
-        g: CUgraph,
-        deps: *const CUgraphNode,
-        ndeps: usize,
-        p: *const CUDA_MEMCPY3D,
-        ctx: CUcontext,
-    ) -> CUresult;
     fn cuGraphNodeSetParams(n: CUgraphNode, p: *mut CUgraphNodeParams) -> CUresult;
-    fn cuGraphClone(out: *mut CUgraph, g: CUgraph) -> CUresult;
-    fn cuGraphInstantiateWithFlags(e: *mut CUgraphExec, g: CUgraph, flags: u64) -> CUresult;
-    fn cuGraphLaunch(e: CUgraphExec, s: CUstream) -> CUresult;
-    fn cuGraphExecDestroy(e: CUgraphExec) -> CUresult;
-    fn cuGraphDestroy(g: CUgraph) -> CUresult;
-    fn cuStreamBeginCapture_v2(s: CUstream, mode: CUstreamCaptureMode) -> CUresult;
-    fn cuStreamEndCapture(s: CUstream, g: *mut CUgraph) -> CUresult;
 }
 
 const N: usize = 256;

@@ -6,38 +6,13 @@ use std::ptr::{null, null_mut};
 
 #[allow(non_snake_case)]
 extern "C" {
-    fn cuGraphAddMemsetNode(
-        n: *mut CUgraphNode,
-        g: CUgraph,
-        deps: *const CUgraphNode,
-        ndeps: usize,
-        p: *const CUDA_MEMSET_NODE_PARAMS,
-        ctx: CUcontext,
-    ) -> CUresult;
-    fn cuGraphAddKernelNode_v2(
-        n: *mut CUgraphNode,
-        g: CUgraph,
-        deps: *const CUgraphNode,
-        ndeps: usize,
-        p: *const CUDA_KERNEL_NODE_PARAMS,
-    ) -> CUresult;
-    fn cuGraphAddMemcpyNode(
-        n: *mut CUgraphNode,
-        g: CUgraph,
-        deps: *const CUgraphNode,
-        ndeps: usize,
-        p: *const CUDA_MEMCPY3D,
-        ctx: CUcontext,
-    ) -> CUresult;
     fn cuGraphAddDependencies(
         g: CUgraph,
         from: *const CUgraphNode,
         to: *const CUgraphNode,
         n: usize,
     ) -> CUresult;
-    fn cuGraphGetNodes(g: CUgraph, nodes: *mut CUgraphNode, n: *mut usize) -> CUresult;
     fn cuGraphGetRootNodes(g: CUgraph, nodes: *mut CUgraphNode, n: *mut usize) -> CUresult;
-    fn cuGraphNodeGetType(n: CUgraphNode, t: *mut CUgraphNodeType) -> CUresult;
     fn cuGraphKernelNodeGetParams_v2(n: CUgraphNode, p: *mut CUDA_KERNEL_NODE_PARAMS) -> CUresult;
     fn cuGraphExecKernelNodeSetParams_v2(
         e: CUgraphExec,
@@ -45,10 +20,6 @@ extern "C" {
         p: *const CUDA_KERNEL_NODE_PARAMS,
     ) -> CUresult;
     fn cuGraphDestroyNode(n: CUgraphNode) -> CUresult;
-    fn cuGraphInstantiateWithFlags(e: *mut CUgraphExec, g: CUgraph, flags: u64) -> CUresult;
-    fn cuGraphLaunch(e: CUgraphExec, s: CUstream) -> CUresult;
-    fn cuGraphExecDestroy(e: CUgraphExec) -> CUresult;
-    fn cuGraphDestroy(g: CUgraph) -> CUresult;
     fn cuTensorMapEncodeTiled(
         map: *mut CUtensorMap,
         t: CUtensorMapDataType,

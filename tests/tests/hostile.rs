@@ -4,29 +4,16 @@
 //! raw clients speak the control protocol from the test itself.
 
 use baton_ipc::control::{self, Request, Response};
+use baton_tests::clients::command as client;
 use baton_tests::*;
 use std::ffi::c_void;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::ptr::null_mut;
 use std::time::{Duration, Instant};
-
-#[allow(non_snake_case)]
-extern "C" {
-    fn cuGraphAddMemsetNode(
-        n: *mut CUgraphNode,
-        g: CUgraph,
-        deps: *const CUgraphNode,
-        ndeps: usize,
-        p: *const CUDA_MEMSET_NODE_PARAMS,
-        ctx: CUcontext,
-    ) -> CUresult;
-    fn cuGraphInstantiateWithFlags(e: *mut CUgraphExec, g: CUgraph, flags: u64) -> CUresult;
-    fn cuGraphLaunch(e: CUgraphExec, s: CUstream) -> CUresult;
-}
 
 struct Daemon {
     child: Child,
@@ -47,14 +34,9 @@ impl Daemon {
         let socket = dir.join("baton.sock");
         let conf = dir.join("baton.toml");
         std::fs::write(&conf, config).unwrap();
-        let mut cmd = Command::new(workspace_bin("batond"));
-        cmd.args(["--executor", "sim", "--socket-mode", mode, "--config"])
+        let mut cmd = daemon::batond_sim(&socket);
+        cmd.args(["--socket-mode", mode, "--config"])
             .arg(&conf)
-            .arg("--socket")
-            .arg(&socket)
-            .env_remove("LD_PRELOAD")
-            .env_remove("LD_LIBRARY_PATH")
-            .stdout(Stdio::null())
             .stderr(Stdio::from(
                 std::fs::File::create(dir.join("batond.log")).unwrap(),
             ));
@@ -73,12 +55,7 @@ impl Daemon {
                 })
             };
         }
-        let child = cmd.spawn().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while UnixStream::connect(&socket).is_err() {
-            assert!(Instant::now() < deadline, "daemon did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let child = daemon::spawn_serving(&mut cmd, &socket);
         Daemon { child, socket, dir }
     }
 
@@ -134,24 +111,6 @@ impl Drop for Daemon {
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-fn is_child() -> bool {
-    std::env::var_os("BATON_CHILD").is_some()
-}
-
-fn client(name: &str, socket: &Path) -> Command {
-    let mut c = Command::new(std::env::current_exe().unwrap());
-    c.args([
-        "--exact",
-        name,
-        "--ignored",
-        "--nocapture",
-        "--test-threads=1",
-    ])
-    .env(control::SOCKET_ENV, socket)
-    .env("BATON_CHILD", "1");
-    c
 }
 
 fn run_client(name: &str, socket: &Path) {
@@ -225,7 +184,7 @@ fn idle_connections_neither_end_the_daemon_nor_stop_a_working_tenant() {
         .spawn()
         .unwrap();
     let mut out = BufReader::new(steady.stdout.take().unwrap());
-    wait_for(&mut out, "READY");
+    clients::wait_for_line(&mut out, "READY");
 
     let idle: Vec<UnixStream> = (0..2000)
         .filter_map(|_| UnixStream::connect(&d.socket).ok())
@@ -538,7 +497,7 @@ fn object_caps_are_enforced_by_the_daemon_across_a_tenants_processes() {
         .spawn()
         .unwrap();
     let mut out = BufReader::new(holder.stdout.take().unwrap());
-    wait_for(&mut out, "READY");
+    clients::wait_for_line(&mut out, "READY");
     // The same tenant's second process gets only what the first left.
     run_client("client_over_caps", &d.socket);
     holder.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
@@ -550,21 +509,6 @@ fn object_caps_are_enforced_by_the_daemon_across_a_tenants_processes() {
 fn the_shim_returns_errors_for_unknown_pointers() {
     let d = Daemon::start("pointers", "", None, "660");
     run_client("client_unknown_pointers", &d.socket);
-}
-
-fn wait_for(out: &mut impl BufRead, what: &str) {
-    let mut seen = String::new();
-    loop {
-        let mut line = String::new();
-        assert!(
-            out.read_line(&mut line).unwrap() > 0,
-            "child exited before {what}: {seen}"
-        );
-        if line.contains(what) {
-            return;
-        }
-        seen.push_str(&line);
-    }
 }
 
 fn wait_for_stdin() {
@@ -580,24 +524,7 @@ fn client_smoke() {
     if !is_child() {
         return;
     }
-    init_client();
-    let (_m, add, _, _) = load_kernels();
-    let n = 1000;
-    let (x, y) = (floats(n, 5), floats(n, 6));
-    let [a, b, c] = [0; 3].map(|_| {
-        let mut p = 0;
-        cu!(cuMemAlloc_v2(&mut p, n * 4));
-        p
-    });
-    cu!(cuMemcpyHtoD_v2(a, x.as_ptr() as *const c_void, n * 4));
-    cu!(cuMemcpyHtoD_v2(b, y.as_ptr() as *const c_void, n * 4));
-    cu!(launch_vec_add(add, a, b, c, n as i32, null_mut()));
-    let mut out = vec![0f32; n];
-    cu!(cuMemcpyDtoH_v2(out.as_mut_ptr() as *mut c_void, c, n * 4));
-    assert!(out
-        .iter()
-        .zip(x.iter().zip(&y))
-        .all(|(o, (a, b))| *o == a + b));
+    clients::vec_add_smoke();
 }
 
 /// Connects and starts work, says READY, waits for a line, then does more work that needs

@@ -4,8 +4,9 @@
 //! re-run with one `#[ignore]`d client function selected, as in `processes.rs`.
 
 use baton_ipc::control::{self, Request, Response, StatusReport};
+use baton_tests::clients::command as client;
 use baton_tests::*;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::net::TcpStream;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixDatagram, UnixStream};
@@ -39,17 +40,12 @@ impl Drop for TempDir {
 
 /// A `batond --executor sim` command on `socket`.
 fn batond(socket: &Path) -> Command {
-    let mut c = Command::new(workspace_bin("batond"));
-    c.args(["--executor", "sim", "--socket"])
-        .arg(socket)
-        .env_remove("LD_PRELOAD")
-        .env_remove("LD_LIBRARY_PATH")
-        .env_remove("NOTIFY_SOCKET")
+    let mut c = daemon::batond_sim(socket);
+    c.env_remove("NOTIFY_SOCKET")
         .env_remove("WATCHDOG_USEC")
         .env_remove("JOURNAL_STREAM")
         .env_remove("BATON_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null());
+        .stdin(Stdio::null());
     c
 }
 
@@ -62,21 +58,8 @@ impl Drop for Running {
     }
 }
 
-fn wait_socket(child: &mut Child, socket: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while UnixStream::connect(socket).is_err() {
-        if let Ok(Some(st)) = child.try_wait() {
-            panic!("batond exited before serving: {st}");
-        }
-        assert!(Instant::now() < deadline, "batond did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 fn start(cmd: &mut Command, socket: &Path) -> Running {
-    let mut child = cmd.spawn().unwrap();
-    wait_socket(&mut child, socket);
-    Running(child)
+    Running(daemon::spawn_serving(cmd, socket))
 }
 
 fn status(socket: &Path) -> StatusReport {
@@ -87,6 +70,31 @@ fn status(socket: &Path) -> StatusReport {
         Response::Status(r) => r,
         other => panic!("unexpected {other:?}"),
     }
+}
+
+/// Writes a policy file that opens the metrics endpoint on `port`, behind the token in `token`
+/// where one is named.
+fn write_metrics_policy(policy: &Path, port: u16, token: Option<&Path>) {
+    let mut text = format!("[daemon]\nmetrics_listen = \"127.0.0.1:{port}\"\n");
+    if let Some(t) = token {
+        text += &format!("metrics_token_file = \"{}\"\n", t.display());
+    }
+    std::fs::write(policy, text).unwrap();
+}
+
+/// A daemon with the policy file `policy`, once its metrics endpoint on `port` accepts.
+fn start_metrics(socket: &Path, policy: &Path, port: u16) -> Running {
+    let d = start(
+        batond(socket)
+            .arg("--config")
+            .arg(policy)
+            .stderr(Stdio::null()),
+        socket,
+    );
+    wait_for("the metrics endpoint", Duration::from_secs(5), || {
+        TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    d
 }
 
 fn signal(child: &Child, sig: i32) {
@@ -114,25 +122,6 @@ fn wait_for(what: &str, limit: Duration, mut pred: impl FnMut() -> bool) {
     }
 }
 
-fn is_child() -> bool {
-    std::env::var_os("BATON_CHILD").is_some()
-}
-
-/// This test binary as a client running only the ignored test `name`, on `socket`.
-fn client(name: &str, socket: &Path) -> Command {
-    let mut c = Command::new(std::env::current_exe().unwrap());
-    c.args([
-        "--exact",
-        name,
-        "--ignored",
-        "--nocapture",
-        "--test-threads=1",
-    ])
-    .env(control::SOCKET_ENV, socket)
-    .env("BATON_CHILD", "1");
-    c
-}
-
 /// Starts `client_hold` and waits until it holds its memory; it exits when its stdin closes.
 fn holding_client(socket: &Path, tenant: &str) -> Child {
     let mut c = client("client_hold", socket)
@@ -143,18 +132,7 @@ fn holding_client(socket: &Path, tenant: &str) -> Child {
         .spawn()
         .unwrap();
     let mut out = BufReader::new(c.stdout.take().unwrap());
-    let mut seen = String::new();
-    loop {
-        let mut line = String::new();
-        assert!(
-            out.read_line(&mut line).unwrap() > 0,
-            "client exited: {seen}"
-        );
-        if line.contains("READY") {
-            break;
-        }
-        seen.push_str(&line);
-    }
+    clients::wait_for_line(&mut out, "READY");
     // Keep reading: the client's test harness still prints when it ends.
     std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
     c
@@ -180,24 +158,7 @@ fn client_smoke() {
     if !is_child() {
         return;
     }
-    init_client();
-    let (_m, add, _, _) = load_kernels();
-    let n = 1000;
-    let (x, y) = (floats(n, 5), floats(n, 6));
-    let [a, b, c] = [0; 3].map(|_| {
-        let mut p = 0;
-        cu!(cuMemAlloc_v2(&mut p, n * 4));
-        p
-    });
-    cu!(cuMemcpyHtoD_v2(a, x.as_ptr() as *const _, n * 4));
-    cu!(cuMemcpyHtoD_v2(b, y.as_ptr() as *const _, n * 4));
-    cu!(launch_vec_add(add, a, b, c, n as i32, std::ptr::null_mut()));
-    let mut out = vec![0f32; n];
-    cu!(cuMemcpyDtoH_v2(out.as_mut_ptr() as *mut _, c, n * 4));
-    assert!(out
-        .iter()
-        .zip(x.iter().zip(&y))
-        .all(|(o, (a, b))| *o == a + b));
+    clients::vec_add_smoke();
 }
 
 // ---- logging and signals --------------------------------------------------------------------
@@ -241,7 +202,7 @@ fn a_daemon_whose_stderr_closes_later_stops_on_sigterm() {
     let mut err = child.stderr.take().unwrap();
     let mut first = [0u8; 64];
     assert!(err.read(&mut first).unwrap() > 0, "batond logged nothing");
-    wait_socket(&mut child, &socket);
+    daemon::wait_for_socket(&mut child, &socket);
     let mut d = Running(child);
     drop(err);
     // Log lines now meet a closed pipe: a client's connect and disconnect, a SIGHUP.
@@ -534,26 +495,9 @@ fn twenty_idle_metrics_connections_do_not_delay_a_scrape() {
     let dir = TempDir::new("metrics");
     let socket = dir.path("baton.sock");
     let policy = dir.path("baton.toml");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    std::fs::write(
-        &policy,
-        format!("[daemon]\nmetrics_listen = \"127.0.0.1:{port}\"\n"),
-    )
-    .unwrap();
-    let _d = start(
-        batond(&socket)
-            .arg("--config")
-            .arg(&policy)
-            .stderr(Stdio::null()),
-        &socket,
-    );
-    wait_for("the metrics endpoint", Duration::from_secs(5), || {
-        TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
+    let port = daemon::free_port();
+    write_metrics_policy(&policy, port, None);
+    let _d = start_metrics(&socket, &policy, port);
     let mut idle: Vec<TcpStream> = (0..20)
         .map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap())
         .collect();
@@ -842,29 +786,9 @@ fn with_a_token_file_a_scrape_must_present_the_token() {
     let policy = dir.path("baton.toml");
     let token = dir.path("metrics.token");
     std::fs::write(&token, "s3cret-token\n").unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    std::fs::write(
-        &policy,
-        format!(
-            "[daemon]\nmetrics_listen = \"127.0.0.1:{port}\"\nmetrics_token_file = \"{}\"\n",
-            token.display()
-        ),
-    )
-    .unwrap();
-    let _d = start(
-        batond(&socket)
-            .arg("--config")
-            .arg(&policy)
-            .stderr(Stdio::null()),
-        &socket,
-    );
-    wait_for("the metrics endpoint", Duration::from_secs(5), || {
-        TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
+    let port = daemon::free_port();
+    write_metrics_policy(&policy, port, Some(&token));
+    let _d = start_metrics(&socket, &policy, port);
     let get = |auth: &str| {
         let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
         write!(c, "GET /metrics HTTP/1.1\r\nHost: x\r\n{auth}\r\n").unwrap();
@@ -888,19 +812,8 @@ fn an_unreadable_token_file_leaves_the_endpoint_closed_not_open() {
     let socket = dir.path("baton.sock");
     let policy = dir.path("baton.toml");
     let log = dir.path("batond.log");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    std::fs::write(
-        &policy,
-        format!(
-            "[daemon]\nmetrics_listen = \"127.0.0.1:{port}\"\nmetrics_token_file = \"{}\"\n",
-            dir.path("missing.token").display()
-        ),
-    )
-    .unwrap();
+    let port = daemon::free_port();
+    write_metrics_policy(&policy, port, Some(&dir.path("missing.token")));
     let _d = start(
         batond(&socket)
             .arg("--config")

@@ -2,6 +2,7 @@
 //! processes, which re-run this test binary with one `#[ignore]`d client function selected.
 
 use baton_ipc::control::{self, Request, Response, StatusReport};
+use baton_tests::clients::command as client;
 use baton_tests::*;
 use std::ffi::c_void;
 use std::io::{BufRead, BufReader, Write};
@@ -58,31 +59,20 @@ impl Daemon {
     fn spawn(tag: &str, config: Option<&str>, logged: bool, env: &[(&str, &str)]) -> Daemon {
         let dir = TempDir::new(tag);
         let socket = dir.0.join("baton.sock");
-        let mut cmd = Command::new(workspace_bin("batond"));
+        let mut cmd = daemon::batond_sim(&socket);
         if let Some(text) = config {
             let path = dir.0.join("baton.toml");
             std::fs::write(&path, text).unwrap();
             cmd.arg("--config").arg(path);
         }
-        let child = cmd
-            .args(["--executor", "sim", "--socket"])
-            .arg(&socket)
-            .env_remove("LD_PRELOAD")
-            .env_remove("LD_LIBRARY_PATH")
-            .envs(env.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(if logged {
+        let child = daemon::spawn_serving(
+            cmd.envs(env.iter().copied()).stderr(if logged {
                 Stdio::from(std::fs::File::create(dir.0.join("batond.log")).unwrap())
             } else {
                 Stdio::null()
-            })
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while UnixStream::connect(&socket).is_err() {
-            assert!(Instant::now() < deadline, "daemon did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+            }),
+            &socket,
+        );
         Daemon {
             child,
             socket,
@@ -123,21 +113,6 @@ impl Drop for Daemon {
     }
 }
 
-/// Starts this test binary as a child running only the ignored test `name`.
-fn client(name: &str, socket: &Path) -> Command {
-    let mut c = Command::new(std::env::current_exe().unwrap());
-    c.args([
-        "--exact",
-        name,
-        "--ignored",
-        "--nocapture",
-        "--test-threads=1",
-    ])
-    .env(control::SOCKET_ENV, socket)
-    .env("BATON_CHILD", "1");
-    c
-}
-
 fn run_client(name: &str, socket: &Path) {
     let out = client(name, socket).output().unwrap();
     assert!(
@@ -171,22 +146,23 @@ fn smoke_clients_at_once(n: usize, socket: &Path) {
 
 /// Reads a child's output until it says READY.
 fn wait_ready(out: &mut impl BufRead) {
-    let mut seen = String::new();
-    loop {
-        let mut line = String::new();
-        assert!(
-            out.read_line(&mut line).unwrap() > 0,
-            "child exited before READY: {seen}"
-        );
-        if line.contains("READY") {
-            return;
-        }
-        seen.push_str(&line);
-    }
+    clients::wait_for_line(out, "READY");
 }
 
-fn is_child() -> bool {
-    std::env::var_os("BATON_CHILD").is_some()
+/// Reads an exporter's output until it says READY, and returns what followed `key` on the
+/// line that carried it (the test harness may print the test's name on that line first).
+fn exported(out: &mut impl BufRead, key: &str) -> String {
+    let mut value = String::new();
+    loop {
+        let mut line = String::new();
+        assert!(out.read_line(&mut line).unwrap() > 0, "exporter exited");
+        if let Some(at) = line.find(key) {
+            value = line[at + key.len()..].trim().to_string();
+        }
+        if line.contains("READY") {
+            return value;
+        }
+    }
 }
 
 #[test]
@@ -274,25 +250,7 @@ fn client_pinned() {
     // Kernels write mapped pinned memory through its device pointer.
     let mut dp = 0;
     cu!(cuMemHostGetDevicePointer_v2(&mut dp, host, 0));
-    let (mut p, mut v, mut cnt) = (dp, 0xC0FFEEu32, n as i32);
-    let mut params = [
-        &mut p as *mut _ as *mut c_void,
-        &mut v as *mut _ as *mut c_void,
-        &mut cnt as *mut _ as *mut c_void,
-    ];
-    cu!(cuLaunchKernel(
-        fill,
-        16,
-        1,
-        1,
-        256,
-        1,
-        1,
-        0,
-        s1,
-        params.as_mut_ptr(),
-        null_mut()
-    ));
+    cu!(launch_fill(fill, dp, 0xC0FFEE, n as i32, s1));
     cu!(cuStreamSynchronize(s1));
     // SAFETY: the allocation starts with n u32s.
     assert!(unsafe { std::slice::from_raw_parts(host as *const u32, n) }
@@ -393,26 +351,8 @@ fn client_hang() {
     cu!(cuMemAlloc_v2(&mut p, 4096));
     // Everything from here is posted without waiting for a reply.
     cu!(cuLaunchHostFunc(s, Some(forever), null_mut()));
-    let (mut d, mut v, mut n) = (p, 1u32, 1024i32);
-    let mut params = [
-        &mut d as *mut _ as *mut c_void,
-        &mut v as *mut _ as *mut c_void,
-        &mut n as *mut _ as *mut c_void,
-    ];
     // Work queued behind the callback: it can never run.
-    cu!(cuLaunchKernel(
-        fill,
-        4,
-        1,
-        1,
-        256,
-        1,
-        1,
-        0,
-        s,
-        params.as_mut_ptr(),
-        null_mut()
-    ));
+    cu!(launch_fill(fill, p, 1, 1024, s));
     println!("READY");
     loop {
         std::thread::sleep(std::time::Duration::from_secs(3600));
@@ -434,25 +374,7 @@ fn client_hold_memory() {
     println!("READY");
     // Keep the GPU busy until killed.
     loop {
-        let (mut d, mut v, mut n) = (p, 1u32, 1024i32);
-        let mut params = [
-            &mut d as *mut _ as *mut c_void,
-            &mut v as *mut _ as *mut c_void,
-            &mut n as *mut _ as *mut c_void,
-        ];
-        cu!(cuLaunchKernel(
-            fill,
-            4,
-            1,
-            1,
-            256,
-            1,
-            1,
-            0,
-            null_mut(),
-            params.as_mut_ptr(),
-            null_mut()
-        ));
+        cu!(launch_fill(fill, p, 1, 1024, null_mut()));
         cu!(cuMemcpyHtoD_v2(p, host, 4096));
     }
 }
@@ -463,24 +385,7 @@ fn client_smoke() {
     if !is_child() {
         return;
     }
-    init_client();
-    let (_m, add, _, _) = load_kernels();
-    let n = 1000;
-    let (x, y) = (floats(n, 5), floats(n, 6));
-    let [a, b, c] = [0; 3].map(|_| {
-        let mut p = 0;
-        cu!(cuMemAlloc_v2(&mut p, n * 4));
-        p
-    });
-    cu!(cuMemcpyHtoD_v2(a, x.as_ptr() as *const c_void, n * 4));
-    cu!(cuMemcpyHtoD_v2(b, y.as_ptr() as *const c_void, n * 4));
-    cu!(launch_vec_add(add, a, b, c, n as i32, null_mut()));
-    let mut out = vec![0f32; n];
-    cu!(cuMemcpyDtoH_v2(out.as_mut_ptr() as *mut c_void, c, n * 4));
-    assert!(out
-        .iter()
-        .zip(x.iter().zip(&y))
-        .all(|(o, (a, b))| *o == a + b));
+    clients::vec_add_smoke();
 }
 
 #[test]
@@ -726,11 +631,7 @@ fn clients_the_policy_refuses_get_a_clear_error() {
 
 #[test]
 fn metrics_endpoint_reports_per_tenant_figures() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = daemon::free_port();
     let config = format!(
         "[daemon]\nmetrics_listen = \"127.0.0.1:{port}\"\n[default]\nmemory_quota = \"1GiB\"\n"
     );
@@ -898,18 +799,7 @@ fn ipc_handles_cross_processes() {
         .spawn()
         .unwrap();
     let mut out = BufReader::new(exporter.stdout.take().unwrap());
-    let mut handles = String::new();
-    loop {
-        let mut line = String::new();
-        assert!(out.read_line(&mut line).unwrap() > 0, "exporter exited");
-        // The test harness may print the test's name on the same line first.
-        if let Some(at) = line.find("HANDLES ") {
-            handles = line[at + 8..].trim().to_string();
-        }
-        if line.contains("READY") {
-            break;
-        }
-    }
+    let handles = exported(&mut out, "HANDLES ");
     let parts: Vec<&str> = handles.split(' ').collect();
     let importer = |name: &str| {
         let out = client(name, &d.socket)
@@ -1135,17 +1025,7 @@ fn memory_pools_cross_processes() {
         .spawn()
         .unwrap();
     let mut out = BufReader::new(exporter.stdout.take().unwrap());
-    let mut handles = String::new();
-    loop {
-        let mut line = String::new();
-        assert!(out.read_line(&mut line).unwrap() > 0, "exporter exited");
-        if let Some(at) = line.find("POOL ") {
-            handles = line[at + 5..].trim().to_string();
-        }
-        if line.contains("READY") {
-            break;
-        }
-    }
+    let handles = exported(&mut out, "POOL ");
     let parts: Vec<&str> = handles.split(' ').collect();
     let out = client("client_pool_import", &d.socket)
         .env("BATON_POOL_FD", parts[0])
