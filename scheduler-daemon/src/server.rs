@@ -354,9 +354,12 @@ impl Daemon {
                 return None;
             }
         };
-        if self
-            .config()
-            .refuses_every_name(peer.uid, peer.gid, &peer.groups)
+        // The operator's `Status` (the watchdog's health check) is answered whatever the
+        // policy says of its uid, so it is never refused here; its `Hello` still is, later.
+        if !is_operator(peer.uid)
+            && self
+                .config()
+                .refuses_every_name(peer.uid, peer.gid, &peer.groups)
         {
             if let Some(n) = self.log_limit.allow() {
                 tracing::warn!(
@@ -1060,6 +1063,48 @@ mod tests {
         assert_eq!(l.allow(), None);
         lock(&l.state).0 = Some(Instant::now() - LogLimit::WINDOW);
         assert_eq!(l.allow(), Some(2), "the next line counts those left out");
+    }
+
+    /// A policy that refuses the daemon's own uid under every name must not refuse its health
+    /// check: the watchdog would withhold its pings and systemd restart a serving daemon.
+    #[test]
+    fn the_operator_gets_status_from_a_policy_that_refuses_its_uid() {
+        use crate::executor::sim::SimExecutor;
+        let config = crate::config::Config::parse("[default]\nadmit = false\n").unwrap();
+        let me = nix::unistd::geteuid().as_raw();
+        assert!(config.refuses_every_name(me, nix::unistd::getegid().as_raw(), &[]));
+        let daemon = Daemon::new(
+            Arc::new(SimExecutor::new()),
+            HostArena::reserve().unwrap(),
+            config,
+        )
+        .unwrap();
+        let ask = |req: &Request| {
+            let (client, server) = UnixStream::pair().unwrap();
+            client
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .unwrap();
+            let d = daemon.clone();
+            let conn = std::thread::spawn(move || d.connection(server));
+            control::send(&client, req, &[]).unwrap();
+            let (answer, _) = control::recv::<Response>(&client).unwrap();
+            drop(client);
+            conn.join().unwrap();
+            answer
+        };
+        let answer = ask(&Request::Status);
+        assert!(matches!(answer, Response::Status(_)), "{answer:?}");
+        // Its programs are still refused: only Status is the operator's.
+        let answer = ask(&Request::Hello {
+            version: PROTOCOL_VERSION,
+            pid: std::process::id(),
+            tenant: None,
+            class: None,
+        });
+        assert!(
+            matches!(&answer, Response::Error { code: 100, message } if message.contains("refused by the daemon's policy")),
+            "{answer:?}"
+        );
     }
 
     #[test]
