@@ -521,7 +521,7 @@ pub struct Limits {
     pub stream_quota: u64,
     pub event_quota: u64,
     pub module_quota: u64,
-    /// Connections (client processes and status queries) the tenant may have open at once.
+    /// Client processes the tenant may have connected at once (`Status` queries are not counted).
     pub connection_quota: u64,
     /// Whether the quotas hold for all of the tenant's processes together or for each.
     pub quota_scope: QuotaScope,
