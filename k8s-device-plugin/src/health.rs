@@ -36,8 +36,8 @@ pub fn probe(socket: &Path) -> Result<u32, String> {
     match control::recv::<Response>(&conn).map_err(|e| format!("reading status: {e}"))? {
         (Response::Status(r), _) => Ok(r.devices.len().min(u32::MAX as usize) as u32),
         // The daemon is alive, but without its status the plugin cannot count its GPUs. It
-        // answers Status to root and its own user whatever its policy says, and to other
-        // uids only if the policy admits them.
+        // answers Status to root and its own user unless an entry naming that uid refuses
+        // it, and to other uids only if the policy admits them.
         (Response::Error { message, .. }, _) => Err(format!(
             "the daemon refused Status to this uid (run the plugin as root or as the daemon's user): {message}"
         )),

@@ -1008,6 +1008,14 @@ impl Config {
         self.resolve_groups(name, class_env, uid, gid, &[])
     }
 
+    /// Whether an entry that names `uid` refuses it (`uid = N`, `admit = false`): the one way a
+    /// policy refuses the operator its status.
+    pub fn names_uid_refused(&self, uid: u32) -> bool {
+        self.tenants
+            .iter()
+            .any(|t| t.uid == Some(uid) && !t.limits.admit)
+    }
+
     /// Whether the policy refuses a client of this uid and these groups whatever tenant name
     /// it gives: then it is refused as soon as it connects, before it sends anything.
     pub fn refuses_every_name(&self, uid: u32, gid: u32, groups: &[u32]) -> bool {

@@ -354,12 +354,11 @@ impl Daemon {
                 return None;
             }
         };
-        // The operator's `Status` (the watchdog's health check) is answered whatever the
-        // policy says of its uid, so it is never refused here; its `Hello` still is, later.
-        if !is_operator(peer.uid)
-            && self
-                .config()
-                .refuses_every_name(peer.uid, peer.gid, &peer.groups)
+        // The operator's `Status` (the watchdog's health check) is answered unless an entry
+        // naming its uid refuses it, so it is not refused here; its `Hello` still is, later.
+        let config = self.config();
+        if !(is_operator(peer.uid) && !config.names_uid_refused(peer.uid))
+            && config.refuses_every_name(peer.uid, peer.gid, &peer.groups)
         {
             if let Some(n) = self.log_limit.allow() {
                 tracing::warn!(
@@ -507,8 +506,10 @@ impl Daemon {
             }
             Request::Status => {
                 // The operator (root, or the daemon's own user: its watchdog asks this way)
-                // is answered whatever the policy says of its uid.
-                if !is_operator(peer.uid) {
+                // is answered whatever the policy says of its uid, unless an entry naming that
+                // uid refuses it: a policy that admits only listed users must not lock out
+                // the health check, but an explicit refusal is the operator's own choice.
+                if !(is_operator(peer.uid) && !self.config().names_uid_refused(peer.uid)) {
                     if let Err(e) =
                         self.config()
                             .resolve_groups(None, None, peer.uid, peer.gid, &peer.groups)
@@ -1094,6 +1095,15 @@ mod tests {
         };
         let answer = ask(&Request::Status);
         assert!(matches!(answer, Response::Status(_)), "{answer:?}");
+        // An entry that names its uid and refuses it is honoured.
+        let refusing = format!("[default]\nadmit = false\n[[tenant]]\nuid = {me}\nadmit = false\n");
+        daemon.replace_config(crate::config::Config::parse(&refusing).unwrap());
+        let answer = ask(&Request::Status);
+        assert!(
+            matches!(&answer, Response::Error { code: 100, .. }),
+            "{answer:?}"
+        );
+        daemon.replace_config(crate::config::Config::parse("[default]\nadmit = false\n").unwrap());
         // Its programs are still refused: only Status is the operator's.
         let answer = ask(&Request::Hello {
             version: PROTOCOL_VERSION,
