@@ -208,14 +208,14 @@ pub fn send<T: Serialize>(sock: &UnixStream, msg: &T, fds: &[RawFd]) -> io::Resu
     Ok(())
 }
 
-/// Receives one frame and any file descriptors sent with it.
+/// Receives one frame and any file descriptors sent with it. On a socket with a read timeout
+/// (or a non-blocking one) a frame that has not arrived in time is an error of kind
+/// `WouldBlock`, never a wait past the timeout.
 pub fn recv<T: for<'de> Deserialize<'de>>(sock: &UnixStream) -> io::Result<(T, Vec<OwnedFd>)> {
-    let mut r = FrameReader::new(MAX_FRAME, None);
-    loop {
-        if let Some(frame) = r.read(sock)? {
-            return Ok(frame);
-        }
-    }
+    // `read` reads on until the frame is complete; `None` means the socket said WouldBlock.
+    FrameReader::new(MAX_FRAME, None)
+        .read(sock)?
+        .ok_or_else(|| io::ErrorKind::WouldBlock.into())
 }
 
 /// [`recv`] for frames of at most `max` bytes whose buffer is charged to `budget` while it fills.
@@ -224,12 +224,9 @@ pub fn recv_within<T: for<'de> Deserialize<'de>>(
     max: usize,
     budget: &std::sync::Arc<Budget>,
 ) -> io::Result<(T, Vec<OwnedFd>)> {
-    let mut r = FrameReader::new(max, Some(budget.clone()));
-    loop {
-        if let Some(frame) = r.read(sock)? {
-            return Ok(frame);
-        }
-    }
+    FrameReader::new(max, Some(budget.clone()))
+        .read(sock)?
+        .ok_or_else(|| io::ErrorKind::WouldBlock.into())
 }
 
 /// Bytes that partly received frames may hold, shared by every connection of a daemon: a
@@ -483,6 +480,23 @@ mod tests {
 
     /// Found by the control-socket fuzzer: a frame with more descriptors than the receiver
     /// has room for used to leak the ones the kernel had installed.
+    /// A read timeout ends the wait with an error: the watchdog's health check and the device
+    /// plugin's probe rely on it to find a daemon that accepts but never answers.
+    #[test]
+    fn a_frame_that_does_not_come_in_time_is_an_error() {
+        let (a, _b) = UnixStream::pair().unwrap();
+        a.set_read_timeout(Some(std::time::Duration::from_millis(20)))
+            .unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(recv::<Response>(&a).map(|_| ()).map_err(|e| e.kind()));
+        });
+        let got = rx
+            .recv_timeout(std::time::Duration::from_secs(5))
+            .expect("recv waited past its read timeout");
+        assert_eq!(got, Err(io::ErrorKind::WouldBlock));
+    }
+
     #[test]
     fn too_many_descriptors_are_refused_and_closed() {
         let file = crate::shm::SharedRegion::create("t", 4096).unwrap();

@@ -344,6 +344,14 @@ impl Daemon {
         }
     }
 
+    /// Whether `uid` is the operator (root, or the daemon's own user: its watchdog asks this
+    /// way), answered `Status` whatever the policy says of it unless an entry naming that uid
+    /// refuses it: a policy that admits only listed users must not lock out the health check,
+    /// but an explicit refusal is the operator's own choice.
+    fn status_for_operator(&self, uid: u32) -> bool {
+        is_operator(uid) && !self.config().names_uid_refused(uid)
+    }
+
     /// A new connection: counted against the limits (refused past them, with a log line), and
     /// given the deadline for its first request.
     fn admit_connection(&self, conn: UnixStream) -> Option<Pending> {
@@ -356,9 +364,10 @@ impl Daemon {
         };
         // The operator's `Status` (the watchdog's health check) is answered unless an entry
         // naming its uid refuses it, so it is not refused here; its `Hello` still is, later.
-        let config = self.config();
-        if !(is_operator(peer.uid) && !config.names_uid_refused(peer.uid))
-            && config.refuses_every_name(peer.uid, peer.gid, &peer.groups)
+        if !self.status_for_operator(peer.uid)
+            && self
+                .config()
+                .refuses_every_name(peer.uid, peer.gid, &peer.groups)
         {
             if let Some(n) = self.log_limit.allow() {
                 tracing::warn!(
@@ -505,11 +514,7 @@ impl Daemon {
                 })
             }
             Request::Status => {
-                // The operator (root, or the daemon's own user: its watchdog asks this way)
-                // is answered whatever the policy says of its uid, unless an entry naming that
-                // uid refuses it: a policy that admits only listed users must not lock out
-                // the health check, but an explicit refusal is the operator's own choice.
-                if !(is_operator(peer.uid) && !self.config().names_uid_refused(peer.uid)) {
+                if !self.status_for_operator(peer.uid) {
                     if let Err(e) =
                         self.config()
                             .resolve_groups(None, None, peer.uid, peer.gid, &peer.groups)
