@@ -35,6 +35,12 @@ pub fn probe(socket: &Path) -> Result<u32, String> {
     control::send(&conn, &Request::Status, &[]).map_err(|e| format!("asking for status: {e}"))?;
     match control::recv::<Response>(&conn).map_err(|e| format!("reading status: {e}"))? {
         (Response::Status(r), _) => Ok(r.devices.len().min(u32::MAX as usize) as u32),
+        // The daemon is alive, but without its status the plugin cannot count its GPUs. It
+        // answers Status to its own user always, to root unless an entry `uid = 0` refuses
+        // it, and to other uids only if the policy admits them.
+        (Response::Error { message, .. }, _) => Err(format!(
+            "the daemon refused Status to this uid (run the plugin as root or as the daemon's user): {message}"
+        )),
         (other, _) => Err(format!("unexpected answer to Status: {other:?}")),
     }
 }
@@ -45,9 +51,45 @@ pub async fn check(socket: &Path) -> DaemonHealth {
     match tokio::task::spawn_blocking(move || probe(&socket)).await {
         Ok(Ok(gpus)) => DaemonHealth::Up { gpus },
         Ok(Err(e)) => {
-            tracing::debug!(error = %e, "daemon probe failed");
+            if e.starts_with("the daemon refused") {
+                tracing::warn!(error = %e, "daemon probe refused");
+            } else {
+                tracing::debug!(error = %e, "daemon probe failed");
+            }
             DaemonHealth::Down
         }
         Err(_) => DaemonHealth::Down,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::net::UnixListener;
+
+    /// A refusal is the daemon answering, but not with what the plugin needs: the probe fails
+    /// and says which uid to run as.
+    #[test]
+    fn a_refused_status_names_the_uid_to_run_as() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("baton.sock");
+        let l = UnixListener::bind(&path).unwrap();
+        let daemon = std::thread::spawn(move || {
+            let (conn, _) = l.accept().unwrap();
+            let (req, _) = control::recv::<Request>(&conn).unwrap();
+            assert!(matches!(req, Request::Status));
+            let refusal = Response::Error {
+                code: 100,
+                message: "refused by the daemon's policy: uid 5 is not admitted".into(),
+            };
+            control::send(&conn, &refusal, &[]).unwrap();
+        });
+        let e = probe(&path).unwrap_err();
+        daemon.join().unwrap();
+        assert!(
+            e.contains("run the plugin as root or as the daemon's user"),
+            "{e}"
+        );
+        assert!(e.contains("uid 5 is not admitted"), "{e}");
     }
 }

@@ -521,7 +521,7 @@ pub struct Limits {
     pub stream_quota: u64,
     pub event_quota: u64,
     pub module_quota: u64,
-    /// Connections (client processes and status queries) the tenant may have open at once.
+    /// Client processes the tenant may have connected at once (`Status` queries are not counted).
     pub connection_quota: u64,
     /// Whether the quotas hold for all of the tenant's processes together or for each.
     pub quota_scope: QuotaScope,
@@ -1008,6 +1008,14 @@ impl Config {
         self.resolve_groups(name, class_env, uid, gid, &[])
     }
 
+    /// Whether an entry that names `uid` refuses it (`uid = N`, `admit = false`): the one way a
+    /// policy refuses root its status (`server::Daemon::answers_status_of_operator`).
+    pub fn names_uid_refused(&self, uid: u32) -> bool {
+        self.tenants
+            .iter()
+            .any(|t| t.uid == Some(uid) && !t.limits.admit)
+    }
+
     /// Whether the policy refuses a client of this uid and these groups whatever tenant name
     /// it gives: then it is refused as soon as it connects, before it sends anything.
     pub fn refuses_every_name(&self, uid: u32, gid: u32, groups: &[u32]) -> bool {
@@ -1114,6 +1122,19 @@ mod tests {
 
     fn err(text: &str) -> String {
         Config::parse(text).unwrap_err().to_string()
+    }
+
+    /// Only an entry naming the uid refuses root its status; a `[default]` that admits nobody
+    /// does not (`server::Daemon::answers_status_of_operator`).
+    #[test]
+    fn only_an_entry_naming_a_uid_refuses_it_explicitly() {
+        let none = Config::parse("[default]\nadmit = false\n").unwrap();
+        assert!(!none.names_uid_refused(0));
+        let root = Config::parse("[[tenant]]\nuid = 0\nadmit = false\n").unwrap();
+        assert!(root.names_uid_refused(0));
+        assert!(!root.names_uid_refused(1000));
+        let admitted = Config::parse("[[tenant]]\nuid = 0\nname = \"ops\"\n").unwrap();
+        assert!(!admitted.names_uid_refused(0));
     }
 
     #[test]

@@ -343,7 +343,7 @@ fn page(s: &StatusReport, totals: &BTreeMap<String, Figures>) -> String {
         (
             "baton_tenant_memory_quota_bytes",
             "gauge",
-            "The memory quota of each of the tenant's client processes (absent when unlimited).",
+            "The tenant's memory quota, shared by its clients (each client's own under quota_scope = \"process\"); absent when unlimited.",
             true,
             |f| f.memory_quota.map(|q| q.to_string()),
         ),

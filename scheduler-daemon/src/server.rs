@@ -344,6 +344,14 @@ impl Daemon {
         }
     }
 
+    /// Whether `uid` is answered `Status` whatever the policy says of it: the daemon's own
+    /// user always (its watchdog asks this way, and a policy must not get a serving daemon
+    /// restarted), root unless an entry naming uid 0 refuses it (on a host whose containers
+    /// run as root, the one way to keep them from reading every tenant's status).
+    fn answers_status_of_operator(&self, uid: u32) -> bool {
+        uid == nix::unistd::geteuid().as_raw() || (uid == 0 && !self.config().names_uid_refused(0))
+    }
+
     /// A new connection: counted against the limits (refused past them, with a log line), and
     /// given the deadline for its first request.
     fn admit_connection(&self, conn: UnixStream) -> Option<Pending> {
@@ -354,9 +362,9 @@ impl Daemon {
                 return None;
             }
         };
-        // The operator may ask for Status whatever the policy says (a Hello from it is still
-        // checked against the policy like anyone's).
-        if !is_operator(peer.uid)
+        // The operator may ask for Status (a Hello from it is still checked against the
+        // policy like anyone's, later).
+        if !self.answers_status_of_operator(peer.uid)
             && self
                 .config()
                 .refuses_every_name(peer.uid, peer.gid, &peer.groups)
@@ -506,9 +514,7 @@ impl Daemon {
                 })
             }
             Request::Status => {
-                // The operator (root, or the daemon's own user: its watchdog asks this way)
-                // is answered whatever the policy says of its uid.
-                if !is_operator(peer.uid) {
+                if !self.answers_status_of_operator(peer.uid) {
                     if let Err(e) =
                         self.config()
                             .resolve_groups(None, None, peer.uid, peer.gid, &peer.groups)
@@ -1063,6 +1069,53 @@ mod tests {
         assert_eq!(l.allow(), None);
         lock(&l.state).0 = Some(Instant::now() - LogLimit::WINDOW);
         assert_eq!(l.allow(), Some(2), "the next line counts those left out");
+    }
+
+    /// A policy that refuses the daemon's own uid must not refuse its health check: the
+    /// watchdog would withhold its pings and systemd restart a serving daemon. Only `Status`
+    /// is the operator's: its programs are refused like anyone's.
+    #[test]
+    fn the_operator_gets_status_from_a_policy_that_refuses_its_uid() {
+        use crate::executor::sim::SimExecutor;
+        let config = crate::config::Config::parse("[default]\nadmit = false\n").unwrap();
+        let me = nix::unistd::geteuid().as_raw();
+        assert!(config.refuses_every_name(me, nix::unistd::getegid().as_raw(), &[]));
+        let daemon = Daemon::new(
+            Arc::new(SimExecutor::new()),
+            HostArena::reserve().unwrap(),
+            config,
+        )
+        .unwrap();
+        let ask = |req: &Request| {
+            let (client, server) = UnixStream::pair().unwrap();
+            client
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .unwrap();
+            let d = daemon.clone();
+            let conn = std::thread::spawn(move || d.connection(server));
+            control::send(&client, req, &[]).unwrap();
+            let (answer, _) = control::recv::<Response>(&client).unwrap();
+            drop(client);
+            conn.join().unwrap();
+            answer
+        };
+        let answer = ask(&Request::Status);
+        assert!(matches!(answer, Response::Status(_)), "{answer:?}");
+        // An entry that names its uid and refuses it changes nothing for Status.
+        let refusing = format!("[default]\nadmit = false\n[[tenant]]\nuid = {me}\nadmit = false\n");
+        daemon.replace_config(crate::config::Config::parse(&refusing).unwrap());
+        let answer = ask(&Request::Status);
+        assert!(matches!(answer, Response::Status(_)), "{answer:?}");
+        let answer = ask(&Request::Hello {
+            version: PROTOCOL_VERSION,
+            pid: std::process::id(),
+            tenant: None,
+            class: None,
+        });
+        assert!(
+            matches!(&answer, Response::Error { code: 100, message } if message.contains("refused by the daemon's policy")),
+            "{answer:?}"
+        );
     }
 
     #[test]
