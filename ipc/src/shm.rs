@@ -113,7 +113,8 @@ fn check_aligned(addr: usize) -> Result<NonZeroUsize, ShmError> {
 pub struct SharedRegion {
     ptr: NonNull<u8>,
     len: usize,
-    fd: OwnedFd,
+    /// `None` once [`SharedRegion::take_fd`] gave it away: the mapping stays valid without it.
+    fd: Option<OwnedFd>,
 }
 
 // SAFETY: the region is plain memory owned by this value (the mapping and the fd). Moving it to
@@ -160,7 +161,7 @@ impl SharedRegion {
         Ok(Self {
             ptr: ptr.cast(),
             len,
-            fd,
+            fd: Some(fd),
         })
     }
 
@@ -212,7 +213,7 @@ impl SharedRegion {
         Ok(Self {
             ptr: ptr.cast(),
             len,
-            fd,
+            fd: Some(fd),
         })
     }
 
@@ -245,7 +246,7 @@ impl SharedRegion {
         Ok(Self {
             ptr: ptr.cast(),
             len,
-            fd,
+            fd: Some(fd),
         })
     }
 
@@ -265,28 +266,44 @@ impl SharedRegion {
     }
 
     /// The memory file, e.g. to send to a peer with `SCM_RIGHTS`.
+    ///
+    /// # Panics
+    /// After [`SharedRegion::take_fd`].
     pub fn fd(&self) -> BorrowedFd<'_> {
-        self.fd.as_fd()
+        self.fd
+            .as_ref()
+            .expect("the region's memory file was taken")
+            .as_fd()
+    }
+
+    /// Takes the memory file out, leaving the mapping: for a region that is sent to a peer
+    /// once and never again, so that holding many of them costs no descriptors.
+    pub fn take_fd(&mut self) -> Option<OwnedFd> {
+        self.fd.take()
     }
 
     /// True if the file can no longer shrink (`F_SEAL_SHRINK`), so the mapping can never turn
     /// into `SIGBUS` under us. Always true for regions from [`SharedRegion::create`].
     pub fn is_size_sealed(&self) -> bool {
-        fcntl(self.fd.as_raw_fd(), FcntlArg::F_GET_SEALS)
+        let Some(fd) = &self.fd else {
+            return false;
+        };
+        fcntl(fd.as_raw_fd(), FcntlArg::F_GET_SEALS)
             .map(|bits| SealFlag::from_bits_truncate(bits).contains(SealFlag::F_SEAL_SHRINK))
             .unwrap_or(false)
     }
 }
 
 impl SharedRegion {
-    /// Gives up the region without unmapping it, returning its memory file. For a caller that
+    /// Gives up the region without unmapping it, returning its memory file (unless
+    /// [`SharedRegion::take_fd`] took it already). For a caller that
     /// has already replaced the mapping itself (e.g. with a `MAP_FIXED` reservation over the
     /// same range, so that no other mapping can slip into a hole in between).
     ///
     /// # Safety
     /// The caller must have replaced or unmapped `[as_ptr(), as_ptr() + len())` already, or
     /// accept that the mapping stays for the life of the process.
-    pub unsafe fn forget_mapping(self) -> OwnedFd {
+    pub unsafe fn forget_mapping(self) -> Option<OwnedFd> {
         let this = std::mem::ManuallyDrop::new(self);
         // SAFETY: `this` is never dropped, so the fd is moved out exactly once.
         unsafe { std::ptr::read(&this.fd) }

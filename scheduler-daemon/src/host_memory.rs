@@ -197,6 +197,12 @@ impl HostChunk {
         self.region.as_ref().expect("live chunk")
     }
 
+    /// The chunk's memory file, for the client to map; the daemon keeps only the mapping, so
+    /// a client's 1,024 chunks cost the daemon no descriptors. `None` after the first call.
+    pub fn take_fd(&mut self) -> Option<std::os::fd::OwnedFd> {
+        self.region.as_mut().and_then(SharedRegion::take_fd)
+    }
+
     /// The chunk, carrying `charge` (dropped when the chunk is freed).
     pub fn charged(mut self, charge: Box<dyn std::any::Any + Send>) -> HostChunk {
         self.charge = Some(charge);
@@ -289,6 +295,45 @@ impl HostChunks {
 mod tests {
     use super::*;
     use crate::executor::sim::SimExecutor;
+
+    /// A chunk's memory file goes to its client once; the daemon keeps only the mapping, so
+    /// chunks do not use up its descriptors.
+    #[test]
+    fn a_chunk_gives_its_descriptor_away_and_keeps_its_mapping() {
+        let arena = HostArena::reserve().unwrap();
+        let sim: Arc<dyn Executor> = Arc::new(SimExecutor::new());
+        let mut a = arena.alloc(&sim, 100).unwrap();
+        let fd = a.take_fd().expect("the first call hands the file out");
+        assert!(a.take_fd().is_none(), "only once");
+        use std::os::unix::fs::MetadataExt;
+        let ino = std::fs::File::from(fd.try_clone().unwrap())
+            .metadata()
+            .unwrap()
+            .ino();
+        let holders = || {
+            std::fs::read_dir("/proc/self/fd")
+                .unwrap()
+                .filter_map(|e| std::fs::metadata(e.ok()?.path()).ok())
+                .filter(|m| m.ino() == ino && m.nlink() == 0)
+                .count()
+        };
+        assert_eq!(
+            holders(),
+            1,
+            "the file handed out is the only descriptor of it"
+        );
+        drop(fd);
+        assert_eq!(
+            holders(),
+            0,
+            "the daemon still holds the chunk's memory file"
+        );
+        // SAFETY: the chunk is still mapped read/write for its whole length.
+        unsafe { a.region().as_ptr().write_bytes(7, a.len) };
+        // SAFETY: as above.
+        assert_eq!(unsafe { *a.region().as_ptr().add(a.len - 1) }, 7);
+        a.release();
+    }
 
     #[test]
     fn chunks_come_from_the_reservation_and_go_back() {

@@ -746,9 +746,9 @@ impl Daemon {
                     None,
                 ),
                 Request::AllocHost { len } => match self.alloc_host(shared, len) {
-                    Ok(chunk) => {
+                    Ok(mut chunk) => {
                         let (addr, clen) = (chunk.addr, chunk.len);
-                        let fd = chunk.region().fd().try_clone_to_owned().ok();
+                        let fd = chunk.take_fd();
                         // A session that ended meanwhile frees the chunk at once.
                         if !shared.add_host_chunk(chunk) {
                             return;
@@ -804,11 +804,14 @@ const MAX_ACCEPT_PAUSE: Duration = Duration::from_secs(1);
 /// How long a status answer may take to leave (a client that reads nothing holds its own
 /// thread no longer than this).
 const STATUS_SEND_TIME: Duration = Duration::from_secs(5);
-/// Pinned chunks one client may hold: each keeps a descriptor open in the daemon.
+/// Pinned chunks one client may hold (they keep no descriptor open in the daemon: each
+/// chunk's memory file goes to the client with its answer).
 pub const MAX_HOST_CHUNKS: usize = 1024;
 /// Descriptors kept out of the connection limit for the daemon's own use (the GPU driver,
 /// logs, descriptors in flight); each connection is counted at [`FDS_PER_CONNECTION`].
 const RESERVED_FDS: u64 = 64;
+/// A connection's socket, its session thread's duplicate, its region's memory file, and a
+/// pinned chunk's file on its way to the client.
 const FDS_PER_CONNECTION: u64 = 4;
 
 /// Who is on the other end of a connection, as the kernel says.
