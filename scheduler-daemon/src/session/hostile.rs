@@ -21,11 +21,6 @@ pub(super) fn session(exec: &Arc<SimExecutor>, id: u64, quota: Option<u64>) -> S
 }
 
 pub(super) fn session_with(exec: &Arc<SimExecutor>, id: u64, policy: TenantPolicy) -> Session {
-    let layout = Layout::new(Params::DEFAULT).unwrap();
-    let mapping = SharedRegion::create("test-session", layout.total).unwrap();
-    // SAFETY: a fresh mapping of `layout.total` bytes, kept alive by the session.
-    let region = unsafe { Region::init(mapping.as_ptr(), mapping.len(), Params::DEFAULT) }.unwrap();
-    let dev = exec.host_register(mapping.as_ptr(), mapping.len()).unwrap();
     let identity = Identity {
         session: id,
         pid: 1,
@@ -33,7 +28,16 @@ pub(super) fn session_with(exec: &Arc<SimExecutor>, id: u64, policy: TenantPolic
         gid: 1000,
         tenant: format!("t{id}"),
     };
-    let shared = Arc::new(Shared::new(identity, policy));
+    session_of(exec, Arc::new(Shared::new(identity, policy)))
+}
+
+/// A session of `shared` with a fresh region registered with the simulator.
+pub(super) fn session_of(exec: &Arc<SimExecutor>, shared: Arc<Shared>) -> Session {
+    let layout = Layout::new(Params::DEFAULT).unwrap();
+    let mapping = SharedRegion::create("test-session", layout.total).unwrap();
+    // SAFETY: a fresh mapping of `layout.total` bytes, kept alive by the session.
+    let region = unsafe { Region::init(mapping.as_ptr(), mapping.len(), Params::DEFAULT) }.unwrap();
+    let dev = exec.host_register(mapping.as_ptr(), mapping.len()).unwrap();
     Session::new(shared, exec.clone(), mapping, region, dev).unwrap()
 }
 

@@ -2,16 +2,13 @@
 //! processes (memory, streams, events, modules), and graphs whose memory was freed after the
 //! graph was built or captured.
 
-use super::hostile::{call, session_with, IMAGE};
+use super::hostile::{call, session_of, session_with, IMAGE};
 use super::quota::{Account, Kind};
 use super::{Identity, Session, Shared};
 use crate::config::{QuotaScope, TenantPolicy};
 use crate::executor::code;
 use crate::executor::sim::SimExecutor;
-use crate::executor::Executor;
 use baton_ipc::protocol::{self as p, Op};
-use baton_ipc::region::{Layout, Params, Region};
-use baton_ipc::shm::SharedRegion;
 use std::sync::Arc;
 use zerocopy::FromZeros;
 
@@ -22,11 +19,6 @@ fn process_of(
     policy: &TenantPolicy,
     account: &Arc<Account>,
 ) -> Session {
-    let layout = Layout::new(Params::DEFAULT).unwrap();
-    let mapping = SharedRegion::create("test-session", layout.total).unwrap();
-    // SAFETY: a fresh mapping of `layout.total` bytes, kept alive by the session.
-    let region = unsafe { Region::init(mapping.as_ptr(), mapping.len(), Params::DEFAULT) }.unwrap();
-    let dev = exec.host_register(mapping.as_ptr(), mapping.len()).unwrap();
     let identity = Identity {
         session: id,
         pid: id as u32,
@@ -34,12 +26,8 @@ fn process_of(
         gid: 1000,
         tenant: "t".into(),
     };
-    let shared = Arc::new(Shared::with_account(
-        identity,
-        policy.clone(),
-        account.clone(),
-    ));
-    Session::new(shared, exec.clone(), mapping, region, dev).unwrap()
+    let shared = Shared::with_account(identity, policy.clone(), account.clone());
+    session_of(exec, Arc::new(shared))
 }
 
 fn stream(s: &mut Session) -> (u32, u64) {
